@@ -1,0 +1,435 @@
+"""PTLoss and the plain knowledge-distillation loss, written with `keras.ops`.
+
+Each loss has two faces: a functional form returning per-example values, and
+a `keras.losses.Loss` subclass whose `call` delegates to it (reduction,
+`sample_weight` and masks are left to the base class).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ptloss.coefficients import as_coefficient_array
+from keras_ptloss.coefficients import check_convex
+
+# Log-probability standing for an exact zero probability: finite, so that no
+# inf/NaN reaches a gradient, and low enough that exp() underflows to 0.
+_LOG_ZERO = -1e30
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _upcast(x):
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in _HALF_DTYPES or not dtype.startswith("float"):
+        return ops.cast(x, "float32")
+    return x
+
+
+def _common_float(y_true, y_pred):
+    """Both at the student's float dtype (at least float32)."""
+    y_pred = _upcast(y_pred)
+    return ops.cast(y_true, y_pred.dtype), y_pred
+
+
+def tempered_log_probs(values, temperature=1.0, from_logits=True):
+    """Log of `softmax(logits / T)`, or of probabilities re-tempered by `T`.
+
+    Probabilities `p` are tempered as `p ** (1 / T)`, renormalised. Exact
+    zeros stay exact zeros (their log is a large finite negative number).
+
+    Args:
+        values: logits or probabilities, shape `(..., K)`.
+        temperature: positive float or scalar tensor.
+        from_logits: whether `values` are logits.
+
+    Returns:
+        A float tensor of log-probabilities with the shape of `values`.
+    """
+    values = _upcast(values)
+    if not from_logits:
+        positive = values > 0
+        values = ops.where(
+            positive, ops.log(ops.where(positive, values, 1.0)), _LOG_ZERO
+        )
+    if not _is_python_one(temperature):
+        values = values / ops.cast(temperature, values.dtype)
+    return ops.log_softmax(values, axis=-1)
+
+
+def _is_python_one(value):
+    return isinstance(value, (int, float)) and value == 1
+
+
+def _check_shapes(y_true, y_pred, coefficients=None):
+    true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    if len(true_shape) != len(pred_shape) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(true_shape, pred_shape, strict=True)
+    ):
+        raise ValueError(
+            "`y_true` (teacher outputs) and `y_pred` (student outputs) must "
+            "have the same shape (batch, ..., num_classes). Received: "
+            f"y_true.shape={true_shape}, y_pred.shape={pred_shape}"
+        )
+    if coefficients is not None and len(coefficients.shape) == 2:
+        rows, num_classes = coefficients.shape[0], pred_shape[-1]
+        if num_classes is not None and rows != num_classes:
+            raise ValueError(
+                "Class-wise `coefficients` must have one row per class: "
+                f"expected shape ({num_classes}, M) for outputs with "
+                f"{num_classes} classes. Received: coefficients.shape="
+                f"{tuple(coefficients.shape)}"
+            )
+
+
+def _kl_terms(log_p, log_q):
+    """Per-class `p * (log p - log q)`, exactly 0 where `p == 0`."""
+    p = ops.exp(log_p)
+    return p, ops.where(p > 0, p * (log_p - log_q), 0.0)
+
+
+def kd_loss(
+    y_true,
+    y_pred,
+    temperature=1.0,
+    from_logits=True,
+    teacher_from_logits=False,
+):
+    """Hinton knowledge-distillation loss, `T**2 * KL(p || q)` per example.
+
+    `p = softmax(t / T)` is the tempered teacher, `q = softmax(z / T)` the
+    tempered student, both computed with log-softmax (no clipping).
+
+    Args:
+        y_true: teacher probabilities (or logits if `teacher_from_logits`),
+            shape `(batch, ..., K)`.
+        y_pred: student logits (or probabilities if `from_logits=False`),
+            same shape.
+        temperature: softmax temperature `T > 0`.
+        from_logits: whether `y_pred` holds logits.
+        teacher_from_logits: whether `y_true` holds logits.
+
+    Returns:
+        Per-example loss, shape `(batch, ...)`, float32 (or wider).
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.array([[0.7, 0.2, 0.1]])
+    >>> student_logits = np.log(teacher)
+    >>> float(kd_loss(teacher, student_logits)[0])  # identical -> 0
+    0.0
+    """
+    y_true, y_pred = _common_float(y_true, y_pred)
+    _check_shapes(y_true, y_pred)
+    log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
+    log_q = tempered_log_probs(y_pred, temperature, from_logits)
+    _, kl = _kl_terms(log_p, log_q)
+    return _scale_by_t_squared(ops.sum(kl, axis=-1), temperature)
+
+
+def pt_loss(
+    y_true,
+    y_pred,
+    coefficients,
+    temperature=1.0,
+    from_logits=True,
+    teacher_from_logits=False,
+):
+    """Perturbed distillation loss (PTLoss) per example.
+
+    For teacher `p = softmax(t / T)` and student `q = softmax(z / T)`:
+
+        L = T**2 * sum_k p_k * [log p_k - log q_k
+                                + sum_{m=1..M} eps[k, m] * (1 - q_k)**m]
+
+    With zero coefficients this is exactly `T**2 * KL(p || q)`.
+
+    Args:
+        y_true: teacher probabilities (or logits if `teacher_from_logits`),
+            shape `(batch, ..., K)`.
+        y_pred: student logits (or probabilities if `from_logits=False`),
+            same shape.
+        coefficients: `eps`, shape `(M,)` (shared over classes) or `(K, M)`
+            (class-wise); a tensor or `keras.Variable`. Not validated here
+            (see `PTLoss`), so it can be traced.
+        temperature: softmax temperature `T > 0`.
+        from_logits: whether `y_pred` holds logits.
+        teacher_from_logits: whether `y_true` holds logits.
+
+    Returns:
+        Per-example loss, shape `(batch, ...)`, float32 (or wider).
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.array([[0.7, 0.2, 0.1]])
+    >>> student_logits = np.zeros((1, 3))
+    >>> loss = pt_loss(teacher, student_logits, coefficients=[0.5, -0.1])
+    >>> loss.shape
+    (1,)
+    """
+    y_true, y_pred = _common_float(y_true, y_pred)
+    eps = ops.cast(coefficients, y_pred.dtype)
+    _check_shapes(y_true, y_pred, eps)
+    log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
+    log_q = tempered_log_probs(y_pred, temperature, from_logits)
+    p, kl = _kl_terms(log_p, log_q)
+    one_minus_q = -ops.expm1(log_q)
+    # Horner's rule on the columns of eps: (M,) -> scalars, (K, M) -> (K,).
+    columns = ops.unstack(eps, axis=-1)
+    poly = columns[-1]
+    for column in reversed(columns[:-1]):
+        poly = column + one_minus_q * poly
+    poly = one_minus_q * poly
+    per_example = ops.sum(kl + p * poly, axis=-1)
+    return _scale_by_t_squared(per_example, temperature)
+
+
+def _scale_by_t_squared(values, temperature):
+    if _is_python_one(temperature):
+        return values
+    temperature = ops.cast(temperature, values.dtype)
+    return values * ops.square(temperature)
+
+
+def _check_temperature(temperature):
+    if isinstance(temperature, bool) or not isinstance(
+        temperature, (int, float, np.floating, np.integer)
+    ):
+        raise ValueError(
+            "`temperature` must be a positive number. Received: "
+            f"temperature={temperature!r}"
+        )
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(
+            "`temperature` must be > 0 and finite. Received: "
+            f"temperature={temperature}"
+        )
+    return float(temperature)
+
+
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return bool(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class KDLoss(keras.losses.Loss):
+    """Hinton knowledge-distillation loss: `T**2 * KL(p || q)`.
+
+    `p = softmax(t / T)` is the tempered teacher (given as probabilities by
+    default, re-tempered as `p ** (1/T)`), `q = softmax(z / T)` the tempered
+    student. Both come from log-softmax, so exact zeros and extreme logits
+    stay finite. At `T = 1` with probabilities on both sides this equals
+    `keras.losses.KLDivergence` (which clips instead).
+
+    Args:
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds student logits (default) or
+            probabilities.
+        teacher_from_logits: whether `y_true` holds teacher logits instead of
+            probabilities (default `False`).
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: optional name. Defaults to `"kd_loss"`.
+        dtype: dtype of the computation; half-precision inputs are always
+            computed in float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = KDLoss(temperature=4.0)
+    >>> teacher = np.array([[0.9, 0.05, 0.05]])
+    >>> float(loss(teacher, np.zeros((1, 3)))) > 0
+    True
+
+    Reference:
+        Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+        Network", 2015.
+    """
+
+    def __init__(
+        self,
+        temperature=1.0,
+        from_logits=True,
+        teacher_from_logits=False,
+        reduction="sum_over_batch_size",
+        name="kd_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = _check_temperature(temperature)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.teacher_from_logits = _check_bool(
+            teacher_from_logits, "teacher_from_logits"
+        )
+
+    def call(self, y_true, y_pred):
+        return kd_loss(
+            y_true,
+            y_pred,
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+        return config
+
+
+DEFAULT_ORDER = 5
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class PTLoss(keras.losses.Loss):
+    """Perturbed distillation loss (PTLoss) of Zhang et al.
+
+    Writes the distillation cross-entropy `-log q` as its Maclaurin series in
+    `(1 - q)` and perturbs the first `M` coefficients. For teacher
+    `p = softmax(t / T)` and student `q = softmax(z / T)`, per example:
+
+        L = T**2 * sum_k p_k * [log p_k - log q_k
+                                + sum_{m=1..M} eps[k, m] * (1 - q_k)**m]
+
+    With `eps = 0` it is exactly Hinton's KD loss `T**2 * KL(p || q)`. Its
+    minimiser over the student is a *proxy teacher* shifted away from the
+    teacher: `eps > 0` sharpens it, `eps < 0` smooths it. Choose `eps` with
+    `keras_ptloss.select_coefficients` on a labelled validation split.
+
+    The coefficients live in a non-trainable `keras.Variable`
+    (`loss.coefficients`); change them with `set_coefficients`, which
+    validates the new values. Under `fit` on JAX such a change reaches the
+    compiled step only through a variable the model tracks: use
+    `keras_ptloss.Distiller` or the coefficient callback, which handle this.
+
+    Args:
+        coefficients: `eps`, array-like of shape `(M,)` (shared over classes)
+            or `(K, M)` (class-wise); the order `M` is the last dimension.
+            Defaults to `M = 5` zeros: plain KD until coefficients are
+            selected.
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds student logits (default) or
+            probabilities.
+        teacher_from_logits: whether `y_true` holds teacher logits instead of
+            probabilities (default `False`).
+        allow_nonconvex: by default, coefficients for which
+            `-log q + sum_m eps_m (1 - q)**m` is not convex in `q` (so the
+            proxy teacher may be non-unique) raise `ValueError`; `True`
+            accepts them.
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: optional name. Defaults to `"pt_loss"`.
+        dtype: dtype of the computation; half-precision inputs are always
+            computed in float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = PTLoss(coefficients=[0.5, 0.0, -0.05], temperature=2.0)
+    >>> teacher = np.array([[0.7, 0.2, 0.1]])
+    >>> student_logits = np.array([[1.0, 0.0, -1.0]])
+    >>> value = loss(teacher, student_logits)
+    >>> loss.order
+    3
+
+    Reference:
+        Zhang et al., "Do Not Blindly Imitate the Teacher: Using Perturbed
+        Loss for Knowledge Distillation", arXiv:2305.05010, 2023.
+    """
+
+    def __init__(
+        self,
+        coefficients=None,
+        temperature=1.0,
+        from_logits=True,
+        teacher_from_logits=False,
+        allow_nonconvex=False,
+        reduction="sum_over_batch_size",
+        name="pt_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if coefficients is None:
+            coefficients = np.zeros((DEFAULT_ORDER,))
+        self.temperature = _check_temperature(temperature)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.teacher_from_logits = _check_bool(
+            teacher_from_logits, "teacher_from_logits"
+        )
+        self.allow_nonconvex = _check_bool(allow_nonconvex, "allow_nonconvex")
+        values = self._validate(coefficients)
+        self._coefficients = keras.Variable(
+            values.astype("float32"),
+            trainable=False,
+            dtype="float32",
+            name=f"{self.name}_coefficients",
+        )
+
+    def _validate(self, coefficients, num_classes=None):
+        values = as_coefficient_array(coefficients, num_classes)
+        if not self.allow_nonconvex:
+            check_convex(values)
+        return values
+
+    @property
+    def coefficients(self):
+        """The non-trainable `keras.Variable` holding `eps`."""
+        return self._coefficients
+
+    @property
+    def order(self):
+        """The order `M`: how many series coefficients are perturbed."""
+        return int(self._coefficients.shape[-1])
+
+    @property
+    def classwise(self):
+        """Whether the coefficients have one row per class."""
+        return len(self._coefficients.shape) == 2
+
+    def set_coefficients(self, coefficients):
+        """Validates and assigns new coefficients of the same shape.
+
+        Args:
+            coefficients: array-like with the shape of `self.coefficients`.
+        """
+        num_classes = self._coefficients.shape[0] if self.classwise else None
+        values = self._validate(coefficients, num_classes)
+        if values.shape != tuple(self._coefficients.shape):
+            raise ValueError(
+                "New `coefficients` must keep the loss's shape "
+                f"{tuple(self._coefficients.shape)}. Received: shape "
+                f"{values.shape}"
+            )
+        self._coefficients.assign(values.astype("float32"))
+
+    def call(self, y_true, y_pred):
+        return pt_loss(
+            y_true,
+            y_pred,
+            coefficients=self._coefficients,
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            coefficients=np.asarray(
+                ops.convert_to_numpy(self._coefficients)
+            ).tolist(),
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+            allow_nonconvex=self.allow_nonconvex,
+        )
+        return config
