@@ -85,6 +85,58 @@ def _check_shapes(y_true, y_pred, coefficients=None):
             )
 
 
+_PROB_SUM_ATOL = 1e-3
+
+
+def _check_host_values(values, from_logits, name):
+    """Checks numpy/list inputs (the Python boundary) for NaN/Inf and, for
+    probabilities, negative values or rows not summing to 1.
+
+    Backend tensors are not read back (that would cost a device sync every
+    training step); their shapes are still checked by `_check_shapes`.
+    """
+    if not isinstance(values, (np.ndarray, list, tuple)):
+        return
+    try:
+        array = np.asarray(values, dtype="float64")
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"`{name}` must be an array of numbers. Received: {name}={values!r}"
+        ) from e
+    if array.size == 0:
+        return
+    if not np.all(np.isfinite(array)):
+        bad = array[~np.isfinite(array)][0]
+        raise ValueError(
+            f"`{name}` must be finite; found {bad}. Received: {name} with "
+            f"shape {array.shape}"
+        )
+    if from_logits:
+        return
+    if np.any(array < 0):
+        raise ValueError(
+            f"`{name}` holds probabilities (from_logits=False) and must be "
+            f"non-negative; found {array[array < 0][0]:g}. Received: {name} "
+            f"with shape {array.shape}"
+        )
+    sums = array.sum(axis=-1)
+    off = np.abs(sums - 1.0) > _PROB_SUM_ATOL
+    if np.any(off):
+        raise ValueError(
+            f"`{name}` holds probabilities (from_logits=False): each row must "
+            f"sum to 1 (within {_PROB_SUM_ATOL}); found a row summing to "
+            f"{sums[off].ravel()[0]:.6g}. Pass logits with from_logits=True. "
+            f"Received: {name} with shape {array.shape}"
+        )
+
+
+def _check_host_inputs(y_true, y_pred, from_logits, teacher_from_logits):
+    if np.shape(y_true) != np.shape(y_pred):
+        return  # `_check_shapes` reports the mismatch
+    _check_host_values(y_true, teacher_from_logits, "y_true")
+    _check_host_values(y_pred, from_logits, "y_pred")
+
+
 def _kl_terms(log_p, log_q):
     """Per-class `p * (log p - log q)`, exactly 0 where `p == 0`."""
     p = ops.exp(log_p)
@@ -123,8 +175,10 @@ def kd_loss(
     >>> float(kd_loss(teacher, student_logits)[0])  # identical -> 0
     0.0
     """
+    host_inputs = (y_true, y_pred)
     y_true, y_pred = _common_float(y_true, y_pred)
     _check_shapes(y_true, y_pred)
+    _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
     log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
     log_q = tempered_log_probs(y_pred, temperature, from_logits)
     _, kl = _kl_terms(log_p, log_q)
@@ -169,12 +223,14 @@ def pt_loss(
     >>> teacher = np.array([[0.7, 0.2, 0.1]])
     >>> student_logits = np.zeros((1, 3))
     >>> loss = pt_loss(teacher, student_logits, coefficients=[0.5, -0.1])
-    >>> loss.shape
+    >>> tuple(loss.shape)
     (1,)
     """
+    host_inputs = (y_true, y_pred)
     y_true, y_pred = _common_float(y_true, y_pred)
     eps = ops.cast(coefficients, y_pred.dtype)
     _check_shapes(y_true, y_pred, eps)
+    _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
     log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
     log_q = tempered_log_probs(y_pred, temperature, from_logits)
     p = ops.exp(log_p)
@@ -271,6 +327,13 @@ class KDLoss(keras.losses.Loss):
         self.teacher_from_logits = _check_bool(
             teacher_from_logits, "teacher_from_logits"
         )
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Loss.__call__ turns numpy inputs into tensors: check them first.
+        _check_host_inputs(
+            y_true, y_pred, self.from_logits, self.teacher_from_logits
+        )
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         return kd_loss(
@@ -415,6 +478,13 @@ class PTLoss(keras.losses.Loss):
             )
         self._coefficients.assign(values.astype("float32"))
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Loss.__call__ turns numpy inputs into tensors: check them first.
+        _check_host_inputs(
+            y_true, y_pred, self.from_logits, self.teacher_from_logits
+        )
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
     def call(self, y_true, y_pred):
         return pt_loss(
             y_true,
@@ -428,8 +498,8 @@ class PTLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            coefficients=np.asarray(
-                ops.convert_to_numpy(self._coefficients)
+            coefficients=ops.convert_to_numpy(
+                self._coefficients.value
             ).tolist(),
             temperature=self.temperature,
             from_logits=self.from_logits,

@@ -109,3 +109,95 @@ def np_pt_loss(
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = np.where(p > 0, p * (np.log(p) - log_q), 0.0)
     return t**2 * np.sum(kl + p * poly, axis=-1)
+
+
+def np_mlp_logits(model, x):
+    """float64 forward pass of `tiny_classifier` (Dense-relu-Dense) in numpy.
+
+    Reads the weights through `get_weights()`, so it is independent of the
+    backend's forward pass.
+    """
+    w1, b1, w2, b2 = (np.asarray(w, "float64") for w in model.get_weights())
+    hidden = np.maximum(np.asarray(x, "float64") @ w1 + b1, 0.0)
+    return hidden @ w2 + b2
+
+
+def np_sparse_ce(logits, labels):
+    """Per-example cross-entropy of integer labels and logits, float64."""
+    log_q = scipy.special.log_softmax(np.asarray(logits, "float64"), axis=-1)
+    return -np.take_along_axis(log_q, np.asarray(labels)[:, None], -1)[:, 0]
+
+
+class FixedSelector:
+    """A deterministic stand-in for `select_coefficients`.
+
+    Returns `results[i]` (coefficients, temperature) on its i-th call (the
+    last one repeatedly) and records each call's arguments.
+    """
+
+    def __init__(self, *results, teacher_score=0.5, proxy_score=0.25):
+        self.results = results
+        self.teacher_score = teacher_score
+        self.proxy_score = proxy_score
+        self.calls = []
+
+    def __call__(self, teacher_probs, labels, **kwargs):
+        import types
+
+        self.calls.append(
+            dict(
+                teacher_probs=np.array(teacher_probs),
+                labels=np.array(labels),
+                **kwargs,
+            )
+        )
+        coefficients, temperature = self.results[
+            min(len(self.calls), len(self.results)) - 1
+        ]
+        return types.SimpleNamespace(
+            coefficients=np.asarray(coefficients, "float64"),
+            temperature=float(temperature),
+            teacher_score=self.teacher_score,
+            proxy_score=self.proxy_score,
+            holdout_teacher_score=None,
+            holdout_proxy_score=None,
+        )
+
+
+def readme_commands(readme_path=None):
+    """The two commands of the README's first screen, as strings.
+
+    Returns a dict `{"demo": ..., "test": ...}`: the command lines (not
+    comments) of the README's first two ```bash blocks, which precede its
+    first `##` section. Used by tests/test_readme.py and tests/test_demo.py.
+    """
+    import re
+    from pathlib import Path
+
+    if readme_path is None:
+        readme_path = Path(__file__).resolve().parent.parent / "README.md"
+    text = Path(readme_path).read_text()
+    first_screen = text.split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", first_screen, flags=re.S)
+    commands = [
+        [
+            line.strip()
+            for line in block.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+        for block in blocks
+    ]
+    if len(commands) != 2 or any(len(c) != 1 for c in commands):
+        raise AssertionError(
+            "The README's first screen must hold exactly two ```bash blocks "
+            f"of one command each. Found: {commands}"
+        )
+    return {"demo": commands[0][0], "test": commands[1][0]}
+
+
+# `jit_compile` values for tests that run `fit`: on JAX, where jit is the
+# default and a compiled step can freeze values, both modes; on TF and torch
+# the default ("auto": a tf.function without XLA, eager torch), because XLA
+# and torch.compile cost 5-40 s per compiled step on a 2-core machine. The
+# tests of values changed during `fit` use JIT_MODES on every backend.
+FIT_JIT_MODES = JIT_MODES if BACKEND == "jax" else ("auto",)

@@ -1,0 +1,843 @@
+"""Logit-distillation baselines PTLoss is compared with, in `keras.ops`.
+
+Plain Hinton KD is `keras_ptloss.KDLoss`. This module adds the losses a user
+compares PTLoss with (DESIGN.md section 5):
+
+- `KDCELoss`: KD mixed with the hard-label cross-entropy;
+- `DKDLoss`: decoupled KD (Zhao et al. 2022);
+- `LSKDLoss`: KD on z-score standardised logits (Sun et al. 2024);
+- `Poly1Loss`: Poly-1 on hard labels (Leng et al. 2022).
+
+Each has a functional form returning per-example values and a
+`keras.losses.Loss` subclass delegating to it, like `losses.py`.
+
+Targets convention. Losses that need both the teacher and the label
+(`KDCELoss`, `DKDLoss`) take `y_true` in either of two equivalent forms:
+
+- a dict `{"teacher": teacher_outputs, "label": labels}` (direct calls, a
+  custom `compute_loss`), or
+- one packed array of shape `(batch, K + 1)` made by `pack_targets(teacher,
+  labels)`: the teacher's K outputs, then the integer label as a float.
+  This is the form `model.fit` needs, because Keras requires `y_true` to
+  have the structure of `y_pred`.
+
+Teacher outputs are probabilities unless `teacher_from_logits=True`, as in
+`KDLoss`. Labels are integer class indices of shape `(batch,)` (or
+`(batch, 1)`); `Poly1Loss` also accepts one-hot or soft labels `(batch, K)`.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ptloss.losses import _LOG_ZERO
+from keras_ptloss.losses import _check_bool
+from keras_ptloss.losses import _check_temperature
+from keras_ptloss.losses import _kl_terms
+from keras_ptloss.losses import _scale_by_t_squared
+from keras_ptloss.losses import _upcast
+from keras_ptloss.losses import kd_loss
+from keras_ptloss.losses import tempered_log_probs
+
+# Log-probabilities at or below this are treated as exact zeros.
+_LOG_ZERO_THRESHOLD = 0.5 * _LOG_ZERO
+# Floor for log(p) of an exact zero teacher probability in `lskd_loss`: the
+# log of the smallest normal float32.
+_LOG_TINY = float(np.log(np.finfo("float32").tiny))
+TARGET_KEYS = ("teacher", "label")
+
+
+def pack_targets(teacher, labels):
+    """Packs teacher outputs and integer labels into one `y_true` array.
+
+    `model.fit` requires `y_true` to have the structure of `y_pred`, so
+    losses that need both (`KDCELoss`, `DKDLoss`) read them from one array:
+    the teacher's K outputs followed by the label as a float.
+
+    Args:
+        teacher: teacher probabilities or logits, shape `(batch, K)`.
+        labels: integer class indices, shape `(batch,)` or `(batch, 1)`.
+
+    Returns:
+        A float32 numpy array of shape `(batch, K + 1)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> packed = pack_targets(np.array([[0.75, 0.25]]), np.array([1]))
+    >>> packed.tolist()
+    [[0.75, 0.25, 1.0]]
+    """
+    teacher = np.asarray(keras.ops.convert_to_numpy(teacher), "float32")
+    labels = np.asarray(keras.ops.convert_to_numpy(labels))
+    if teacher.ndim != 2:
+        raise ValueError(
+            "`teacher` must have shape (batch, num_classes). Received: "
+            f"teacher.shape={teacher.shape}"
+        )
+    if labels.ndim == 2 and labels.shape[-1] == 1:
+        labels = labels[:, 0]
+    if labels.shape != teacher.shape[:1]:
+        raise ValueError(
+            "`labels` must hold one integer class index per example, shape "
+            f"({teacher.shape[0]},). Received: labels.shape={labels.shape}"
+        )
+    _check_label_values(labels, teacher.shape[-1])
+    return np.concatenate([teacher, labels.astype("float32")[:, None]], axis=-1)
+
+
+def unpack_targets(y_true, num_classes):
+    """Splits `y_true` into `(teacher, labels)`.
+
+    Args:
+        y_true: a dict `{"teacher": ..., "label": ...}` or a packed array
+            of shape `(batch, num_classes + 1)` from `pack_targets`.
+        num_classes: the number of classes `K`.
+
+    Returns:
+        A tuple `(teacher, labels)` of tensors; `teacher` has shape
+        `(batch, K)`, `labels` the shape the caller gave (packed labels
+        come back as floats of shape `(batch,)`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher, labels = unpack_targets(
+    ...     {"teacher": np.array([[0.7, 0.3]]), "label": np.array([0])}, 2)
+    >>> tuple(teacher.shape), tuple(labels.shape)
+    ((1, 2), (1,))
+    """
+    if isinstance(y_true, dict):
+        if set(y_true) != set(TARGET_KEYS):
+            raise ValueError(
+                "A dict `y_true` must have exactly the keys "
+                f"{list(TARGET_KEYS)}. Received keys: {sorted(y_true)}"
+            )
+        return (
+            ops.convert_to_tensor(y_true["teacher"]),
+            ops.convert_to_tensor(y_true["label"]),
+        )
+    if isinstance(y_true, (list, tuple)):
+        raise ValueError(
+            "`y_true` must be a dict {'teacher': ..., 'label': ...} or a "
+            "packed array from `pack_targets`. Received a "
+            f"{type(y_true).__name__} of length {len(y_true)}"
+        )
+    y_true = ops.convert_to_tensor(y_true)
+    width = y_true.shape[-1]
+    if len(y_true.shape) < 2 or (
+        width is not None and width != num_classes + 1
+    ):
+        raise ValueError(
+            "A packed `y_true` must have shape (batch, num_classes + 1) = "
+            f"(batch, {num_classes + 1}): the teacher's outputs then the "
+            "label (see `pack_targets`). Received: y_true.shape="
+            f"{tuple(y_true.shape)}"
+        )
+    return y_true[..., :num_classes], y_true[..., num_classes]
+
+
+def _concrete(x):
+    """Numpy value of `x` if it is concrete (not traced), else `None`."""
+    if isinstance(x, (np.ndarray, list, tuple, int, float, np.number)):
+        return np.asarray(x)
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # a traced / symbolic tensor: cannot be checked here
+        return None
+
+
+def _check_label_values(values, num_classes, name="labels"):
+    values = np.asarray(values)
+    if values.size == 0:
+        return
+    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        raise ValueError(
+            f"`{name}` must be integer class indices. Received: "
+            f"{name}={values.ravel()[:10].tolist()}..."
+        )
+    low, high = values.min(), values.max()
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"`{name}` must lie in [0, {num_classes - 1}] for "
+            f"{num_classes} classes. Received values in [{low:g}, {high:g}]"
+        )
+
+
+def _label_targets(labels, y_pred, allow_soft=False):
+    """One-hot (or soft) targets of shape and dtype of `y_pred`."""
+    num_classes = y_pred.shape[-1]
+    labels = ops.convert_to_tensor(labels)
+    rank, pred_rank = len(labels.shape), len(y_pred.shape)
+    if rank == pred_rank and labels.shape[-1] == 1 and num_classes != 1:
+        labels = ops.squeeze(labels, axis=-1)
+        rank -= 1
+    if rank == pred_rank and allow_soft:
+        if labels.shape[-1] is not None and labels.shape[-1] != num_classes:
+            raise ValueError(
+                "One-hot / soft `labels` must have the shape of the logits "
+                f"(batch, {num_classes}). Received: labels.shape="
+                f"{tuple(labels.shape)}"
+            )
+        return ops.cast(labels, y_pred.dtype)
+    if rank != pred_rank - 1:
+        raise ValueError(
+            "`labels` must be integer class indices of shape "
+            f"{tuple(y_pred.shape[:-1])} (or with a trailing 1)"
+            + (
+                f" or one-hot of shape {tuple(y_pred.shape)}"
+                if allow_soft
+                else ""
+            )
+            + f". Received: labels.shape={tuple(labels.shape)}"
+        )
+    concrete = _concrete(labels)
+    if concrete is not None:
+        _check_label_values(concrete, num_classes)
+    return ops.one_hot(
+        ops.cast(labels, "int32"), num_classes, dtype=y_pred.dtype
+    )
+
+
+def _check_teacher_shape(teacher, y_pred):
+    true_shape, pred_shape = tuple(teacher.shape), tuple(y_pred.shape)
+    if len(true_shape) != len(pred_shape) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(true_shape, pred_shape, strict=True)
+    ):
+        raise ValueError(
+            "The teacher outputs and `y_pred` (student outputs) must have "
+            "the same shape (batch, ..., num_classes). Received: "
+            f"teacher.shape={true_shape}, y_pred.shape={pred_shape}"
+        )
+
+
+def _cross_entropy(one_hot, log_q):
+    return -ops.sum(ops.where(one_hot > 0, one_hot * log_q, 0.0), axis=-1)
+
+
+def kd_ce_loss(
+    y_true,
+    y_pred,
+    label_weight=0.5,
+    temperature=1.0,
+    from_logits=True,
+    teacher_from_logits=False,
+):
+    """KD mixed with the hard-label cross-entropy, per example.
+
+        L = label_weight * CE(y, softmax(z))
+            + (1 - label_weight) * T**2 * KL(softmax(t/T) || softmax(z/T))
+
+    The cross-entropy uses the untempered student, as in Hinton et al. and
+    the keras.io distillation example (whose `alpha` is `label_weight`).
+
+    Args:
+        y_true: `{"teacher": ..., "label": ...}` or a packed array from
+            `pack_targets`, shape `(batch, K + 1)`.
+        y_pred: student logits (or probabilities if `from_logits=False`),
+            shape `(batch, K)`.
+        label_weight: weight of the hard-label term, in `[0, 1]`; a float or
+            scalar tensor (not validated here, see `KDCELoss`).
+        temperature: softmax temperature `T > 0` of the KD term.
+        from_logits: whether `y_pred` holds logits.
+        teacher_from_logits: whether the teacher outputs are logits.
+
+    Returns:
+        Per-example loss, shape `(batch,)`, float32 (or wider).
+
+    Example:
+
+    >>> import numpy as np
+    >>> y_true = {"teacher": np.array([[0.7, 0.2, 0.1]]),
+    ...           "label": np.array([0])}
+    >>> loss = kd_ce_loss(y_true, np.log([[0.7, 0.2, 0.1]]), label_weight=1.0)
+    >>> round(float(loss[0]), 4)  # pure cross-entropy: -log 0.7
+    0.3567
+    """
+    y_pred = _upcast(y_pred)
+    teacher, labels = unpack_targets(y_true, y_pred.shape[-1])
+    teacher = ops.cast(_upcast(teacher), y_pred.dtype)
+    _check_teacher_shape(teacher, y_pred)
+    one_hot = _label_targets(labels, y_pred)
+    ce = _cross_entropy(one_hot, tempered_log_probs(y_pred, 1.0, from_logits))
+    kd = kd_loss(
+        teacher,
+        y_pred,
+        temperature=temperature,
+        from_logits=from_logits,
+        teacher_from_logits=teacher_from_logits,
+    )
+    weight = ops.cast(label_weight, ce.dtype)
+    return weight * ce + (1.0 - weight) * kd
+
+
+def dkd_terms(
+    y_true,
+    y_pred,
+    temperature=1.0,
+    from_logits=True,
+    teacher_from_logits=False,
+):
+    """The parts of decoupled KD: TCKD, NCKD and the teacher's target mass.
+
+    With tempered teacher `p` and student `q`, label `y`, binary splits
+    `b(p) = (p_y, 1 - p_y)` and non-target distributions
+    `p_hat_k = p_k / (1 - p_y)` for `k != y`:
+
+        TCKD = KL(b(p) || b(q)),   NCKD = KL(p_hat || q_hat),
+        KL(p || q) = TCKD + (1 - p_y) * NCKD.
+
+    Everything comes from log-softmax (no clipping); a teacher with no
+    non-target mass gets `NCKD = 0`. Not multiplied by `T**2`.
+
+    Args:
+        y_true: `{"teacher": ..., "label": ...}` or a packed array from
+            `pack_targets`.
+        y_pred: student logits (or probabilities), shape `(batch, K)`.
+        temperature: softmax temperature `T > 0`.
+        from_logits: whether `y_pred` holds logits.
+        teacher_from_logits: whether the teacher outputs are logits.
+
+    Returns:
+        A tuple `(tckd, nckd, teacher_target_prob)` of shape `(batch,)`
+        tensors.
+
+    Example:
+
+    >>> import numpy as np
+    >>> y_true = {"teacher": np.array([[0.7, 0.2, 0.1]]),
+    ...           "label": np.array([0])}
+    >>> tckd, nckd, p_y = dkd_terms(y_true, np.zeros((1, 3)))
+    >>> round(float(p_y[0]), 4)
+    0.7
+    """
+    y_pred = _upcast(y_pred)
+    teacher, labels = unpack_targets(y_true, y_pred.shape[-1])
+    teacher = ops.cast(_upcast(teacher), y_pred.dtype)
+    _check_teacher_shape(teacher, y_pred)
+    target = _label_targets(labels, y_pred) > 0
+    log_p = tempered_log_probs(teacher, temperature, teacher_from_logits)
+    log_q = tempered_log_probs(y_pred, temperature, from_logits)
+
+    def split(log_probs):
+        log_target = ops.sum(ops.where(target, log_probs, 0.0), axis=-1)
+        others = ops.where(target, _LOG_ZERO, log_probs)
+        log_rest = ops.logsumexp(others, axis=-1)
+        return log_target, others, log_rest
+
+    log_p_y, others_p, log_rest_p = split(log_p)
+    log_q_y, others_q, log_rest_q = split(log_q)
+    p_y = ops.exp(log_p_y)
+    has_rest = log_rest_p > _LOG_ZERO_THRESHOLD
+    rest_p = ops.where(has_rest, ops.exp(log_rest_p), 0.0)
+    tckd = ops.where(p_y > 0, p_y * (log_p_y - log_q_y), 0.0) + ops.where(
+        has_rest, rest_p * (log_rest_p - log_rest_q), 0.0
+    )
+    log_p_hat = others_p - ops.expand_dims(log_rest_p, -1)
+    log_q_hat = others_q - ops.expand_dims(log_rest_q, -1)
+    _, kl_hat = _kl_terms(log_p_hat, log_q_hat)
+    nckd = ops.where(has_rest, ops.sum(kl_hat, axis=-1), 0.0)
+    return tckd, nckd, p_y
+
+
+def dkd_loss(
+    y_true,
+    y_pred,
+    alpha=1.0,
+    beta=8.0,
+    temperature=1.0,
+    from_logits=True,
+    teacher_from_logits=False,
+):
+    """Decoupled knowledge distillation (DKD), per example.
+
+        L = T**2 * (alpha * TCKD + beta * NCKD)
+
+    where TCKD is the KL divergence of the binary target / non-target split
+    and NCKD the KL divergence among the non-target classes (see
+    `dkd_terms`). Hinton KD is the special case `alpha = 1`,
+    `beta = 1 - p_y`, which DKD decouples.
+
+    Args:
+        y_true: `{"teacher": ..., "label": ...}` or a packed array from
+            `pack_targets`, shape `(batch, K + 1)`.
+        y_pred: student logits (or probabilities), shape `(batch, K)`.
+        alpha: weight of TCKD (float or tensor broadcastable to `(batch,)`;
+            not validated here, see `DKDLoss`).
+        beta: weight of NCKD (same).
+        temperature: softmax temperature `T > 0`.
+        from_logits: whether `y_pred` holds logits.
+        teacher_from_logits: whether the teacher outputs are logits.
+
+    Returns:
+        Per-example loss, shape `(batch,)`, float32 (or wider).
+
+    Example:
+
+    >>> import numpy as np
+    >>> y_true = {"teacher": np.array([[0.7, 0.2, 0.1]]),
+    ...           "label": np.array([0])}
+    >>> float(dkd_loss(y_true, np.log([[0.7, 0.2, 0.1]]))[0])
+    0.0
+    """
+    tckd, nckd, _ = dkd_terms(
+        y_true,
+        y_pred,
+        temperature=temperature,
+        from_logits=from_logits,
+        teacher_from_logits=teacher_from_logits,
+    )
+    alpha = ops.cast(alpha, tckd.dtype)
+    beta = ops.cast(beta, tckd.dtype)
+    return _scale_by_t_squared(alpha * tckd + beta * nckd, temperature)
+
+
+def standardize_logits(logits, delta=1e-7):
+    """Z-score standardisation of logits over the class axis.
+
+    `z -> (z - mean(z)) / (std(z) + delta)` with the population standard
+    deviation. Constant logits map to zeros.
+
+    Args:
+        logits: tensor of shape `(..., K)`.
+        delta: small non-negative number added to the standard deviation.
+
+    Returns:
+        A float tensor of the shape of `logits`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]]), delta=0.0)
+    >>> np.round(np.asarray(z, dtype="float64"), 4).tolist()
+    [[-1.2247, 0.0, 1.2247]]
+    """
+    logits = _upcast(logits)
+    centred = logits - ops.mean(logits, axis=-1, keepdims=True)
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    # sqrt has an infinite derivative at 0: constant logits (e.g. a freshly
+    # initialised layer with dead ReLUs) would give NaN gradients.
+    positive = variance > 0
+    std = ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
+    denominator = std + ops.cast(delta, std.dtype)
+    denominator = ops.where(denominator > 0, denominator, 1.0)
+    return centred / denominator
+
+
+def lskd_loss(
+    y_true,
+    y_pred,
+    temperature=1.0,
+    delta=1e-7,
+    teacher_from_logits=False,
+):
+    """KD on z-score standardised logits (logit standardisation), per example.
+
+        L = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
+        s(z) = (z - mean z) / (std z + delta)
+
+    Teacher probabilities are mapped to log-probabilities first: those
+    differ from the logits only by a per-example constant, which the
+    standardisation removes, so the result is the same as from the logits
+    (exact zero probabilities are floored at log of the smallest float32).
+
+    Args:
+        y_true: teacher probabilities (or logits if `teacher_from_logits`),
+            shape `(batch, K)`.
+        y_pred: student logits, shape `(batch, K)`.
+        temperature: softmax temperature `T > 0` applied after
+            standardisation.
+        delta: non-negative number added to the standard deviation.
+        teacher_from_logits: whether `y_true` holds logits.
+
+    Returns:
+        Per-example loss, shape `(batch,)`, float32 (or wider).
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher_logits = np.array([[2.0, 0.0, -1.0]])
+    >>> student_logits = 3.0 * teacher_logits + 5.0  # same after z-scoring
+    >>> round(float(lskd_loss(teacher_logits, student_logits,
+    ...                       teacher_from_logits=True)[0]), 6)
+    0.0
+    """
+    y_pred = _upcast(y_pred)
+    y_true = ops.cast(_upcast(y_true), y_pred.dtype)
+    _check_teacher_shape(y_true, y_pred)
+    if not teacher_from_logits:
+        positive = y_true > 0
+        y_true = ops.where(
+            positive,
+            ops.maximum(ops.log(ops.where(positive, y_true, 1.0)), _LOG_TINY),
+            _LOG_TINY,
+        )
+    return kd_loss(
+        standardize_logits(y_true, delta),
+        standardize_logits(y_pred, delta),
+        temperature=temperature,
+        from_logits=True,
+        teacher_from_logits=True,
+    )
+
+
+def poly1_loss(y_true, y_pred, epsilon=1.0, from_logits=True):
+    """Poly-1 loss on hard labels, per example.
+
+        L = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
+
+    For one-hot or soft labels `y` this is optax's
+    `poly_loss_cross_entropy`: `CE(y, q) + epsilon * sum_k y_k (1 - q_k)`.
+    It equals PTLoss with a one-hot teacher and shared coefficients
+    `[epsilon]` at `T = 1`.
+
+    Args:
+        y_true: integer labels `(batch,)` (or `(batch, 1)`), or one-hot /
+            soft labels `(batch, K)`.
+        y_pred: student logits (or probabilities), shape `(batch, K)`.
+        epsilon: the Poly-1 coefficient (float or scalar tensor; not
+            validated here, see `Poly1Loss`).
+        from_logits: whether `y_pred` holds logits.
+
+    Returns:
+        Per-example loss, shape `(batch,)`, float32 (or wider).
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.log([[0.5, 0.25, 0.25]])
+    >>> round(float(poly1_loss(np.array([0]), logits, epsilon=2.0)[0]), 4)
+    1.6931
+    """
+    y_pred = _upcast(y_pred)
+    targets = _label_targets(y_true, y_pred, allow_soft=True)
+    log_q = tempered_log_probs(y_pred, 1.0, from_logits)
+    one_minus_q = -ops.expm1(log_q)
+    poly = ops.sum(targets * one_minus_q, axis=-1)
+    epsilon = ops.cast(epsilon, log_q.dtype)
+    return _cross_entropy(targets, log_q) + epsilon * poly
+
+
+def _check_number(value, name, low=None, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.floating, np.integer)
+    ):
+        raise ValueError(
+            f"`{name}` must be a number. Received: {name}={value!r}"
+        )
+    value = float(value)
+    bad = not math.isfinite(value)
+    if low is not None:
+        bad = bad or value < low or (low_open and value == low)
+    if high is not None:
+        bad = bad or value > high
+    if bad:
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            bounds.append(f"<= {high:g}")
+        condition = " and ".join(bounds) if bounds else "finite"
+        raise ValueError(
+            f"`{name}` must be finite and {condition}. Received: {name}={value}"
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class KDCELoss(keras.losses.Loss):
+    """Hinton KD mixed with the hard-label cross-entropy.
+
+        L = label_weight * CE(y, softmax(z))
+            + (1 - label_weight) * T**2 * KL(softmax(t/T) || softmax(z/T))
+
+    This is the usual "KD" of the literature (Hinton et al. mix both terms)
+    and the keras.io distillation example (its `alpha` is `label_weight`).
+
+    `y_true` carries both the teacher and the label: a dict
+    `{"teacher": ..., "label": ...}`, or for `model.fit` the packed array
+    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`.
+
+    Args:
+        label_weight: weight of the cross-entropy term, in `[0, 1]`.
+            Defaults to `0.5`.
+        temperature: softmax temperature `T > 0` of the KD term. Defaults to
+            `1.0`.
+        from_logits: whether `y_pred` holds student logits (default).
+        teacher_from_logits: whether the teacher outputs are logits instead
+            of probabilities (default `False`).
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: optional name. Defaults to `"kd_ce_loss"`.
+        dtype: dtype of the computation; half-precision inputs are always
+            computed in float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = KDCELoss(label_weight=0.1, temperature=4.0)
+    >>> y_true = pack_targets(np.array([[0.8, 0.1, 0.1]]), np.array([0]))
+    >>> float(loss(y_true, np.zeros((1, 3)))) > 0
+    True
+
+    Reference:
+        Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+        Network", 2015.
+    """
+
+    def __init__(
+        self,
+        label_weight=0.5,
+        temperature=1.0,
+        from_logits=True,
+        teacher_from_logits=False,
+        reduction="sum_over_batch_size",
+        name="kd_ce_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.label_weight = _check_number(
+            label_weight, "label_weight", 0.0, 1.0
+        )
+        self.temperature = _check_temperature(temperature)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.teacher_from_logits = _check_bool(
+            teacher_from_logits, "teacher_from_logits"
+        )
+
+    def call(self, y_true, y_pred):
+        return kd_ce_loss(
+            y_true,
+            y_pred,
+            label_weight=self.label_weight,
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            label_weight=self.label_weight,
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class DKDLoss(keras.losses.Loss):
+    """Decoupled knowledge distillation (DKD) of Zhao et al.
+
+        L = T**2 * (alpha * TCKD + beta * NCKD)
+
+    TCKD is the KL divergence between the teacher's and the student's binary
+    target / non-target split, NCKD the KL divergence between their
+    distributions over the non-target classes (both tempered by `T`). Hinton
+    KD is `TCKD + (1 - p_target) * NCKD`: it couples NCKD to the teacher's
+    confidence, which DKD replaces by a free weight `beta`.
+
+    `y_true` carries both the teacher and the label: a dict
+    `{"teacher": ..., "label": ...}`, or for `model.fit` the packed array
+    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`.
+
+    Args:
+        alpha: weight of TCKD, `>= 0`. Defaults to `1.0`.
+        beta: weight of NCKD, `>= 0`. Defaults to `8.0` (the paper's
+            CIFAR-100 value).
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds student logits (default).
+        teacher_from_logits: whether the teacher outputs are logits instead
+            of probabilities (default `False`).
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: optional name. Defaults to `"dkd_loss"`.
+        dtype: dtype of the computation; half-precision inputs are always
+            computed in float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = DKDLoss(alpha=1.0, beta=8.0, temperature=4.0)
+    >>> y_true = pack_targets(np.array([[0.8, 0.1, 0.1]]), np.array([0]))
+    >>> float(loss(y_true, np.zeros((1, 3)))) > 0
+    True
+
+    Reference:
+        Zhao, Cui, Song, Qiu and Liang, "Decoupled Knowledge Distillation",
+        CVPR 2022.
+    """
+
+    def __init__(
+        self,
+        alpha=1.0,
+        beta=8.0,
+        temperature=1.0,
+        from_logits=True,
+        teacher_from_logits=False,
+        reduction="sum_over_batch_size",
+        name="dkd_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.alpha = _check_number(alpha, "alpha", 0.0)
+        self.beta = _check_number(beta, "beta", 0.0)
+        self.temperature = _check_temperature(temperature)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.teacher_from_logits = _check_bool(
+            teacher_from_logits, "teacher_from_logits"
+        )
+
+    def call(self, y_true, y_pred):
+        return dkd_loss(
+            y_true,
+            y_pred,
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class LSKDLoss(keras.losses.Loss):
+    """KD with logit standardisation (Sun et al.).
+
+        L = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
+        s(z) = (z - mean z) / (std z + delta)
+
+    Both the teacher's and the student's logits are z-scored over classes
+    before the tempered KL divergence, so the student matches the teacher's
+    logit *relations*, not their scale: the loss is invariant to shifting
+    or (up to `delta`) positively scaling either side's logits. The
+    standard deviation is the population one; the reference code's unbiased
+    one differs by the constant `sqrt(K / (K - 1))`, i.e. a rescaled `T`.
+
+    Args:
+        temperature: temperature `T > 0` applied after standardisation.
+            Defaults to `1.0`.
+        delta: non-negative number added to the standard deviation.
+            Defaults to `1e-7`.
+        teacher_from_logits: whether `y_true` holds teacher logits. With
+            probabilities (the default, like `KDLoss`), their logs are used,
+            which standardise exactly like the logits they came from.
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: optional name. Defaults to `"lskd_loss"`.
+        dtype: dtype of the computation; half-precision inputs are always
+            computed in float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = LSKDLoss(temperature=2.0)
+    >>> teacher = np.array([[0.8, 0.1, 0.1]])
+    >>> float(loss(teacher, np.zeros((1, 3)))) > 0
+    True
+
+    Reference:
+        Sun, Ren, Li, Wang and Cao, "Logit Standardization in Knowledge
+        Distillation", CVPR 2024.
+    """
+
+    def __init__(
+        self,
+        temperature=1.0,
+        delta=1e-7,
+        teacher_from_logits=False,
+        reduction="sum_over_batch_size",
+        name="lskd_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = _check_temperature(temperature)
+        self.delta = _check_number(delta, "delta", 0.0)
+        self.teacher_from_logits = _check_bool(
+            teacher_from_logits, "teacher_from_logits"
+        )
+
+    def call(self, y_true, y_pred):
+        return lskd_loss(
+            y_true,
+            y_pred,
+            temperature=self.temperature,
+            delta=self.delta,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            temperature=self.temperature,
+            delta=self.delta,
+            teacher_from_logits=self.teacher_from_logits,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class Poly1Loss(keras.losses.Loss):
+    """Poly-1 loss on hard labels (Leng et al.).
+
+        L = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
+
+    The cross-entropy's Maclaurin series in `(1 - q_y)` with its first
+    coefficient perturbed by `epsilon`: PTLoss with a one-hot teacher. With
+    soft labels it is optax's `poly_loss_cross_entropy`.
+
+    Args:
+        epsilon: the coefficient, `>= -1` (below `-1` the loss no longer
+            decreases as `q_y` grows). Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits (default).
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: optional name. Defaults to `"poly1_loss"`.
+        dtype: dtype of the computation; half-precision inputs are always
+            computed in float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = Poly1Loss(epsilon=2.0)
+    >>> round(float(loss(np.array([0]), np.log([[0.5, 0.25, 0.25]]))), 4)
+    1.6931
+
+    Reference:
+        Leng, Tan, Liu, Cubuk, Shi, Cheng and Anguelov, "PolyLoss: A
+        Polynomial Expansion Perspective of Classification Loss Functions",
+        ICLR 2022.
+    """
+
+    def __init__(
+        self,
+        epsilon=1.0,
+        from_logits=True,
+        reduction="sum_over_batch_size",
+        name="poly1_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.epsilon = _check_number(epsilon, "epsilon", -1.0)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+
+    def call(self, y_true, y_pred):
+        return poly1_loss(
+            y_true, y_pred, epsilon=self.epsilon, from_logits=self.from_logits
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon, from_logits=self.from_logits)
+        return config

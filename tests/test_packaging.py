@@ -1,0 +1,118 @@
+"""`pip install .` builds a wheel holding the package only."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import keras_ptloss
+
+ROOT = Path(__file__).resolve().parent.parent
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git",
+    "__pycache__",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".ipynb_checkpoints",
+)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """Builds the wheel from a copy of the checkout (the tree stays clean)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=COPY_IGNORE)
+    out = tmp / "dist"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(src),
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-cache-dir",
+        "-q",
+        "-w",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wheels = list(out.glob("keras_ptloss-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def _names(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.namelist()
+
+
+def test_wheel_contains_only_the_package(wheel):
+    names = _names(wheel)
+    outside = [
+        n
+        for n in names
+        if not n.startswith("keras_ptloss/")
+        and not n.startswith("keras_ptloss-")
+    ]
+    assert outside == []
+    meta_dirs = {n.split("/")[0] for n in names if n.startswith("keras_ptl")}
+    assert meta_dirs == {
+        "keras_ptloss",
+        f"keras_ptloss-{keras_ptloss.__version__}.dist-info",
+    }
+    for banned in ("tests", "benchmarks", "examples", "docs", "data"):
+        assert not any(f"/{banned}/" in f"/{n}" for n in names), banned
+    assert not any(
+        n.endswith((".ipynb", ".npz", ".json", ".png")) for n in names
+    )
+
+
+def test_wheel_ships_every_module_of_the_package(wheel):
+    names = set(_names(wheel))
+    source = {
+        f"keras_ptloss/{p.name}" for p in (ROOT / "keras_ptloss").glob("*.py")
+    }
+    assert source <= names
+    assert "keras_ptloss/__main__.py" in names
+
+
+def test_wheel_metadata_version_and_console_script(wheel):
+    assert wheel.name.startswith(f"keras_ptloss-{keras_ptloss.__version__}-")
+    dist_info = f"keras_ptloss-{keras_ptloss.__version__}.dist-info"
+    with zipfile.ZipFile(wheel) as zf:
+        entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
+        metadata = zf.read(f"{dist_info}/METADATA").decode()
+    assert "[console_scripts]" in entry_points
+    assert "keras-ptloss = keras_ptloss.cli:main" in entry_points
+    assert f"Version: {keras_ptloss.__version__}" in metadata
+    assert "Requires-Python: >=3.10" in metadata
+
+
+def test_installed_wheel_benchmark_command_explains_missing_benchmarks(
+    wheel, tmp_path
+):
+    """From a wheel (no benchmarks/ folder) the subcommand fails clearly."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_ptloss", "benchmark", "accuracy"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "not part of the installed package" in proc.stderr
+    assert str(site / "benchmarks") in proc.stderr
