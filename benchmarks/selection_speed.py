@@ -100,6 +100,12 @@ def parse_args(argv=None):
         "--no-plots", action="store_true", help="skip the PNG plots"
     )
     parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only rewrite the markdown section from the existing JSON "
+        "(no runs; the section keeps the command that produced the JSON)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: N=2000, K in {10, 100}, 1 repeat, 64 candidates; "
@@ -296,7 +302,7 @@ def fmt_duration(seconds):
     return f"{seconds:.1f} s"
 
 
-def markdown(data, plots):
+def markdown(data, plots, out_dir):
     rows = []
     for r in data["rows"]:
         target = target_of(r)
@@ -415,11 +421,14 @@ def markdown(data, plots):
         ),
     ]
     if plots:
+        # Links relative to the repository root, where BENCHMARKS.md lives.
+        folder = Path(out_dir).resolve().relative_to(timing.ROOT)
+        links = [(title, (folder / name).as_posix()) for title, name in plots]
         lines += ["", "Plots (K = 10, shared coefficients):", ""]
-        for title, path in plots:
+        for title, path in links:
             lines.append(f"- [{title}]({path})")
         lines.append("")
-        for title, path in plots:
+        for title, path in links:
             lines.append(f"![{title}]({path})")
     if data.get("errors"):
         lines += ["", "Errors:", ""]
@@ -433,6 +442,13 @@ def main(argv=None):
     import scipy
 
     out_dir = timing.QUICK_RESULTS if args.quick else timing.RESULTS
+    if args.render_only:
+        data = timing.read_json(out_dir / f"{NAME}.json")
+        plots = [tuple(p) for p in data.get("plots", [])]
+        text = markdown(data, plots, out_dir)
+        timing.write_markdown(out_dir / f"{NAME}.md", text)
+        print(text)
+        return 0
     data = dict(
         name=NAME,
         command=timing.command_line(argv=argv),
@@ -480,8 +496,9 @@ def main(argv=None):
         plots = [(title, Path(p).name) for title, p in paths]
         data["plots"] = plots
     timing.write_json(out_dir / f"{NAME}.json", data)
-    timing.write_markdown(out_dir / f"{NAME}.md", markdown(data, plots))
-    print(markdown(data, plots))
+    text = markdown(data, plots, out_dir)
+    timing.write_markdown(out_dir / f"{NAME}.md", text)
+    print(text)
     return 1 if data["errors"] else 0
 
 

@@ -1,6 +1,5 @@
 """The proxy teacher against closed forms, scipy and PTLoss itself."""
 
-import keras
 import numpy as np
 import pytest
 import scipy.optimize
@@ -16,20 +15,6 @@ from keras_ptloss.proxy import temper
 from tests.utils import np_temper
 from tests.utils import random_probs
 from tests.utils import value_and_grad
-
-
-@pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    """Overrides the conftest fixture of the same name for this module.
-
-    These tests build no Keras models, so they skip its
-    `keras.backend.clear_session()`, whose full `gc.collect()` costs about
-    a second per test on the 2-core CI machine (most of this file's time).
-    """
-    keras.config.set_dtype_policy("float32")
-    keras.utils.set_random_seed(1234)
-    yield
-
 
 K = 5
 

@@ -2,7 +2,6 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -21,20 +20,6 @@ from keras_ptloss.selection import coefficient_box
 from tests.utils import np_softmax
 from tests.utils import random_probs
 from tests.utils import value_and_grad
-
-
-@pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    """Overrides the conftest fixture of the same name for this module.
-
-    These tests build no Keras models, so they skip its
-    `keras.backend.clear_session()`, whose full `gc.collect()` costs about
-    a second per test on the 2-core CI machine (most of this file's time).
-    """
-    keras.config.set_dtype_policy("float32")
-    keras.utils.set_random_seed(1234)
-    yield
-
 
 FAST = dict(num_candidates=48, screen_size=None, verbose=0)
 
