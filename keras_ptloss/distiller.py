@@ -6,6 +6,7 @@ changes the next step on every backend, with or without jit (DESIGN.md §3).
 """
 
 import math
+import os
 import zlib
 
 import keras
@@ -492,7 +493,15 @@ class Distiller(keras.Model):
         holds under a `tf.distribute` strategy with several replicas: it
         would run an uneven batch, but each replica's loss is the mean over
         its own share, so that batch's examples would be weighed unequally
-        (and the result would differ from one device's).
+        (and the result would differ from one device's). Offline array
+        data (from `precompute_teacher`) must hold one finite teacher output
+        of the teacher's output shape per input example.
+
+        Args:
+            x, y, batch_size, *args, **kwargs: as for `keras.Model.fit`.
+
+        Returns:
+            The `keras.callbacks.History` of `keras.Model.fit`.
         """
         if args:
             # Positional arguments after `batch_size` follow Model.fit's order.
@@ -501,8 +510,38 @@ class Distiller(keras.Model):
             names += ("sample_weight", "initial_epoch", "steps_per_epoch")
             kwargs.update(zip(names, args, strict=False))
         self._check_labels(y)
+        self._check_offline_arrays(x)
         self._check_divisible(x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
+
+    def _check_offline_arrays(self, x):
+        """Offline array data: one finite teacher output per example."""
+        if not _is_offline_batch(x):
+            return
+        outputs = x[TEACHER_OUTPUTS]
+        if not isinstance(outputs, np.ndarray):
+            return
+        try:
+            num = _batch_size(x[STUDENT_INPUTS])
+        except (AttributeError, IndexError, TypeError):
+            return
+        expected = _static_shape(self.teacher, "outputs")
+        if outputs.shape[0] != num or (
+            expected is not None
+            and tuple(outputs.shape[1:]) != tuple(expected[1:])
+        ):
+            shape = None if expected is None else (num,) + tuple(expected[1:])
+            raise ValueError(
+                "The cached teacher outputs must hold one teacher output per "
+                f"input example: expected shape {shape}. Received: "
+                f"teacher_outputs.shape={outputs.shape} for {num} inputs"
+            )
+        if not np.all(np.isfinite(outputs)):
+            raise ValueError(
+                "The cached teacher outputs must be finite (a corrupted "
+                "cache?). Received: teacher_outputs with "
+                f"{int(np.sum(~np.isfinite(outputs)))} non-finite values"
+            )
 
     def _num_classes(self):
         shape = _static_shape(self.student, "outputs")
@@ -595,7 +634,9 @@ class Distiller(keras.Model):
     # ------------------------------------------------------------------
     # Offline distillation.
 
-    def precompute_teacher(self, x, y=None, sample_weight=None, batch_size=32):
+    def precompute_teacher(
+        self, x, y=None, sample_weight=None, batch_size=32, cache=None
+    ):
         """Runs the teacher once and returns data that carries its outputs.
 
         `fit`/`evaluate` on the returned data run no teacher forward pass and
@@ -616,11 +657,22 @@ class Distiller(keras.Model):
           cached teacher outputs; the source's `on_epoch_end` is not called,
           and a batch that changed since the teacher pass raises.
 
+        With `cache="teacher.npz"` (arrays only), the teacher outputs are
+        saved to that file with fingerprints of the teacher's weights, of
+        `x` and of the outputs themselves; a later call with the same path
+        loads them instead of running the teacher, after checking all three.
+        A cache written for another teacher or other data, a truncated or
+        corrupted file, or outputs of the wrong shape raise `ValueError`
+        (delete the file to recompute); it is never used silently.
+
         Args:
             x: arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`.
             y: labels for arrays (`None` for datasets or unlabelled data).
             sample_weight: sample weights for arrays.
             batch_size: batch size of the teacher pass for arrays.
+            cache: optional path of a `.npz` file holding the teacher
+                outputs for array inputs (written if absent, checked and
+                read if present). Defaults to `None` (no file).
 
         Returns:
             `(x_offline, y, sample_weight)` for arrays, otherwise a data set
@@ -642,6 +694,13 @@ class Distiller(keras.Model):
         ['student_inputs', 'teacher_outputs']
         >>> _ = distiller.fit(x_off, y_off, epochs=1, verbose=0)
         """
+        if cache is not None and (
+            isinstance(x, keras.utils.PyDataset) or _is_tf_dataset(x)
+        ):
+            raise ValueError(
+                "`cache` is supported for array inputs only. Received: "
+                f"cache={cache!r} with x of type {type(x).__name__}"
+            )
         if isinstance(x, keras.utils.PyDataset):
             self._check_no_arrays(y, sample_weight, "keras.utils.PyDataset")
             return self._precompute_pydataset(x)
@@ -661,6 +720,13 @@ class Distiller(keras.Model):
                 "dict of them), a tf.data.Dataset or a keras.utils.PyDataset."
                 f" Received: x of type {type(x).__name__}"
             ) from e
+        if cache is not None and os.path.exists(cache):
+            outputs = self._load_teacher_cache(cache, x, num)
+            return (
+                {STUDENT_INPUTS: x, TEACHER_OUTPUTS: outputs},
+                y,
+                sample_weight,
+            )
         outputs = self.teacher.predict(x, batch_size=batch_size, verbose=0)
         outputs = np.asarray(outputs)
         if outputs.shape[0] != num:
@@ -668,7 +734,55 @@ class Distiller(keras.Model):
                 "The teacher must return one output per example. Received: "
                 f"{outputs.shape[0]} outputs for {num} examples"
             )
+        if cache is not None:
+            np.savez(
+                cache,
+                teacher_outputs=outputs,
+                teacher_fingerprint=np.uint32(self._teacher_fingerprint()),
+                data_fingerprint=np.uint32(_fingerprint(_to_numpy_tree(x))),
+                outputs_fingerprint=np.uint32(_fingerprint(outputs)),
+            )
         return {STUDENT_INPUTS: x, TEACHER_OUTPUTS: outputs}, y, sample_weight
+
+    def _teacher_fingerprint(self):
+        return _fingerprint([np.asarray(w) for w in self.teacher.get_weights()])
+
+    def _load_teacher_cache(self, path, x, num):
+        keys = (
+            "teacher_outputs",
+            "teacher_fingerprint",
+            "data_fingerprint",
+            "outputs_fingerprint",
+        )
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                stored = {key: np.asarray(archive[key]) for key in keys}
+        except Exception as e:  # truncated zip, missing key, not an npz
+            raise ValueError(
+                "The teacher-output cache is unreadable or incomplete "
+                f"({type(e).__name__}: {e}); delete it to recompute. "
+                f"Received: cache={path!r}"
+            ) from e
+        outputs = stored["teacher_outputs"]
+        if int(stored["outputs_fingerprint"]) != _fingerprint(outputs):
+            raise ValueError(
+                "The teacher outputs in the cache do not match their "
+                "checksum (the file is corrupted); delete it to recompute. "
+                f"Received: cache={path!r}"
+            )
+        if int(stored["teacher_fingerprint"]) != self._teacher_fingerprint():
+            raise ValueError(
+                "The teacher-output cache was written by a teacher with other "
+                "weights than this Distiller's teacher; delete it to "
+                f"recompute. Received: cache={path!r}"
+            )
+        if int(stored["data_fingerprint"]) != _fingerprint(_to_numpy_tree(x)):
+            raise ValueError(
+                "The teacher-output cache was written for other inputs than "
+                f"`x` ({num} examples); delete it or pass the same `x`. "
+                f"Received: cache={path!r}"
+            )
+        return outputs
 
     @staticmethod
     def _check_no_arrays(y, sample_weight, kind):

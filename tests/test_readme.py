@@ -117,6 +117,6 @@ def test_readme_states_the_default_backend():
     assert "default, `tensorflow`" in text
 
 
-@pytest.mark.parametrize("section", ["## Multiple GPUs", "## Results"])
+@pytest.mark.parametrize("section", ["## Multiple devices", "## Results"])
 def test_readme_sections_present(section):
     assert section in README.read_text()
