@@ -172,28 +172,6 @@ def parse_config(text):
 # Worker: one backend, in this process.
 
 
-def configure_threads(backend, threads):
-    """Limits CPU threads; must run before the backend is imported."""
-    if threads <= 0:
-        return
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    if backend == "jax":
-        flags = os.environ.get("XLA_FLAGS", "")
-        extra = f"intra_op_parallelism_threads={threads}"
-        if threads == 1:
-            extra = "--xla_cpu_multi_thread_eigen=false " + extra
-        os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    elif backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def mlp_macs(widths):
     """Multiply-accumulates per example of Dense layers of these widths."""
     return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
@@ -362,7 +340,7 @@ def run_backend(args):
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(timing.ROOT))
-    configure_threads(backend, args.threads)
+    timing.configure_threads(backend, args.threads)
     import keras
     import numpy as np
 

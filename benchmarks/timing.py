@@ -225,3 +225,25 @@ def format_us(seconds):
     if us >= 10:
         return f"{us:.1f}"
     return f"{us:.2f}"
+
+
+def configure_threads(backend, threads):
+    """Limits CPU threads; must run before the backend is imported."""
+    if threads <= 0:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if backend == "jax":
+        flags = os.environ.get("XLA_FLAGS", "")
+        extra = f"intra_op_parallelism_threads={threads}"
+        if threads == 1:
+            extra = "--xla_cpu_multi_thread_eigen=false " + extra
+        os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)

@@ -34,6 +34,7 @@ is about the relative error of `q_k`.
 
 import numpy as np
 
+from keras_ptloss.coefficients import _to_numpy
 from keras_ptloss.coefficients import as_coefficient_array
 from keras_ptloss.coefficients import check_convex
 
@@ -445,10 +446,6 @@ def _check_int(value, name, minimum):
         )
     return int(value)
 
-
-def _to_numpy(value):
-    if isinstance(value, (list, tuple, np.ndarray, float, int)):
-        return value
     try:
         from keras import ops
 
