@@ -32,6 +32,6 @@ for backend in sys.argv[2:]:
     print(f"{backend}: {counts}")
 failed = totals["failures"] + totals["errors"]
 passed = totals["tests"] - failed - totals["skipped"]
-print(f"all backends: {passed} passed, {failed} failed, {totals['skipped']} skipped")
+print(f"total: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
 exit $status
