@@ -41,9 +41,7 @@ keras is imported); the results go to `benchmarks/results/distiller_speed`
 import argparse
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -406,36 +404,8 @@ def run_backend(args):
 
 
 def run_subprocess(backend, argv, timeout):
-    with tempfile.TemporaryDirectory() as folder:
-        output = Path(folder) / f"{backend}.json"
-        command = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *argv,
-            "--backend",
-            backend,
-            "--worker-output",
-            str(output),
-        ]
-        env = dict(os.environ, KERAS_BACKEND=backend)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        print(f"== {backend}", flush=True)
-        try:
-            completed = subprocess.run(
-                command,
-                env=env,
-                timeout=timeout,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        except subprocess.TimeoutExpired:
-            return {"backend": backend, "skipped": f"stopped after {timeout} s"}
-        if completed.returncode != 0 or not output.exists():
-            lines = [ln for ln in completed.stderr.splitlines() if ln.strip()]
-            sys.stderr.write("\n".join(lines[-20:]) + "\n")
-            reason = lines[-1] if lines else f"exit {completed.returncode}"
-            return {"backend": backend, "skipped": f"failed: {reason}"}
-        return timing.read_json(output)
+    result, reason = timing.run_backend_worker(__file__, backend, argv, timeout)
+    return result if reason is None else {"backend": backend, "skipped": reason}
 
 
 def _ms(summary):

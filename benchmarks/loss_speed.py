@@ -26,9 +26,7 @@ process, and ratios are medians over rounds of the within-round ratio.
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -378,36 +376,10 @@ def run_backend(args):
 
 def run_subprocess(backend, args, argv, timeout=None):
     """Runs the worker for `backend`; returns its result or a skip note."""
-    with tempfile.TemporaryDirectory() as folder:
-        output = Path(folder) / f"{backend}.json"
-        command = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *_worker_argv(argv),
-            "--backend",
-            backend,
-            "--worker-output",
-            str(output),
-        ]
-        env = dict(os.environ, KERAS_BACKEND=backend)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        print(f"== {backend}", flush=True)
-        try:
-            completed = subprocess.run(
-                command,
-                env=env,
-                timeout=timeout,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        except subprocess.TimeoutExpired:
-            return _skipped(backend, f"stopped after {timeout:.0f} s")
-        if completed.returncode != 0 or not output.exists():
-            lines = [ln for ln in completed.stderr.splitlines() if ln.strip()]
-            sys.stderr.write("\n".join(lines[-20:]) + "\n")
-            reason = lines[-1] if lines else f"exit {completed.returncode}"
-            return _skipped(backend, f"failed: {reason}")
-        return timing.read_json(output)
+    result, reason = timing.run_backend_worker(
+        __file__, backend, _worker_argv(argv), timeout
+    )
+    return result if reason is None else _skipped(backend, reason)
 
 
 def _worker_argv(argv):

@@ -247,3 +247,48 @@ def configure_threads(backend, threads):
         import torch
 
         torch.set_num_threads(threads)
+
+
+def run_backend_worker(script, backend, worker_argv, timeout=None):
+    """Runs `script --backend B --worker-output F` in a fresh process.
+
+    KERAS_BACKEND must be set before keras is imported, so each backend of
+    a benchmark runs in its own subprocess that writes its result as JSON.
+
+    Returns:
+        `(result, None)` with the worker's JSON, or `(None, reason)` when it
+        timed out or failed (the tail of its stderr is echoed).
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / f"{backend}.json"
+        command = [
+            sys.executable,
+            str(Path(script).resolve()),
+            *worker_argv,
+            "--backend",
+            backend,
+            "--worker-output",
+            str(output),
+        ]
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        print(f"== {backend}", flush=True)
+        try:
+            completed = subprocess.run(
+                command,
+                env=env,
+                timeout=timeout,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except subprocess.TimeoutExpired:
+            return None, f"stopped after {timeout:.0f} s"
+        if completed.returncode != 0 or not output.exists():
+            lines = [ln for ln in completed.stderr.splitlines() if ln.strip()]
+            sys.stderr.write("\n".join(lines[-20:]) + "\n")
+            reason = lines[-1] if lines else f"exit {completed.returncode}"
+            return None, f"failed: {reason}"
+        return read_json(output), None
