@@ -549,7 +549,7 @@ def main(argv=None):
         path = timing.write_markdown(folder / f"{NAME}.md", to_markdown(data))
         print(f"wrote {path}")
         return
-    worker_argv = _drop_values(argv, {"--backends", "--backend-timeout"})
+    worker_argv = timing.drop_options(argv, {"--backends", "--backend-timeout"})
     results = [
         run_subprocess(backend, worker_argv, args.backend_timeout)
         for backend in args.backends
@@ -576,20 +576,6 @@ def main(argv=None):
     json_path = timing.write_json(folder / f"{NAME}.json", data)
     md_path = timing.write_markdown(folder / f"{NAME}.md", to_markdown(data))
     print(f"wrote {json_path} and {md_path}")
-
-
-def _drop_values(argv, names):
-    """`argv` without the named options and the values that follow them."""
-    kept, skipping = [], False
-    for arg in argv:
-        if skipping and not arg.startswith("--"):
-            continue
-        skipping = False
-        if arg.split("=", 1)[0] in names:
-            skipping = "=" not in arg
-            continue
-        kept.append(arg)
-    return kept
 
 
 if __name__ == "__main__":

@@ -374,29 +374,16 @@ def run_backend(args):
 # Parent: one subprocess per backend, then the JSON and the markdown.
 
 
+# Options the parent consumes; the per-backend workers never see them.
+PARENT_ONLY = {"--backends", "--backend-timeout", "--total-budget"}
+
+
 def run_subprocess(backend, args, argv, timeout=None):
     """Runs the worker for `backend`; returns its result or a skip note."""
     result, reason = timing.run_backend_worker(
-        __file__, backend, _worker_argv(argv), timeout
+        __file__, backend, timing.drop_options(argv, PARENT_ONLY), timeout
     )
     return result if reason is None else _skipped(backend, reason)
-
-
-def _worker_argv(argv):
-    """The parent's arguments minus those only the parent uses."""
-    drop_with_value = {"--backends", "--backend-timeout", "--total-budget"}
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            if arg.startswith("--"):
-                skip = False
-            else:
-                continue
-        if arg.split("=", 1)[0] in drop_with_value:
-            skip = "=" not in arg
-            continue
-        kept.append(arg)
-    return kept
 
 
 def _skipped(backend, reason):

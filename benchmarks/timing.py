@@ -292,3 +292,17 @@ def run_backend_worker(script, backend, worker_argv, timeout=None):
             reason = lines[-1] if lines else f"exit {completed.returncode}"
             return None, f"failed: {reason}"
         return read_json(output), None
+
+
+def drop_options(argv, names):
+    """`argv` without the named options and the values that follow them."""
+    kept, skipping = [], False
+    for arg in argv:
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = False
+        if arg.split("=", 1)[0] in names:
+            skipping = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
