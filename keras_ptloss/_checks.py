@@ -1,0 +1,251 @@
+"""Argument checks and host-side (numpy) helpers shared by every module.
+
+One place for each check, so that a value accepted by one entry point is
+accepted by all of them (one probability tolerance, one fingerprint, one
+softmax). Every check raises `ValueError` naming the argument and the
+received value; none runs inside a compiled step.
+"""
+
+import math
+import zlib
+
+import keras
+import numpy as np
+
+# Rows of probabilities may sum to 1 within this tolerance (float32 softmax
+# outputs saved to disk and read back differ from 1 by ~1e-7).
+PROB_SUM_ATOL = 1e-3
+
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
+
+
+def to_numpy(value):
+    """A numpy array (or the numpy array itself, not a copy) for any value.
+
+    Accepts numpy arrays, Python numbers and sequences, backend tensors and
+    `keras.Variable`s (read with `.numpy()`, which also works for a scalar
+    `MirroredVariable` inside a `tf.distribute` scope).
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, keras.Variable):
+        return np.asarray(value.numpy())
+    if isinstance(value, (list, tuple, float, int, np.generic)):
+        return np.asarray(value)
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def to_numpy_tree(structure):
+    """`to_numpy` over a nested structure; `None` leaves stay `None`."""
+    return keras.tree.map_structure(
+        lambda v: None if v is None else to_numpy(v), structure
+    )
+
+
+def fingerprint(structure, crc=0):
+    """CRC32 of the dtypes, shapes and bytes of a structure of arrays.
+
+    An integrity check (equal data gives equal values on every platform),
+    not a cryptographic hash.
+    """
+    for leaf in keras.tree.flatten(structure):
+        array = np.ascontiguousarray(to_numpy(leaf))
+        crc = zlib.crc32(repr((array.dtype.str, array.shape)).encode(), crc)
+        crc = zlib.crc32(array.view(np.uint8).reshape(-1), crc)
+    return crc
+
+
+def softmax(logits, axis=-1):
+    """Float64 softmax; `-inf` logits give exact zeros."""
+    z = np.asarray(logits, dtype="float64")
+    z = z - np.max(z, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def safe_log(values):
+    """`log` that returns `-inf` for zeros without a warning."""
+    with np.errstate(divide="ignore"):
+        return np.log(values)
+
+
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return bool(value)
+
+
+def check_int(value, name, minimum=None, maximum=None):
+    """An int (not a bool) in `[minimum, maximum]`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, np.integer)
+    ):
+        raise ValueError(
+            f"`{name}` must be an integer. Received: {name}={value!r}"
+        )
+    if minimum is not None and value < minimum:
+        raise ValueError(
+            f"`{name}` must be >= {minimum}. Received: {name}={value}"
+        )
+    if maximum is not None and value > maximum:
+        raise ValueError(
+            f"`{name}` must be <= {maximum}. Received: {name}={value}"
+        )
+    return int(value)
+
+
+def check_number(
+    value, name, low=None, high=None, low_open=False, high_open=False
+):
+    """A finite real number (not a bool) within the given bounds."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, _NUMBER_TYPES
+    ):
+        raise ValueError(
+            f"`{name}` must be a number. Received: {name}={value!r}"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite. Received: {name}={value}")
+    if low is not None and (value <= low if low_open else value < low):
+        relation = ">" if low_open else ">="
+        raise ValueError(
+            f"`{name}` must be {relation} {low}. Received: {name}={value}"
+        )
+    if high is not None and (value >= high if high_open else value > high):
+        relation = "<" if high_open else "<="
+        raise ValueError(
+            f"`{name}` must be {relation} {high}. Received: {name}={value}"
+        )
+    return value
+
+
+def check_temperature(value, name="temperature"):
+    """A temperature: a finite number `> 0`."""
+    return check_number(value, name, low=0.0, low_open=True)
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {tuple(choices)}. Received: "
+            f"{name}={value!r}"
+        )
+    return value
+
+
+def as_float_array(value, name, expected="an array of numbers"):
+    """Float64 numpy array, or a `ValueError` saying what was expected."""
+    try:
+        return np.asarray(to_numpy(value), dtype="float64")
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"`{name}` must be {expected}. Received: {name}={value!r}"
+        ) from e
+
+
+def check_finite(values, name):
+    """Raises if a numpy array holds NaN or infinity; returns it."""
+    if not np.all(np.isfinite(values)):
+        bad = np.argwhere(~np.isfinite(values))[0].tolist()
+        raise ValueError(
+            f"`{name}` must be finite; found {values[tuple(bad)]} at index "
+            f"{bad}. Received: {name} with shape {values.shape}"
+        )
+    return values
+
+
+def check_probabilities(values, name, allow_empty=False):
+    """Checks rows of probabilities (last axis); returns them renormalised.
+
+    Raises for non-finite or negative values and for rows that do not sum
+    to 1 within `PROB_SUM_ATOL` (the usual cause: logits passed as
+    probabilities).
+
+    Returns:
+        A float64 numpy array whose rows sum to 1.
+    """
+    array = as_float_array(values, name, "an array of probabilities")
+    if array.size == 0:
+        if allow_empty:
+            return array
+        raise ValueError(
+            f"`{name}` must not be empty. Received: {name} with shape "
+            f"{array.shape}"
+        )
+    if array.ndim == 0:
+        raise ValueError(
+            f"`{name}` must have a class axis (shape (..., K)). Received: "
+            f"{name}={array}"
+        )
+    check_finite(array, name)
+    if np.any(array < 0):
+        bad = np.argwhere(array < 0)[0].tolist()
+        raise ValueError(
+            f"`{name}` must be non-negative probabilities; found "
+            f"{array[tuple(bad)]:g} at index {bad}. Received: {name} with "
+            f"shape {array.shape}"
+        )
+    sums = array.sum(axis=-1)
+    off = np.abs(sums - 1.0) > PROB_SUM_ATOL
+    if np.any(off):
+        row = np.argwhere(np.atleast_1d(off))[0].tolist()
+        raise ValueError(
+            f"Each row of `{name}` must sum to 1 (within {PROB_SUM_ATOL}); "
+            f"row {row} sums to {np.atleast_1d(sums)[tuple(row)]:.6g}. Pass "
+            "probabilities (e.g. softmax outputs), or logits with the "
+            f"matching `from_logits` flag. Received: {name} with shape "
+            f"{array.shape}"
+        )
+    return array / sums[..., None]
+
+
+def check_labels(labels, num_examples, num_classes, name="labels"):
+    """Integer class ids of shape `(num_examples,)` in `[0, num_classes)`.
+
+    Float arrays holding whole numbers are accepted (as Keras does).
+
+    Returns:
+        An int64 numpy array.
+    """
+    try:
+        values = np.asarray(to_numpy(labels))
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"`{name}` must be an array of integer class ids. Received: "
+            f"{name}={labels!r}"
+        ) from e
+    if num_examples is not None and values.shape != (num_examples,):
+        raise ValueError(
+            f"`{name}` must be integer class ids of shape ({num_examples},), "
+            f"one per example. Received: {name} with shape {values.shape}"
+        )
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (values == np.round(values))
+        if not np.all(whole):
+            raise ValueError(
+                f"`{name}` must hold integer class ids. Received non-integer "
+                f"values, e.g. {values[~whole][:3].tolist()}"
+            )
+    elif values.dtype.kind not in "iu":
+        raise ValueError(
+            f"`{name}` must hold integer class ids. Received dtype "
+            f"{values.dtype}"
+        )
+    values = values.astype("int64")
+    bad = (values < 0) | (values >= num_classes)
+    if np.any(bad):
+        raise ValueError(
+            f"`{name}` must lie in [0, {num_classes}) for {num_classes} "
+            f"classes. Received out-of-range values "
+            f"{np.unique(values[bad])[:5].tolist()}"
+        )
+    return values
+
+
+def shapes_match(a, b):
+    """Whether two static shapes agree (unknown `None` dims match any)."""
+    a, b = tuple(a), tuple(b)
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b, strict=True)
+    )
