@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import accuracy  # noqa: E402
+import accuracy_report  # noqa: E402
+import accuracy_settings  # noqa: E402
 
 
 def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
@@ -38,13 +40,13 @@ def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
     assert 0.0 <= teacher["test_accuracy"] <= 1.0
     assert 0.0 <= teacher["excess_risk"] <= 1.0
     chosen = after[prefix + "chosen"]
-    assert set(chosen) == set(accuracy.METHODS)
+    assert set(chosen) == set(accuracy_settings.METHODS)
     # Every method has one finite result per seed.
-    summary = accuracy.summarize(
-        after, "quick", backend, accuracy.PROFILES["quick"]
+    summary = accuracy_report.summarize(
+        after, "quick", backend, accuracy_settings.PROFILES["quick"]
     )[setting]
     for method, row in summary["rows"].items():
-        assert len(row["runs"]) == accuracy.QUICK["seeds"], method
+        assert len(row["runs"]) == accuracy_settings.QUICK["seeds"], method
         for run in row["runs"]:
             assert 0.0 <= run["test_accuracy"] <= 1.0
             assert run["kl_to_bayes"] >= 0.0
@@ -53,8 +55,8 @@ def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
     assert len(selection["coefficients"]) == 10
     assert selection["wall_time"] > 0
     # The selection-quality grid and its statistics.
-    quality = accuracy.selection_quality(summary)
-    assert quality["num_points"] == len(accuracy.QUICK["grid"])
+    quality = accuracy_report.selection_quality(summary)
+    assert quality["num_points"] == len(accuracy_settings.QUICK["grid"])
     assert -1.0 <= quality["spearman"] <= 1.0
     markdown = (tmp_path / "accuracy.md").read_text()
     assert "python benchmarks/accuracy.py --quick" in markdown

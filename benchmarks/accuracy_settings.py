@@ -1,0 +1,419 @@
+"""Accuracy benchmark: profiles, methods, data, teachers and settings.
+
+What every run of `benchmarks/accuracy.py` is made of: the profiles (sizes
+and budgets; `full` reproduces the published table), the methods and their
+tuning grids, the networks, the five settings (splits, teacher, student
+builder) and the teacher's training and metrics.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.special  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_ptloss as kp  # noqa: E402
+from keras_ptloss import closeness  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "accuracy"
+# Bump when a change to this script invalidates stored results.
+CODE_VERSION = 1
+MAX_ORDER = 5
+TUNE_SEED = 10_000
+BACKENDS = ("jax", "tensorflow", "torch")
+
+# --------------------------------------------------------------------------
+# Profiles: sizes and budgets. `full` reproduces the published table.
+# --------------------------------------------------------------------------
+
+FULL = {
+    "settings": [
+        "mnist1d_self",
+        "mnist1d_unlabelled",
+        "digits",
+        "gaussian",
+        "mnist1d_noisy",
+    ],
+    "mnist1d_samples": 30000,
+    "mnist1d_fractions": {
+        "train": 0.15,
+        "transfer": 0.55,
+        "validation": 0.1,
+        "test": 0.2,
+    },
+    "gaussian_samples": 12000,
+    # Per data set (mnist1d / digits / gaussian): student hidden layers and
+    # epochs, teacher epochs.
+    "student_hidden": {"mnist1d": [64, 64], "digits": [16], "gaussian": [16]},
+    "student_epochs": {"mnist1d": 40, "digits": 100, "gaussian": 40},
+    "teacher_epochs": {"mnist1d": 40, "digits": 40, "gaussian": 40},
+    "batch_size": 128,
+    "learning_rate": 3e-3,
+    "seeds": 5,
+    "tune_budget": 6,
+    "grid": [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
+    "grid_seeds": 5,
+    "selection": {},
+    "methods": "all",
+}
+QUICK = dict(
+    FULL,
+    settings=["gaussian"],
+    gaussian_samples=1000,
+    student_hidden={"mnist1d": [16], "digits": [16], "gaussian": [16]},
+    student_epochs={"mnist1d": 3, "digits": 3, "gaussian": 3},
+    teacher_epochs={"mnist1d": 5, "digits": 5, "gaussian": 5},
+    batch_size=32,
+    learning_rate=1e-2,
+    seeds=2,
+    tune_budget=2,
+    grid=[-1.0, 0.0, 1.0],
+    grid_seeds=2,
+    selection={"num_candidates": 16, "max_iter": 3, "patience": 2},
+)
+CROSS = dict(
+    FULL,
+    settings=["digits", "gaussian"],
+    tune_budget=0,
+    grid=[],
+    grid_seeds=0,
+    methods=["ce", "kd", "dkd", "pt_m5_shared"],
+)
+PROFILES = {"full": FULL, "quick": QUICK, "cross": CROSS}
+# Fixed hyper-parameters of the cross-check (no tuning: every backend
+# trains exactly the same configurations).
+CROSS_FIXED = {
+    "kd": {"temperature": 4.0},
+    "dkd": {"alpha": 1.0, "beta": 4.0, "temperature": 4.0},
+}
+
+# --------------------------------------------------------------------------
+# Methods.
+# --------------------------------------------------------------------------
+
+# Tuning grids (each has 6 points: the full budget).
+GRIDS = {
+    "kd": [{"temperature": t} for t in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)],
+    "kd_ce": [
+        {"label_weight": w, "temperature": t}
+        for w in (0.1, 0.5)
+        for t in (1.0, 2.0, 4.0)
+    ],
+    "dkd": [
+        {"alpha": 1.0, "beta": b, "temperature": t}
+        for t in (1.0, 4.0)
+        for b in (1.0, 4.0, 8.0)
+    ],
+    "lskd": [{"temperature": t} for t in (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)],
+    "poly1": [{"epsilon": e} for e in (-1.0, -0.5, 0.5, 1.0, 2.0, 4.0)],
+}
+PT_VARIANTS = [
+    (order, mode) for mode in ("shared", "classwise") for order in (1, 2, 5)
+]
+
+
+def _pt_name(order, mode, tune_temperature=False):
+    suffix = "_tuneT" if tune_temperature else ""
+    return f"pt_m{order}_{mode}{suffix}"
+
+
+METHODS = {
+    "ce": ("Student alone (CE)", "poly"),
+    "kd": ("KD", "pt"),
+    "kd_ce": ("KD + CE", "kd_ce"),
+    "dkd": ("DKD", "dkd"),
+    "lskd": ("LS-KD", "lskd"),
+    "poly1": ("Poly-1", "poly"),
+}
+for _order, _mode in PT_VARIANTS:
+    METHODS[_pt_name(_order, _mode)] = (f"PTLoss M={_order} {_mode}", "pt")
+METHODS[_pt_name(5, "shared", True)] = ("PTLoss M=5 shared, T by proxy", "pt")
+HEADLINE = _pt_name(5, "shared")
+
+
+def method_names(profile):
+    if profile["methods"] == "all":
+        return list(METHODS)
+    return list(profile["methods"])
+
+
+def subsample_grid(grid, budget):
+    """`budget` evenly spaced points of `grid` (all of it if it fits)."""
+    if budget >= len(grid):
+        return list(grid)
+    index = np.unique(np.round(np.linspace(0, len(grid) - 1, budget)))
+    return [grid[int(i)] for i in index]
+
+
+def family_hyperparameters(method, hp):
+    """Hyper-parameters as the harness sees them (they key the records).
+
+    CE is Poly-1 with epsilon = 0, and KD is PTLoss with zero coefficients,
+    so identical trainings (KD and the grid's epsilon = 0) are run once.
+    """
+    if method == "ce":
+        return {"epsilon": 0.0}
+    hp = dict(hp)
+    if "coefficients" in hp and not np.any(hp["coefficients"]):
+        del hp["coefficients"]
+    return hp
+
+
+# --------------------------------------------------------------------------
+# Networks.
+# --------------------------------------------------------------------------
+
+
+def mlp(num_features, hidden, num_classes):
+    layers = [keras.Input((num_features,))]
+    layers += [keras.layers.Dense(h, activation="relu") for h in hidden]
+    layers.append(keras.layers.Dense(num_classes))
+    return keras.Sequential(layers)
+
+
+def mnist1d_cnn(length, num_classes):
+    return keras.Sequential(
+        [
+            keras.Input((length,)),
+            keras.layers.Reshape((length, 1)),
+            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
+            keras.layers.Conv1D(32, 5, strides=2, activation="relu"),
+            keras.layers.Conv1D(32, 5, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_classes),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------
+# Settings: data, teacher, student.
+# --------------------------------------------------------------------------
+
+
+class Setting:
+    """One benchmark setting: splits, teacher outputs, student builder."""
+
+    def __init__(self, name, title, description, num_classes):
+        self.name = name
+        self.title = title
+        self.description = description
+        self.num_classes = num_classes
+        self.bayes = None  # GaussianMixture for the synthetic task
+
+
+_MNIST1D_CACHE = {}
+
+
+def _mnist1d_data(profile):
+    key = hp_key([profile["mnist1d_samples"], profile["mnist1d_fractions"]])
+    if key not in _MNIST1D_CACHE:
+        _MNIST1D_CACHE[key] = kp.load_mnist1d(
+            num_samples=profile["mnist1d_samples"],
+            fractions=profile["mnist1d_fractions"],
+            seed=0,
+        )
+    return _MNIST1D_CACHE[key]
+
+
+def data_family(name):
+    """`mnist1d`, `digits` or `gaussian`: keys the per-data-set config."""
+    return name.split("_")[0]
+
+
+def build_setting(name, profile):
+    setting = _build_setting(name, profile)
+    hidden = profile["student_hidden"][data_family(name)]
+    num_features = setting.test[0].shape[1]
+    setting.make_student = lambda: mlp(num_features, hidden, 10)
+    setting.student_desc = "MLP " + "-".join(
+        str(n) for n in [num_features, *hidden, 10]
+    )
+    setting.student_epochs = profile["student_epochs"][data_family(name)]
+    setting.teacher_epochs = profile["teacher_epochs"][data_family(name)]
+    return setting
+
+
+def _build_setting(name, profile):
+    if name.startswith("mnist1d"):
+        data = _mnist1d_data(profile)
+        x_train, y_train = data["train"]
+        setting = Setting(
+            name,
+            {
+                "mnist1d_self": "MNIST-1D, transfer = teacher's train set",
+                "mnist1d_unlabelled": "MNIST-1D, unlabelled transfer split",
+                "mnist1d_noisy": "MNIST-1D, teacher trained on 40% noisy "
+                "labels",
+            }[name],
+            "",
+            10,
+        )
+        teacher_labels = y_train
+        if name == "mnist1d_noisy":
+            teacher_labels, _ = kp.noisy_labels(
+                y_train, 0.4, num_classes=10, seed=0
+            )
+        setting.teacher_data = (x_train, teacher_labels)
+        setting.make_teacher = lambda: mnist1d_cnn(40, 10)
+        setting.teacher_desc = "CNN (3 Conv1D x 32 channels)"
+        if name == "mnist1d_self":
+            setting.transfer = (x_train, y_train, "true labels")
+            setting.alone = (x_train, y_train)
+        else:
+            setting.transfer = (data["transfer"][0], None, "teacher argmax")
+            setting.alone = (x_train, teacher_labels)
+        setting.validation = data["validation"]
+        setting.test = data["test"]
+        return setting
+    if name == "digits":
+        data = kp.load_digits(
+            {"train": 0.5, "validation": 0.2, "test": 0.3}, seed=0
+        )
+        setting = Setting(name, "sklearn digits, transfer = train set", "", 10)
+        x_train, y_train = data["train"]
+        setting.teacher_data = (x_train, y_train)
+        setting.make_teacher = lambda: mlp(64, [256, 256], 10)
+        setting.teacher_desc = "MLP 64-256-256-10"
+        setting.transfer = (x_train, y_train, "true labels")
+        setting.alone = (x_train, y_train)
+        setting.validation = data["validation"]
+        setting.test = data["test"]
+        return setting
+    if name == "gaussian":
+        splits, task = kp.make_gaussian_mixture(
+            profile["gaussian_samples"],
+            fractions={
+                "train": 0.2,
+                "transfer": 0.4,
+                "validation": 0.1,
+                "test": 0.3,
+            },
+            seed=0,
+            num_classes=10,
+            num_features=16,
+            components_per_class=2,
+            separation=1.0,
+            scale=1.3,
+        )
+        setting = Setting(
+            name, "Gaussian mixture (exact p*), unlabelled transfer", "", 10
+        )
+        setting.bayes = task
+        x_train, y_train = splits["train"]
+        setting.teacher_data = (x_train, y_train)
+        setting.make_teacher = lambda: mlp(16, [128, 128], 10)
+        setting.teacher_desc = "MLP 16-128-128-10"
+        setting.transfer = (splits["transfer"][0], None, "teacher argmax")
+        setting.alone = (x_train, y_train)
+        setting.validation = splits["validation"]
+        setting.test = splits["test"]
+        return setting
+    raise ValueError(f"unknown setting {name!r}")
+
+
+def logits_of(network, x, batch_size=4096):
+    out = []
+    for start in range(0, len(x), batch_size):
+        out.append(
+            np.asarray(
+                ops.convert_to_numpy(
+                    network(x[start : start + batch_size], training=False)
+                ),
+                dtype="float64",
+            )
+        )
+    return np.concatenate(out)
+
+
+def train_teacher(setting, profile):
+    keras.utils.set_random_seed(0)
+    teacher = setting.make_teacher()
+    teacher.compile(
+        optimizer=keras.optimizers.Adam(profile["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = setting.teacher_data
+    start = time.perf_counter()
+    teacher.fit(
+        x,
+        y,
+        epochs=setting.teacher_epochs,
+        batch_size=profile["batch_size"],
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    setting.teacher_logits = {
+        "transfer": logits_of(teacher, setting.transfer[0]),
+        "validation": logits_of(teacher, setting.validation[0]),
+        "test": logits_of(teacher, setting.test[0]),
+        "train": logits_of(teacher, x),
+    }
+    x_tr, labels, _ = setting.transfer
+    if labels is None:  # unlabelled transfer: hard labels = teacher argmax
+        labels = setting.teacher_logits["transfer"].argmax(1)
+    setting.transfer_labels = labels.astype("int32")
+    setting.val_probs = scipy.special.softmax(
+        setting.teacher_logits["validation"], axis=1
+    )
+    stats = {
+        "train_accuracy": accuracy_of(setting.teacher_logits["train"], y),
+        "validation_accuracy": accuracy_of(
+            setting.teacher_logits["validation"], setting.validation[1]
+        ),
+        "test_accuracy": accuracy_of(
+            setting.teacher_logits["test"], setting.test[1]
+        ),
+        "validation_brier": closeness(
+            setting.val_probs, setting.validation[1], "brier"
+        ),
+        "transfer_mean_confidence": float(
+            scipy.special.softmax(setting.teacher_logits["transfer"], 1)
+            .max(1)
+            .mean()
+        ),
+        "validation_mean_confidence": float(setting.val_probs.max(1).mean()),
+        "seconds": seconds,
+    }
+    if setting.bayes is not None:
+        stats.update(
+            bayes_metrics(
+                setting.bayes, setting.test[0], setting.teacher_logits["test"]
+            )
+        )
+    return stats
+
+
+def accuracy_of(logits, labels):
+    return float(np.mean(np.argmax(logits, 1) == np.asarray(labels)))
+
+
+def bayes_metrics(task, x, logits):
+    """Exact distances to p* and excess risk over the Bayes classifier."""
+    p_star = task.bayes_probs(x)
+    log_q = scipy.special.log_softmax(logits, axis=1)
+    q = np.exp(log_q)
+    predicted = q.argmax(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.sum(
+            np.where(p_star > 0, p_star * (np.log(p_star) - log_q), 0.0), 1
+        )
+    return {
+        "excess_risk": float(
+            np.mean(p_star.max(1) - p_star[np.arange(len(x)), predicted])
+        ),
+        "bayes_accuracy": float(p_star.max(1).mean()),
+        "kl_to_bayes": float(kl.mean()),
+        "sq_dist_to_bayes": float(np.mean(np.sum((q - p_star) ** 2, 1))),
+    }
+
+
+def hp_key(hp):
+    """Canonical JSON text of a hyper-parameter dict (keys the records)."""
+    return json.dumps(hp, sort_keys=True, separators=(",", ":"))
