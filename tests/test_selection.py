@@ -1,4 +1,5 @@
-"""Training-free coefficient selection (DESIGN.md §2, "Selection")."""
+"""Training-free coefficient selection (docs/design.md, "Choosing the
+coefficients")."""
 
 import json
 
@@ -14,8 +15,8 @@ from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss import selection
+from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import convexity_margin
-from keras_ptloss.selection import _Objective
 from keras_ptloss.selection import coefficient_box
 from tests.utils import np_softmax
 from tests.utils import random_probs
@@ -261,7 +262,7 @@ def test_score_gradient_matches_finite_differences(rng, metric):
     teacher[0] = [0.0, 0.7, 0.3, 0.0]  # zero-probability classes
     labels = rng.integers(0, k, size=num)
     labels[0] = 1
-    objective = _Objective(teacher, labels, metric)
+    objective = Objective(teacher, labels, metric)
     eps = rng.uniform(-0.04, 0.8, size=(k, order))
     for t in (1.0, 2.5):
         _, grad, grad_log_t = objective.evaluate(
