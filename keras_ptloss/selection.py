@@ -610,65 +610,15 @@ class _Search:
         self.config = config
         self.rng = rng
         self.progress = progress
-        self.lower, self.upper = coefficient_box(
-            config.order, config.coefficient_bound
-        )
-        self.log_t_bounds = tuple(np.log(config.temperature_range))
-
-    def sample_candidates(self):
-        """`num_candidates` sets in the box, plus `eps = 0` first.
-
-        A quarter vary `eps_1` alone (the main sharpen/smooth knob) on a
-        symmetric log grid; the rest draw each coordinate with a random
-        sign and a log-uniform magnitude, zero with probability 1/4 for
-        `m >= 2`, clipped to the box.
-        """
-        count, order = self.config.num_candidates, self.config.order
-        bound = self.config.coefficient_bound
-        rng = self.rng
-        num_line = count // 4
-        mags = np.geomspace(bound * 1e-3, bound, max(-(-num_line // 2), 1))
-        line = np.concatenate([mags, -mags])[:num_line]
-        cands = np.zeros((count, order))
-        cands[:num_line, 0] = line
-        rest = count - num_line
-        sign = rng.choice([-1.0, 1.0], size=(rest, order))
-        mag = bound * 10.0 ** rng.uniform(-3.0, 0.0, size=(rest, order))
-        values = sign * mag
-        if order > 1:
-            values[:, 1:] *= rng.uniform(size=(rest, order - 1)) >= 0.25
-        cands[num_line:] = values
-        cands = np.clip(cands, self.lower, self.upper)
-        cands = np.concatenate([np.zeros((1, order)), cands])
-        temps = np.full(cands.shape[0], self.config.temperature)
-        if self.config.tune_temperature:
-            lo, hi = self.log_t_bounds
-            temps[1:] = np.exp(rng.uniform(lo, hi, size=count))
-        return cands, temps
-
-    def _rungs(self, num_candidates):
-        """Subsample sizes and candidate counts of the screening rungs: every
-        candidate on a small subsample, the best quarter on one four times
-        larger, ..., up to `screen_size` examples."""
-        num_fit, screen = self.fit.num, self.config.screen_size
-        sizes = [num_fit if screen is None else min(screen, num_fit)]
-        while (
-            screen is not None and sizes[0] // 4 >= _MIN_RUNG and len(sizes) < 3
-        ):
-            sizes.insert(0, sizes[0] // 4)
-        finalists = min(self.config.num_finalists, num_candidates)
-        counts = [num_candidates]
-        for _ in sizes[1:]:
-            counts.append(max(finalists, -(-counts[-1] // 4)))
-        return sizes, counts
+        self.box = coefficient_box(config.order, config.coefficient_bound)
 
     def screen(self):
         """Scores sampled candidates by successive halving, then the best
         `num_finalists` on the whole selection split; returns a
         `_Screening`."""
         config, fit = self.config, self.fit
-        cands, temps = self.sample_candidates()
-        sizes, counts = self._rungs(cands.shape[0])
+        cands, temps = _sample_candidates(config, self.rng)
+        sizes, counts = _rungs(fit.num, cands.shape[0], config)
         perm = self.rng.permutation(fit.num)
         finalists = min(config.num_finalists, cands.shape[0])
         steps = sum(counts) + finalists + config.shared_iter
@@ -727,11 +677,11 @@ class _Search:
             self.progress.advance(score=value)
 
         res = self._minimize(shape, start, on_step, self.config.shared_iter)
-        eps, t = self._unpack(res.x, shape)
+        eps, t = _unpack(res.x, shape, self.config)
         value = self.fit.score(eps, t)
         point = start
         if value <= start.score:
-            point = _Point(np.clip(eps, self.lower, self.upper), t, value)
+            point = _Point(np.clip(eps, *self.box), t, value)
         self.progress.advance(
             self.config.shared_iter - len(history), score=point.score
         )
@@ -751,7 +701,7 @@ class _Search:
         history = [dict(fit=start.score, holdout=held)]
 
         def on_step(theta, value):
-            eps, t = self._unpack(theta, shape)
+            eps, t = _unpack(theta, shape, self.config)
             held = self.hold.score(eps, t)
             step = len(history)
             history.append(dict(fit=value, holdout=held))
@@ -759,49 +709,29 @@ class _Search:
             if held < best["point"].score:
                 best.update(point=_Point(eps.copy(), t, held), step=step)
             elif step - best["step"] >= self.config.patience:
-                raise _EarlyStop(
-                    scipy.optimize.OptimizeResult(
-                        x=theta,
-                        message="held-out score stopped improving",
-                        success=True,
-                        nit=step,
-                    )
-                )
+                raise _EarlyStop(theta, step)
 
         res = self._minimize(
             shape, start, on_step, self.config.max_iter, reference
         )
         point = best["point"]
-        eps = np.clip(point.eps, self.lower, self.upper)
+        eps = np.clip(point.eps, *self.box)
         reason = f"{_reason(res)}; best held-out at iteration {best['step']}"
         return _Point(eps, point.temperature, point.score), history, reason
 
     def _minimize(self, shape, start, on_step, max_iter, reference=None):
         """L-BFGS-B over the box from `start` (tiled to `shape`);
         `on_step(theta, fit_value)` after each iteration may stop it by
-        raising `_EarlyStop(result)`. With a `reference`, the class-wise
-        objective, with its `l2_penalty`."""
-        tune_t = self.config.tune_temperature
+        raising `_EarlyStop(theta, iteration)`. With a `reference`, the
+        class-wise objective, with its `l2_penalty`."""
         last = {}
 
         def fun(theta):
-            eps, t = self._unpack(theta, shape)
-            value, grad, grad_t = self.fit.evaluate(
-                eps, t, want_grad=True, want_grad_t=tune_t
+            value, grad = _value_and_grad(
+                self.fit, theta, shape, self.config, reference
             )
-            if reference is None:
-                flat = grad.sum(axis=0)
-            else:
-                penalty = self.config.l2_penalty
-                if penalty:
-                    diff = eps - reference
-                    value += penalty * np.mean(diff * diff)
-                    grad = grad + penalty * 2.0 * diff / diff.size
-                flat = grad.ravel()
-            if tune_t:
-                flat = np.append(flat, grad_t)
             last.update(theta=theta.copy(), value=value)
-            return value, flat
+            return value, grad
 
         def callback(theta):
             # L-BFGS-B's last evaluation is nearly always at `theta`; if
@@ -809,21 +739,12 @@ class _Search:
             if "theta" in last and np.array_equal(last["theta"], theta):
                 value = last["value"]
             else:
-                value = self.fit.score(*self._unpack(theta, shape))
+                value = self.fit.score(*_unpack(theta, shape, self.config))
             on_step(theta, value)
 
-        rows = 1 if len(shape) == 1 else shape[0]
-        bounds = list(
-            zip(
-                np.tile(self.lower, rows),
-                np.tile(self.upper, rows),
-                strict=True,
-            )
-        )
-        if tune_t:
-            bounds.append(self.log_t_bounds)
+        bounds = _box_bounds(self.config, 1 if len(shape) == 1 else shape[0])
         x0 = np.ravel(np.broadcast_to(start.eps, shape))
-        if tune_t:
+        if self.config.tune_temperature:
             x0 = np.append(x0, math.log(start.temperature))
         try:
             return scipy.optimize.minimize(
@@ -836,12 +757,101 @@ class _Search:
                 options=dict(maxiter=max_iter, ftol=_FTOL, gtol=1e-7),
             )
         except _EarlyStop as stop:
-            return stop.args[0]
+            theta, iteration = stop.args
+            return scipy.optimize.OptimizeResult(
+                x=theta,
+                message="held-out score stopped improving",
+                success=True,
+                nit=iteration,
+            )
 
-    def _unpack(self, theta, shape):
-        if self.config.tune_temperature:
-            return theta[:-1].reshape(shape), float(math.exp(theta[-1]))
-        return theta.reshape(shape), self.config.temperature
+
+def _sample_candidates(config, rng):
+    """`num_candidates` sets in the box, plus `eps = 0` first, and their
+    temperatures.
+
+    A quarter vary `eps_1` alone (the main sharpen/smooth knob) on a
+    symmetric log grid; the rest draw each coordinate with a random sign
+    and a log-uniform magnitude, zero with probability 1/4 for `m >= 2`,
+    clipped to the box. With `tune_temperature`, all but `eps = 0` draw a
+    log-uniform temperature in `temperature_range`.
+    """
+    count, order = config.num_candidates, config.order
+    bound = config.coefficient_bound
+    num_line = count // 4
+    mags = np.geomspace(bound * 1e-3, bound, max(-(-num_line // 2), 1))
+    line = np.concatenate([mags, -mags])[:num_line]
+    cands = np.zeros((count, order))
+    cands[:num_line, 0] = line
+    rest = count - num_line
+    sign = rng.choice([-1.0, 1.0], size=(rest, order))
+    mag = bound * 10.0 ** rng.uniform(-3.0, 0.0, size=(rest, order))
+    values = sign * mag
+    if order > 1:
+        values[:, 1:] *= rng.uniform(size=(rest, order - 1)) >= 0.25
+    cands[num_line:] = values
+    cands = np.clip(cands, *coefficient_box(order, bound))
+    cands = np.concatenate([np.zeros((1, order)), cands])
+    temps = np.full(cands.shape[0], config.temperature)
+    if config.tune_temperature:
+        lo, hi = np.log(config.temperature_range)
+        temps[1:] = np.exp(rng.uniform(lo, hi, size=count))
+    return cands, temps
+
+
+def _rungs(num_fit, num_candidates, config):
+    """Subsample sizes and candidate counts of the screening rungs: every
+    candidate on a small subsample, the best quarter on one four times
+    larger, ..., up to `screen_size` examples."""
+    screen = config.screen_size
+    sizes = [num_fit if screen is None else min(screen, num_fit)]
+    while screen is not None and sizes[0] // 4 >= _MIN_RUNG and len(sizes) < 3:
+        sizes.insert(0, sizes[0] // 4)
+    finalists = min(config.num_finalists, num_candidates)
+    counts = [num_candidates]
+    for _ in sizes[1:]:
+        counts.append(max(finalists, -(-counts[-1] // 4)))
+    return sizes, counts
+
+
+def _box_bounds(config, rows):
+    """L-BFGS-B bounds of `rows` coefficient rows (and of `log T`)."""
+    lower, upper = coefficient_box(config.order, config.coefficient_bound)
+    bounds = list(zip(np.tile(lower, rows), np.tile(upper, rows), strict=True))
+    if config.tune_temperature:
+        bounds.append(tuple(np.log(config.temperature_range)))
+    return bounds
+
+
+def _value_and_grad(fit, theta, shape, config, reference=None):
+    """The score on `fit` at L-BFGS-B's vector `theta`, and its gradient.
+
+    Shared coefficients (`shape == (M,)`) sum the class-wise gradient; with
+    a `reference`, `l2_penalty * mean((eps - reference)**2)` is added.
+    """
+    eps, t = _unpack(theta, shape, config)
+    value, grad, grad_t = fit.evaluate(
+        eps, t, want_grad=True, want_grad_t=config.tune_temperature
+    )
+    if reference is None:
+        flat = grad.sum(axis=0)
+    else:
+        penalty = config.l2_penalty
+        if penalty:
+            diff = eps - reference
+            value += penalty * np.mean(diff * diff)
+            grad = grad + penalty * 2.0 * diff / diff.size
+        flat = grad.ravel()
+    if config.tune_temperature:
+        flat = np.append(flat, grad_t)
+    return value, flat
+
+
+def _unpack(theta, shape, config):
+    """Coefficients of `shape` and the temperature from L-BFGS-B's vector."""
+    if config.tune_temperature:
+        return theta[:-1].reshape(shape), float(math.exp(theta[-1]))
+    return theta.reshape(shape), config.temperature
 
 
 def _reason(res):

@@ -27,6 +27,7 @@ from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss import split_dataset
+from keras_ptloss.proxy import temper
 from tests.utils import tiny_classifier
 
 K = 3
@@ -310,6 +311,48 @@ CASES = [
             VAL_PROBS, np.array([0, 1, 2, 0, 1, 5]), verbose=0
         ),
         r"labels.*\[0, 3\).*5",
+    ),
+    (
+        "select_probs_off_by_2e-3",
+        lambda: select_coefficients(VAL_PROBS * 1.002, Y_VAL, verbose=0),
+        r"teacher_probs.*sum to 1.*1\.002",
+    ),
+    (
+        "select_probs_one_example",
+        lambda: select_coefficients(PROBS[0], Y_VAL[:1], verbose=0),
+        r"teacher_probs.*\(N, K\).*\(3,\)",
+    ),
+    (
+        "select_verbose_3",
+        lambda: select_coefficients(VAL_PROBS, Y_VAL, verbose=3),
+        r"verbose.*verbose=3",
+    ),
+    (
+        "select_temperature_range_reversed",
+        lambda: select_coefficients(
+            VAL_PROBS, Y_VAL, temperature_range=(4.0, 1.0)
+        ),
+        r"temperature_range.*\(4\.0, 1\.0\)",
+    ),
+    (
+        "proxy_rank_3_probs",
+        lambda: proxy_teacher(PROBS[None], [0.5]),
+        r"teacher_probs.*\(1, 2, 3\)",
+    ),
+    (
+        "proxy_tol_negative",
+        lambda: proxy_teacher(PROBS, [0.5], tol=-1.0),
+        r"tol.*tol=-1\.0",
+    ),
+    (
+        "closeness_probs_one_example",
+        lambda: closeness(PROBS[0], LABELS[:1]),
+        r"probs.*\(N, K\).*\(3,\)",
+    ),
+    (
+        "temper_temperature_0",
+        lambda: temper(PROBS, 0),
+        r"temperature.*temperature=0",
     ),
     # ---------------- Distiller
     (
