@@ -122,6 +122,11 @@ def row_blocks(num_rows, num_classes):
         yield slice(start, min(start + step, num_rows))
 
 
+# --------------------------------------------------------------------------
+# The solver
+# --------------------------------------------------------------------------
+
+
 class Solver:
     """Vectorised solver of the stationarity system, block by block.
 
@@ -515,6 +520,11 @@ def score_and_grad(
             direct = np.sum(u * r * (log_q - l_bar))
         grad_log_t = float(t * (through_teacher + direct))
     return score, grad, grad_log_t
+
+
+# --------------------------------------------------------------------------
+# The score on one split
+# --------------------------------------------------------------------------
 
 
 class Objective:
