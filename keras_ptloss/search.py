@@ -30,6 +30,7 @@ import dataclasses
 import inspect
 import math
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -986,36 +987,75 @@ def _refuse_global_clipping(optimizer):
 
 
 def _carry_optimizer_state(old, old_variables, new, new_variables):
-    """Copies the survivors' optimizer slots into a smaller population's.
+    """Copies the survivors' optimizer state into a smaller population's.
 
-    Keras optimizers hold `variables = [iterations, ...] + slot groups`,
-    each group one slot per trainable variable in build order (e.g. Adam's
-    momentums, then velocities). The layout is checked on the shapes; if
-    it does not match, the new optimizer keeps fresh slots.
+    Keras optimizers hold `variables = [iterations, learning_rate, ...]`
+    followed by their slots (e.g. Adam's momentum and velocity), `G` per
+    trainable variable, either interleaved per variable or grouped per
+    slot kind. The layout is recognised from the slots' shapes and names
+    (each slot is named after its variable's path); when it is not
+    recognised, a warning says the survivors restart with fresh slots.
+
+    Returns:
+        Whether the state was carried.
     """
     old_slots, new_slots = list(old.variables), list(new.variables)
     lost = len(old_variables) - len(new_variables)
-    if lost <= 0 or (len(old_slots) - len(new_slots)) % lost:
-        return False
-    groups = (len(old_slots) - len(new_slots)) // lost
-    prefix = len(old_slots) - groups * len(old_variables)
-    if prefix < 0 or prefix != len(new_slots) - groups * len(new_variables):
-        return False
-    position = {id(v): i for i, v in enumerate(old_variables)}
-    pairs = list(zip(old_slots[:prefix], new_slots[:prefix], strict=True))
-    for g in range(groups):
-        for j, variable in enumerate(new_variables):
-            i = position.get(id(variable))
-            if i is None:
-                return False
-            pairs.append(
-                (
-                    old_slots[prefix + g * len(old_variables) + i],
-                    new_slots[prefix + g * len(new_variables) + j],
-                )
+    if lost > 0 and (len(old_slots) - len(new_slots)) % lost == 0:
+        groups = (len(old_slots) - len(new_slots)) // lost
+        prefix = len(old_slots) - groups * len(old_variables)
+        position = {id(v): i for i, v in enumerate(old_variables)}
+        for interleaved in (True, False):
+            pairs = _slot_pairs(
+                old_slots,
+                new_slots,
+                old_variables,
+                new_variables,
+                position,
+                groups,
+                prefix,
+                interleaved,
             )
-    if any(tuple(a.shape) != tuple(b.shape) for a, b in pairs):
-        return False
-    for source, target in pairs:
-        target.assign(source.value)
-    return True
+            if pairs is not None:
+                for source, target in pairs:
+                    target.assign(source.value)
+                return True
+    warnings.warn(
+        f"The state of {type(old).__name__} could not be carried to the "
+        "surviving students; they continue with fresh optimizer slots.",
+        stacklevel=3,
+    )
+    return False
+
+
+def _slot_pairs(
+    old_slots,
+    new_slots,
+    old_variables,
+    new_variables,
+    position,
+    groups,
+    prefix,
+    interleaved,
+):
+    def index(count, i, g):
+        return prefix + (i * groups + g if interleaved else g * count + i)
+
+    if prefix < 0 or prefix != len(new_slots) - groups * len(new_variables):
+        return None
+    pairs = list(zip(old_slots[:prefix], new_slots[:prefix], strict=True))
+    for j, variable in enumerate(new_variables):
+        i = position.get(id(variable))
+        if i is None:
+            return None
+        tag = variable.path.replace("/", "_")
+        for g in range(groups):
+            source = old_slots[index(len(old_variables), i, g)]
+            target = new_slots[index(len(new_variables), j, g)]
+            for slot in (source, target):
+                if tag not in slot.path or slot.shape != variable.shape:
+                    return None
+            if source.path.rsplit("/", 1)[-1] != target.path.rsplit("/", 1)[-1]:
+                return None
+            pairs.append((source, target))
+    return pairs
