@@ -99,6 +99,7 @@ class Candidate:
         return f"{name} T={self.temperature:g}{suffix}"
 
     def to_dict(self):
+        """The candidate as JSON-ready plain Python values."""
         return {
             "coefficients": self.coefficients.tolist(),
             "temperature": self.temperature,

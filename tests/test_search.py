@@ -471,3 +471,20 @@ def test_population_refuses_members_of_different_shapes():
     members = [tiny_classifier(4, 3, 8), tiny_classifier(4, 3, 9)]
     with pytest.raises(ValueError, match="same weight shapes"):
         StudentPopulation(members, np.zeros((2, 1)), [1.0, 1.0])
+
+
+def test_population_config_round_trips():
+    population = StudentPopulation(
+        same_start(2),
+        np.stack([EPS_A, 0 * EPS_A]),
+        [2.0, 1.0],
+        [True, False],
+        student_loss_weight=0.25,
+    )
+    restored = StudentPopulation.from_config(population.get_config())
+    assert restored.size == 2
+    for name in ("coefficients", "temperatures", "standardize"):
+        assert_allclose(getattr(restored, name), getattr(population, name))
+    assert float(to_numpy(restored.student_loss_weight)) == 0.25
+    x = np.zeros((4, NUM_FEATURES), "float32")
+    assert tuple(restored(x).shape) == (4, 2, NUM_CLASSES)
