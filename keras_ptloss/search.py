@@ -601,7 +601,7 @@ def search_coefficients(
                 verbose=0,
             )
             spent += len(alive)
-            progress.update(spent, rung=index, members=len(alive))
+            progress.update(spent)
         trained = rung["epochs"]
         outputs = population.predict(x_val, batch_size=1024, verbose=0)
         scores = [
@@ -685,7 +685,7 @@ class _Progress:
             self.bar = keras.utils.Progbar(
                 target,
                 unit_name="student-epoch",
-                stateful_metrics=["rung", "members", "best"],
+                stateful_metrics=["best"],
             )
 
     def update(self, step, **values):

@@ -228,6 +228,54 @@ def test_winner_equals_its_separate_full_training(data):
         assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_search_mixes_hard_labels_into_every_member(data):
+    """`student_loss_weight` gives (1 - w) * PTLoss + w * cross-entropy."""
+    eps = np.array([2.0, 0.0])
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=2,
+        candidates=[Candidate(eps, 2.0)],
+        labels=data["labels"],
+        student_loss_weight=0.4,
+        batch_size=40,
+        seed=2,
+        verbose=0,
+    )
+    keras.utils.set_random_seed(2)
+    alone = build_student()
+    distill = PTLoss(eps, 2.0, teacher_from_logits=True)
+    hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    alone.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=lambda y, z: (
+            0.6 * distill(y[:, :NUM_CLASSES], z)
+            + 0.4 * hard(keras.ops.argmax(y[:, NUM_CLASSES:], axis=-1), z)
+        ),
+    )
+    targets = np.concatenate(
+        [data["teacher"], np.eye(NUM_CLASSES)[data["labels"]]], axis=-1
+    ).astype("float32")
+    order_rng = np.random.default_rng(2)
+    for _ in range(2):
+        order = order_rng.permutation(len(data["x"]))
+        alone.fit(
+            data["x"][order],
+            targets[order],
+            batch_size=40,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    for got, want in zip(
+        result.student.get_weights(), alone.get_weights(), strict=True
+    ):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def biased_to(cls):
     """Class-wise eps that moves the proxy's argmax towards class `cls`."""
     eps = np.full((NUM_CLASSES, 2), 0.0)
