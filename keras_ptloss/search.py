@@ -402,6 +402,7 @@ def search_coefficients(
     order=5,
     epochs=10,
     budget=None,
+    time_budget=None,
     temperatures=DEFAULT_TEMPERATURES,
     strengths=DEFAULT_STRENGTHS,
     mode="shared",
@@ -446,6 +447,10 @@ def search_coefficients(
             of one student); defaults to `6 * epochs`, a tuning budget of
             six full trainings. Candidates are dropped from the end of the
             list until the halving schedule fits.
+        time_budget: optional seconds for the training: after each rung,
+            if the planned rungs would exceed it at the speed measured so
+            far, the halving skips to the last rung (the best members,
+            trained to `epochs`; that rung always runs).
         temperatures, strengths, mode, standardize: see
             `propose_candidates` (`standardize` in `(False, True,
             "search")`).
@@ -500,6 +505,10 @@ def search_coefficients(
     order = check_int(order, "order", 1)
     epochs = check_int(epochs, "epochs", 1)
     budget = _check_budget(budget, epochs)
+    if time_budget is not None:
+        time_budget = check_number(
+            time_budget, "time_budget", low=0.0, low_open=True
+        )
     teacher_from_logits = check_bool(teacher_from_logits, "teacher_from_logits")
     keep_kd = check_bool(keep_kd, "keep_kd")
     eta = check_int(eta, "eta", 2)
@@ -572,7 +581,9 @@ def search_coefficients(
     ranking, spent, trained, previous_optimizer = [], 0, 0, None
     previous_variables = None
     training_start = time.perf_counter()
-    for index, rung in enumerate(schedule):
+    index = 0
+    while index < len(schedule):
+        rung = schedule[index]
         population = StudentPopulation(
             [students[i] for i in alive],
             coefficients[alive],
@@ -627,6 +638,12 @@ def search_coefficients(
             }
         )
         progress.update(spent, best=scores[ranked[0]])
+        if index + 1 < len(schedule) and time_budget is not None:
+            elapsed = time.perf_counter() - training_start
+            rate = elapsed / spent
+            planned = schedule_cost(schedule) - spent
+            if elapsed + rate * planned > time_budget:
+                schedule = schedule[: index + 1] + schedule[-1:]
         if index + 1 < len(schedule):
             keep = [alive[j] for j in ranked[: schedule[index + 1]["members"]]]
             if has_kd and not any(candidates[i].is_kd for i in keep):
@@ -637,6 +654,7 @@ def search_coefficients(
             alive = sorted(keep)
             previous_optimizer = optimizer_now
             previous_variables = population.trainable_variables
+        index += 1
     training_seconds = time.perf_counter() - training_start
     progress.close()
 
@@ -667,6 +685,7 @@ def search_coefficients(
             "seconds": time.perf_counter() - start,
             "training_seconds": training_seconds,
             "budget": budget,
+            "time_budget": time_budget,
         },
     )
     if verbose:

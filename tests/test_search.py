@@ -377,6 +377,29 @@ def test_budget_accounting(data):
     assert result.ranking[-1]["epochs"] == 3
 
 
+def test_time_budget_skips_to_the_last_rung(data):
+    candidates = [Candidate(np.array([s, 0.0]), 2.0) for s in range(9)]
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=3,
+        time_budget=1e-3,
+        candidates=candidates,
+        keep_kd=False,
+        batch_size=60,
+        verbose=0,
+    )
+    # Planned 9@1, 3@2, 1@3; the first rung already overran the budget.
+    assert [len(r["members"]) for r in result.ranking] == [9, 1]
+    assert [r["epochs"] for r in result.ranking] == [1, 3]
+    assert result.winner == result.ranking[0]["members"][0]["candidate"]
+    assert result.cost["student_epochs"] == 9 + 2
+    assert result.cost["time_budget"] == 1e-3
+
+
 def test_result_is_ready_to_use(data, tmp_path):
     result = search_coefficients(
         build_student,
@@ -482,6 +505,7 @@ def different_widths():
         ({"candidates": []}, "candidates"),
         ({"budget": 0.5}, "budget"),
         ({"budget": 2}, "budget"),
+        ({"time_budget": 0}, "time_budget"),
         ({"build_student": different_widths()}, "build_student"),
         ({"build_student": lambda: "not a model"}, "build_student"),
         ({"metric": "f1"}, "metric"),
