@@ -245,20 +245,26 @@ class SearchResult:
         return figure
 
 
-def halving_schedule(num_candidates, epochs, eta=3, num_final=1):
+def halving_schedule(
+    num_candidates, epochs, eta=3, num_final=1, first_epochs=None
+):
     """Rungs of successive halving: how many students to which epoch.
 
     Rung `i` trains `members[i]` students up to `epochs[i]` (cumulative);
     then the best `members[i + 1]` go on. Epochs grow by `eta` per rung and
     the last rung reaches `epochs`; members shrink by `eta` per rung down to
     `num_final`. With fewer `epochs` than the rungs need, fewer rungs each
-    cut more.
+    cut more. `first_epochs` sets the first rung's epochs instead (the
+    others then grow geometrically from it to `epochs`): more epochs before
+    the first cut make it less noisy, at a higher cost.
 
     Args:
         num_candidates: students in the first rung (`>= 1`).
         epochs: epochs of the last rung (`>= 1`).
         eta: reduction factor (`>= 2`).
         num_final: students in the last rung (`>= 1`).
+        first_epochs: epochs of the first rung, or `None` for
+            `epochs / eta**rungs` (rounded, at least 1).
 
     Returns:
         A list of dicts `{"members": n, "epochs": e}`.
@@ -287,7 +293,13 @@ def halving_schedule(num_candidates, epochs, eta=3, num_final=1):
     for _ in range(rungs - 1):
         members.append(max(num_final, math.ceil(members[-1] / ratio - 1e-9)))
     members.append(num_final)
-    counts = [round(epochs / eta ** (rungs - i)) for i in range(rungs)]
+    if first_epochs is None:
+        counts = [round(epochs / eta ** (rungs - i)) for i in range(rungs)]
+    else:
+        first = check_int(first_epochs, "first_epochs", 1, epochs)
+        counts = [
+            round(first * (epochs / first) ** (i / rungs)) for i in range(rungs)
+        ]
     schedule, previous = [], 0
     for i, count in enumerate(counts):
         count = min(max(count, previous + 1), epochs - (rungs - i))
@@ -614,7 +626,7 @@ def search_coefficients(
             spent += len(alive)
             progress.update(spent)
         trained = rung["epochs"]
-        outputs = population.predict(x_val, batch_size=1024, verbose=0)
+        outputs = _predict(population, x_val)
         scores = [
             float(score_fn(y_val, softmax(outputs[:, j])))
             for j in range(len(alive))
@@ -714,6 +726,16 @@ class _Progress:
     def close(self):
         if self.bar is not None:
             self.bar.update(self.bar.target, finalize=True)
+
+
+def _predict(population, x):
+    """Stacked member logits as numpy (eager calls: no predict step to
+    compile for every rung's population)."""
+    parts = [
+        keras.ops.convert_to_numpy(population(x[i : i + 1024]))
+        for i in range(0, x.shape[0], 1024)
+    ]
+    return np.concatenate(parts, axis=0)
 
 
 def _accuracy(y_true, probs):
@@ -865,7 +887,14 @@ def _fit_budget(candidates, epochs, eta, num_final, budget):
         kd = next(c for c in candidates if c.is_kd)
         kept[-1] = kd
     if schedule_cost(schedule) > budget:
-        schedule = [{"members": 1, "epochs": epochs}]
+        return kept, [{"members": 1, "epochs": epochs}]
+    # Spend what is left of the budget on a later first cut.
+    final = schedule[-1]["members"]
+    for first in range(schedule[0]["epochs"] + 1, epochs):
+        longer = halving_schedule(count, epochs, eta, final, first)
+        if schedule_cost(longer) > budget:
+            break
+        schedule = longer
     return kept, schedule
 
 

@@ -346,6 +346,14 @@ def test_halving_schedule_and_its_cost():
         {"members": 1, "epochs": 2},
     ]
     assert halving_schedule(1, 5) == [{"members": 1, "epochs": 5}]
+    # A later first cut: epochs grow geometrically from 6 to 9
+    # (6 * 1.5**0.5 = 7.3 -> 7).
+    assert halving_schedule(4, 9, eta=3, first_epochs=6) == [
+        {"members": 4, "epochs": 6},
+        {"members": 2, "epochs": 7},
+        {"members": 1, "epochs": 9},
+    ]
+    assert schedule_cost(halving_schedule(4, 9, first_epochs=6)) == 28
 
 
 def test_budget_accounting(data):
@@ -375,6 +383,27 @@ def test_budget_accounting(data):
     assert result.cost["budget"] == 8
     assert result.cost["seconds"] >= result.cost["training_seconds"] > 0
     assert result.ranking[-1]["epochs"] == 3
+
+
+def test_spare_budget_goes_to_a_later_first_cut(data):
+    candidates = [Candidate(np.array([s, 0.0]), 2.0) for s in range(4)]
+    result = search_coefficients(
+        build_student,
+        data["x"][:120],
+        data["teacher"][:120],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=9,
+        budget=30,
+        candidates=candidates,
+        keep_kd=False,
+        batch_size=60,
+        verbose=0,
+    )
+    # 4@1, 2@3, 1@9 costs 14; the latest first cut within 30 is at epoch
+    # 6 (4@6, 2@7, 1@9: 24 + 2 + 2 = 28; at 7 it would cost 31).
+    assert [r["epochs"] for r in result.ranking] == [6, 7, 9]
+    assert result.cost["student_epochs"] == 28
 
 
 def test_time_budget_skips_to_the_last_rung(data):
