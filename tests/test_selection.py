@@ -1,4 +1,7 @@
-"""Training-free coefficient selection (DESIGN.md §2, "Selection")."""
+"""Training-free coefficient selection.
+
+The method: docs/design.md, "Choosing the coefficients".
+"""
 
 import json
 
