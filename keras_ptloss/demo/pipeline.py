@@ -5,14 +5,22 @@ import os
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from keras_ptloss._checks import softmax
+from keras_ptloss.callbacks import ReestimateCoefficients
+from keras_ptloss.datasets.loaders import load_mnist1d
 from keras_ptloss.demo.options import DEFAULTS
 from keras_ptloss.demo.options import QUICK
 from keras_ptloss.demo.options import check_options
 from keras_ptloss.demo.report import format_table
 from keras_ptloss.demo.report import write_plot
+from keras_ptloss.distiller import Distiller
+from keras_ptloss.losses import KDLoss
+from keras_ptloss.losses import PTLoss
+from keras_ptloss.proxy import closeness
+from keras_ptloss.selection import select_coefficients
 
 
 def options_from_args(args):
@@ -35,8 +43,6 @@ def load_data(num_samples, validation_fraction, test_fraction, seed):
     Returns a dict `{"train": (x, y), "validation": (x, y), "test": (x, y)}`
     of float32 inputs of shape `(n, 40)` and int32 labels.
     """
-    from keras_ptloss.datasets import load_mnist1d
-
     fractions = {
         "train": 1.0 - validation_fraction - test_fraction,
         "validation": validation_fraction,
@@ -47,8 +53,6 @@ def load_data(num_samples, validation_fraction, test_fraction, seed):
 
 def make_teacher(num_features, num_classes, seed):
     """A small 1-D CNN returning logits (about 92 % on MNIST-1D)."""
-    import keras
-
     init = keras.initializers.GlorotUniform
     return keras.Sequential(
         [
@@ -86,8 +90,6 @@ def make_teacher(num_features, num_classes, seed):
 
 def make_student(num_features, num_classes, seed):
     """A one-hidden-layer MLP returning logits (far weaker than the CNN)."""
-    import keras
-
     init = keras.initializers.GlorotUniform
     return keras.Sequential(
         [
@@ -102,8 +104,6 @@ def make_student(num_features, num_classes, seed):
 
 
 def _scores(probs, labels):
-    from keras_ptloss.proxy import closeness
-
     return dict(
         accuracy=float(np.mean(np.argmax(probs, axis=-1) == labels)),
         brier=closeness(probs, labels, metric="brier"),
@@ -117,8 +117,6 @@ def _scores(probs, labels):
 
 def backend_description():
     """The backend in use and where the choice came from."""
-    import keras
-
     name = keras.backend.backend()
     if os.environ.get("KERAS_BACKEND"):
         return f"{name} (KERAS_BACKEND={os.environ['KERAS_BACKEND']})"
@@ -138,8 +136,6 @@ def _fit_kwargs(o, data, epochs):
 
 
 def _compile(model, o, metrics=True):
-    import keras
-
     model.compile(
         optimizer=keras.optimizers.Adam(o["learning_rate"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -177,14 +173,6 @@ def run(**options):
     o.update(options)
     check_options(o)
     start = time.perf_counter()
-
-    import keras
-
-    from keras_ptloss.callbacks import ReestimateCoefficients
-    from keras_ptloss.distiller import Distiller
-    from keras_ptloss.losses import KDLoss
-    from keras_ptloss.losses import PTLoss
-    from keras_ptloss.selection import select_coefficients
 
     out_dir = Path(o["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
