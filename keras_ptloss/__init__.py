@@ -36,7 +36,7 @@ from keras_ptloss.selection import select_coefficients
 from keras_ptloss.version import __version__
 
 # Public names loaded on first use (PEP 562), by the module that holds them.
-LAZY_NAMES = {
+_LAZY_NAMES = {
     "GaussianMixture": "keras_ptloss.datasets",
     "load_digits": "keras_ptloss.datasets",
     "load_mnist1d": "keras_ptloss.datasets",
@@ -77,12 +77,12 @@ __all__ = [
     "proxy_teacher",
     "select_coefficients",
     # data (loaded on first use)
-    *LAZY_NAMES,
+    *_LAZY_NAMES,
 ]
 
 
 def __getattr__(name):
-    module = LAZY_NAMES.get(name)
+    module = _LAZY_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'keras_ptloss' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -91,4 +91,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(LAZY_NAMES))
+    return sorted(set(globals()) | set(_LAZY_NAMES))
