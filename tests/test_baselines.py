@@ -1,4 +1,7 @@
-"""Baseline losses (DESIGN.md §5) against independent numpy references."""
+"""Baseline losses against independent numpy references.
+
+Formulas and conventions: docs/design.md, "Baselines".
+"""
 
 import keras
 import numpy as np

@@ -1,4 +1,7 @@
-"""PTLoss and KDLoss against independent numpy references (DESIGN.md §2)."""
+"""PTLoss and KDLoss against independent numpy references.
+
+The identities checked are those of docs/design.md, "The loss".
+"""
 
 import keras
 import numpy as np
@@ -35,7 +38,7 @@ def np_kl(p, q):
         return np.sum(np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0), -1)
 
 
-# --- The identities of DESIGN.md §2 -------------------------------------------
+# --- The identities of docs/design.md, "The loss" ----------------------------
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])

@@ -1,5 +1,7 @@
-"""Training-free coefficient selection (docs/design.md, "Choosing the
-coefficients")."""
+"""Training-free coefficient selection.
+
+The method: docs/design.md, "Choosing the coefficients".
+"""
 
 import dataclasses
 import json

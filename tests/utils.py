@@ -89,7 +89,9 @@ def np_pt_loss(
     temperature=1.0,
     teacher_from_logits=False,
 ):
-    """Independent float64 PTLoss per example (DESIGN.md §2), direct powers.
+    """Independent float64 PTLoss per example, with direct powers.
+
+    The formula: docs/design.md, "The loss".
 
     `teacher` holds probabilities (or logits if `teacher_from_logits`),
     `coefficients` has shape (M,) or (K, M).
