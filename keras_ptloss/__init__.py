@@ -28,9 +28,14 @@ from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.losses import kd_loss
 from keras_ptloss.losses import pt_loss
+from keras_ptloss.population import StudentPopulation
 from keras_ptloss.proxy import ProxyTeacherConvergenceError
 from keras_ptloss.proxy import closeness
 from keras_ptloss.proxy import proxy_teacher
+from keras_ptloss.search import Candidate
+from keras_ptloss.search import SearchResult
+from keras_ptloss.search import propose_candidates
+from keras_ptloss.search import search_coefficients
 from keras_ptloss.selection import SelectionResult
 from keras_ptloss.selection import select_coefficients
 from keras_ptloss.version import __version__
@@ -76,6 +81,12 @@ __all__ = [
     "convexity_margin",
     "proxy_teacher",
     "select_coefficients",
+    # student-aware search
+    "Candidate",
+    "SearchResult",
+    "StudentPopulation",
+    "propose_candidates",
+    "search_coefficients",
     # data (loaded on first use)
     *_LAZY_NAMES,
 ]
