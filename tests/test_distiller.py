@@ -499,6 +499,12 @@ def _models():
     return tiny_classifier(F, K, seed=0), tiny_classifier(F, K, seed=1)
 
 
+def _relu_model():
+    return keras.Sequential(
+        [keras.Input((F,)), keras.layers.Dense(K, "relu", name="relu_out")]
+    )
+
+
 def _softmax_model():
     return keras.Sequential(
         [keras.Input((F,)), keras.layers.Dense(K, activation="softmax")]
@@ -520,7 +526,7 @@ def _softmax_model():
             lambda t, s: Distiller(
                 t, s, PTLoss(teacher_from_logits=True), student_loss_weight=2
             ),
-            r"student_loss_weight.*\[0, 1\]",
+            r"student_loss_weight.*<= 1",
         ),
         (
             lambda t, s: Distiller(
@@ -529,8 +535,24 @@ def _softmax_model():
             "temperature",
         ),
         (
-            lambda t, s: Distiller(t, s, PTLoss()),
+            lambda t, s: Distiller(t, s, PTLoss(teacher_from_logits=False)),
             "teacher outputs logits.*teacher_from_logits=True",
+        ),
+        (
+            lambda t, s: Distiller(
+                _softmax_model(), s, KDLoss(teacher_from_logits=True)
+            ),
+            "teacher outputs probabilities.*teacher_from_logits=False",
+        ),
+        (
+            lambda t, s: Distiller(_relu_model(), s, PTLoss()),
+            "Cannot tell.*'relu_out'.*teacher_from_logits=None",
+        ),
+        (
+            lambda t, s: Distiller(
+                _softmax_model(), s, PTLoss(standardize=True)
+            ),
+            "standardize=True.*teacher_from_logits=False",
         ),
         (
             lambda t, s: Distiller(

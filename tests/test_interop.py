@@ -189,5 +189,5 @@ def test_invalid_arguments_raise_clear_errors():
         keras.distillation.Distiller(
             tiny_classifier(F, K),
             tiny_classifier(F, K),
-            PTLossDistillation(PTLoss()),
+            PTLossDistillation(PTLoss(teacher_from_logits=False)),
         )
