@@ -1,9 +1,8 @@
 """PTLossDistillation: PTLoss inside `keras.distillation.Distiller`.
 
 `fit` tests use FIT_JIT_MODES (jit on and off on JAX; see tests/utils.py).
-Both mechanisms used here (a model-tracked variable, a retrace after a
-Python-float change) are tested under XLA and torch.compile in
-tests/test_distiller.py and tests/test_callbacks.py.
+The mechanism used here (the loss's variables tracked as model state) is
+tested under XLA and torch.compile in tests/test_distiller.py.
 """
 
 import keras
@@ -109,15 +108,27 @@ def test_reestimate_callback_drives_the_keras_distiller(data, jit_compile):
     x_val, labels = x[::-1].copy(), y.copy()
     loss = PTLoss([0.0, 0.0], temperature=2.0, teacher_from_logits=True)
     distiller = keras_distiller(loss, jit_compile)
-    # Epoch 0: new coefficients only (a tracked variable); epoch 1 (the
-    # labels changed): new coefficients and temperature (a Python float).
+    # Epoch 0: new coefficients only; epoch 1 (the labels changed): new
+    # coefficients and temperature. Both are tracked variables: the step is
+    # not rebuilt.
     selector = FixedSelector((EPS1, 2.0), (EPS2, 3.0))
     callback = ReestimateCoefficients(
         (x_val, labels), selector=selector, tune_temperature=True, verbose=0
     )
+    function = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: function.append(
+            distiller.train_function
+        )
+    )
     history = distiller.fit(
-        x, y, epochs=2, callbacks=[callback, ChangeLabels(labels)], **FIT
+        x,
+        y,
+        epochs=2,
+        callbacks=[callback, ChangeLabels(labels), record],
+        **FIT,
     ).history
+    assert function[0] is function[1]
     losses = history["distillation_loss"]
     assert_allclose(losses[0], expected(distiller, x, EPS1, 2.0), rtol=1e-5)
     assert_allclose(losses[1], expected(distiller, x, EPS2, 3.0), rtol=1e-5)
@@ -160,6 +171,21 @@ def test_coefficients_are_saved_with_the_keras_distiller(data, tmp_path):
     assert_allclose(
         restored.student.predict(x, verbose=0),
         distiller.student.predict(x, verbose=0),
+    )
+
+
+def test_adapter_tracks_the_loss_variables_and_reads_the_teacher_kind(data):
+    x, y = data
+    loss = PTLoss(EPS1, temperature=2.0)
+    distiller = keras_distiller(loss)
+    assert loss.teacher_from_logits is True  # the teacher's last layer
+    state = {id(v) for v in distiller.non_trainable_variables}
+    assert all(id(v) in state for v in loss.variables)
+    history = distiller.fit(x, y, epochs=1, **FIT).history
+    assert_allclose(
+        history["distillation_loss"][0],
+        expected(distiller, x, EPS1, 2.0),
+        rtol=1e-5,
     )
 
 
