@@ -407,95 +407,10 @@ class Distiller(keras.Model):
             The `keras.callbacks.History` of `keras.Model.fit`.
         """
         kwargs = _fit_kwargs(args, kwargs)
-        self._check_labels(y)
+        _check_labels(self.student, y)
         offline.check_offline_arrays(x, _static_shape(self.teacher, "outputs"))
-        self._check_divisible(x, batch_size, kwargs)
+        _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
-
-    def _check_labels(self, y):
-        shape = _static_shape(self.student, "outputs")
-        if not isinstance(y, np.ndarray) or shape is None or shape[-1] is None:
-            return
-        if y.dtype.kind not in "iu" or y.size == 0:
-            return
-        if not (
-            y.ndim == len(shape) - 1
-            or (y.ndim == len(shape) and y.shape[-1] == 1)
-        ):
-            return
-        num_classes = shape[-1]
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"Integer labels `y` must be class indices in "
-                f"[0, {num_classes - 1}] for the student's {num_classes} "
-                f"classes. Received: y with values in [{low}, {high}]"
-            )
-
-    def _num_replicas(self):
-        """(layout name, number of devices the batch is split over)."""
-        if keras.backend.backend() == "tensorflow":
-            strategy = self.distribute_strategy
-            return type(strategy).__name__, strategy.num_replicas_in_sync
-        if keras.backend.backend() != "jax":
-            return None, 1
-        distribution = keras.distribution.distribution()
-        name = getattr(distribution, "batch_dim_name", None)
-        if name is None:
-            return None, 1
-        mesh = distribution.device_mesh
-        axis = list(mesh.axis_names).index(name)
-        return type(distribution).__name__, int(mesh.shape[axis])
-
-    def _check_divisible(self, x, batch_size, kwargs):
-        layout, devices = self._num_replicas()
-        if devices <= 1 or kwargs.get("steps_per_epoch") is not None:
-            return
-        try:
-            num = offline.num_examples(x)
-        except (AttributeError, IndexError, TypeError):
-            return  # a data set: its batches are the user's to size
-        if not isinstance(keras.tree.flatten(x)[0], np.ndarray):
-            return
-        batch = 32 if batch_size is None else batch_size
-        split = kwargs.get("validation_split") or 0.0
-        num_train = int(math.ceil(num * (1.0 - split))) if split else num
-        checks = [("training", num_train, batch)]
-        if split:
-            checks.append(("validation", num - num_train, batch))
-        validation = kwargs.get("validation_data")
-        if validation is not None and not offline.is_tf_dataset(validation):
-            try:
-                checks.append(
-                    (
-                        "validation",
-                        offline.num_examples(validation[0]),
-                        kwargs.get("validation_batch_size") or batch,
-                    )
-                )
-            except (AttributeError, IndexError, TypeError, KeyError):
-                pass
-        for part, count, size in checks:
-            sizes = {min(size, count)}
-            if count % size:
-                sizes.add(count % size)
-            for b in sorted(sizes):
-                if b % devices:
-                    raise ValueError(
-                        f"Under {layout} every batch must divide by the "
-                        f"{devices} devices of the batch axis (on JAX an "
-                        "indivisible batch fails; under tf.distribute it "
-                        "would weigh its examples unequally), but "
-                        f"{part} on {count} examples with "
-                        f"batch_size={size} gives a batch of {b}. "
-                        + (
-                            f"Choose a batch size that divides by {devices}"
-                            if size % devices
-                            else f"Drop the last {count % devices} examples"
-                        )
-                        + f". Received: batch_size={size}, "
-                        f"num_examples={count}, num_devices={devices}"
-                    )
 
     # ------------------------------------------------------------------
     # Offline distillation and saving.
@@ -641,6 +556,93 @@ def _fit_kwargs(args, kwargs):
             )
         kwargs[name] = value
     return kwargs
+
+
+def _check_labels(student, y):
+    shape = _static_shape(student, "outputs")
+    if not isinstance(y, np.ndarray) or shape is None or shape[-1] is None:
+        return
+    if y.dtype.kind not in "iu" or y.size == 0:
+        return
+    if not (
+        y.ndim == len(shape) - 1 or (y.ndim == len(shape) and y.shape[-1] == 1)
+    ):
+        return
+    num_classes = shape[-1]
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"Integer labels `y` must be class indices in "
+            f"[0, {num_classes - 1}] for the student's {num_classes} "
+            f"classes. Received: y with values in [{low}, {high}]"
+        )
+
+
+def _num_replicas(model):
+    """(layout name, number of devices the batch is split over)."""
+    if keras.backend.backend() == "tensorflow":
+        strategy = model.distribute_strategy
+        return type(strategy).__name__, strategy.num_replicas_in_sync
+    if keras.backend.backend() != "jax":
+        return None, 1
+    distribution = keras.distribution.distribution()
+    name = getattr(distribution, "batch_dim_name", None)
+    if name is None:
+        return None, 1
+    mesh = distribution.device_mesh
+    axis = list(mesh.axis_names).index(name)
+    return type(distribution).__name__, int(mesh.shape[axis])
+
+
+def _check_divisible(model, x, batch_size, kwargs):
+    layout, devices = _num_replicas(model)
+    if devices <= 1 or kwargs.get("steps_per_epoch") is not None:
+        return
+    try:
+        num = offline.num_examples(x)
+    except (AttributeError, IndexError, TypeError):
+        return  # a data set: its batches are the user's to size
+    if not isinstance(keras.tree.flatten(x)[0], np.ndarray):
+        return
+    batch = 32 if batch_size is None else batch_size
+    split = kwargs.get("validation_split") or 0.0
+    num_train = int(math.ceil(num * (1.0 - split))) if split else num
+    checks = [("training", num_train, batch)]
+    if split:
+        checks.append(("validation", num - num_train, batch))
+    validation = kwargs.get("validation_data")
+    if validation is not None and not offline.is_tf_dataset(validation):
+        try:
+            checks.append(
+                (
+                    "validation",
+                    offline.num_examples(validation[0]),
+                    kwargs.get("validation_batch_size") or batch,
+                )
+            )
+        except (AttributeError, IndexError, TypeError, KeyError):
+            pass
+    for part, count, size in checks:
+        sizes = {min(size, count)}
+        if count % size:
+            sizes.add(count % size)
+        for b in sorted(sizes):
+            if b % devices:
+                raise ValueError(
+                    f"Under {layout} every batch must divide by the "
+                    f"{devices} devices of the batch axis (on JAX an "
+                    "indivisible batch fails; under tf.distribute it "
+                    "would weigh its examples unequally), but "
+                    f"{part} on {count} examples with "
+                    f"batch_size={size} gives a batch of {b}. "
+                    + (
+                        f"Choose a batch size that divides by {devices}"
+                        if size % devices
+                        else f"Drop the last {count % devices} examples"
+                    )
+                    + f". Received: batch_size={size}, "
+                    f"num_examples={count}, num_devices={devices}"
+                )
 
 
 def _unscale_for_distribution(value):
