@@ -3,15 +3,17 @@
 The callback changes the `PTLoss` itself (`set_coefficients`,
 `set_temperature`): its coefficients and temperature are variables, which
 TensorFlow and torch read at every step. A compiled JAX step reads only the
-variables that are model state: those of a `keras_ptloss.Distiller` (which
-tracks its loss's variables) and of a `keras.distillation.Distiller` using
+variables in the state it is given (the model's trainable, non-trainable
+and metric variables) and holds any other variable's value as a constant.
+The loss's variables are model state in a `keras_ptloss.Distiller` (it
+tracks them) and in a `keras.distillation.Distiller` using
 `keras_ptloss.PTLossDistillation` (a layer that tracks them). For a model
-compiled with `loss=PTLoss(...)` they are not, and Keras offers no public
-way to make a loss's variables part of the JAX step's state without making
-them model variables (which would change the saved model's variable
-layout); there, after a change, the callback rebuilds the train and test
-functions (`make_train_function(force=True)`), which retraces them with the
-new values (docs/design.md, "Keras traps").
+compiled with `loss=PTLoss(...)` they are not: making them model variables
+would change the saved model's variable layout, and carrying them as metric
+state needs new state on a model that may already be built (Keras locks
+that). There, on JAX only, the callback rebuilds the train and test
+functions after a change (`make_train_function(force=True)`), which
+retraces them with the new values (docs/design.md, "Keras traps").
 """
 
 import time
