@@ -250,9 +250,11 @@ class Distiller(keras.Model):
         self.teacher.trainable = False
         self.student = student
         self.distillation_loss = distillation_loss
-        # Tracked (a list of variables assigned to a layer attribute): model
-        # state, so JAX's stateless step reads their current values.
-        self._loss_variables = list(distillation_loss.variables)
+        # The loss's variables, assigned to attributes, are tracked as model
+        # state, so JAX's stateless step reads their current values. Own
+        # variables in the saved order of earlier versions: coefficients,
+        # student-loss weight, temperature.
+        self._loss_coefficients = self.coefficients
         self._student_loss_weight = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(weight),
@@ -260,6 +262,7 @@ class Distiller(keras.Model):
             trainable=False,
             name="student_loss_weight",
         )
+        self._loss_temperature = distillation_loss.temperature_variable
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )

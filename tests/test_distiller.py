@@ -168,6 +168,13 @@ def test_schedulable_values_are_non_trainable_model_variables():
     assert distiller.temperature is loss.temperature_variable
     own = {id(v) for v in distiller.non_trainable_variables}
     assert all(id(v) in own for v in loss.variables)
+    # The Distiller's own variables keep the saved layout of the versions
+    # that copied the loss's values: coefficients, weight, temperature.
+    assert [id(v) for v in distiller.non_trainable_variables[:3]] == [
+        id(loss.coefficients),
+        id(distiller.student_loss_weight),
+        id(loss.temperature_variable),
+    ]
     # Teacher (frozen), loss (2) and the student-loss weight: nothing else.
     assert len(distiller.non_trainable_variables) == (
         len(distiller.teacher.weights) + len(loss.variables) + 1

@@ -160,14 +160,17 @@ def test_coefficients_are_saved_with_the_keras_distiller(data, tmp_path):
     loss = PTLoss(EPS1, temperature=2.0, teacher_from_logits=True)
     distiller = keras_distiller(loss)
     distiller.fit(x, y, epochs=1, **FIT)
-    loss.coefficients.assign(EPS2)  # a direct assignment, not in the config
+    loss.coefficients.assign(EPS2)  # a direct assignment
+    loss.set_temperature(3.0)
     path = tmp_path / "keras_distiller.keras"
     distiller.save(path)
     restored = keras.saving.load_model(path, compile=False)
     adapter = restored.distillation_losses[0]
     assert isinstance(adapter, PTLossDistillation)
     assert_allclose(adapter.loss.coefficients, EPS2)
-    assert adapter.loss.temperature == 2.0
+    assert adapter.loss.temperature == 3.0
+    state = {id(v) for v in restored.non_trainable_variables}
+    assert all(id(v) in state for v in adapter.loss.variables)
     assert_allclose(
         restored.student.predict(x, verbose=0),
         distiller.student.predict(x, verbose=0),
