@@ -79,18 +79,20 @@ def precompute(
         `(x_offline, y, sample_weight)` for arrays, otherwise a data set of
         the input's kind.
     """
-    dataset = isinstance(x, keras.utils.PyDataset) or is_tf_dataset(x)
-    if cache is not None and dataset:
-        raise ValueError(
-            "`cache` is supported for array inputs only. Received: "
-            f"cache={cache!r} with x of type {type(x).__name__}"
-        )
-    if dataset:
-        kind = "keras.utils.PyDataset" if not is_tf_dataset(x) else None
-        _check_no_arrays(y, sample_weight, kind or "tf.data.Dataset")
-        if kind:
-            return precompute_pydataset(teacher, x)
-        return precompute_tf_dataset(teacher, x)
+    if isinstance(x, keras.utils.PyDataset):
+        kind, run = "keras.utils.PyDataset", precompute_pydataset
+    elif is_tf_dataset(x):
+        kind, run = "tf.data.Dataset", precompute_tf_dataset
+    else:
+        kind = run = None
+    if run is not None:
+        if cache is not None:
+            raise ValueError(
+                "`cache` is supported for array inputs only. Received: "
+                f"cache={cache!r} with x of type {type(x).__name__}"
+            )
+        _check_no_arrays(y, sample_weight, kind)
+        return run(teacher, x)
     outputs = precompute_arrays(teacher, x, batch_size, cache)
     return offline_batch(x, outputs), y, sample_weight
 

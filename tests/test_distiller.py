@@ -16,6 +16,8 @@ from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
 from keras_ptloss import load_mnist1d
+from keras_ptloss import teacher_outputs
+from keras_ptloss._checks import fingerprint
 from tests.utils import FIT_JIT_MODES
 from tests.utils import JIT_MODES
 from tests.utils import assert_allclose
@@ -382,6 +384,25 @@ def test_precompute_rejects_irregular_tf_data_batches(data):
     ds = ds.concatenate(tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
     with pytest.raises(ValueError, match="same size"):
         make_distiller().precompute_teacher(ds)
+
+
+def test_teacher_output_cache_functions(data, tmp_path):
+    x, _ = data
+    teacher = tiny_classifier(F, K, seed=0)
+    path = str(tmp_path / "teacher.npz")
+    outputs = teacher_outputs.precompute_arrays(teacher, x, 16, cache=path)
+    assert_allclose(outputs, np_mlp_logits(teacher, x), rtol=1e-5, atol=1e-5)
+    with np.load(path) as archive:
+        # One fingerprint function for inputs, outputs and weights.
+        assert int(archive["data_fingerprint"]) == fingerprint(x)
+        assert int(archive["outputs_fingerprint"]) == fingerprint(outputs)
+    np.testing.assert_array_equal(
+        teacher_outputs.load_cache(path, teacher, x), outputs
+    )
+    with pytest.raises(ValueError, match="other weights"):
+        teacher_outputs.load_cache(path, tiny_classifier(F, K, seed=5), x)
+    with pytest.raises(ValueError, match="other inputs"):
+        teacher_outputs.load_cache(path, teacher, x + 1.0)
 
 
 # --- saving ------------------------------------------------------------------
