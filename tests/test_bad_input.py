@@ -199,6 +199,31 @@ CASES = [
         lambda: kd_loss(NAN_PROBS, LOGITS, teacher_from_logits=True),
         r"y_true.*finite.*nan",
     ),
+    (
+        "ptloss_standardize_not_bool",
+        lambda: PTLoss(standardize="yes"),
+        r"standardize.*standardize='yes'",
+    ),
+    (
+        "ptloss_standardize_student_probabilities",
+        lambda: PTLoss(standardize=True, from_logits=False),
+        r"standardize=True.*from_logits=False",
+    ),
+    (
+        "ptloss_standardize_teacher_probabilities_at_call",
+        lambda: PTLoss(standardize=True)(PROBS, LOGITS),
+        r"standardize=True.*teacher_from_logits=False",
+    ),
+    (
+        "ptloss_set_temperature_negative",
+        lambda: PTLoss().set_temperature(-2.0),
+        r"temperature.*temperature=-2",
+    ),
+    (
+        "kdloss_teacher_flag_not_bool",
+        lambda: KDLoss(teacher_from_logits="yes"),
+        r"teacher_from_logits.*teacher_from_logits='yes'",
+    ),
     # ---------------- baselines
     (
         "kdce_label_weight_out_of_range",
@@ -410,6 +435,16 @@ CASES = [
         "distiller_set_coefficients_shape",
         lambda: _distiller().set_coefficients(np.zeros(3)),
         r"coefficients.*\(5,\).*\(3,\)",
+    ),
+    (
+        "distiller_fit_too_many_positional",
+        lambda: _distiller().fit(X4, Y_VAL, 2, *range(14)),
+        r"at most 16 positional.*Received: 17",
+    ),
+    (
+        "distiller_fit_positional_and_keyword",
+        lambda: _distiller().fit(X4, Y_VAL, 2, 1, epochs=1),
+        r"epochs.*Received: epochs=1 and 1",
     ),
     # ---------------- ReestimateCoefficients
     (

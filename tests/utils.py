@@ -113,6 +113,13 @@ def np_pt_loss(
     return t**2 * np.sum(kl + p * poly, axis=-1)
 
 
+def np_standardize(logits, delta=1e-7):
+    """Z-scored logits over the last axis (population std), float64."""
+    z = np.asarray(logits, dtype="float64")
+    centred = z - z.mean(axis=-1, keepdims=True)
+    return centred / (z.std(axis=-1, keepdims=True) + delta)
+
+
 def np_mlp_logits(model, x):
     """float64 forward pass of `tiny_classifier` (Dense-relu-Dense) in numpy.
 
