@@ -18,7 +18,6 @@ from keras_ptloss.baselines import kd_ce_loss
 from keras_ptloss.baselines import lskd_loss
 from keras_ptloss.baselines import pack_targets
 from keras_ptloss.baselines import poly1_loss
-from keras_ptloss.baselines import standardize_logits
 from keras_ptloss.baselines import unpack_targets
 from keras_ptloss.callbacks import ReestimateCoefficients
 from keras_ptloss.coefficients import convexity_margin
@@ -28,6 +27,7 @@ from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.losses import kd_loss
 from keras_ptloss.losses import pt_loss
+from keras_ptloss.losses import standardize_logits
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.proxy import ProxyTeacherConvergenceError
 from keras_ptloss.proxy import closeness

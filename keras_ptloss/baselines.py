@@ -1,7 +1,7 @@
 """Logit-distillation baselines PTLoss is compared with, in `keras.ops`.
 
 Plain Hinton KD is `keras_ptloss.KDLoss`. This module adds the losses a user
-compares PTLoss with (DESIGN.md section 5):
+compares PTLoss with (docs/design.md, "Baselines"):
 
 - `KDCELoss`: KD mixed with the hard-label cross-entropy;
 - `DKDLoss`: decoupled KD (Zhao et al. 2022);

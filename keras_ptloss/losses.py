@@ -74,8 +74,10 @@ def tempered_log_probs(values, temperature=1.0, from_logits=True):
 def standardize_logits(logits, delta=STANDARDIZE_DELTA):
     """Z-score standardisation of logits over the class axis.
 
-    `z -> (z - mean(z)) / (std(z) + delta)` with the population standard
-    deviation. Constant logits map to zeros.
+    `z -> (z - mean(z)) / (std(z) + delta)` with the sample standard
+    deviation (divisor `K - 1`), the convention of the LS-KD authors'
+    reference code (`torch.std`'s default) and of torchdistill. Constant
+    logits map to zeros.
 
     Args:
         logits: tensor of shape `(..., K)`.
@@ -89,11 +91,14 @@ def standardize_logits(logits, delta=STANDARDIZE_DELTA):
     >>> import numpy as np
     >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]]), delta=0.0)
     >>> np.round(np.asarray(z, dtype="float64"), 4).tolist()
-    [[-1.2247, 0.0, 1.2247]]
+    [[-1.0, 0.0, 1.0]]
     """
     logits = upcast(logits)
     centred = logits - ops.mean(logits, axis=-1, keepdims=True)
-    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    # Sample variance (divisor K - 1); a single class has no spread.
+    num_classes = ops.cast(ops.shape(logits)[-1], logits.dtype)
+    divisor = ops.maximum(num_classes - 1.0, 1.0)
+    variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / divisor
     # sqrt has an infinite derivative at 0: constant logits (e.g. a freshly
     # initialised layer with dead ReLUs) would give NaN gradients.
     positive = variance > 0

@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from keras_ptloss._checks import check_number
-from keras_ptloss.baselines import standardize_logits
+from keras_ptloss.losses import standardize_logits
 
 
 def _member_signature(model):

@@ -27,7 +27,6 @@ the best on a labelled validation split.
 """
 
 import dataclasses
-import inspect
 import math
 import time
 import warnings
@@ -567,8 +566,6 @@ def search_coefficients(
             seed,
         )
     candidates = _check_candidates(candidates, order, num_classes)
-    if any(c.standardize for c in candidates):
-        _require_standardize_option()
     has_kd = keep_kd and any(c.is_kd for c in candidates)
     num_final = 2 if has_kd and len(candidates) > 1 else 1
     candidates, schedule = _fit_budget(
@@ -673,7 +670,6 @@ def search_coefficients(
     final = ranking[-1]["members"]
     best = candidates[final[0]["candidate"]]
     kd_scores = [m["score"] for m in final if candidates[m["candidate"]].is_kd]
-    loss_kwargs = {"standardize": True} if best.standardize else {}
     result = SearchResult(
         coefficients=best.coefficients.copy(),
         temperature=best.temperature,
@@ -682,7 +678,7 @@ def search_coefficients(
             coefficients=best.coefficients,
             temperature=best.temperature,
             teacher_from_logits=teacher_from_logits,
-            **loss_kwargs,
+            standardize=best.standardize,
         ),
         student=students[final[0]["candidate"]],
         score=final[0]["score"],
@@ -788,15 +784,6 @@ def _check_standardize(value):
         "`standardize` must be False, True or 'search'. Received: "
         f"standardize={value!r}"
     )
-
-
-def _require_standardize_option():
-    if "standardize" not in inspect.signature(PTLoss).parameters:
-        raise ValueError(
-            "Candidates on standardised logits need `PTLoss(standardize=...)`,"
-            " which this version of keras_ptloss does not have. Received: a "
-            "candidate with standardize=True"
-        )
 
 
 def _check_temperatures(values):

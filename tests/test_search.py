@@ -22,6 +22,7 @@ from tests.utils import np_mlp_logits
 from tests.utils import np_pt_loss
 from tests.utils import np_softmax
 from tests.utils import np_sparse_ce
+from tests.utils import np_standardize
 from tests.utils import tiny_classifier
 from tests.utils import to_numpy
 
@@ -57,12 +58,6 @@ def same_start(count):
     for student in students[1:]:
         student.set_weights(students[0].get_weights())
     return students
-
-
-def np_standardize(logits):
-    z = np.asarray(logits, "float64")
-    centred = z - z.mean(axis=-1, keepdims=True)
-    return centred / (centred.std(axis=-1, keepdims=True) + 1e-7)
 
 
 EPS_A = np.array([0.5, -0.05])
@@ -213,6 +208,47 @@ def test_winner_equals_its_separate_full_training(data):
     )
     order_rng = np.random.default_rng(5)
     for _ in range(4):
+        order = order_rng.permutation(len(data["x"]))
+        alone.fit(
+            data["x"][order],
+            data["teacher"][order],
+            batch_size=32,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    for got, want in zip(
+        result.student.get_weights(), alone.get_weights(), strict=True
+    ):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_standardized_winner_comes_with_a_standardized_loss(data):
+    """A winner on z-scored logits trains like `PTLoss(standardize=True)`."""
+    candidates = [
+        Candidate(np.array([1.0, 0.0]), 2.0, standardize=True),
+        Candidate(np.array([-0.5, 0.0]), 2.0, standardize=True),
+    ]
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=2,
+        candidates=candidates,
+        eta=2,
+        keep_kd=False,
+        batch_size=32,
+        seed=2,
+        verbose=0,
+    )
+    assert result.standardize and result.loss.standardize
+    keras.utils.set_random_seed(2)
+    alone = build_student()
+    alone.compile(optimizer=keras.optimizers.Adam(1e-3), loss=result.loss)
+    order_rng = np.random.default_rng(2)
+    for _ in range(2):
         order = order_rng.permutation(len(data["x"]))
         alone.fit(
             data["x"][order],

@@ -114,10 +114,10 @@ def np_pt_loss(
 
 
 def np_standardize(logits, delta=1e-7):
-    """Z-scored logits over the last axis (population std), float64."""
+    """Z-scored logits over the last axis (sample std, ddof=1), float64."""
     z = np.asarray(logits, dtype="float64")
     centred = z - z.mean(axis=-1, keepdims=True)
-    return centred / (z.std(axis=-1, keepdims=True) + delta)
+    return centred / (z.std(axis=-1, ddof=1, keepdims=True) + delta)
 
 
 def np_mlp_logits(model, x):
