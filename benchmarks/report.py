@@ -18,6 +18,7 @@ ORDER = [
     "loss_speed_gpu",
     "selection_speed",
     "distiller_speed",
+    "search_speed",
     "accuracy",
 ]
 HEADER = """# Benchmarks

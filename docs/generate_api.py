@@ -1,6 +1,6 @@
 """Writes docs/api.md from the live docstrings of `keras_ptloss`'s public API.
 
-Every public name exported by `keras_ptloss/__init__.py` gets a section with
+Every public name listed in `keras_ptloss.__all__` gets a section with
 its signature and its docstring, verbatim; a class also lists the public
 methods and properties it defines itself (inherited Keras ones are not
 repeated). `tests/test_docs.py` fails when docs/api.md differs from what
@@ -39,16 +39,10 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 def public_names(module):
     """The public names of `module`, in a stable order (classes first).
 
-    A name is public when it does not start with `_` and is not a
-    submodule (`keras_ptloss.losses` appears as an attribute once imported).
-    `__version__` is documented in the header instead.
+    The public names are those of `module.__all__` (names loaded on first
+    use included); `__version__` is documented in the header instead.
     """
-    names = []
-    for name in sorted(vars(module)):
-        obj = getattr(module, name)
-        if name.startswith("_") or inspect.ismodule(obj):
-            continue
-        names.append(name)
+    names = [name for name in module.__all__ if not name.startswith("_")]
     kinds = {name: _kind(getattr(module, name)) for name in names}
     order = {"class": 0, "function": 1, "object": 2}
     return sorted(names, key=lambda n: (order[kinds[n]], n.lower()))

@@ -17,6 +17,8 @@ import numpy as np
 PROB_SUM_ATOL = 1e-3
 
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
+# How `check_probabilities` names the accepted ranks in its messages.
+_PROB_SHAPES = {1: "(K,)", 2: "(N, K)"}
 
 
 def to_numpy(value):
@@ -155,17 +157,26 @@ def check_finite(values, name):
     return values
 
 
-def check_probabilities(values, name, allow_empty=False):
+def check_probabilities(values, name, allow_empty=False, ndims=None):
     """Checks rows of probabilities (last axis); returns them renormalised.
 
-    Raises for non-finite or negative values and for rows that do not sum
-    to 1 within `PROB_SUM_ATOL` (the usual cause: logits passed as
-    probabilities).
+    Raises for a rank not in `ndims` (when given, e.g. `(2,)` for `(N, K)`),
+    an empty array (unless `allow_empty`), non-finite or negative values and
+    rows that do not sum to 1 within `PROB_SUM_ATOL` (the usual cause:
+    logits passed as probabilities).
 
     Returns:
         A float64 numpy array whose rows sum to 1.
     """
     array = as_float_array(values, name, "an array of probabilities")
+    if ndims is not None and array.ndim not in ndims:
+        shapes = " or ".join(
+            _PROB_SHAPES.get(n, f"rank {n}") for n in sorted(ndims)
+        )
+        raise ValueError(
+            f"`{name}` must have shape {shapes}. Received: {name} with shape "
+            f"{array.shape}"
+        )
     if array.size == 0:
         if allow_empty:
             return array

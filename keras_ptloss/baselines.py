@@ -1,7 +1,7 @@
 """Logit-distillation baselines PTLoss is compared with, in `keras.ops`.
 
 Plain Hinton KD is `keras_ptloss.KDLoss`. This module adds the losses a user
-compares PTLoss with (DESIGN.md section 5):
+compares PTLoss with (docs/design.md, "Baselines"):
 
 - `KDCELoss`: KD mixed with the hard-label cross-entropy;
 - `DKDLoss`: decoupled KD (Zhao et al. 2022);
@@ -32,17 +32,18 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ptloss.losses import _LOG_ZERO
-from keras_ptloss.losses import _check_bool
-from keras_ptloss.losses import _check_temperature
-from keras_ptloss.losses import _kl_terms
-from keras_ptloss.losses import _scale_by_t_squared
-from keras_ptloss.losses import _upcast
+from keras_ptloss._checks import check_bool
+from keras_ptloss._checks import check_temperature
+from keras_ptloss.losses import LOG_ZERO
 from keras_ptloss.losses import kd_loss
+from keras_ptloss.losses import kl_terms
+from keras_ptloss.losses import scale_by_t_squared
+from keras_ptloss.losses import standardize_logits
 from keras_ptloss.losses import tempered_log_probs
+from keras_ptloss.losses import upcast
 
 # Log-probabilities at or below this are treated as exact zeros.
-_LOG_ZERO_THRESHOLD = 0.5 * _LOG_ZERO
+_LOG_ZERO_THRESHOLD = 0.5 * LOG_ZERO
 # Floor for log(p) of an exact zero teacher probability in `lskd_loss`: the
 # log of the smallest normal float32.
 _LOG_TINY = float(np.log(np.finfo("float32").tiny))
@@ -257,9 +258,9 @@ def kd_ce_loss(
     >>> round(float(loss[0]), 4)  # pure cross-entropy: -log 0.7
     0.3567
     """
-    y_pred = _upcast(y_pred)
+    y_pred = upcast(y_pred)
     teacher, labels = unpack_targets(y_true, y_pred.shape[-1])
-    teacher = ops.cast(_upcast(teacher), y_pred.dtype)
+    teacher = ops.cast(upcast(teacher), y_pred.dtype)
     _check_teacher_shape(teacher, y_pred)
     one_hot = _label_targets(labels, y_pred)
     ce = _cross_entropy(one_hot, tempered_log_probs(y_pred, 1.0, from_logits))
@@ -314,9 +315,9 @@ def dkd_terms(
     >>> round(float(p_y[0]), 4)
     0.7
     """
-    y_pred = _upcast(y_pred)
+    y_pred = upcast(y_pred)
     teacher, labels = unpack_targets(y_true, y_pred.shape[-1])
-    teacher = ops.cast(_upcast(teacher), y_pred.dtype)
+    teacher = ops.cast(upcast(teacher), y_pred.dtype)
     _check_teacher_shape(teacher, y_pred)
     target = _label_targets(labels, y_pred) > 0
     log_p = tempered_log_probs(teacher, temperature, teacher_from_logits)
@@ -324,7 +325,7 @@ def dkd_terms(
 
     def split(log_probs):
         log_target = ops.sum(ops.where(target, log_probs, 0.0), axis=-1)
-        others = ops.where(target, _LOG_ZERO, log_probs)
+        others = ops.where(target, LOG_ZERO, log_probs)
         log_rest = ops.logsumexp(others, axis=-1)
         return log_target, others, log_rest
 
@@ -338,7 +339,7 @@ def dkd_terms(
     )
     log_p_hat = others_p - ops.expand_dims(log_rest_p, -1)
     log_q_hat = others_q - ops.expand_dims(log_rest_q, -1)
-    _, kl_hat = _kl_terms(log_p_hat, log_q_hat)
+    _, kl_hat = kl_terms(log_p_hat, log_q_hat)
     nckd = ops.where(has_rest, ops.sum(kl_hat, axis=-1), 0.0)
     return tckd, nckd, p_y
 
@@ -392,39 +393,7 @@ def dkd_loss(
     )
     alpha = ops.cast(alpha, tckd.dtype)
     beta = ops.cast(beta, tckd.dtype)
-    return _scale_by_t_squared(alpha * tckd + beta * nckd, temperature)
-
-
-def standardize_logits(logits, delta=1e-7):
-    """Z-score standardisation of logits over the class axis.
-
-    `z -> (z - mean(z)) / (std(z) + delta)` with the population standard
-    deviation. Constant logits map to zeros.
-
-    Args:
-        logits: tensor of shape `(..., K)`.
-        delta: small non-negative number added to the standard deviation.
-
-    Returns:
-        A float tensor of the shape of `logits`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]]), delta=0.0)
-    >>> np.round(np.asarray(z, dtype="float64"), 4).tolist()
-    [[-1.2247, 0.0, 1.2247]]
-    """
-    logits = _upcast(logits)
-    centred = logits - ops.mean(logits, axis=-1, keepdims=True)
-    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-    # sqrt has an infinite derivative at 0: constant logits (e.g. a freshly
-    # initialised layer with dead ReLUs) would give NaN gradients.
-    positive = variance > 0
-    std = ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
-    denominator = std + ops.cast(delta, std.dtype)
-    denominator = ops.where(denominator > 0, denominator, 1.0)
-    return centred / denominator
+    return scale_by_t_squared(alpha * tckd + beta * nckd, temperature)
 
 
 def lskd_loss(
@@ -465,8 +434,8 @@ def lskd_loss(
     ...                       teacher_from_logits=True)[0]), 6)
     0.0
     """
-    y_pred = _upcast(y_pred)
-    y_true = ops.cast(_upcast(y_true), y_pred.dtype)
+    y_pred = upcast(y_pred)
+    y_true = ops.cast(upcast(y_true), y_pred.dtype)
     _check_teacher_shape(y_true, y_pred)
     if not teacher_from_logits:
         positive = y_true > 0
@@ -512,7 +481,7 @@ def poly1_loss(y_true, y_pred, epsilon=1.0, from_logits=True):
     >>> round(float(poly1_loss(np.array([0]), logits, epsilon=2.0)[0]), 4)
     1.6931
     """
-    y_pred = _upcast(y_pred)
+    y_pred = upcast(y_pred)
     targets = _label_targets(y_true, y_pred, allow_soft=True)
     log_q = tempered_log_probs(y_pred, 1.0, from_logits)
     one_minus_q = -ops.expm1(log_q)
@@ -601,9 +570,9 @@ class KDCELoss(keras.losses.Loss):
         self.label_weight = _check_number(
             label_weight, "label_weight", 0.0, 1.0
         )
-        self.temperature = _check_temperature(temperature)
-        self.from_logits = _check_bool(from_logits, "from_logits")
-        self.teacher_from_logits = _check_bool(
+        self.temperature = check_temperature(temperature)
+        self.from_logits = check_bool(from_logits, "from_logits")
+        self.teacher_from_logits = check_bool(
             teacher_from_logits, "teacher_from_logits"
         )
 
@@ -684,9 +653,9 @@ class DKDLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.alpha = _check_number(alpha, "alpha", 0.0)
         self.beta = _check_number(beta, "beta", 0.0)
-        self.temperature = _check_temperature(temperature)
-        self.from_logits = _check_bool(from_logits, "from_logits")
-        self.teacher_from_logits = _check_bool(
+        self.temperature = check_temperature(temperature)
+        self.from_logits = check_bool(from_logits, "from_logits")
+        self.teacher_from_logits = check_bool(
             teacher_from_logits, "teacher_from_logits"
         )
 
@@ -763,9 +732,9 @@ class LSKDLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.delta = _check_number(delta, "delta", 0.0)
-        self.teacher_from_logits = _check_bool(
+        self.teacher_from_logits = check_bool(
             teacher_from_logits, "teacher_from_logits"
         )
 
@@ -830,7 +799,7 @@ class Poly1Loss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.epsilon = _check_number(epsilon, "epsilon", -1.0)
-        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.from_logits = check_bool(from_logits, "from_logits")
 
     def call(self, y_true, y_pred):
         return poly1_loss(

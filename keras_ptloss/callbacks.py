@@ -1,120 +1,40 @@
 """`ReestimateCoefficients`: re-selects PTLoss coefficients during `fit`.
 
-Where a change reaches the compiled training step (DESIGN.md §3):
-
-- `keras_ptloss.Distiller`: the coefficients and temperature are variables
-  of the model, assigned in place.
-- A model compiled with `loss=PTLoss(...)`: the loss's coefficient variable
-  is not model state, so a compiled JAX step keeps the value it was traced
-  with (TF and torch read the variable at each step), and the loss's
-  temperature is a Python float, a constant of the compiled step on JAX and
-  TF. After such a change the callback rebuilds the model's train and test
-  functions (`make_train_function(force=True)`), which retraces them with
-  the new values. No variable is added to the model, so saved models and
-  checkpoints keep their usual layout.
-- A `keras.distillation.Distiller` using `keras_ptloss.PTLossDistillation`:
-  the adapter is a layer of the Distiller, so the coefficient variable is
-  model state; only a temperature change needs the rebuild.
+The callback changes the `PTLoss` itself (`set_coefficients`,
+`set_temperature`): its coefficients and temperature are variables, which
+TensorFlow and torch read at every step. A compiled JAX step reads only the
+variables in the state it is given (the model's trainable, non-trainable
+and metric variables) and holds any other variable's value as a constant.
+The loss's variables are model state in a `keras_ptloss.Distiller` (it
+tracks them) and in a `keras.distillation.Distiller` using
+`keras_ptloss.PTLossDistillation` (a layer that tracks them). For a model
+compiled with `loss=PTLoss(...)` they are not: making them model variables
+would change the saved model's variable layout, and carrying them as metric
+state needs new state on a model that may already be built (Keras locks
+that). There, on JAX only, the callback rebuilds the train and test
+functions after a change (`make_train_function(force=True)`), which
+retraces them with the new values (docs/design.md, "Keras traps").
 """
 
 import time
-import zlib
 
 import keras
 import numpy as np
-from keras import ops
 
+from keras_ptloss._checks import as_float_array
+from keras_ptloss._checks import check_bool
+from keras_ptloss._checks import check_choice
+from keras_ptloss._checks import check_int
+from keras_ptloss._checks import check_labels
+from keras_ptloss._checks import check_probabilities
+from keras_ptloss._checks import fingerprint
+from keras_ptloss._checks import softmax
+from keras_ptloss._checks import to_numpy
+from keras_ptloss._checks import to_numpy_tree
 from keras_ptloss.distiller import Distiller
-from keras_ptloss.distiller import _final_activation
+from keras_ptloss.distiller import teacher_emits_logits
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.proxy import check_metric
-from keras_ptloss.proxy import validate_labels
-from keras_ptloss.proxy import validate_probs
-
-
-def _numpy(value):
-    if isinstance(value, np.ndarray):
-        return value  # a reference: in-place edits stay visible
-    if isinstance(value, keras.Variable):
-        # Not `.value`: a scalar MirroredVariable's value cannot be converted
-        # inside a tf.distribute scope.
-        return np.asarray(value.numpy())
-    return np.asarray(ops.convert_to_numpy(value))
-
-
-def _crc(values, crc=0):
-    for value in keras.tree.flatten(values):
-        array = np.ascontiguousarray(np.asarray(value))
-        crc = zlib.crc32(repr((array.dtype.str, array.shape)).encode(), crc)
-        crc = zlib.crc32(array.view(np.uint8).reshape(-1), crc)
-    return crc
-
-
-def _softmax(logits):
-    z = np.asarray(logits, dtype="float64")
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-class _Target:
-    """Where the coefficients live and how a change is applied."""
-
-    def __init__(
-        self, kind, owner, teacher, teacher_from_logits, tracked=False
-    ):
-        self.kind = kind  # "distiller", "loss"
-        self.owner = owner  # the Distiller, or the PTLoss
-        # Whether the loss's coefficient variable is model state (a
-        # PTLossDistillation inside a keras.distillation.Distiller).
-        self.tracked = tracked
-        self.teacher = teacher
-        self.teacher_from_logits = teacher_from_logits
-
-    @property
-    def coefficients(self):
-        return self.owner.coefficients
-
-    @property
-    def temperature(self):
-        if self.kind == "distiller":
-            return float(_numpy(self.owner.temperature))
-        return float(self.owner.temperature)
-
-    def apply(self, model, coefficients, temperature):
-        """Assigns new values; returns whether anything changed."""
-        old = _numpy(self.coefficients)
-        changed = not np.array_equal(old, np.asarray(coefficients, "float32"))
-        changed_t = (
-            temperature is not None and float(temperature) != self.temperature
-        )
-        if self.kind == "distiller":
-            self.owner.set_coefficients(coefficients)
-            if changed_t:
-                self.owner.set_temperature(temperature)
-            return changed or changed_t
-        self.owner.set_coefficients(coefficients)
-        if changed_t:
-            self.owner.temperature = float(temperature)
-        # A compiled step holds a Python float (the loss's temperature) as a
-        # constant on JAX and TF, and, on JAX with jit, the value of a
-        # variable that is not model state: retrace it. (TF and torch read
-        # the variable itself at each step.)
-        untracked = changed and not self.tracked
-        if changed_t or (untracked and keras.backend.backend() == "jax"):
-            model.make_train_function(force=True)
-            model.make_test_function(force=True)
-        return changed or changed_t
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"`{name}` must be a positive int. Received: {name}={value!r}"
-        )
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
-    return int(value)
 
 
 class ReestimateCoefficients(keras.callbacks.Callback):
@@ -132,12 +52,14 @@ class ReestimateCoefficients(keras.callbacks.Callback):
 
     Works with:
 
-    - a `keras_ptloss.Distiller` (its own teacher; its coefficient and
-      temperature variables are assigned);
+    - a `keras_ptloss.Distiller` (its own teacher);
     - a model compiled with `loss=PTLoss(...)` (pass `teacher=` or
       `teacher_probs=`);
     - a `keras.distillation.Distiller` whose distillation loss is a
       `keras_ptloss.PTLossDistillation`.
+
+    In every case the new values go to the `PTLoss` (`set_coefficients`,
+    `set_temperature`), whose variables the next training step reads.
 
     The order `M` and the mode (`"shared"` for coefficients of shape `(M,)`,
     `"classwise"` for `(K, M)`) are those of the loss.
@@ -162,9 +84,10 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         teacher: the teacher model, for a model compiled with `PTLoss`
             (a Distiller's own teacher is used otherwise).
         teacher_from_logits: whether the teacher outputs logits. Defaults
-            to `None`: the Distiller's loss's `teacher_from_logits`, or, for
-            `teacher=`, read from its last layer (no activation: logits;
-            softmax: probabilities).
+            to `None`: the distillation loss's `teacher_from_logits` for a
+            Distiller, otherwise (or when the loss does not say) read from
+            the teacher's last layer (no activation: logits; softmax:
+            probabilities). A flag that contradicts that layer raises.
         loss: the `PTLoss` to update in a model compiled with several
             losses. Defaults to `None`: the model's only `PTLoss`.
         frequency: re-estimate at the start of every `frequency`-th epoch
@@ -226,107 +149,32 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        if (
-            not isinstance(validation_data, (tuple, list))
-            or len(validation_data) != 2
-        ):
-            raise ValueError(
-                "`validation_data` must be a tuple (x_val, y_val). Received: "
-                f"validation_data of type {type(validation_data).__name__}"
-            )
-        x_val, y_val = validation_data
-        y_val = _numpy(y_val)  # no copy for numpy: in-place edits are seen
-        labels = _as_labels(y_val)
-        if teacher_probs is not None:
-            teacher_probs = np.asarray(_numpy(teacher_probs), "float64")
-            if teacher_probs.ndim != 2 or teacher_probs.shape[0] != len(labels):
-                raise ValueError(
-                    "`teacher_probs` must have shape (N, K) with one row per "
-                    f"validation label (N={len(labels)}). Received: shape "
-                    f"{teacher_probs.shape}"
-                )
-            validate_probs(teacher_probs, "teacher_probs")
-            validate_labels(
-                y_val if y_val.ndim == 1 else labels,
-                len(labels),
-                teacher_probs.shape[1],
-                name="validation_data[1]",
-            )
-        elif x_val is None:
-            raise ValueError(
-                "`validation_data[0]` (x_val) is needed to run the teacher "
-                "when `teacher_probs` is not given. Received: x_val=None"
-            )
-        if x_val is not None:
-            try:
-                x_val = _numpy_tree(x_val)
-                num = keras.tree.flatten(x_val)[0].shape[0]
-            except Exception as e:
-                raise ValueError(
-                    "`validation_data[0]` must be arrays (numpy or backend "
-                    "tensors, or a list/dict of them). Received: x_val of "
-                    f"type {type(x_val).__name__}"
-                ) from e
-            if num != labels.shape[0]:
-                raise ValueError(
-                    "`validation_data` must hold as many inputs as labels. "
-                    f"Received: {num} inputs and {labels.shape[0]} labels"
-                )
-        if teacher is not None and not isinstance(teacher, keras.Model):
-            raise ValueError(
-                "`teacher` must be a keras.Model. Received: "
-                f"teacher of type {type(teacher).__name__}"
-            )
-        if teacher_from_logits is not None and not isinstance(
-            teacher_from_logits, bool
-        ):
-            raise ValueError(
-                "`teacher_from_logits` must be None or a bool. Received: "
-                f"teacher_from_logits={teacher_from_logits!r}"
-            )
-        if loss is not None and not isinstance(loss, PTLoss):
-            raise ValueError(
-                f"`loss` must be a keras_ptloss.PTLoss. Received: loss={loss!r}"
-            )
+        x_val, y_val, teacher_probs = _check_validation(
+            validation_data, teacher_probs
+        )
+        _check_type(teacher, "teacher", keras.Model, "a keras.Model")
+        if teacher_from_logits is not None:
+            check_bool(teacher_from_logits, "teacher_from_logits")
+        _check_type(loss, "loss", PTLoss, "a keras_ptloss.PTLoss")
+        _check_type(selector_kwargs, "selector_kwargs", dict, "a dict")
         if selector is not None and not callable(selector):
             raise ValueError(
                 f"`selector` must be callable. Received: selector={selector!r}"
             )
-        if selector_kwargs is not None and not isinstance(
-            selector_kwargs, dict
-        ):
-            raise ValueError(
-                "`selector_kwargs` must be a dict. Received: "
-                f"selector_kwargs={selector_kwargs!r}"
-            )
-        if not isinstance(tune_temperature, bool):
-            raise ValueError(
-                "`tune_temperature` must be a bool. Received: "
-                f"tune_temperature={tune_temperature!r}"
-            )
-        if verbose not in (0, 1):
-            raise ValueError(
-                f"`verbose` must be 0 or 1. Received: verbose={verbose!r}"
-            )
-        if not isinstance(metric, str):
-            raise ValueError(
-                f"`metric` must be a string. Received: metric={metric!r}"
-            )
-        check_metric(metric)
         self.x_val = x_val
         self.y_val = y_val
         self.teacher_probs = teacher_probs
         self.teacher = teacher
         self.teacher_from_logits = teacher_from_logits
         self.loss = loss
-        self.frequency = _check_positive_int(frequency, "frequency")
-        self.tune_temperature = tune_temperature
-        self.metric = metric
+        self.frequency = check_int(frequency, "frequency", minimum=1)
+        self.tune_temperature = check_bool(tune_temperature, "tune_temperature")
+        self.metric = check_metric(metric)
         self.seed = seed
         self.selector = selector
         self.selector_kwargs = dict(selector_kwargs or {})
-        self.batch_size = _check_positive_int(batch_size, "batch_size")
-        self.verbose = verbose
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self.verbose = check_choice(verbose, "verbose", (0, 1))
         self.result = None
         self.num_selections = 0
         self._fingerprint = None
@@ -334,96 +182,45 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         self._reestimated = False
 
     # ------------------------------------------------------------------
+    # What the callback updates, resolved once per `fit`.
 
     def on_train_begin(self, logs=None):
         self._target = self._resolve_target(self.model)
 
     def _resolve_target(self, model):
+        """`_Target` (the PTLoss, the teacher and its kind) for `model`."""
         if isinstance(model, Distiller):
-            if model.coefficients is None:
+            loss, teacher = model.distillation_loss, model.teacher
+            if not isinstance(loss, PTLoss):
                 raise ValueError(
                     "ReestimateCoefficients needs a Distiller built with a "
-                    "PTLoss; this one uses "
-                    f"{type(model.distillation_loss).__name__}, which has no "
-                    "coefficients."
+                    f"PTLoss; this one uses {type(loss).__name__}, which has "
+                    "no coefficients."
                 )
-            teacher = model.teacher if self.teacher is None else self.teacher
-            from_logits = self.teacher_from_logits
-            if from_logits is None:
-                from_logits = model.distillation_loss.teacher_from_logits
-            return _Target("distiller", model, teacher, from_logits)
-
-        adapter_loss, teacher = self._keras_distiller_loss(model)
-        if adapter_loss is not None:
-            loss = adapter_loss
-            teacher = teacher if self.teacher is None else self.teacher
-            from_logits = self.teacher_from_logits
-            if from_logits is None:
-                from_logits = loss.teacher_from_logits
-            return _Target("loss", loss, teacher, from_logits, tracked=True)
-
-        loss = self.loss or self._compiled_ptloss(model)
-        teacher = self.teacher
-        if self.teacher_probs is None and teacher is None:
-            raise ValueError(
-                "For a model compiled with PTLoss, pass the teacher "
-                "(`teacher=`) or its validation probabilities "
-                "(`teacher_probs=`) to ReestimateCoefficients. Received: "
-                "teacher=None, teacher_probs=None"
-            )
-        from_logits = self.teacher_from_logits
-        if from_logits is None and self.teacher_probs is None:
-            kind, layer = _final_activation(teacher)
-            if kind is None:
+        else:
+            loss, teacher = _keras_distiller_loss(model)
+        teacher = teacher if self.teacher is None else self.teacher
+        flag = self.teacher_from_logits
+        if loss is None:  # a model compiled with a PTLoss
+            loss = self.loss or _compiled_ptloss(model)
+            if self.teacher_probs is None and teacher is None:
                 raise ValueError(
-                    "Cannot tell whether the teacher outputs logits or "
-                    f"probabilities (its last layer {layer!r} is neither "
-                    "linear nor softmax). Pass `teacher_from_logits`. "
-                    "Received: teacher_from_logits=None"
+                    "For a model compiled with PTLoss, pass the teacher "
+                    "(`teacher=`) or its validation probabilities "
+                    "(`teacher_probs=`) to ReestimateCoefficients. Received: "
+                    "teacher=None, teacher_probs=None"
                 )
-            from_logits = kind == "linear"
-        return _Target("loss", loss, teacher, from_logits)
-
-    @staticmethod
-    def _keras_distiller_loss(model):
-        distillation = getattr(keras, "distillation", None)
-        if distillation is None or not isinstance(
-            model, distillation.Distiller
-        ):
-            return None, None
-        from keras_ptloss.interop import PTLossDistillation
-
-        found = [
-            d.loss
-            for d in model.distillation_losses
-            if isinstance(d, PTLossDistillation) and isinstance(d.loss, PTLoss)
-        ]
-        if len(found) != 1:
-            raise ValueError(
-                "ReestimateCoefficients needs exactly one "
-                "keras_ptloss.PTLossDistillation wrapping a PTLoss in the "
-                "keras.distillation.Distiller's `distillation_losses`. "
-                f"Received: {len(found)}"
-            )
-        return found[0], model.teacher
-
-    @staticmethod
-    def _compiled_ptloss(model):
-        compiled = getattr(model, "loss", None)
-        found = [
-            loss
-            for loss in keras.tree.flatten(compiled)
-            if isinstance(loss, PTLoss)
-        ]
-        if len(found) != 1:
-            raise ValueError(
-                "ReestimateCoefficients needs a model compiled with exactly "
-                "one keras_ptloss.PTLoss (or pass `loss=`), a "
-                "keras_ptloss.Distiller, or a keras.distillation.Distiller "
-                "with PTLossDistillation. Received: a model compiled with "
-                f"loss={compiled!r}"
-            )
-        return found[0]
+        elif flag is None:
+            flag = loss.teacher_from_logits
+        if self.teacher_probs is None:
+            flag = teacher_emits_logits(teacher, flag, "teacher_from_logits")
+        # A compiled JAX step reads only variables that are model state; it
+        # holds any other variable's value as a constant (retrace needed).
+        model_state = {id(v) for v in model.variables}
+        retrace = keras.backend.backend() == "jax" and not all(
+            id(v) in model_state for v in loss.variables
+        )
+        return _Target(loss, teacher, flag, retrace)
 
     # ------------------------------------------------------------------
 
@@ -438,23 +235,22 @@ class ReestimateCoefficients(keras.callbacks.Callback):
             return
         start = time.perf_counter()
         target = self._target
-        coefficients = _numpy(target.coefficients)
+        coefficients = to_numpy(target.loss.coefficients)
         labels = _as_labels(self.y_val)
         settings = (
             coefficients.shape,
             self.metric,
             self.seed,
             self.tune_temperature,
-            None if self.tune_temperature else target.temperature,
+            None if self.tune_temperature else target.loss.temperature,
             repr(sorted(self.selector_kwargs.items())),
         )
         if self.teacher_probs is not None:
-            fingerprint = _crc([self.teacher_probs, labels])
+            crc = fingerprint([self.teacher_probs, labels])
         else:
-            weights = [_numpy(v) for v in target.teacher.weights]
-            fingerprint = _crc([weights, self.x_val, labels])
-        fingerprint = (fingerprint, settings)
-        if fingerprint == self._fingerprint and self.result is not None:
+            weights = [to_numpy(v) for v in target.teacher.weights]
+            crc = fingerprint([weights, self.x_val, labels])
+        if (crc, settings) == self._fingerprint and self.result is not None:
             self._say(epoch, "teacher and validation data unchanged")
             return
         probs = self._teacher_probs(target)
@@ -466,36 +262,37 @@ class ReestimateCoefficients(keras.callbacks.Callback):
                 f"({num_classes}). Received: "
                 f"teacher_probs with shape {probs.shape}"
             )
-        selector = self.selector
-        if selector is None:
-            from keras_ptloss.selection import select_coefficients
-
-            selector = select_coefficients
-        result = selector(
-            probs,
-            labels,
-            order=int(coefficients.shape[-1]),
-            mode="classwise" if coefficients.ndim == 2 else "shared",
-            metric=self.metric,
-            temperature=target.temperature,
-            tune_temperature=self.tune_temperature,
-            seed=self.seed,
-            verbose=0,
-            **self.selector_kwargs,
-        )
-        temperature = (
-            float(result.temperature) if self.tune_temperature else None
-        )
+        result = self._select(probs, labels, coefficients, target)
+        temperature = result.temperature if self.tune_temperature else None
         target.apply(model, np.asarray(result.coefficients), temperature)
         self.result = result
         self.num_selections += 1
-        self._fingerprint = fingerprint
+        self._fingerprint = (crc, settings)
         self._reestimated = True
         self._say(
             epoch,
             f"{self.metric} teacher {result.teacher_score:.5g} -> proxy "
             f"{result.proxy_score:.5g}, selected in "
             f"{time.perf_counter() - start:.2f} s",
+        )
+
+    def _select(self, probs, labels, coefficients, target):
+        selector = self.selector
+        if selector is None:
+            from keras_ptloss.selection import select_coefficients
+
+            selector = select_coefficients
+        return selector(
+            probs,
+            labels,
+            order=int(coefficients.shape[-1]),
+            mode="classwise" if coefficients.ndim == 2 else "shared",
+            metric=self.metric,
+            temperature=target.loss.temperature,
+            tune_temperature=self.tune_temperature,
+            seed=self.seed,
+            verbose=0,
+            **self.selector_kwargs,
         )
 
     def _teacher_probs(self, target):
@@ -506,13 +303,13 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         )
         outputs = np.asarray(outputs, dtype="float64")
         if target.teacher_from_logits:
-            return _softmax(outputs)
+            return softmax(outputs)
         return outputs / outputs.sum(axis=-1, keepdims=True)
 
     def _say(self, epoch, message):
         if not self.verbose:
             return
-        values = _numpy(self._target.coefficients)
+        values = to_numpy(self._target.loss.coefficients)
         if values.ndim == 2:
             shown = "class-wise, mean " + np.array2string(
                 values.mean(axis=0), precision=4, separator=", "
@@ -521,7 +318,7 @@ class ReestimateCoefficients(keras.callbacks.Callback):
             shown = np.array2string(values, precision=4, separator=", ")
         print(
             f"\nEpoch {epoch + 1}: ReestimateCoefficients: eps={shown}, "
-            f"T={self._target.temperature:.4g}; {message}",
+            f"T={self._target.loss.temperature:.4g}; {message}",
             flush=True,
         )
 
@@ -539,11 +336,12 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         """
         if self._target is None or self.result is None:
             return {}
-        values = _numpy(self._target.coefficients).astype("float64")
+        loss = self._target.loss
+        values = to_numpy(loss.coefficients).astype("float64")
         if values.ndim == 2:
             values = values.mean(axis=0)
         out = {f"pt_eps_{m + 1}": float(v) for m, v in enumerate(values)}
-        out["pt_temperature"] = float(self._target.temperature)
+        out["pt_temperature"] = loss.temperature
         result, metric = self.result, self.metric
         out[f"pt_teacher_{metric}"] = float(result.teacher_score)
         out[f"pt_proxy_{metric}"] = float(result.proxy_score)
@@ -556,6 +354,133 @@ class ReestimateCoefficients(keras.callbacks.Callback):
             )
         out["pt_reestimated"] = 1.0 if self._reestimated else 0.0
         return out
+
+
+class _Target:
+    """The PTLoss a callback updates, the teacher, and its output kind."""
+
+    def __init__(self, loss, teacher, teacher_from_logits, retrace):
+        self.loss = loss
+        self.teacher = teacher
+        self.teacher_from_logits = teacher_from_logits
+        # Whether a compiled step must be rebuilt to see a change (JAX, and
+        # the loss's variables are not model state).
+        self.retrace = retrace
+
+    def apply(self, model, coefficients, temperature=None):
+        """Assigns new values to the loss; returns whether any changed."""
+        old = (to_numpy(self.loss.coefficients).copy(), self.loss.temperature)
+        self.loss.set_coefficients(coefficients)
+        if temperature is not None:
+            self.loss.set_temperature(float(temperature))
+        changed = self.loss.temperature != old[1] or not np.array_equal(
+            old[0], to_numpy(self.loss.coefficients)
+        )
+        if changed and self.retrace:
+            model.make_train_function(force=True)
+            model.make_test_function(force=True)
+        return changed
+
+
+def _check_type(value, name, types, expected):
+    if value is not None and not isinstance(value, types):
+        raise ValueError(
+            f"`{name}` must be None or {expected}. Received: {name}={value!r}"
+        )
+
+
+def _check_validation(validation_data, teacher_probs):
+    """Checks `(x_val, y_val)` and `teacher_probs`; returns the three.
+
+    Numpy arrays are kept by reference (no copy), so in-place edits of the
+    validation data are seen by the fingerprint.
+    """
+    if not isinstance(validation_data, (tuple, list)) or (
+        len(validation_data) != 2
+    ):
+        raise ValueError(
+            "`validation_data` must be a tuple (x_val, y_val). Received: "
+            f"validation_data of type {type(validation_data).__name__}"
+        )
+    x_val, y_val = validation_data
+    y_val = to_numpy(y_val)
+    labels = _as_labels(y_val)
+    if teacher_probs is not None:
+        teacher_probs = as_float_array(teacher_probs, "teacher_probs")
+        if teacher_probs.ndim != 2 or teacher_probs.shape[0] != len(labels):
+            raise ValueError(
+                "`teacher_probs` must have shape (N, K) with one row per "
+                f"validation label (N={len(labels)}). Received: shape "
+                f"{teacher_probs.shape}"
+            )
+        check_probabilities(teacher_probs, "teacher_probs")
+        check_labels(
+            y_val if y_val.ndim == 1 else labels,
+            len(labels),
+            teacher_probs.shape[1],
+            "validation_data[1]",
+        )
+    elif x_val is None:
+        raise ValueError(
+            "`validation_data[0]` (x_val) is needed to run the teacher "
+            "when `teacher_probs` is not given. Received: x_val=None"
+        )
+    if x_val is not None:
+        try:
+            x_val = to_numpy_tree(x_val)
+            num = keras.tree.flatten(x_val)[0].shape[0]
+        except Exception as e:
+            raise ValueError(
+                "`validation_data[0]` must be arrays (numpy or backend "
+                "tensors, or a list/dict of them). Received: x_val of "
+                f"type {type(x_val).__name__}"
+            ) from e
+        if num != labels.shape[0]:
+            raise ValueError(
+                "`validation_data` must hold as many inputs as labels. "
+                f"Received: {num} inputs and {labels.shape[0]} labels"
+            )
+    return x_val, y_val, teacher_probs
+
+
+def _keras_distiller_loss(model):
+    """`(PTLoss, teacher)` of a keras.distillation.Distiller, else Nones."""
+    distillation = getattr(keras, "distillation", None)
+    if distillation is None or not isinstance(model, distillation.Distiller):
+        return None, None
+    from keras_ptloss.interop import PTLossDistillation
+
+    found = [
+        d.loss
+        for d in model.distillation_losses
+        if isinstance(d, PTLossDistillation) and isinstance(d.loss, PTLoss)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            "ReestimateCoefficients needs exactly one "
+            "keras_ptloss.PTLossDistillation wrapping a PTLoss in the "
+            "keras.distillation.Distiller's `distillation_losses`. "
+            f"Received: {len(found)}"
+        )
+    return found[0], model.teacher
+
+
+def _compiled_ptloss(model):
+    compiled = getattr(model, "loss", None)
+    found = [
+        loss
+        for loss in keras.tree.flatten(compiled)
+        if isinstance(loss, PTLoss)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            "ReestimateCoefficients needs a model compiled with exactly "
+            "one keras_ptloss.PTLoss (or pass `loss=`), a "
+            "keras_ptloss.Distiller, or a keras.distillation.Distiller "
+            "with PTLossDistillation. Received: a model compiled with "
+            f"loss={compiled!r}"
+        )
+    return found[0]
 
 
 def _as_labels(y_val):
@@ -581,7 +506,3 @@ def _num_classes(model, coefficients):
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
     return None if size is None else int(size)
-
-
-def _numpy_tree(structure):
-    return keras.tree.map_structure(_numpy, structure)

@@ -6,6 +6,8 @@ or a callback assigns new ones, never inside a compiled step.
 
 import numpy as np
 
+from keras_ptloss._checks import as_float_array
+
 
 def as_coefficient_array(coefficients, num_classes=None, name="coefficients"):
     """Validates coefficients and returns them as a float64 numpy array.
@@ -20,13 +22,11 @@ def as_coefficient_array(coefficients, num_classes=None, name="coefficients"):
     Returns:
         A float64 numpy array of shape `(M,)` or `(K, M)`.
     """
-    try:
-        values = np.asarray(_to_numpy(coefficients), dtype="float64")
-    except (TypeError, ValueError) as e:
-        raise ValueError(
-            f"`{name}` must be array-like of numbers with shape (M,) or "
-            f"(K, M). Received: {name}={coefficients!r}"
-        ) from e
+    values = as_float_array(
+        coefficients,
+        name,
+        "array-like of numbers with shape (M,) or (K, M)",
+    )
     if values.ndim not in (1, 2):
         raise ValueError(
             f"`{name}` must have shape (M,) (shared over classes) or (K, M) "
@@ -108,14 +108,3 @@ def check_convex(coefficients, name="coefficients"):
             "`allow_nonconvex=True` to use them anyway. Received: "
             f"{name}={np.asarray(coefficients).tolist()}"
         )
-
-
-def _to_numpy(value):
-    if isinstance(value, (list, tuple, np.ndarray, float, int)):
-        return value
-    try:
-        from keras import ops
-
-        return ops.convert_to_numpy(value)
-    except Exception:
-        return value

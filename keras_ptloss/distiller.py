@@ -1,35 +1,42 @@
 """`Distiller`: a teacher-student `keras.Model` trained with PTLoss or KD.
 
-The distillation coefficients, the student-loss weight and the temperature are
-non-trainable variables owned by the model, so a callback that assigns them
-changes the next step on every backend, with or without jit (DESIGN.md §3).
+The distillation loss owns its state (PTLoss's coefficients, the
+temperature) in non-trainable variables; the Distiller tracks them as model
+state and calls the loss itself, so a callback that changes the loss
+(`loss.set_coefficients`, `loss.set_temperature`) changes the next step on
+every backend, with or without jit (docs/design.md, "Keras traps"). Offline
+teacher outputs live in `keras_ptloss.teacher_outputs`.
 """
 
+import inspect
 import math
-import os
-import zlib
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_ptloss import teacher_outputs as offline
+from keras_ptloss._checks import check_number
+from keras_ptloss._checks import shapes_match
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
-from keras_ptloss.losses import _check_temperature
-from keras_ptloss.losses import kd_loss
-from keras_ptloss.losses import pt_loss
 
-STUDENT_INPUTS = "student_inputs"
-TEACHER_OUTPUTS = "teacher_outputs"
-_OFFLINE_KEYS = frozenset((STUDENT_INPUTS, TEACHER_OUTPUTS))
+# Re-exported for users of the batch format.
+STUDENT_INPUTS = offline.STUDENT_INPUTS
+TEACHER_OUTPUTS = offline.TEACHER_OUTPUTS
 
-
-def _is_offline_batch(x):
-    return isinstance(x, dict) and set(x.keys()) == _OFFLINE_KEYS
+# `keras.Model.fit`'s parameters after `x, y, batch_size`, in order: extra
+# positional arguments of `Distiller.fit` map onto these.
+FIT_POSITIONAL = tuple(list(inspect.signature(keras.Model.fit).parameters)[4:])
 
 
-def _final_activation(model):
-    """`"softmax"`, `"linear"` or `None` (unknown) for a model's last layer."""
+def final_activation(model):
+    """What a model's last layer emits, and that layer's name.
+
+    Returns:
+        `(kind, layer_name)`: `kind` is `"softmax"` (probabilities),
+        `"linear"` (logits) or `None` (unknown, or no layers).
+    """
     layers = getattr(model, "layers", None)
     if not layers:
         return None, None
@@ -59,7 +66,7 @@ def check_output_kind(model, outputs_logits, role, flag, loss_arg):
             `"teacher_from_logits"`).
         loss_arg: the name of the argument that received the loss.
     """
-    kind, layer_name = _final_activation(model)
+    kind, layer_name = final_activation(model)
     if kind is None:
         return
     if kind == "linear" and not outputs_logits:
@@ -79,20 +86,67 @@ def check_output_kind(model, outputs_logits, role, flag, loss_arg):
         )
 
 
+def teacher_emits_logits(teacher, teacher_from_logits=None, loss_arg="loss"):
+    """Whether `teacher` emits logits: the flag, checked, or its last layer.
+
+    Args:
+        teacher: the teacher `keras.Model`.
+        teacher_from_logits: `True`/`False` (checked against the teacher's
+            last layer) or `None` (not said: read from the last layer).
+        loss_arg: the argument that received the loss, for messages.
+
+    Returns:
+        A bool.
+
+    Raises:
+        ValueError: if the flag contradicts the last layer, or if the flag
+            is `None` and the last layer is neither linear nor softmax.
+    """
+    if teacher_from_logits is not None:
+        check_output_kind(
+            teacher,
+            teacher_from_logits,
+            "teacher",
+            "teacher_from_logits",
+            loss_arg,
+        )
+        return bool(teacher_from_logits)
+    kind, layer = final_activation(teacher)
+    if kind is None:
+        raise ValueError(
+            "Cannot tell whether the teacher outputs logits or probabilities "
+            f"(its last layer {layer!r} is neither linear nor softmax). "
+            f"Build `{loss_arg}` with teacher_from_logits=True or False. "
+            "Received: teacher_from_logits=None"
+        )
+    return kind == "linear"
+
+
+def resolve_loss_flags(loss, teacher, student, loss_arg="loss"):
+    """Fixes a PTLoss/KDLoss's logits flags for a teacher-student pair.
+
+    A loss whose `teacher_from_logits` is `None` gets the teacher's kind
+    (`teacher_emits_logits`); an explicit flag, and the student's
+    `from_logits`, are checked against the models' last layers. The loss's
+    `standardize` then needs logits on both sides.
+    """
+    loss.teacher_from_logits = teacher_emits_logits(
+        teacher, loss.teacher_from_logits, loss_arg
+    )
+    check_output_kind(
+        student, loss.from_logits, "student", "from_logits", loss_arg
+    )
+    if loss.standardize and not loss.teacher_from_logits:
+        raise ValueError(
+            f"`{loss_arg}` has standardize=True, which needs teacher logits, "
+            "but the teacher outputs probabilities (its last layer applies "
+            "a softmax). Remove the softmax or use standardize=False. "
+            "Received: teacher_from_logits=False"
+        )
+
+
 def _check_weight(value):
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.floating, np.integer)
-    ):
-        raise ValueError(
-            "`student_loss_weight` must be a number in [0, 1]. Received: "
-            f"student_loss_weight={value!r}"
-        )
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(
-            "`student_loss_weight` must be in [0, 1]. Received: "
-            f"student_loss_weight={value}"
-        )
-    return float(value)
+    return check_number(value, "student_loss_weight", 0.0, 1.0)
 
 
 def _static_shape(model, attr):
@@ -100,76 +154,6 @@ def _static_shape(model, attr):
     if not tensors or len(tensors) != 1:
         return None
     return tuple(tensors[0].shape)
-
-
-def _to_numpy_tree(structure):
-    return keras.tree.map_structure(
-        lambda v: None if v is None else np.asarray(ops.convert_to_numpy(v)),
-        structure,
-    )
-
-
-def _batch_size(structure):
-    return int(keras.tree.flatten(structure)[0].shape[0])
-
-
-def _fingerprint(structure):
-    crc = 0
-    for leaf in keras.tree.flatten(structure):
-        array = np.ascontiguousarray(np.asarray(leaf))
-        crc = zlib.crc32(str((array.dtype, array.shape)).encode(), crc)
-        crc = zlib.crc32(array.view(np.uint8).reshape(-1), crc)
-    return crc
-
-
-class _PerExampleLoss(keras.losses.Loss):
-    """Reduces a per-example function like a Loss (never serialized)."""
-
-    def __init__(self, fn, reduction, name):
-        super().__init__(name=name, reduction=reduction, dtype="float32")
-        self.fn = fn
-
-    def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred)
-
-
-class _OfflinePyDataset(keras.utils.PyDataset):
-    """Replays a `PyDataset` with the teacher outputs of its first pass.
-
-    Each batch's inputs are fetched from the source again (so large inputs
-    are not held in memory) and checked against a fingerprint taken when the
-    teacher outputs were computed: a source whose batches change (random
-    augmentation, reshuffling in `__getitem__`) raises instead of pairing
-    inputs with another batch's teacher outputs.
-    """
-
-    def __init__(self, source, teacher_outputs, fingerprints):
-        super().__init__(
-            workers=source.workers,
-            use_multiprocessing=source.use_multiprocessing,
-            max_queue_size=source.max_queue_size,
-        )
-        self.source = source
-        self.teacher_outputs = teacher_outputs
-        self.fingerprints = fingerprints
-
-    def __len__(self):
-        return len(self.teacher_outputs)
-
-    def __getitem__(self, index):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
-            self.source[index]
-        )
-        if _fingerprint(_to_numpy_tree(x)) != self.fingerprints[index]:
-            raise ValueError(
-                f"Batch {index} of the source PyDataset changed since its "
-                "teacher outputs were precomputed: offline distillation needs "
-                "a source whose `__getitem__` returns the same inputs for the "
-                "same index (no random augmentation or reshuffling). Received "
-                f"a different batch {index} from {type(self.source).__name__}"
-            )
-        x = {STUDENT_INPUTS: x, TEACHER_OUTPUTS: self.teacher_outputs[index]}
-        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
@@ -186,18 +170,22 @@ class Distiller(keras.Model):
     set) or without a compiled loss, the loss is the distillation term alone.
     Regularization losses of the student are added on top.
 
-    The PTLoss coefficients (`distiller.coefficients`), the student-loss
-    weight and the temperature are non-trainable variables of this model:
-    assigning them from a callback (e.g.
-    `keras_ptloss.ReestimateCoefficients`) changes the next training step on
-    every backend, with or without jit. The distillation term is
-    `pt_loss(t, z, coefficients=distiller.coefficients,
-    temperature=distiller.temperature)` (or `kd_loss` for a `KDLoss`),
-    reduced with the loss's `reduction` and the batch's `sample_weight`.
+    The distillation term is the loss object itself,
+    `distillation_loss(t, z, sample_weight)` (its reduction, sample weights
+    and masks). The loss's variables (PTLoss's coefficients, the
+    temperature) are tracked as state of this model and the student-loss
+    weight is a variable of it: changing them from a callback
+    (`distillation_loss.set_coefficients`, `distiller.set_temperature`, e.g.
+    by `keras_ptloss.ReestimateCoefficients`) changes the next training
+    step on every backend, with or without jit, and they are saved with the
+    model.
 
     The teacher's outputs are read with the loss's `teacher_from_logits`
-    flag and the student's with its `from_logits` flag; a model whose last
-    layer visibly contradicts the flag (no activation vs. softmax) raises.
+    flag; when the loss does not say (`None`, the default), it is read from
+    the teacher's last layer (no activation: logits; softmax:
+    probabilities) and stored in the loss. An explicit flag, or the
+    student's `from_logits`, that visibly contradicts a model's last layer
+    raises.
 
     `call`, `predict` and the compiled metrics use the student. Logs hold
     `loss` (the total), `distillation_loss`, `student_loss` and the compiled
@@ -212,13 +200,13 @@ class Distiller(keras.Model):
             `(batch, ..., K)`. It is frozen (`trainable = False`) here and
             stays frozen after a reload; it runs in inference mode.
         student: the `keras.Model` to train; same output shape.
-        distillation_loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`.
-            Its coefficients initialise `distiller.coefficients`; its
-            `reduction`, `from_logits` and `teacher_from_logits` are used.
+        distillation_loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`,
+            owned by this model from now on (its variables are the model's
+            coefficients and temperature).
         student_loss_weight: weight `w` in [0, 1] of the compiled hard-label
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
-        temperature: softmax temperature `T > 0` of the distillation term.
-            Defaults to `None`: the loss's own temperature.
+        temperature: optional new temperature `T > 0`, assigned to the
+            loss. Defaults to `None`: the loss's own temperature.
         name: model name. Defaults to `"distiller"`.
         **kwargs: passed to `keras.Model`.
 
@@ -228,11 +216,9 @@ class Distiller(keras.Model):
     >>> from keras_ptloss import Distiller, PTLoss
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> distiller = Distiller(
-    ...     teacher,
-    ...     student,
-    ...     PTLoss([0.5, 0.0], temperature=2.0, teacher_from_logits=True),
-    ... )
+    >>> distiller = Distiller(teacher, student, PTLoss([0.5, 0.0]))
+    >>> distiller.distillation_loss.teacher_from_logits  # read from teacher
+    True
     >>> distiller.compile(optimizer="adam")
     >>> history = distiller.fit(np.ones((8, 4)), epochs=1, verbose=0)
     >>> sorted(history.history)
@@ -252,66 +238,23 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        for role, model in (("teacher", teacher), ("student", student)):
-            if not isinstance(model, keras.Model):
-                raise ValueError(
-                    f"`{role}` must be a keras.Model. Received: "
-                    f"{role}={model!r} of type {type(model).__name__}"
-                )
-        if not isinstance(distillation_loss, (PTLoss, KDLoss)):
-            raise ValueError(
-                "`distillation_loss` must be a keras_ptloss.PTLoss or "
-                "keras_ptloss.KDLoss. Received: distillation_loss="
-                f"{distillation_loss!r}"
-            )
-        teacher_shape = _static_shape(teacher, "outputs")
-        student_shape = _static_shape(student, "outputs")
-        if teacher_shape is not None and student_shape is not None:
-            if len(teacher_shape) != len(student_shape) or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(teacher_shape, student_shape, strict=True)
-            ):
-                raise ValueError(
-                    "`teacher` and `student` must have outputs of the same "
-                    "shape (batch, ..., num_classes). Received: teacher "
-                    f"output shape {teacher_shape}, student output shape "
-                    f"{student_shape}"
-                )
-        check_output_kind(
-            teacher,
-            distillation_loss.teacher_from_logits,
-            "teacher",
-            "teacher_from_logits",
-            "distillation_loss",
-        )
-        check_output_kind(
-            student,
-            distillation_loss.from_logits,
-            "student",
-            "from_logits",
-            "distillation_loss",
+        _check_models(teacher, student, distillation_loss)
+        resolve_loss_flags(
+            distillation_loss, teacher, student, "distillation_loss"
         )
         weight = _check_weight(student_loss_weight)
-        if temperature is None:
-            temperature = distillation_loss.temperature
-        temperature = _check_temperature(temperature)
+        if temperature is not None:
+            distillation_loss.set_temperature(temperature)
 
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
         self.distillation_loss = distillation_loss
-
-        if isinstance(distillation_loss, PTLoss):
-            values = ops.convert_to_numpy(distillation_loss.coefficients.value)
-            self._coefficients = self.add_weight(
-                shape=tuple(values.shape),
-                initializer=keras.initializers.Constant(values),
-                dtype="float32",
-                trainable=False,
-                name="coefficients",
-            )
-        else:
-            self._coefficients = None
+        # The loss's variables, assigned to attributes, are tracked as model
+        # state, so JAX's stateless step reads their current values. Own
+        # variables in the saved order of earlier versions: coefficients,
+        # student-loss weight, temperature.
+        self._loss_coefficients = self.coefficients
         self._student_loss_weight = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(weight),
@@ -319,13 +262,7 @@ class Distiller(keras.Model):
             trainable=False,
             name="student_loss_weight",
         )
-        self._temperature = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(temperature),
-            dtype="float32",
-            trainable=False,
-            name="temperature",
-        )
+        self._loss_temperature = distillation_loss.temperature_variable
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
@@ -334,17 +271,17 @@ class Distiller(keras.Model):
             self.built = True
 
     # ------------------------------------------------------------------
-    # Schedulable state.
+    # Schedulable state (the loss's variables and the student weight).
 
     @property
     def coefficients(self):
-        """The non-trainable variable holding PTLoss's `eps` (None for KD)."""
-        return self._coefficients
+        """The loss's coefficient variable (`None` for a `KDLoss`)."""
+        return getattr(self.distillation_loss, "coefficients", None)
 
     @property
     def temperature(self):
-        """The non-trainable scalar variable holding the temperature."""
-        return self._temperature
+        """The loss's non-trainable scalar temperature variable."""
+        return self.distillation_loss.temperature_variable
 
     @property
     def student_loss_weight(self):
@@ -352,26 +289,22 @@ class Distiller(keras.Model):
         return self._student_loss_weight
 
     def set_coefficients(self, coefficients):
-        """Validates and assigns new PTLoss coefficients.
-
-        The values are checked by the `PTLoss` (shape, finiteness, convexity
-        unless it allows non-convex coefficients), which is kept in sync.
+        """Validates and assigns new PTLoss coefficients (to the loss).
 
         Args:
             coefficients: array-like with the shape of `self.coefficients`.
         """
-        if self._coefficients is None:
+        if self.coefficients is None:
             raise ValueError(
                 "This Distiller uses a KDLoss, which has no coefficients. "
                 "Build it with a PTLoss to set coefficients. Received: "
                 f"coefficients={coefficients!r}"
             )
         self.distillation_loss.set_coefficients(coefficients)
-        self._coefficients.assign(self.distillation_loss.coefficients)
 
     def set_temperature(self, temperature):
-        """Validates and assigns a new temperature `T > 0`."""
-        self._temperature.assign(_check_temperature(temperature))
+        """Validates and assigns a new temperature `T > 0` (to the loss)."""
+        self.distillation_loss.set_temperature(temperature)
 
     def set_student_loss_weight(self, student_loss_weight):
         """Validates and assigns a new student-loss weight in [0, 1]."""
@@ -381,53 +314,25 @@ class Distiller(keras.Model):
     # Forward pass, loss and metrics.
 
     def call(self, inputs, training=None):
-        if _is_offline_batch(inputs):
+        if offline.is_offline_batch(inputs):
             inputs = inputs[STUDENT_INPUTS]
         return self.student(inputs, training=training)
 
     def teacher_outputs(self, x):
         """The teacher's outputs for a batch (cached ones for offline data)."""
-        if _is_offline_batch(x):
+        if offline.is_offline_batch(x):
             return ops.stop_gradient(x[TEACHER_OUTPUTS])
         return ops.stop_gradient(self.teacher(x, training=False))
-
-    def _distillation_term(self, teacher_outputs, y_pred, sample_weight):
-        loss = self.distillation_loss
-        if self._coefficients is not None:
-
-            def per_example(t, z):
-                return pt_loss(
-                    t,
-                    z,
-                    coefficients=self._coefficients,
-                    temperature=self._temperature,
-                    from_logits=loss.from_logits,
-                    teacher_from_logits=loss.teacher_from_logits,
-                )
-
-        else:
-
-            def per_example(t, z):
-                return kd_loss(
-                    t,
-                    z,
-                    temperature=self._temperature,
-                    from_logits=loss.from_logits,
-                    teacher_from_logits=loss.teacher_from_logits,
-                )
-
-        # A Loss object applies the reduction, the sample weights, masks and
-        # the tf.distribute scaling like the compiled loss does.
-        wrapper = _PerExampleLoss(per_example, loss.reduction, loss.name)
-        return wrapper(teacher_outputs, y_pred, sample_weight=sample_weight)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         if y_pred is None:
             y_pred = self(x, training=training)
-        distillation = self._distillation_term(
-            self.teacher_outputs(x), y_pred, sample_weight
+        # The Loss applies the reduction, the sample weights, masks and the
+        # tf.distribute scaling like the compiled loss does.
+        distillation = self.distillation_loss(
+            self.teacher_outputs(x), y_pred, sample_weight=sample_weight
         )
         student = None
         if y is not None and self._compile_loss is not None:
@@ -498,141 +403,20 @@ class Distiller(keras.Model):
         of the teacher's output shape per input example.
 
         Args:
-            x, y, batch_size, *args, **kwargs: as for `keras.Model.fit`.
+            x, y, batch_size, *args, **kwargs: as for `keras.Model.fit`
+                (positional arguments after `batch_size` in its order).
 
         Returns:
             The `keras.callbacks.History` of `keras.Model.fit`.
         """
-        if args:
-            # Positional arguments after `batch_size` follow Model.fit's order.
-            names = ("epochs", "verbose", "callbacks", "validation_split")
-            names += ("validation_data", "shuffle", "class_weight")
-            names += ("sample_weight", "initial_epoch", "steps_per_epoch")
-            kwargs.update(zip(names, args, strict=False))
-        self._check_labels(y)
-        self._check_offline_arrays(x)
-        self._check_divisible(x, batch_size, kwargs)
+        kwargs = _fit_kwargs(args, kwargs)
+        _check_labels(self.student, y)
+        offline.check_offline_arrays(x, _static_shape(self.teacher, "outputs"))
+        _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
 
-    def _check_offline_arrays(self, x):
-        """Offline array data: one finite teacher output per example."""
-        if not _is_offline_batch(x):
-            return
-        outputs = x[TEACHER_OUTPUTS]
-        if not isinstance(outputs, np.ndarray):
-            return
-        try:
-            num = _batch_size(x[STUDENT_INPUTS])
-        except (AttributeError, IndexError, TypeError):
-            return
-        expected = _static_shape(self.teacher, "outputs")
-        if outputs.shape[0] != num or (
-            expected is not None
-            and tuple(outputs.shape[1:]) != tuple(expected[1:])
-        ):
-            shape = None if expected is None else (num,) + tuple(expected[1:])
-            raise ValueError(
-                "The cached teacher outputs must hold one teacher output per "
-                f"input example: expected shape {shape}. Received: "
-                f"teacher_outputs.shape={outputs.shape} for {num} inputs"
-            )
-        if not np.all(np.isfinite(outputs)):
-            raise ValueError(
-                "The cached teacher outputs must be finite (a corrupted "
-                "cache?). Received: teacher_outputs with "
-                f"{int(np.sum(~np.isfinite(outputs)))} non-finite values"
-            )
-
-    def _num_classes(self):
-        shape = _static_shape(self.student, "outputs")
-        return None if shape is None else shape[-1]
-
-    def _check_labels(self, y):
-        num_classes = self._num_classes()
-        if not isinstance(y, np.ndarray) or num_classes is None:
-            return
-        if y.dtype.kind not in "iu" or y.size == 0:
-            return
-        shape = _static_shape(self.student, "outputs")
-        if y.ndim == len(shape) and y.shape[-1] == 1:
-            pass
-        elif y.ndim != len(shape) - 1:
-            return
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"Integer labels `y` must be class indices in "
-                f"[0, {num_classes - 1}] for the student's {num_classes} "
-                f"classes. Received: y with values in [{low}, {high}]"
-            )
-
-    def _num_replicas(self):
-        """(layout name, number of devices the batch is split over)."""
-        if keras.backend.backend() == "tensorflow":
-            strategy = self.distribute_strategy
-            return type(strategy).__name__, strategy.num_replicas_in_sync
-        if keras.backend.backend() != "jax":
-            return None, 1
-        distribution = keras.distribution.distribution()
-        name = getattr(distribution, "batch_dim_name", None)
-        if name is None:
-            return None, 1
-        mesh = distribution.device_mesh
-        axis = list(mesh.axis_names).index(name)
-        return type(distribution).__name__, int(mesh.shape[axis])
-
-    def _check_divisible(self, x, batch_size, kwargs):
-        layout, devices = self._num_replicas()
-        if devices <= 1 or kwargs.get("steps_per_epoch") is not None:
-            return
-        try:
-            num = _batch_size(x)
-        except (AttributeError, IndexError, TypeError):
-            return  # a data set: its batches are the user's to size
-        if not isinstance(keras.tree.flatten(x)[0], np.ndarray):
-            return
-        batch = 32 if batch_size is None else batch_size
-        split = kwargs.get("validation_split") or 0.0
-        num_train = int(math.ceil(num * (1.0 - split))) if split else num
-        checks = [("training", num_train, batch)]
-        if split:
-            checks.append(("validation", num - num_train, batch))
-        validation = kwargs.get("validation_data")
-        if validation is not None and not _is_tf_dataset(validation):
-            try:
-                checks.append(
-                    (
-                        "validation",
-                        _batch_size(validation[0]),
-                        kwargs.get("validation_batch_size") or batch,
-                    )
-                )
-            except (AttributeError, IndexError, TypeError, KeyError):
-                pass
-        for part, count, size in checks:
-            sizes = {min(size, count)}
-            if count % size:
-                sizes.add(count % size)
-            for b in sorted(sizes):
-                if b % devices:
-                    raise ValueError(
-                        f"Under {layout} every batch must divide by the "
-                        f"{devices} devices of the batch axis (on JAX an "
-                        "indivisible batch fails; under tf.distribute it "
-                        "would weigh its examples unequally), but "
-                        f"{part} on {count} examples with "
-                        f"batch_size={size} gives a batch of {b}. "
-                        + (
-                            f"Choose a batch size that divides by {devices}"
-                            if size % devices
-                            else f"Drop the last {count % devices} examples"
-                        )
-                        + f". Received: batch_size={size}, "
-                        f"num_examples={count}, num_devices={devices}"
-                    )
-
     # ------------------------------------------------------------------
-    # Offline distillation.
+    # Offline distillation and saving.
 
     def precompute_teacher(
         self, x, y=None, sample_weight=None, batch_size=32, cache=None
@@ -642,7 +426,8 @@ class Distiller(keras.Model):
         `fit`/`evaluate` on the returned data run no teacher forward pass and
         give the same losses as on the source data. Each input batch `x`
         becomes `{"student_inputs": x, "teacher_outputs": t}`; `call` and
-        `predict` accept both forms.
+        `predict` accept both forms. (The functions behind this method are
+        in `keras_ptloss.teacher_outputs`.)
 
         - Arrays (numpy or backend tensors, or structures of them): returns
           `(x_offline, y, sample_weight)`; pass them to `fit` as usual
@@ -686,163 +471,16 @@ class Distiller(keras.Model):
         ...     [keras.Input((4,)), keras.layers.Dense(3)])
         >>> student = keras.Sequential(
         ...     [keras.Input((4,)), keras.layers.Dense(3)])
-        >>> distiller = Distiller(
-        ...     teacher, student, PTLoss(teacher_from_logits=True))
+        >>> distiller = Distiller(teacher, student, PTLoss())
         >>> distiller.compile(optimizer="adam")
         >>> x_off, y_off, _ = distiller.precompute_teacher(np.ones((8, 4)))
         >>> sorted(x_off)
         ['student_inputs', 'teacher_outputs']
         >>> _ = distiller.fit(x_off, y_off, epochs=1, verbose=0)
         """
-        if cache is not None and (
-            isinstance(x, keras.utils.PyDataset) or _is_tf_dataset(x)
-        ):
-            raise ValueError(
-                "`cache` is supported for array inputs only. Received: "
-                f"cache={cache!r} with x of type {type(x).__name__}"
-            )
-        if isinstance(x, keras.utils.PyDataset):
-            self._check_no_arrays(y, sample_weight, "keras.utils.PyDataset")
-            return self._precompute_pydataset(x)
-        if _is_tf_dataset(x):
-            self._check_no_arrays(y, sample_weight, "tf.data.Dataset")
-            return self._precompute_tf_dataset(x)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                "`batch_size` must be a positive int. Received: "
-                f"batch_size={batch_size!r}"
-            )
-        try:
-            num = _batch_size(x)
-        except (AttributeError, IndexError, TypeError) as e:
-            raise ValueError(
-                "`x` must be arrays (numpy or backend tensors, or a list/"
-                "dict of them), a tf.data.Dataset or a keras.utils.PyDataset."
-                f" Received: x of type {type(x).__name__}"
-            ) from e
-        if cache is not None and os.path.exists(cache):
-            outputs = self._load_teacher_cache(cache, x, num)
-            return (
-                {STUDENT_INPUTS: x, TEACHER_OUTPUTS: outputs},
-                y,
-                sample_weight,
-            )
-        outputs = self.teacher.predict(x, batch_size=batch_size, verbose=0)
-        outputs = np.asarray(outputs)
-        if outputs.shape[0] != num:
-            raise ValueError(
-                "The teacher must return one output per example. Received: "
-                f"{outputs.shape[0]} outputs for {num} examples"
-            )
-        if cache is not None:
-            np.savez(
-                cache,
-                teacher_outputs=outputs,
-                teacher_fingerprint=np.uint32(self._teacher_fingerprint()),
-                data_fingerprint=np.uint32(_fingerprint(_to_numpy_tree(x))),
-                outputs_fingerprint=np.uint32(_fingerprint(outputs)),
-            )
-        return {STUDENT_INPUTS: x, TEACHER_OUTPUTS: outputs}, y, sample_weight
-
-    def _teacher_fingerprint(self):
-        return _fingerprint([np.asarray(w) for w in self.teacher.get_weights()])
-
-    def _load_teacher_cache(self, path, x, num):
-        keys = (
-            "teacher_outputs",
-            "teacher_fingerprint",
-            "data_fingerprint",
-            "outputs_fingerprint",
+        return offline.precompute(
+            self.teacher, x, y, sample_weight, batch_size, cache
         )
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                stored = {key: np.asarray(archive[key]) for key in keys}
-        except Exception as e:  # truncated zip, missing key, not an npz
-            raise ValueError(
-                "The teacher-output cache is unreadable or incomplete "
-                f"({type(e).__name__}: {e}); delete it to recompute. "
-                f"Received: cache={path!r}"
-            ) from e
-        outputs = stored["teacher_outputs"]
-        if int(stored["outputs_fingerprint"]) != _fingerprint(outputs):
-            raise ValueError(
-                "The teacher outputs in the cache do not match their "
-                "checksum (the file is corrupted); delete it to recompute. "
-                f"Received: cache={path!r}"
-            )
-        if int(stored["teacher_fingerprint"]) != self._teacher_fingerprint():
-            raise ValueError(
-                "The teacher-output cache was written by a teacher with other "
-                "weights than this Distiller's teacher; delete it to "
-                f"recompute. Received: cache={path!r}"
-            )
-        if int(stored["data_fingerprint"]) != _fingerprint(_to_numpy_tree(x)):
-            raise ValueError(
-                "The teacher-output cache was written for other inputs than "
-                f"`x` ({num} examples); delete it or pass the same `x`. "
-                f"Received: cache={path!r}"
-            )
-        return outputs
-
-    @staticmethod
-    def _check_no_arrays(y, sample_weight, kind):
-        if y is not None or sample_weight is not None:
-            raise ValueError(
-                f"With a {kind}, labels and sample weights come from the data "
-                "set: `y` and `sample_weight` must be None. Received: "
-                f"y={type(y).__name__}, "
-                f"sample_weight={type(sample_weight).__name__}"
-            )
-
-    def _teacher_numpy(self, x):
-        return np.asarray(ops.convert_to_numpy(self.teacher(x, training=False)))
-
-    def _precompute_tf_dataset(self, dataset):
-        import tensorflow as tf
-
-        batches = []
-        for element in dataset.as_numpy_iterator():
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(element)
-            teacher = self._teacher_numpy(x)
-            batches.append(
-                keras.utils.pack_x_y_sample_weight(
-                    {STUDENT_INPUTS: x, TEACHER_OUTPUTS: teacher},
-                    y,
-                    sample_weight,
-                )
-            )
-        if not batches:
-            raise ValueError(
-                "`x` is an empty tf.data.Dataset. Received: a dataset with "
-                "no batches"
-            )
-        sizes = [_batch_size(b) for b in batches]
-        if any(s != sizes[0] for s in sizes[:-1]) or sizes[-1] > sizes[0]:
-            raise ValueError(
-                "precompute_teacher needs a tf.data.Dataset whose batches all "
-                "have the same size except a smaller last one. Received "
-                f"batch sizes {sizes[:20]}"
-            )
-        if not isinstance(batches[0], tuple):
-            batches = [(b,) for b in batches]
-        merged = keras.tree.map_structure(
-            lambda *parts: np.concatenate(parts, axis=0), *batches
-        )
-        if len(merged) == 1:
-            merged = merged[0]
-        return tf.data.Dataset.from_tensor_slices(merged).batch(sizes[0])
-
-    def _precompute_pydataset(self, dataset):
-        outputs, fingerprints = [], []
-        for index in range(len(dataset)):
-            x, _, _ = keras.utils.unpack_x_y_sample_weight(dataset[index])
-            x = _to_numpy_tree(x)
-            fingerprints.append(_fingerprint(x))
-            outputs.append(self._teacher_numpy(x))
-        return _OfflinePyDataset(dataset, outputs, fingerprints)
-
-    # ------------------------------------------------------------------
-    # Saving.
 
     def export_student(self, filepath):
         """Saves the student alone as a `.keras` file.
@@ -859,9 +497,6 @@ class Distiller(keras.Model):
         self.student.save(filepath)
 
     def get_config(self):
-        if self._coefficients is not None:
-            # Keep the loss's config in sync with direct assignments.
-            self.distillation_loss.coefficients.assign(self._coefficients)
         config = super().get_config()
         config.update(
             teacher=keras.saving.serialize_keras_object(self.teacher),
@@ -870,7 +505,6 @@ class Distiller(keras.Model):
                 self.distillation_loss
             ),
             student_loss_weight=float(self._student_loss_weight.numpy()),
-            temperature=float(self._temperature.numpy()),
         )
         return config
 
@@ -884,6 +518,136 @@ class Distiller(keras.Model):
         return cls(**config)
 
 
+def _check_models(teacher, student, distillation_loss):
+    for role, model in (("teacher", teacher), ("student", student)):
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"`{role}` must be a keras.Model. Received: "
+                f"{role}={model!r} of type {type(model).__name__}"
+            )
+    if not isinstance(distillation_loss, (PTLoss, KDLoss)):
+        raise ValueError(
+            "`distillation_loss` must be a keras_ptloss.PTLoss or "
+            "keras_ptloss.KDLoss. Received: distillation_loss="
+            f"{distillation_loss!r}"
+        )
+    teacher_shape = _static_shape(teacher, "outputs")
+    student_shape = _static_shape(student, "outputs")
+    if teacher_shape is not None and student_shape is not None:
+        if not shapes_match(teacher_shape, student_shape):
+            raise ValueError(
+                "`teacher` and `student` must have outputs of the same "
+                "shape (batch, ..., num_classes). Received: teacher "
+                f"output shape {teacher_shape}, student output shape "
+                f"{student_shape}"
+            )
+
+
+def _fit_kwargs(args, kwargs):
+    """Keyword arguments of `keras.Model.fit` for extra positional ones."""
+    if len(args) > len(FIT_POSITIONAL):
+        raise ValueError(
+            f"`fit` takes at most {3 + len(FIT_POSITIONAL)} positional "
+            f"arguments. Received: {3 + len(args)}"
+        )
+    kwargs = dict(kwargs)
+    for name, value in zip(FIT_POSITIONAL, args, strict=False):
+        if name in kwargs:
+            raise ValueError(
+                f"`fit` got `{name}` both positionally and by keyword. "
+                f"Received: {name}={kwargs[name]!r} and {value!r}"
+            )
+        kwargs[name] = value
+    return kwargs
+
+
+def _check_labels(student, y):
+    shape = _static_shape(student, "outputs")
+    if not isinstance(y, np.ndarray) or shape is None or shape[-1] is None:
+        return
+    if y.dtype.kind not in "iu" or y.size == 0:
+        return
+    if not (
+        y.ndim == len(shape) - 1 or (y.ndim == len(shape) and y.shape[-1] == 1)
+    ):
+        return
+    num_classes = shape[-1]
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"Integer labels `y` must be class indices in "
+            f"[0, {num_classes - 1}] for the student's {num_classes} "
+            f"classes. Received: y with values in [{low}, {high}]"
+        )
+
+
+def _num_replicas(model):
+    """(layout name, number of devices the batch is split over)."""
+    if keras.backend.backend() == "tensorflow":
+        strategy = model.distribute_strategy
+        return type(strategy).__name__, strategy.num_replicas_in_sync
+    if keras.backend.backend() != "jax":
+        return None, 1
+    distribution = keras.distribution.distribution()
+    name = getattr(distribution, "batch_dim_name", None)
+    if name is None:
+        return None, 1
+    mesh = distribution.device_mesh
+    axis = list(mesh.axis_names).index(name)
+    return type(distribution).__name__, int(mesh.shape[axis])
+
+
+def _check_divisible(model, x, batch_size, kwargs):
+    layout, devices = _num_replicas(model)
+    if devices <= 1 or kwargs.get("steps_per_epoch") is not None:
+        return
+    try:
+        num = offline.num_examples(x)
+    except (AttributeError, IndexError, TypeError):
+        return  # a data set: its batches are the user's to size
+    if not isinstance(keras.tree.flatten(x)[0], np.ndarray):
+        return
+    batch = 32 if batch_size is None else batch_size
+    split = kwargs.get("validation_split") or 0.0
+    num_train = int(math.ceil(num * (1.0 - split))) if split else num
+    checks = [("training", num_train, batch)]
+    if split:
+        checks.append(("validation", num - num_train, batch))
+    validation = kwargs.get("validation_data")
+    if validation is not None and not offline.is_tf_dataset(validation):
+        try:
+            checks.append(
+                (
+                    "validation",
+                    offline.num_examples(validation[0]),
+                    kwargs.get("validation_batch_size") or batch,
+                )
+            )
+        except (AttributeError, IndexError, TypeError, KeyError):
+            pass
+    for part, count, size in checks:
+        sizes = {min(size, count)}
+        if count % size:
+            sizes.add(count % size)
+        for b in sorted(sizes):
+            if b % devices:
+                raise ValueError(
+                    f"Under {layout} every batch must divide by the "
+                    f"{devices} devices of the batch axis (on JAX an "
+                    "indivisible batch fails; under tf.distribute it "
+                    "would weigh its examples unequally), but "
+                    f"{part} on {count} examples with "
+                    f"batch_size={size} gives a batch of {b}. "
+                    + (
+                        f"Choose a batch size that divides by {devices}"
+                        if size % devices
+                        else f"Drop the last {count % devices} examples"
+                    )
+                    + f". Received: batch_size={size}, "
+                    f"num_examples={count}, num_devices={devices}"
+                )
+
+
 def _unscale_for_distribution(value):
     """Undoes a Loss's `1 / num_replicas` scaling under `tf.distribute`."""
     if keras.backend.backend() != "tensorflow":
@@ -894,12 +658,3 @@ def _unscale_for_distribution(value):
     if replicas > 1:
         value = value * ops.cast(replicas, value.dtype)
     return value
-
-
-def _is_tf_dataset(x):
-    module = type(x).__module__
-    if not module.startswith("tensorflow"):
-        return False
-    import tensorflow as tf
-
-    return isinstance(x, tf.data.Dataset)

@@ -3,15 +3,16 @@
 Keras's own `Distiller` (Keras >= 3.12) takes `DistillationLoss` objects
 whose `compute_loss(teacher_outputs, student_outputs)` returns a scalar.
 `PTLossDistillation` wraps a `PTLoss` (or `KDLoss`) in that interface. It is
-also a `keras.layers.Layer`, so the `Distiller` tracks the loss's coefficient
-variable as model state: assigning it (`loss.set_coefficients(...)`) during
-`fit` reaches the compiled step on every backend, and it is saved with the
+also a `keras.layers.Layer` that tracks the loss's variables (coefficients,
+temperature), so the `Distiller` holds them as model state: changing them
+(`loss.set_coefficients(...)`, `loss.set_temperature(...)`) during `fit`
+reaches the compiled step on every backend, and they are saved with the
 model's weights.
 """
 
 import keras
 
-from keras_ptloss.distiller import check_output_kind
+from keras_ptloss.distiller import resolve_loss_flags
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 
@@ -26,17 +27,17 @@ class PTLossDistillation(
     final outputs (usually logits) to `compute_loss`, which returns
     `loss(teacher_outputs, student_outputs)` reduced to a scalar by the
     loss's `reduction`. The loss's `teacher_from_logits` and `from_logits`
-    describe the two models' outputs; a model whose last layer visibly
-    contradicts them (no activation vs. softmax) raises when the Distiller
-    is built. Note that `keras.distillation.Distiller` computes its total as
-    `w * student_loss + (1 - w) * distillation_loss` and that its losses
-    never see labels or sample weights.
+    describe the two models' outputs; when the Distiller is built, a
+    `teacher_from_logits=None` (not said) is read from the teacher's last
+    layer, and a model whose last layer visibly contradicts a flag (no
+    activation vs. softmax) raises. Note that `keras.distillation.Distiller`
+    computes its total as `w * student_loss + (1 - w) * distillation_loss`
+    and that its losses never see labels or sample weights.
 
-    The wrapped `PTLoss`'s coefficient variable is tracked by the Distiller
-    (this adapter is a layer of it), so `loss.set_coefficients(...)` during
-    `fit` takes effect at the next step on every backend. Its temperature is
-    a Python float; `keras_ptloss.ReestimateCoefficients` rebuilds the
-    train function when it changes it.
+    The wrapped loss's variables are tracked by the Distiller (this adapter
+    is a layer of it), so `loss.set_coefficients(...)` and
+    `loss.set_temperature(...)` during `fit` take effect at the next step on
+    every backend.
 
     Args:
         loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`.
@@ -51,7 +52,7 @@ class PTLossDistillation(
     >>> distiller = keras.distillation.Distiller(
     ...     teacher,
     ...     student,
-    ...     PTLossDistillation(PTLoss([0.5], teacher_from_logits=True)),
+    ...     PTLossDistillation(PTLoss([0.5])),
     ...     student_loss_weight=0.1,
     ... )
     >>> distiller.compile(
@@ -68,24 +69,17 @@ class PTLossDistillation(
                 f" Received: loss={loss!r}"
             )
         self.loss = loss
-        if isinstance(loss, PTLoss):
-            # Tracked by this layer, hence by the Distiller that holds it.
-            self.coefficients = loss.coefficients
-        else:
-            self.coefficients = None
+        # Tracked by this layer, hence by the Distiller that holds it.
+        self._loss_variables = list(loss.variables)
         self.built = True
 
+    @property
+    def coefficients(self):
+        """The wrapped PTLoss's coefficient variable (`None` for KDLoss)."""
+        return getattr(self.loss, "coefficients", None)
+
     def validate_model_compatibility(self, teacher, student):
-        check_output_kind(
-            teacher,
-            self.loss.teacher_from_logits,
-            "teacher",
-            "teacher_from_logits",
-            "loss",
-        )
-        check_output_kind(
-            student, self.loss.from_logits, "student", "from_logits", "loss"
-        )
+        resolve_loss_flags(self.loss, teacher, student, "loss")
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         return self.loss(teacher_outputs, student_outputs)

@@ -3,24 +3,36 @@
 Each loss has two faces: a functional form returning per-example values, and
 a `keras.losses.Loss` subclass whose `call` delegates to it (reduction,
 `sample_weight` and masks are left to the base class).
-"""
 
-import math
+The loss objects own their state: `PTLoss` holds its coefficients and its
+temperature, `KDLoss` its temperature, each in a non-trainable
+`keras.Variable` (`loss.variables`). A `keras_ptloss.Distiller` tracks these
+variables as model state and calls the loss itself, so an assignment from a
+callback reaches the next compiled step (docs/design.md, "Keras traps").
+"""
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_ptloss._checks import check_bool
+from keras_ptloss._checks import check_finite
+from keras_ptloss._checks import check_probabilities
+from keras_ptloss._checks import check_temperature
+from keras_ptloss._checks import shapes_match
 from keras_ptloss.coefficients import as_coefficient_array
 from keras_ptloss.coefficients import check_convex
 
 # Log-probability standing for an exact zero probability: finite, so that no
 # inf/NaN reaches a gradient, and low enough that exp() underflows to 0.
-_LOG_ZERO = -1e30
+LOG_ZERO = -1e30
+# Added to the standard deviation by `standardize_logits`.
+STANDARDIZE_DELTA = 1e-7
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
-def _upcast(x):
+def upcast(x):
+    """A float tensor of at least float32 precision (half and ints -> f32)."""
     x = ops.convert_to_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     if dtype in _HALF_DTYPES or not dtype.startswith("float"):
@@ -30,7 +42,7 @@ def _upcast(x):
 
 def _common_float(y_true, y_pred):
     """Both at the student's float dtype (at least float32)."""
-    y_pred = _upcast(y_pred)
+    y_pred = upcast(y_pred)
     return ops.cast(y_true, y_pred.dtype), y_pred
 
 
@@ -42,21 +54,58 @@ def tempered_log_probs(values, temperature=1.0, from_logits=True):
 
     Args:
         values: logits or probabilities, shape `(..., K)`.
-        temperature: positive float or scalar tensor.
+        temperature: positive float, scalar tensor or `keras.Variable`.
         from_logits: whether `values` are logits.
 
     Returns:
         A float tensor of log-probabilities with the shape of `values`.
     """
-    values = _upcast(values)
+    values = upcast(values)
     if not from_logits:
         positive = values > 0
         values = ops.where(
-            positive, ops.log(ops.where(positive, values, 1.0)), _LOG_ZERO
+            positive, ops.log(ops.where(positive, values, 1.0)), LOG_ZERO
         )
     if not _is_python_one(temperature):
         values = values / ops.cast(temperature, values.dtype)
     return ops.log_softmax(values, axis=-1)
+
+
+def standardize_logits(logits, delta=STANDARDIZE_DELTA):
+    """Z-score standardisation of logits over the class axis.
+
+    `z -> (z - mean(z)) / (std(z) + delta)` with the sample standard
+    deviation (divisor `K - 1`), the convention of the LS-KD authors'
+    reference code (`torch.std`'s default) and of torchdistill. Constant
+    logits map to zeros.
+
+    Args:
+        logits: tensor of shape `(..., K)`.
+        delta: small non-negative number added to the standard deviation.
+
+    Returns:
+        A float tensor of the shape of `logits`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]]), delta=0.0)
+    >>> np.round(np.asarray(z, dtype="float64"), 4).tolist()
+    [[-1.0, 0.0, 1.0]]
+    """
+    logits = upcast(logits)
+    centred = logits - ops.mean(logits, axis=-1, keepdims=True)
+    # Sample variance (divisor K - 1); a single class has no spread.
+    num_classes = ops.cast(ops.shape(logits)[-1], logits.dtype)
+    divisor = ops.maximum(num_classes - 1.0, 1.0)
+    variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / divisor
+    # sqrt has an infinite derivative at 0: constant logits (e.g. a freshly
+    # initialised layer with dead ReLUs) would give NaN gradients.
+    positive = variance > 0
+    std = ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
+    denominator = std + ops.cast(delta, std.dtype)
+    denominator = ops.where(denominator > 0, denominator, 1.0)
+    return centred / denominator
 
 
 def _is_python_one(value):
@@ -65,10 +114,7 @@ def _is_python_one(value):
 
 def _check_shapes(y_true, y_pred, coefficients=None):
     true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
-    if len(true_shape) != len(pred_shape) or any(
-        a is not None and b is not None and a != b
-        for a, b in zip(true_shape, pred_shape, strict=True)
-    ):
+    if not shapes_match(true_shape, pred_shape):
         raise ValueError(
             "`y_true` (teacher outputs) and `y_pred` (student outputs) must "
             "have the same shape (batch, ..., num_classes). Received: "
@@ -85,9 +131,6 @@ def _check_shapes(y_true, y_pred, coefficients=None):
             )
 
 
-_PROB_SUM_ATOL = 1e-3
-
-
 def _check_host_values(values, from_logits, name):
     """Checks numpy/list inputs (the Python boundary) for NaN/Inf and, for
     probabilities, negative values or rows not summing to 1.
@@ -97,37 +140,17 @@ def _check_host_values(values, from_logits, name):
     """
     if not isinstance(values, (np.ndarray, list, tuple)):
         return
-    try:
-        array = np.asarray(values, dtype="float64")
-    except (TypeError, ValueError) as e:
-        raise ValueError(
-            f"`{name}` must be an array of numbers. Received: {name}={values!r}"
-        ) from e
-    if array.size == 0:
-        return
-    if not np.all(np.isfinite(array)):
-        bad = array[~np.isfinite(array)][0]
-        raise ValueError(
-            f"`{name}` must be finite; found {bad}. Received: {name} with "
-            f"shape {array.shape}"
-        )
     if from_logits:
-        return
-    if np.any(array < 0):
-        raise ValueError(
-            f"`{name}` holds probabilities (from_logits=False) and must be "
-            f"non-negative; found {array[array < 0][0]:g}. Received: {name} "
-            f"with shape {array.shape}"
-        )
-    sums = array.sum(axis=-1)
-    off = np.abs(sums - 1.0) > _PROB_SUM_ATOL
-    if np.any(off):
-        raise ValueError(
-            f"`{name}` holds probabilities (from_logits=False): each row must "
-            f"sum to 1 (within {_PROB_SUM_ATOL}); found a row summing to "
-            f"{sums[off].ravel()[0]:.6g}. Pass logits with from_logits=True. "
-            f"Received: {name} with shape {array.shape}"
-        )
+        try:
+            array = np.asarray(values, dtype="float64")
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"`{name}` must be an array of numbers. Received: "
+                f"{name}={values!r}"
+            ) from e
+        check_finite(array, name)
+    else:
+        check_probabilities(values, name, allow_empty=True)
 
 
 def _check_host_inputs(y_true, y_pred, from_logits, teacher_from_logits):
@@ -137,10 +160,46 @@ def _check_host_inputs(y_true, y_pred, from_logits, teacher_from_logits):
     _check_host_values(y_pred, from_logits, "y_pred")
 
 
-def _kl_terms(log_p, log_q):
-    """Per-class `p * (log p - log q)`, exactly 0 where `p == 0`."""
+def _check_standardize(standardize, from_logits, teacher_from_logits):
+    if standardize and not (from_logits and teacher_from_logits):
+        raise ValueError(
+            "`standardize=True` z-scores the teacher's and the student's "
+            "logits, so both must be logits: pass from_logits=True and "
+            "teacher_from_logits=True (a Distiller reads the teacher's kind "
+            "from its last layer when teacher_from_logits=None). Received: "
+            f"from_logits={from_logits}, "
+            f"teacher_from_logits={teacher_from_logits}"
+        )
+
+
+def _log_probs_pair(
+    y_true, y_pred, temperature, from_logits, teacher_from_logits, standardize
+):
+    """Tempered log-probabilities of the teacher and of the student."""
+    if standardize:
+        y_true = standardize_logits(y_true)
+        y_pred = standardize_logits(y_pred)
+    log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
+    log_q = tempered_log_probs(y_pred, temperature, from_logits)
+    return log_p, log_q
+
+
+def kl_terms(log_p, log_q):
+    """Per-class `p * (log p - log q)`, exactly 0 where `p == 0`.
+
+    Returns:
+        `(p, terms)`: the probabilities `exp(log_p)` and the terms.
+    """
     p = ops.exp(log_p)
     return p, ops.where(p > 0, p * (log_p - log_q), 0.0)
+
+
+def scale_by_t_squared(values, temperature):
+    """`values * T**2` (no operation for a Python `T == 1`)."""
+    if _is_python_one(temperature):
+        return values
+    temperature = ops.cast(temperature, values.dtype)
+    return values * ops.square(temperature)
 
 
 def kd_loss(
@@ -149,20 +208,28 @@ def kd_loss(
     temperature=1.0,
     from_logits=True,
     teacher_from_logits=False,
+    standardize=False,
 ):
     """Hinton knowledge-distillation loss, `T**2 * KL(p || q)` per example.
 
     `p = softmax(t / T)` is the tempered teacher, `q = softmax(z / T)` the
-    tempered student, both computed with log-softmax (no clipping).
+    tempered student, both computed with log-softmax (no clipping). With
+    `standardize=True` both logits are z-scored first
+    (`standardize_logits`), which is the logit-standardisation loss of Sun
+    et al. (`keras_ptloss.LSKDLoss` on logits).
 
     Args:
         y_true: teacher probabilities (or logits if `teacher_from_logits`),
             shape `(batch, ..., K)`.
         y_pred: student logits (or probabilities if `from_logits=False`),
             same shape.
-        temperature: softmax temperature `T > 0`.
+        temperature: softmax temperature `T > 0` (a number, scalar tensor
+            or `keras.Variable`).
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits.
+        teacher_from_logits: whether `y_true` holds logits (`None` counts
+            as `False`).
+        standardize: z-score both logits over classes before tempering
+            (needs logits on both sides).
 
     Returns:
         Per-example loss, shape `(batch, ...)`, float32 (or wider).
@@ -175,14 +242,22 @@ def kd_loss(
     >>> float(kd_loss(teacher, student_logits)[0])  # identical -> 0
     0.0
     """
+    teacher_from_logits = bool(teacher_from_logits)
+    _check_standardize(standardize, from_logits, teacher_from_logits)
     host_inputs = (y_true, y_pred)
     y_true, y_pred = _common_float(y_true, y_pred)
     _check_shapes(y_true, y_pred)
     _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
-    log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
-    log_q = tempered_log_probs(y_pred, temperature, from_logits)
-    _, kl = _kl_terms(log_p, log_q)
-    return _scale_by_t_squared(ops.sum(kl, axis=-1), temperature)
+    log_p, log_q = _log_probs_pair(
+        y_true,
+        y_pred,
+        temperature,
+        from_logits,
+        teacher_from_logits,
+        standardize,
+    )
+    _, kl = kl_terms(log_p, log_q)
+    return scale_by_t_squared(ops.sum(kl, axis=-1), temperature)
 
 
 def pt_loss(
@@ -192,6 +267,7 @@ def pt_loss(
     temperature=1.0,
     from_logits=True,
     teacher_from_logits=False,
+    standardize=False,
 ):
     """Perturbed distillation loss (PTLoss) per example.
 
@@ -200,7 +276,9 @@ def pt_loss(
         L = T**2 * sum_k p_k * [log p_k - log q_k
                                 + sum_{m=1..M} eps[k, m] * (1 - q_k)**m]
 
-    With zero coefficients this is exactly `T**2 * KL(p || q)`.
+    With zero coefficients this is exactly `T**2 * KL(p || q)`. With
+    `standardize=True` the teacher's and the student's logits are z-scored
+    over classes first (`standardize_logits`, Sun et al. 2024).
 
     Args:
         y_true: teacher probabilities (or logits if `teacher_from_logits`),
@@ -210,9 +288,13 @@ def pt_loss(
         coefficients: `eps`, shape `(M,)` (shared over classes) or `(K, M)`
             (class-wise); a tensor or `keras.Variable`. Not validated here
             (see `PTLoss`), so it can be traced.
-        temperature: softmax temperature `T > 0`.
+        temperature: softmax temperature `T > 0` (a number, scalar tensor
+            or `keras.Variable`).
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits.
+        teacher_from_logits: whether `y_true` holds logits (`None` counts
+            as `False`).
+        standardize: z-score both logits over classes before tempering
+            (needs logits on both sides).
 
     Returns:
         Per-example loss, shape `(batch, ...)`, float32 (or wider).
@@ -226,13 +308,21 @@ def pt_loss(
     >>> tuple(loss.shape)
     (1,)
     """
+    teacher_from_logits = bool(teacher_from_logits)
+    _check_standardize(standardize, from_logits, teacher_from_logits)
     host_inputs = (y_true, y_pred)
     y_true, y_pred = _common_float(y_true, y_pred)
     eps = ops.cast(coefficients, y_pred.dtype)
     _check_shapes(y_true, y_pred, eps)
     _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
-    log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
-    log_q = tempered_log_probs(y_pred, temperature, from_logits)
+    log_p, log_q = _log_probs_pair(
+        y_true,
+        y_pred,
+        temperature,
+        from_logits,
+        teacher_from_logits,
+        standardize,
+    )
     p = ops.exp(log_p)
     one_minus_q = -ops.expm1(log_q)
     # Horner's rule on the columns of eps ((M,) -> scalars, (K, M) -> (K,)):
@@ -243,43 +333,107 @@ def pt_loss(
     for column in reversed(columns[:-1]):
         inner = column + one_minus_q * inner
     # One fused per-class term, p * (log p - log q + u * inner), as in
-    # `_kl_terms`: fewer elementwise kernels (each a full pass over the
+    # `kl_terms`: fewer elementwise kernels (each a full pass over the
     # batch, forward and backward) than adding the KL and series terms.
     terms = ops.where(p > 0, p * (log_p - log_q + one_minus_q * inner), 0.0)
-    return _scale_by_t_squared(ops.sum(terms, axis=-1), temperature)
+    return scale_by_t_squared(ops.sum(terms, axis=-1), temperature)
 
 
-def _scale_by_t_squared(values, temperature):
-    if _is_python_one(temperature):
-        return values
-    temperature = ops.cast(temperature, values.dtype)
-    return values * ops.square(temperature)
+def _check_teacher_flag(value):
+    if value is None:
+        return None
+    return check_bool(value, "teacher_from_logits")
 
 
-def _check_temperature(temperature):
-    if isinstance(temperature, bool) or not isinstance(
-        temperature, (int, float, np.floating, np.integer)
+def _scalar_variable(value, name):
+    return keras.Variable(
+        np.float32(value), trainable=False, dtype="float32", name=name
+    )
+
+
+class _TemperedLoss(keras.losses.Loss):
+    """The state and flags `KDLoss` and `PTLoss` share.
+
+    The temperature is a non-trainable scalar `keras.Variable`; `temperature`
+    reads it as a Python float and `set_temperature` validates and assigns.
+    """
+
+    def __init__(
+        self,
+        temperature,
+        from_logits,
+        teacher_from_logits,
+        standardize,
+        reduction,
+        name,
+        dtype,
     ):
-        raise ValueError(
-            "`temperature` must be a positive number. Received: "
-            f"temperature={temperature!r}"
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = check_bool(from_logits, "from_logits")
+        self.teacher_from_logits = _check_teacher_flag(teacher_from_logits)
+        self.standardize = check_bool(standardize, "standardize")
+        # `None` (not said) is resolved later, e.g. by a Distiller.
+        _check_standardize(
+            self.standardize,
+            self.from_logits,
+            self.teacher_from_logits is not False,
         )
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            "`temperature` must be > 0 and finite. Received: "
-            f"temperature={temperature}"
+        self._temperature = _scalar_variable(
+            check_temperature(temperature), f"{self.name}_temperature"
         )
-    return float(temperature)
 
+    @property
+    def temperature(self):
+        """The temperature `T` as a Python float (read from its variable)."""
+        # `.numpy()`, not `.value`: a scalar MirroredVariable's value cannot
+        # be converted inside a tf.distribute scope.
+        return float(np.asarray(self._temperature.numpy()))
 
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return bool(value)
+    @temperature.setter
+    def temperature(self, value):
+        self.set_temperature(value)
+
+    @property
+    def temperature_variable(self):
+        """The non-trainable scalar `keras.Variable` holding `T`."""
+        return self._temperature
+
+    def set_temperature(self, temperature):
+        """Validates and assigns a new temperature `T > 0`."""
+        self._temperature.assign(np.float32(check_temperature(temperature)))
+
+    @property
+    def variables(self):
+        """The loss's non-trainable variables (its schedulable state)."""
+        return [self._temperature]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Loss.__call__ turns numpy inputs into tensors: check them first.
+        _check_host_inputs(
+            y_true, y_pred, self.from_logits, bool(self.teacher_from_logits)
+        )
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def _flags(self):
+        return {
+            "from_logits": self.from_logits,
+            "teacher_from_logits": bool(self.teacher_from_logits),
+            "standardize": self.standardize,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            teacher_from_logits=self.teacher_from_logits,
+            standardize=self.standardize,
+        )
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class KDLoss(keras.losses.Loss):
+class KDLoss(_TemperedLoss):
     """Hinton knowledge-distillation loss: `T**2 * KL(p || q)`.
 
     `p = softmax(t / T)` is the tempered teacher (given as probabilities by
@@ -288,12 +442,20 @@ class KDLoss(keras.losses.Loss):
     stay finite. At `T = 1` with probabilities on both sides this equals
     `keras.losses.KLDivergence` (which clips instead).
 
+    The temperature lives in a non-trainable `keras.Variable`
+    (`loss.variables`); change it with `set_temperature`.
+
     Args:
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds student logits (default) or
             probabilities.
-        teacher_from_logits: whether `y_true` holds teacher logits instead of
-            probabilities (default `False`).
+        teacher_from_logits: whether `y_true` holds teacher logits.
+            Defaults to `None` (not said): a standalone loss reads
+            probabilities; a `keras_ptloss.Distiller` reads the kind from
+            the teacher's last layer.
+        standardize: z-score the teacher's and the student's logits over
+            classes before tempering (the logit standardisation of Sun et
+            al.; needs logits on both sides). Defaults to `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"kd_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
@@ -316,49 +478,33 @@ class KDLoss(keras.losses.Loss):
         self,
         temperature=1.0,
         from_logits=True,
-        teacher_from_logits=False,
+        teacher_from_logits=None,
+        standardize=False,
         reduction="sum_over_batch_size",
         name="kd_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = _check_temperature(temperature)
-        self.from_logits = _check_bool(from_logits, "from_logits")
-        self.teacher_from_logits = _check_bool(
-            teacher_from_logits, "teacher_from_logits"
+        super().__init__(
+            temperature,
+            from_logits,
+            teacher_from_logits,
+            standardize,
+            reduction,
+            name,
+            dtype,
         )
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        # Loss.__call__ turns numpy inputs into tensors: check them first.
-        _check_host_inputs(
-            y_true, y_pred, self.from_logits, self.teacher_from_logits
-        )
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         return kd_loss(
-            y_true,
-            y_pred,
-            temperature=self.temperature,
-            from_logits=self.from_logits,
-            teacher_from_logits=self.teacher_from_logits,
+            y_true, y_pred, temperature=self._temperature, **self._flags()
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            temperature=self.temperature,
-            from_logits=self.from_logits,
-            teacher_from_logits=self.teacher_from_logits,
-        )
-        return config
 
 
 DEFAULT_ORDER = 5
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class PTLoss(keras.losses.Loss):
+class PTLoss(_TemperedLoss):
     """Perturbed distillation loss (PTLoss) of Zhang et al.
 
     Writes the distillation cross-entropy `-log q` as its Maclaurin series in
@@ -373,11 +519,13 @@ class PTLoss(keras.losses.Loss):
     teacher: `eps > 0` sharpens it, `eps < 0` smooths it. Choose `eps` with
     `keras_ptloss.select_coefficients` on a labelled validation split.
 
-    The coefficients live in a non-trainable `keras.Variable`
-    (`loss.coefficients`); change them with `set_coefficients`, which
-    validates the new values. Under `fit` on JAX such a change reaches the
-    compiled step only through a variable the model tracks: use
-    `keras_ptloss.Distiller` or the coefficient callback, which handle this.
+    The coefficients and the temperature live in non-trainable
+    `keras.Variable`s (`loss.coefficients`, `loss.variables`); change them
+    with `set_coefficients` and `set_temperature`, which validate the new
+    values. A `keras_ptloss.Distiller` tracks these variables as model
+    state, so a change made during `fit` reaches the next step on every
+    backend; for a model compiled with `loss=PTLoss(...)` use
+    `keras_ptloss.ReestimateCoefficients`, which handles the JAX case.
 
     Args:
         coefficients: `eps`, array-like of shape `(M,)` (shared over classes)
@@ -387,12 +535,18 @@ class PTLoss(keras.losses.Loss):
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds student logits (default) or
             probabilities.
-        teacher_from_logits: whether `y_true` holds teacher logits instead of
-            probabilities (default `False`).
+        teacher_from_logits: whether `y_true` holds teacher logits.
+            Defaults to `None` (not said): a standalone loss reads
+            probabilities; a `keras_ptloss.Distiller` reads the kind from
+            the teacher's last layer.
         allow_nonconvex: by default, coefficients for which
             `-log q + sum_m eps_m (1 - q)**m` is not convex in `q` (so the
             proxy teacher may be non-unique) raise `ValueError`; `True`
             accepts them.
+        standardize: z-score the teacher's and the student's logits over
+            classes before tempering (the logit standardisation of Sun et
+            al.; needs logits on both sides). With zero coefficients this
+            is `keras_ptloss.LSKDLoss`. Defaults to `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"pt_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
@@ -407,6 +561,9 @@ class PTLoss(keras.losses.Loss):
     >>> value = loss(teacher, student_logits)
     >>> loss.order
     3
+    >>> loss.set_temperature(4.0)
+    >>> loss.temperature
+    4.0
 
     Reference:
         Zhang et al., "Do Not Blindly Imitate the Teacher: Using Perturbed
@@ -418,21 +575,25 @@ class PTLoss(keras.losses.Loss):
         coefficients=None,
         temperature=1.0,
         from_logits=True,
-        teacher_from_logits=False,
+        teacher_from_logits=None,
         allow_nonconvex=False,
+        standardize=False,
         reduction="sum_over_batch_size",
         name="pt_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            temperature,
+            from_logits,
+            teacher_from_logits,
+            standardize,
+            reduction,
+            name,
+            dtype,
+        )
         if coefficients is None:
             coefficients = np.zeros((DEFAULT_ORDER,))
-        self.temperature = _check_temperature(temperature)
-        self.from_logits = _check_bool(from_logits, "from_logits")
-        self.teacher_from_logits = _check_bool(
-            teacher_from_logits, "teacher_from_logits"
-        )
-        self.allow_nonconvex = _check_bool(allow_nonconvex, "allow_nonconvex")
+        self.allow_nonconvex = check_bool(allow_nonconvex, "allow_nonconvex")
         values = self._validate(coefficients)
         self._coefficients = keras.Variable(
             values.astype("float32"),
@@ -449,8 +610,13 @@ class PTLoss(keras.losses.Loss):
 
     @property
     def coefficients(self):
-        """The non-trainable `keras.Variable` holding `eps`."""
+        """The non-trainable variable holding `eps`."""
         return self._coefficients
+
+    @property
+    def variables(self):
+        """The loss's non-trainable variables: coefficients, temperature."""
+        return [self._coefficients, self._temperature]
 
     @property
     def order(self):
@@ -478,32 +644,19 @@ class PTLoss(keras.losses.Loss):
             )
         self._coefficients.assign(values.astype("float32"))
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        # Loss.__call__ turns numpy inputs into tensors: check them first.
-        _check_host_inputs(
-            y_true, y_pred, self.from_logits, self.teacher_from_logits
-        )
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-
     def call(self, y_true, y_pred):
         return pt_loss(
             y_true,
             y_pred,
             coefficients=self._coefficients,
-            temperature=self.temperature,
-            from_logits=self.from_logits,
-            teacher_from_logits=self.teacher_from_logits,
+            temperature=self._temperature,
+            **self._flags(),
         )
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            coefficients=ops.convert_to_numpy(
-                self._coefficients.value
-            ).tolist(),
-            temperature=self.temperature,
-            from_logits=self.from_logits,
-            teacher_from_logits=self.teacher_from_logits,
+            coefficients=np.asarray(self._coefficients.numpy()).tolist(),
             allow_nonconvex=self.allow_nonconvex,
         )
         return config

@@ -2,8 +2,9 @@
 
 Coefficients are chosen, without training any student, by how close the
 proxy teacher (`keras_ptloss.proxy_teacher`) is to the labels of a
-validation split (DESIGN.md §2): with the Brier score, the ranking is that
-of the expected squared distance to the true label distribution `p*`.
+validation split (docs/design.md, "Choosing the coefficients"): with the
+Brier score, the ranking is that of the expected squared distance to the
+true label distribution `p*`.
 
 Two modes:
 
@@ -21,6 +22,7 @@ Every iterate stays inside a box that lies in the convex region
 `PTLoss` with its default `allow_nonconvex=False`.
 """
 
+import dataclasses
 import json
 import math
 import time
@@ -28,16 +30,16 @@ import time
 import numpy as np
 import scipy.optimize
 
+from keras_ptloss._checks import check_bool
+from keras_ptloss._checks import check_choice
+from keras_ptloss._checks import check_int
+from keras_ptloss._checks import check_labels
+from keras_ptloss._checks import check_number
+from keras_ptloss._checks import check_probabilities
+from keras_ptloss._checks import check_temperature
+from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import check_convex
-from keras_ptloss.proxy import _columns
-from keras_ptloss.proxy import _row_blocks
-from keras_ptloss.proxy import _safe_log
-from keras_ptloss.proxy import _score_and_grad
-from keras_ptloss.proxy import _Solver
 from keras_ptloss.proxy import check_metric
-from keras_ptloss.proxy import temper
-from keras_ptloss.proxy import validate_labels
-from keras_ptloss.proxy import validate_probs
 
 MODES = ("shared", "classwise")
 # Fraction of the convex-region budget a box coordinate may use: keeps the
@@ -54,6 +56,7 @@ _PROGRESS_DELAY = 2.0
 _SHARED_ITER = 30
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class SelectionResult:
     """Outcome of `select_coefficients`.
 
@@ -107,9 +110,28 @@ class SelectionResult:
     (160, 40)
     """
 
-    def __init__(self, **fields):
-        for name, value in fields.items():
-            setattr(self, name, value)
+    coefficients: np.ndarray
+    temperature: float
+    mode: str
+    metric: str
+    order: int
+    num_classes: int
+    teacher_score: float
+    proxy_score: float
+    holdout_teacher_score: float | None
+    holdout_proxy_score: float | None
+    candidates: np.ndarray
+    candidate_temperatures: np.ndarray
+    candidate_scores: np.ndarray
+    screening: list
+    history: list
+    wall_time: float
+    num_fit: int
+    num_holdout: int
+    num_screen: int
+    num_evaluations: int
+    num_example_solves: int
+    stop_reason: str
 
     @property
     def improvement(self):
@@ -216,6 +238,121 @@ def _float_or_none(value):
     return None if value is None else float(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class SelectionConfig:
+    """The validated arguments of `select_coefficients` (see there).
+
+    Built with `SelectionConfig.from_arguments`, which checks every
+    argument; `max_iter` is resolved (30 shared, 200 class-wise).
+    """
+
+    order: int
+    mode: str
+    metric: str
+    temperature: float
+    tune_temperature: bool
+    holdout_fraction: float
+    seed: int
+    verbose: int
+    num_candidates: int
+    coefficient_bound: float
+    temperature_range: tuple
+    screen_size: int | None
+    num_finalists: int
+    max_iter: int
+    patience: int
+    l2_penalty: float
+
+    @property
+    def shared_iter(self):
+        """L-BFGS-B iterations of the shared refinement."""
+        return self.max_iter if self.mode == "shared" else _SHARED_ITER
+
+    @classmethod
+    def from_arguments(
+        cls,
+        order,
+        mode,
+        metric,
+        temperature,
+        tune_temperature,
+        holdout_fraction,
+        seed,
+        verbose,
+        num_candidates,
+        coefficient_bound,
+        temperature_range,
+        screen_size,
+        num_finalists,
+        max_iter,
+        patience,
+        l2_penalty,
+    ):
+        """Checks the arguments; raises `ValueError` naming a bad one."""
+        order = check_int(order, "order", minimum=1)
+        mode = check_choice(mode, "mode", MODES)
+        metric = check_metric(metric)
+        temperature = check_temperature(temperature)
+        tune_temperature = check_bool(tune_temperature, "tune_temperature")
+        holdout_fraction = check_number(
+            holdout_fraction, "holdout_fraction", 0.0, 1.0, high_open=True
+        )
+        if mode == "classwise" and holdout_fraction == 0:
+            raise ValueError(
+                "mode='classwise' needs a held-out split to stop over-fitting "
+                "the K x M coefficients: `holdout_fraction` must be > 0. "
+                "Received: holdout_fraction=0"
+            )
+        low, high = _check_temperature_range(temperature_range)
+        if tune_temperature and not low <= temperature <= high:
+            raise ValueError(
+                f"`temperature` ({temperature}) must lie in "
+                f"`temperature_range` {(low, high)} when tune_temperature=True."
+            )
+        if max_iter is None:
+            max_iter = 30 if mode == "shared" else 200
+        if screen_size is not None:
+            screen_size = check_int(screen_size, "screen_size", minimum=1)
+        return cls(
+            order=order,
+            mode=mode,
+            metric=metric,
+            temperature=temperature,
+            tune_temperature=tune_temperature,
+            holdout_fraction=holdout_fraction,
+            seed=check_int(seed, "seed", minimum=0),
+            verbose=check_int(verbose, "verbose", minimum=0, maximum=2),
+            num_candidates=check_int(
+                num_candidates, "num_candidates", minimum=1
+            ),
+            coefficient_bound=check_number(
+                coefficient_bound, "coefficient_bound", low=0.0, low_open=True
+            ),
+            temperature_range=(low, high),
+            screen_size=screen_size,
+            num_finalists=check_int(num_finalists, "num_finalists", minimum=1),
+            max_iter=check_int(max_iter, "max_iter", minimum=1),
+            patience=check_int(patience, "patience", minimum=1),
+            l2_penalty=check_number(l2_penalty, "l2_penalty", low=0.0),
+        )
+
+
+def _check_temperature_range(value):
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            "`temperature_range` must be a pair (low, high). Received: "
+            f"temperature_range={value!r}"
+        ) from e
+    if not (0 < low <= high and math.isfinite(high)):
+        raise ValueError(
+            "`temperature_range` must satisfy 0 < low <= high. Received: "
+            f"temperature_range={value!r}"
+        )
+    return low, high
+
+
 def select_coefficients(
     teacher_probs,
     labels,
@@ -266,7 +403,8 @@ def select_coefficients(
         labels: integer class ids, shape `(N,)`.
         order: `M >= 1`, the number of perturbed series coefficients.
         mode: `"shared"` or `"classwise"`.
-        metric: closeness metric, `"brier"` (default; see DESIGN.md §2),
+        metric: closeness metric, `"brier"` (default; see docs/design.md,
+            "Choosing the coefficients"),
             `"l2"`, `"tvd"` or `"nll"` (see `keras_ptloss.closeness`).
         temperature: distillation temperature `T > 0` (the one PTLoss will
             use); the starting point when `tune_temperature=True`.
@@ -318,7 +456,7 @@ def select_coefficients(
     True
     """
     start_time = time.perf_counter()
-    config = _validate_arguments(
+    config = SelectionConfig.from_arguments(
         order=order,
         mode=mode,
         metric=metric,
@@ -336,46 +474,41 @@ def select_coefficients(
         patience=patience,
         l2_penalty=l2_penalty,
     )
-    probs = validate_probs(teacher_probs, "teacher_probs")
-    if probs.ndim != 2:
-        raise ValueError(
-            "`teacher_probs` must have shape (N, K). Received: shape "
-            f"{probs.shape}"
-        )
+    probs = check_probabilities(teacher_probs, "teacher_probs", ndims=(2,))
     num_examples, num_classes = probs.shape
-    labels = validate_labels(labels, num_examples, num_classes)
-    rng = np.random.default_rng(config["seed"])
-    fit_idx, hold_idx = _split(num_examples, config["holdout_fraction"], rng)
-    fit = _Objective(probs[fit_idx], labels[fit_idx], config["metric"])
+    labels = check_labels(labels, num_examples, num_classes)
+    rng = np.random.default_rng(config.seed)
+    fit_idx, hold_idx = _split(num_examples, config.holdout_fraction, rng)
+    fit = Objective(probs[fit_idx], labels[fit_idx], config.metric)
     hold = (
-        _Objective(probs[hold_idx], labels[hold_idx], config["metric"])
+        Objective(probs[hold_idx], labels[hold_idx], config.metric)
         if hold_idx.size
         else None
     )
     teacher_score = fit.teacher_score()
     if not math.isfinite(teacher_score):
         raise ValueError(
-            f"The teacher's {config['metric']!r} score is infinite: it gives "
+            f"The teacher's {config.metric!r} score is infinite: it gives "
             "probability 0 to the label of some example, and no coefficients "
             "can change an exact zero. Use metric='brier'."
         )
-    progress = _Progress(config["verbose"])
-    search = _Search(fit, hold, config, num_classes, rng, progress)
-    search.run_shared()
-    if config["mode"] == "classwise":
-        search.run_classwise()
+    progress = _Progress(config.verbose)
+    search = _Search(fit, hold, config, rng, progress)
+    screening = search.screen()
+    chosen, history, stop_reason = search.refine_shared(screening.best)
+    if config.mode == "classwise":
+        chosen, more, stop_reason = search.refine_classwise(chosen)
+        history = history + more
     progress.close()
-    coefficients, temperature = (
-        search.best_coefficients,
-        search.best_temperature,
-    )
+    coefficients, temperature = chosen.eps, float(chosen.temperature)
     check_convex(coefficients)
+    objectives = [fit] if hold is None else [fit, hold]
     result = SelectionResult(
         coefficients=coefficients,
-        temperature=float(temperature),
-        mode=config["mode"],
-        metric=config["metric"],
-        order=config["order"],
+        temperature=temperature,
+        mode=config.mode,
+        metric=config.metric,
+        order=config.order,
         num_classes=num_classes,
         teacher_score=teacher_score,
         proxy_score=fit.score(coefficients, temperature),
@@ -383,140 +516,27 @@ def select_coefficients(
         holdout_proxy_score=(
             None if hold is None else hold.score(coefficients, temperature)
         ),
-        candidates=search.candidates,
-        candidate_temperatures=search.candidate_temperatures,
-        candidate_scores=search.candidate_scores,
-        screening=search.screening,
-        history=search.history,
+        candidates=screening.candidates,
+        candidate_temperatures=screening.temperatures,
+        candidate_scores=screening.scores,
+        screening=screening.rungs,
+        history=history,
         wall_time=time.perf_counter() - start_time,
         num_fit=fit_idx.size,
         num_holdout=hold_idx.size,
-        num_screen=search.num_screen,
-        num_evaluations=fit.evaluations
-        + (0 if hold is None else hold.evaluations),
-        num_example_solves=fit.example_solves
-        + (0 if hold is None else hold.example_solves),
-        stop_reason=search.stop_reason,
+        num_screen=screening.rungs[0]["examples"],
+        num_evaluations=sum(o.evaluations for o in objectives),
+        num_example_solves=sum(o.example_solves for o in objectives),
+        stop_reason=stop_reason,
     )
-    if config["verbose"]:
+    if config.verbose:
         print(result.summary())
     return result
 
 
 # --------------------------------------------------------------------------
-# Argument validation
+# The split and the searched box
 # --------------------------------------------------------------------------
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _is_number(value):
-    return isinstance(
-        value, (int, float, np.integer, np.floating)
-    ) and not isinstance(value, (bool, np.bool_))
-
-
-def _validate_arguments(**args):
-    if not _is_int(args["order"]) or args["order"] < 1:
-        raise ValueError(
-            "`order` (the number M of perturbed coefficients) must be an "
-            f"integer >= 1. Received: order={args['order']!r}"
-        )
-    if args["mode"] not in MODES:
-        raise ValueError(
-            f"`mode` must be one of {MODES}. Received: mode={args['mode']!r}"
-        )
-    check_metric(args["metric"])
-    t = args["temperature"]
-    if not _is_number(t) or not math.isfinite(t) or t <= 0:
-        raise ValueError(
-            f"`temperature` must be > 0 and finite. Received: temperature={t!r}"
-        )
-    if not isinstance(args["tune_temperature"], (bool, np.bool_)):
-        raise ValueError(
-            "`tune_temperature` must be a bool. Received: "
-            f"tune_temperature={args['tune_temperature']!r}"
-        )
-    frac = args["holdout_fraction"]
-    if not _is_number(frac) or not 0.0 <= frac < 1.0:
-        raise ValueError(
-            "`holdout_fraction` must be a number in [0, 1). Received: "
-            f"holdout_fraction={frac!r}"
-        )
-    if args["mode"] == "classwise" and frac == 0:
-        raise ValueError(
-            "mode='classwise' needs a held-out split to stop over-fitting "
-            "the K x M coefficients: `holdout_fraction` must be > 0. "
-            "Received: holdout_fraction=0"
-        )
-    if not _is_int(args["seed"]):
-        raise ValueError(
-            f"`seed` must be an integer. Received: {args['seed']!r}"
-        )
-    if args["verbose"] not in (0, 1, 2) or isinstance(args["verbose"], bool):
-        raise ValueError(
-            "`verbose` must be 0, 1 or 2. Received: "
-            f"verbose={args['verbose']!r}"
-        )
-    for name, low in (
-        ("num_candidates", 1),
-        ("num_finalists", 1),
-        ("patience", 1),
-    ):
-        if not _is_int(args[name]) or args[name] < low:
-            raise ValueError(
-                f"`{name}` must be an integer >= {low}. Received: "
-                f"{name}={args[name]!r}"
-            )
-    for name in ("screen_size", "max_iter"):
-        value = args[name]
-        if value is not None and (not _is_int(value) or value < 1):
-            raise ValueError(
-                f"`{name}` must be None or an integer >= 1. Received: "
-                f"{name}={value!r}"
-            )
-    bound = args["coefficient_bound"]
-    if not _is_number(bound) or not math.isfinite(bound) or bound <= 0:
-        raise ValueError(
-            "`coefficient_bound` must be > 0 and finite. Received: "
-            f"coefficient_bound={bound!r}"
-        )
-    penalty = args["l2_penalty"]
-    if not _is_number(penalty) or not math.isfinite(penalty) or penalty < 0:
-        raise ValueError(
-            f"`l2_penalty` must be >= 0. Received: l2_penalty={penalty!r}"
-        )
-    t_range = args["temperature_range"]
-    try:
-        low, high = (float(v) for v in t_range)
-    except (TypeError, ValueError) as e:
-        raise ValueError(
-            "`temperature_range` must be a pair (low, high). Received: "
-            f"temperature_range={t_range!r}"
-        ) from e
-    if not (0 < low <= high and math.isfinite(high)):
-        raise ValueError(
-            "`temperature_range` must satisfy 0 < low <= high. Received: "
-            f"temperature_range={t_range!r}"
-        )
-    if args["tune_temperature"] and not low <= t <= high:
-        raise ValueError(
-            f"`temperature` ({t}) must lie in `temperature_range` "
-            f"{(low, high)} when tune_temperature=True."
-        )
-    config = dict(args)
-    config["temperature"] = float(t)
-    config["temperature_range"] = (low, high)
-    config["holdout_fraction"] = float(frac)
-    config["coefficient_bound"] = float(bound)
-    config["l2_penalty"] = float(penalty)
-    if config["max_iter"] is None:
-        config["max_iter"] = 30 if config["mode"] == "shared" else 200
-    return config
 
 
 def _split(num_examples, fraction, rng):
@@ -538,7 +558,7 @@ def coefficient_box(order, bound):
     `eps_1` in `[-bound, bound]`; for `m >= 2`,
     `eps_m` in `[-(1 - 1e-3) / (m (m-1) (M-1)), bound]`, so that
     `sum_{m>=2} m (m-1) max(-eps_m, 0) < 1` (the sufficient convexity
-    condition of DESIGN.md §2) everywhere in the box.
+    condition of docs/design.md, "The loss") everywhere in the box.
     """
     lower = np.full(order, -float(bound))
     upper = np.full(order, float(bound))
@@ -548,106 +568,28 @@ def coefficient_box(order, bound):
 
 
 # --------------------------------------------------------------------------
-# Objective over one split
-# --------------------------------------------------------------------------
-
-
-class _Objective:
-    """Closeness of the de-tempered proxy on one split, with its gradient.
-
-    Solves block by block (cache-sized) and keeps each block's solution to
-    warm-start the next evaluation.
-    """
-
-    def __init__(self, probs, labels, metric):
-        self.probs = probs
-        self.log_probs = _safe_log(probs)
-        self.labels = labels
-        self.metric = metric
-        self.num = probs.shape[0]
-        self.evaluations = 0
-        self.example_solves = 0
-        self._q = None
-        self._lam = None
-
-    def teacher_score(self):
-        zeros = np.zeros((1,))
-        return self.score(zeros, 1.0)
-
-    def score(self, eps, temperature):
-        return self.evaluate(eps, temperature)[0]
-
-    def evaluate(
-        self,
-        eps,
-        temperature,
-        want_grad=False,
-        want_grad_t=False,
-        rows=None,
-        tol=1e-10,
-        warm=True,
-    ):
-        """Mean score; with `want_grad`, its gradient `(K, M)` and
-        d/d log T. `rows` restricts to a subset (no warm start kept)."""
-        probs, log_probs, labels = self.probs, self.log_probs, self.labels
-        if rows is not None:
-            probs, log_probs, labels = (
-                probs[rows],
-                log_probs[rows],
-                labels[rows],
-            )
-            warm = False
-        else:
-            self.evaluations += 1
-        n, k = probs.shape
-        self.example_solves += n
-        cols = _columns(eps)
-        solver = _Solver(tol=tol)
-        total = 0.0
-        grad = np.zeros((k, len(cols))) if want_grad else None
-        grad_t = 0.0
-        if warm and self._q is None:
-            self._q = np.empty((n, k))
-            self._lam = np.empty((n, 1))
-            self._warm_ok = False
-        for block in _row_blocks(n, k):
-            p0 = probs[block]
-            p = temper(p0, temperature, log_probs=log_probs[block])
-            if warm and self._warm_ok:
-                q, lam = solver._solve_block(
-                    p, cols, self._q[block], self._lam[block]
-                )
-            else:
-                q, lam = solver._solve_block(p, cols)
-            if warm:
-                self._q[block], self._lam[block] = q, lam
-            s, g, gt = _score_and_grad(
-                p,
-                log_probs[block],
-                labels[block],
-                cols,
-                temperature,
-                self.metric,
-                q,
-                want_grad,
-                want_grad_t,
-            )
-            total += s
-            if want_grad:
-                grad += g
-                if want_grad_t:
-                    grad_t += gt
-        if warm:
-            self._warm_ok = True
-        mean = total / n
-        if not want_grad:
-            return mean, None, None
-        return mean, grad / n, grad_t / n
-
-
-# --------------------------------------------------------------------------
 # The search
 # --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Point:
+    """Coefficients, their temperature and the score that chose them."""
+
+    eps: np.ndarray
+    temperature: float
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Screening:
+    """Outcome of the successive-halving screen of sampled candidates."""
+
+    candidates: np.ndarray  # (C, M), `eps = 0` first
+    temperatures: np.ndarray  # (C,)
+    scores: np.ndarray  # (C,), on the first (smallest) subsample
+    rungs: list  # [{"examples": n, "candidates": c}, ...]
+    best: _Point  # the best finalist, scored on the whole split
 
 
 class _EarlyStop(Exception):
@@ -655,179 +597,155 @@ class _EarlyStop(Exception):
 
 
 class _Search:
-    def __init__(self, fit, hold, config, num_classes, rng, progress):
+    """The steps of `select_coefficients`; each returns its outcome.
+
+    Holds what the steps share: the objectives on the selection (`fit`) and
+    held-out (`hold`) splits, the configuration, the random generator and
+    the progress bar.
+    """
+
+    def __init__(self, fit, hold, config, rng, progress):
         self.fit = fit
         self.hold = hold
         self.config = config
-        self.num_classes = num_classes
         self.rng = rng
         self.progress = progress
-        self.order = config["order"]
-        self.tune_t = config["tune_temperature"]
-        self.lower, self.upper = coefficient_box(
-            self.order, config["coefficient_bound"]
-        )
-        self.log_t_bounds = tuple(np.log(config["temperature_range"]))
-        self.history = []
-        self.stop_reason = "not run"
-        self.shared_iter = (
-            config["max_iter"] if config["mode"] == "shared" else _SHARED_ITER
-        )
+        self.box = coefficient_box(config.order, config.coefficient_bound)
 
-    # -- shared -----------------------------------------------------------
-
-    def sample_candidates(self):
-        """`num_candidates` sets in the box, plus `eps = 0` first.
-
-        A quarter vary `eps_1` alone (the main sharpen/smooth knob) on a
-        symmetric log grid; the rest draw each coordinate with a random
-        sign and a log-uniform magnitude, zero with probability 1/4 for
-        `m >= 2`, clipped to the box.
-        """
-        count, order = self.config["num_candidates"], self.order
-        bound = self.config["coefficient_bound"]
-        rng = self.rng
-        num_line = count // 4
-        mags = np.geomspace(bound * 1e-3, bound, max(num_line // 2, 1))
-        line = np.concatenate([mags, -mags])[:num_line]
-        cands = np.zeros((count, order))
-        cands[:num_line, 0] = line
-        rest = count - num_line
-        sign = rng.choice([-1.0, 1.0], size=(rest, order))
-        mag = bound * 10.0 ** rng.uniform(-3.0, 0.0, size=(rest, order))
-        values = sign * mag
-        if order > 1:
-            values[:, 1:] *= rng.uniform(size=(rest, order - 1)) >= 0.25
-        cands[num_line:] = values
-        cands = np.clip(cands, self.lower, self.upper)
-        cands = np.concatenate([np.zeros((1, order)), cands])
-        temps = np.full(cands.shape[0], self.config["temperature"])
-        if self.tune_t:
-            lo, hi = self.log_t_bounds
-            temps[1:] = np.exp(rng.uniform(lo, hi, size=count))
-        return cands, temps
-
-    def run_shared(self):
-        """Successive halving: every candidate is scored on a small random
-        subsample of the selection split, the best quarter on a subsample
-        four times larger, ..., up to `screen_size` examples; the best
-        `num_finalists` are then scored on the whole split."""
-        config = self.config
-        cands, temps = self.sample_candidates()
-        num_fit = self.fit.num
-        screen = config["screen_size"]
-        sizes = [num_fit if screen is None else min(screen, num_fit)]
-        while (
-            screen is not None and sizes[0] // 4 >= _MIN_RUNG and len(sizes) < 3
-        ):
-            sizes.insert(0, sizes[0] // 4)
-        perm = self.rng.permutation(num_fit)
-        finalists = min(config["num_finalists"], cands.shape[0])
-        counts = [cands.shape[0]]
-        for _ in sizes[1:]:
-            counts.append(max(finalists, -(-counts[-1] // 4)))
-        steps = sum(counts) + finalists + self.shared_iter
-        if config["mode"] == "classwise":
-            steps += config["max_iter"]
+    def screen(self):
+        """Scores sampled candidates by successive halving, then the best
+        `num_finalists` on the whole selection split; returns a
+        `_Screening`."""
+        config, fit = self.config, self.fit
+        cands, temps = _sample_candidates(config, self.rng)
+        sizes, counts = _rungs(fit.num, cands.shape[0], config)
+        perm = self.rng.permutation(fit.num)
+        finalists = min(config.num_finalists, cands.shape[0])
+        steps = sum(counts) + finalists + config.shared_iter
+        if config.mode == "classwise":
+            steps += config.max_iter
         self.progress.start(steps)
         alive = np.arange(cands.shape[0])
         best_so_far = np.inf
-        for rung, (size, count) in enumerate(zip(sizes, counts, strict=True)):
+        rung_scores = []
+        for size, count in zip(sizes, counts, strict=True):
             alive = alive[:count]
-            rows = None if size == num_fit else np.sort(perm[:size])
+            rows = None if size == fit.num else np.sort(perm[:size])
             scores = np.empty(alive.size)
             for i, c in enumerate(alive):
-                scores[i] = self.fit.evaluate(
+                scores[i] = fit.evaluate(
                     cands[c], temps[c], rows=rows, tol=_SCREEN_TOL
                 )[0]
                 best_so_far = min(best_so_far, scores[i])
                 self.progress.advance(score=best_so_far)
-            if rung == 0:
-                self.candidate_scores = scores
+            rung_scores.append(scores)
             alive = alive[np.argsort(scores, kind="stable")]
-        self.candidates, self.candidate_temperatures = cands, temps
-        self.screening = [
-            dict(examples=int(s), candidates=int(n))
-            for s, n in zip(sizes, counts, strict=True)
-        ]
-        self.num_screen = sizes[0]
         order_idx = alive[:finalists]
-        if sizes[-1] == num_fit:
-            full = np.sort(scores)[:finalists]
+        if sizes[-1] == fit.num:
+            full = np.sort(rung_scores[-1])[:finalists]
             self.progress.advance(finalists)
         else:
             full = np.empty(finalists)
             for i, c in enumerate(order_idx):
-                full[i] = self.fit.score(cands[c], temps[c])
+                full[i] = fit.score(cands[c], temps[c])
                 self.progress.advance(score=full[: i + 1].min())
         best = order_idx[int(np.argmin(full))]
-        self.best_coefficients = cands[best].copy()
-        self.best_temperature = float(temps[best])
-        self.best_fit = float(full.min())
-        self._refine_shared()
+        return _Screening(
+            candidates=cands,
+            temperatures=temps,
+            scores=rung_scores[0],
+            rungs=[
+                dict(examples=int(s), candidates=int(n))
+                for s, n in zip(sizes, counts, strict=True)
+            ],
+            best=_Point(
+                cands[best].copy(), float(temps[best]), float(full.min())
+            ),
+        )
 
-    def _pack(self, eps, temperature):
-        flat = np.ravel(eps)
-        if self.tune_t:
-            flat = np.append(flat, math.log(temperature))
-        return flat
+    def refine_shared(self, start):
+        """L-BFGS-B on the shared coefficients from the `_Point` `start`.
 
-    def _unpack(self, theta, shape):
-        if self.tune_t:
-            return theta[:-1].reshape(shape), float(math.exp(theta[-1]))
-        return theta.reshape(shape), self.config["temperature"]
+        Returns `(point, history, stop_reason)`; `point` is `start` unless
+        the refinement scores at least as well.
+        """
+        shape = (self.config.order,)
+        history = []
 
-    def _bounds(self, rows):
-        lower = np.tile(self.lower, rows)
-        upper = np.tile(self.upper, rows)
-        bounds = list(zip(lower, upper, strict=True))
-        if self.tune_t:
-            bounds.append(self.log_t_bounds)
-        return bounds
+        def on_step(theta, value):
+            history.append(dict(fit=value))
+            self.progress.advance(score=value)
 
-    def _refine_shared(self):
-        shape = (self.order,)
+        res = self._minimize(shape, start, on_step, self.config.shared_iter)
+        eps, t = _unpack(res.x, shape, self.config)
+        value = self.fit.score(eps, t)
+        point = start
+        if value <= start.score:
+            point = _Point(np.clip(eps, *self.box), t, value)
+        self.progress.advance(
+            self.config.shared_iter - len(history), score=point.score
+        )
+        return point, history, _reason(res)
+
+    def refine_classwise(self, start):
+        """L-BFGS-B on `K x M` coefficients from the shared `start`, keeping
+        the iterate with the best held-out score and stopping after
+        `patience` iterations without improvement.
+
+        Returns `(point, history, stop_reason)`; `point.score` is held-out.
+        """
+        shape = (self.fit.probs.shape[1], self.config.order)
+        reference = np.tile(start.eps, (shape[0], 1))
+        held = self.hold.score(reference, start.temperature)
+        best = dict(point=_Point(reference, start.temperature, held), step=0)
+        history = [dict(fit=start.score, holdout=held)]
+
+        def on_step(theta, value):
+            eps, t = _unpack(theta, shape, self.config)
+            held = self.hold.score(eps, t)
+            step = len(history)
+            history.append(dict(fit=value, holdout=held))
+            self.progress.advance(score=value, holdout=held)
+            if held < best["point"].score:
+                best.update(point=_Point(eps.copy(), t, held), step=step)
+            elif step - best["step"] >= self.config.patience:
+                raise _EarlyStop(theta, step)
+
+        res = self._minimize(
+            shape, start, on_step, self.config.max_iter, reference
+        )
+        point = best["point"]
+        eps = np.clip(point.eps, *self.box)
+        reason = f"{_reason(res)}; best held-out at iteration {best['step']}"
+        return _Point(eps, point.temperature, point.score), history, reason
+
+    def _minimize(self, shape, start, on_step, max_iter, reference=None):
+        """L-BFGS-B over the box from `start` (tiled to `shape`);
+        `on_step(theta, fit_value)` after each iteration may stop it by
+        raising `_EarlyStop(theta, iteration)`. With a `reference`, the
+        class-wise objective, with its `l2_penalty`."""
+        last = {}
 
         def fun(theta):
-            eps, t = self._unpack(theta, shape)
-            value, grad, grad_t = self.fit.evaluate(
-                eps, t, want_grad=True, want_grad_t=self.tune_t
+            value, grad = _value_and_grad(
+                self.fit, theta, shape, self.config, reference
             )
-            flat = grad.sum(axis=0)
-            if self.tune_t:
-                flat = np.append(flat, grad_t)
-            self._last = (theta.copy(), value)
-            return value, flat
+            last.update(theta=theta.copy(), value=value)
+            return value, grad
 
         def callback(theta):
-            self.history.append(dict(fit=self._last_value(theta, shape)))
-            self.progress.advance(score=self.history[-1]["fit"])
+            # L-BFGS-B's last evaluation is nearly always at `theta`; if
+            # not, a fresh one (without the penalty).
+            if "theta" in last and np.array_equal(last["theta"], theta):
+                value = last["value"]
+            else:
+                value = self.fit.score(*_unpack(theta, shape, self.config))
+            on_step(theta, value)
 
-        x0 = self._pack(self.best_coefficients, self.best_temperature)
-        res = self._minimize(
-            fun, x0, self._bounds(1), callback, self.shared_iter
-        )
-        eps, t = self._unpack(res.x, shape)
-        value = self.fit.score(eps, t)
-        if value <= self.best_fit:
-            self.best_coefficients = np.clip(eps, self.lower, self.upper)
-            self.best_temperature = t
-            self.best_fit = value
-        self.stop_reason = _reason(res)
-        self.progress.advance(
-            self.shared_iter - len(self.history), score=self.best_fit
-        )
-
-    def _last_value(self, theta, shape):
-        """The objective at `theta`: L-BFGS-B's last evaluation, if it was
-        there (it nearly always is), else a fresh one (no penalty)."""
-        last = getattr(self, "_last", None)
-        if last is not None and np.array_equal(last[0], theta):
-            return last[1]
-        eps, t = self._unpack(theta, shape)
-        return self.fit.score(eps, t)
-
-    def _minimize(self, fun, x0, bounds, callback, max_iter):
+        bounds = _box_bounds(self.config, 1 if len(shape) == 1 else shape[0])
+        x0 = np.ravel(np.broadcast_to(start.eps, shape))
+        if self.config.tune_temperature:
+            x0 = np.append(x0, math.log(start.temperature))
         try:
             return scipy.optimize.minimize(
                 fun,
@@ -839,71 +757,101 @@ class _Search:
                 options=dict(maxiter=max_iter, ftol=_FTOL, gtol=1e-7),
             )
         except _EarlyStop as stop:
-            return stop.args[0]
-
-    # -- class-wise -------------------------------------------------------
-
-    def run_classwise(self):
-        k, order = self.num_classes, self.order
-        shape = (k, order)
-        penalty = self.config["l2_penalty"]
-        reference = np.tile(self.best_coefficients, (k, 1))
-        start_t = self.best_temperature
-        shared_history = len(self.history)
-        best = dict(
-            eps=reference.copy(),
-            t=start_t,
-            holdout=self.hold.score(reference, start_t),
-            iteration=0,
-        )
-        self.history.append(dict(fit=self.best_fit, holdout=best["holdout"]))
-        patience = self.config["patience"]
-
-        def fun(theta):
-            eps, t = self._unpack(theta, shape)
-            value, grad, grad_t = self.fit.evaluate(
-                eps, t, want_grad=True, want_grad_t=self.tune_t
+            theta, iteration = stop.args
+            return scipy.optimize.OptimizeResult(
+                x=theta,
+                message="held-out score stopped improving",
+                success=True,
+                nit=iteration,
             )
-            if penalty:
-                diff = eps - reference
-                value += penalty * np.mean(diff * diff)
-                grad = grad + penalty * 2.0 * diff / diff.size
-            flat = grad.ravel()
-            if self.tune_t:
-                flat = np.append(flat, grad_t)
-            self._last = (theta.copy(), value)
-            return value, flat
 
-        def callback(theta):
-            eps, t = self._unpack(theta, shape)
-            held = self.hold.score(eps, t)
-            fit_value = self._last_value(theta, shape)
-            iteration = len(self.history) - shared_history
-            self.history.append(dict(fit=fit_value, holdout=held))
-            self.progress.advance(score=fit_value, holdout=held)
-            if held < best["holdout"]:
-                best.update(
-                    eps=eps.copy(), t=t, holdout=held, iteration=iteration
-                )
-            elif iteration - best["iteration"] >= patience:
-                raise _EarlyStop(
-                    scipy.optimize.OptimizeResult(
-                        x=theta,
-                        message="held-out score stopped improving",
-                        success=True,
-                        nit=iteration,
-                    )
-                )
 
-        x0 = self._pack(reference, start_t)
-        res = self._minimize(
-            fun, x0, self._bounds(k), callback, self.config["max_iter"]
-        )
-        self.stop_reason = (
-            f"{_reason(res)}; best held-out at iteration {best['iteration']}"
-        )
-        self.best_coefficients = np.clip(best["eps"], self.lower, self.upper)
-        self.best_temperature = best["t"]
+def _sample_candidates(config, rng):
+    """`num_candidates` sets in the box, plus `eps = 0` first, and their
+    temperatures.
+
+    A quarter vary `eps_1` alone (the main sharpen/smooth knob) on a
+    symmetric log grid; the rest draw each coordinate with a random sign
+    and a log-uniform magnitude, zero with probability 1/4 for `m >= 2`,
+    clipped to the box. With `tune_temperature`, all but `eps = 0` draw a
+    log-uniform temperature in `temperature_range`.
+    """
+    count, order = config.num_candidates, config.order
+    bound = config.coefficient_bound
+    num_line = count // 4
+    mags = np.geomspace(bound * 1e-3, bound, max(-(-num_line // 2), 1))
+    line = np.concatenate([mags, -mags])[:num_line]
+    cands = np.zeros((count, order))
+    cands[:num_line, 0] = line
+    rest = count - num_line
+    sign = rng.choice([-1.0, 1.0], size=(rest, order))
+    mag = bound * 10.0 ** rng.uniform(-3.0, 0.0, size=(rest, order))
+    values = sign * mag
+    if order > 1:
+        values[:, 1:] *= rng.uniform(size=(rest, order - 1)) >= 0.25
+    cands[num_line:] = values
+    cands = np.clip(cands, *coefficient_box(order, bound))
+    cands = np.concatenate([np.zeros((1, order)), cands])
+    temps = np.full(cands.shape[0], config.temperature)
+    if config.tune_temperature:
+        lo, hi = np.log(config.temperature_range)
+        temps[1:] = np.exp(rng.uniform(lo, hi, size=count))
+    return cands, temps
+
+
+def _rungs(num_fit, num_candidates, config):
+    """Subsample sizes and candidate counts of the screening rungs: every
+    candidate on a small subsample, the best quarter on one four times
+    larger, ..., up to `screen_size` examples."""
+    screen = config.screen_size
+    sizes = [num_fit if screen is None else min(screen, num_fit)]
+    while screen is not None and sizes[0] // 4 >= _MIN_RUNG and len(sizes) < 3:
+        sizes.insert(0, sizes[0] // 4)
+    finalists = min(config.num_finalists, num_candidates)
+    counts = [num_candidates]
+    for _ in sizes[1:]:
+        counts.append(max(finalists, -(-counts[-1] // 4)))
+    return sizes, counts
+
+
+def _box_bounds(config, rows):
+    """L-BFGS-B bounds of `rows` coefficient rows (and of `log T`)."""
+    lower, upper = coefficient_box(config.order, config.coefficient_bound)
+    bounds = list(zip(np.tile(lower, rows), np.tile(upper, rows), strict=True))
+    if config.tune_temperature:
+        bounds.append(tuple(np.log(config.temperature_range)))
+    return bounds
+
+
+def _value_and_grad(fit, theta, shape, config, reference=None):
+    """The score on `fit` at L-BFGS-B's vector `theta`, and its gradient.
+
+    Shared coefficients (`shape == (M,)`) sum the class-wise gradient; with
+    a `reference`, `l2_penalty * mean((eps - reference)**2)` is added.
+    """
+    eps, t = _unpack(theta, shape, config)
+    value, grad, grad_t = fit.evaluate(
+        eps, t, want_grad=True, want_grad_t=config.tune_temperature
+    )
+    if reference is None:
+        flat = grad.sum(axis=0)
+    else:
+        penalty = config.l2_penalty
+        if penalty:
+            diff = eps - reference
+            value += penalty * np.mean(diff * diff)
+            grad = grad + penalty * 2.0 * diff / diff.size
+        flat = grad.ravel()
+    if config.tune_temperature:
+        flat = np.append(flat, grad_t)
+    return value, flat
+
+
+def _unpack(theta, shape, config):
+    """Coefficients of `shape` and the temperature from L-BFGS-B's vector."""
+    if config.tune_temperature:
+        return theta[:-1].reshape(shape), float(math.exp(theta[-1]))
+    return theta.reshape(shape), config.temperature
 
 
 def _reason(res):

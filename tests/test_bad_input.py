@@ -27,6 +27,7 @@ from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss import split_dataset
+from keras_ptloss.proxy import temper
 from tests.utils import tiny_classifier
 
 K = 3
@@ -198,6 +199,31 @@ CASES = [
         lambda: kd_loss(NAN_PROBS, LOGITS, teacher_from_logits=True),
         r"y_true.*finite.*nan",
     ),
+    (
+        "ptloss_standardize_not_bool",
+        lambda: PTLoss(standardize="yes"),
+        r"standardize.*standardize='yes'",
+    ),
+    (
+        "ptloss_standardize_student_probabilities",
+        lambda: PTLoss(standardize=True, from_logits=False),
+        r"standardize=True.*from_logits=False",
+    ),
+    (
+        "ptloss_standardize_teacher_probabilities_at_call",
+        lambda: PTLoss(standardize=True)(PROBS, LOGITS),
+        r"standardize=True.*teacher_from_logits=False",
+    ),
+    (
+        "ptloss_set_temperature_negative",
+        lambda: PTLoss().set_temperature(-2.0),
+        r"temperature.*temperature=-2",
+    ),
+    (
+        "kdloss_teacher_flag_not_bool",
+        lambda: KDLoss(teacher_from_logits="yes"),
+        r"teacher_from_logits.*teacher_from_logits='yes'",
+    ),
     # ---------------- baselines
     (
         "kdce_label_weight_out_of_range",
@@ -311,6 +337,48 @@ CASES = [
         ),
         r"labels.*\[0, 3\).*5",
     ),
+    (
+        "select_probs_off_by_2e-3",
+        lambda: select_coefficients(VAL_PROBS * 1.002, Y_VAL, verbose=0),
+        r"teacher_probs.*sum to 1.*1\.002",
+    ),
+    (
+        "select_probs_one_example",
+        lambda: select_coefficients(PROBS[0], Y_VAL[:1], verbose=0),
+        r"teacher_probs.*\(N, K\).*\(3,\)",
+    ),
+    (
+        "select_verbose_3",
+        lambda: select_coefficients(VAL_PROBS, Y_VAL, verbose=3),
+        r"verbose.*verbose=3",
+    ),
+    (
+        "select_temperature_range_reversed",
+        lambda: select_coefficients(
+            VAL_PROBS, Y_VAL, temperature_range=(4.0, 1.0)
+        ),
+        r"temperature_range.*\(4\.0, 1\.0\)",
+    ),
+    (
+        "proxy_rank_3_probs",
+        lambda: proxy_teacher(PROBS[None], [0.5]),
+        r"teacher_probs.*\(1, 2, 3\)",
+    ),
+    (
+        "proxy_tol_negative",
+        lambda: proxy_teacher(PROBS, [0.5], tol=-1.0),
+        r"tol.*tol=-1\.0",
+    ),
+    (
+        "closeness_probs_one_example",
+        lambda: closeness(PROBS[0], LABELS[:1]),
+        r"probs.*\(N, K\).*\(3,\)",
+    ),
+    (
+        "temper_temperature_0",
+        lambda: temper(PROBS, 0),
+        r"temperature.*temperature=0",
+    ),
     # ---------------- Distiller
     (
         "distiller_teacher_not_model",
@@ -367,6 +435,16 @@ CASES = [
         "distiller_set_coefficients_shape",
         lambda: _distiller().set_coefficients(np.zeros(3)),
         r"coefficients.*\(5,\).*\(3,\)",
+    ),
+    (
+        "distiller_fit_too_many_positional",
+        lambda: _distiller().fit(X4, Y_VAL, 2, *range(14)),
+        r"at most 16 positional.*Received: 17",
+    ),
+    (
+        "distiller_fit_positional_and_keyword",
+        lambda: _distiller().fit(X4, Y_VAL, 2, 1, epochs=1),
+        r"epochs.*Received: epochs=1 and 1",
     ),
     # ---------------- ReestimateCoefficients
     (

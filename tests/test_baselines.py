@@ -1,4 +1,7 @@
-"""Baseline losses (DESIGN.md §5) against independent numpy references."""
+"""Baseline losses against independent numpy references.
+
+Formulas and conventions: docs/design.md, "Baselines".
+"""
 
 import keras
 import numpy as np
@@ -22,6 +25,7 @@ from keras_ptloss import standardize_logits
 from keras_ptloss import unpack_targets
 from tests.utils import assert_allclose
 from tests.utils import np_softmax
+from tests.utils import np_standardize
 from tests.utils import np_temper
 from tests.utils import random_probs
 from tests.utils import tiny_classifier
@@ -69,8 +73,7 @@ def np_dkd(p, q, labels):
 
 
 def np_zscore(z, delta=0.0):
-    z = np.asarray(z, "float64")
-    return (z - z.mean(-1, keepdims=True)) / (z.std(-1, keepdims=True) + delta)
+    return np_standardize(z, delta)
 
 
 def np_lskd(teacher_logits, student_logits, temperature, delta=0.0):
@@ -291,6 +294,16 @@ def test_standardize_logits_matches_numpy(rng):
     assert_allclose(standardize_logits(z, 0.1), np_zscore(z, 0.1), rtol=1e-5)
     constant = np.full((2, K), 4.0)
     assert_allclose(standardize_logits(constant, 0.0), np.zeros((2, K)))
+
+
+def test_standardize_logits_uses_the_sample_std_of_the_lskd_reference():
+    # The LS-KD authors' code divides by torch.std (unbiased, K - 1): for
+    # z = (1, 2, 3) the sample std is exactly 1 (the population one is
+    # sqrt(2/3)), so the z-scores are (-1, 0, 1).
+    z = standardize_logits(np.array([[1.0, 2.0, 3.0]]), 0.0)
+    assert_allclose(z, [[-1.0, 0.0, 1.0]], atol=1e-6)
+    # A single class has no spread: zeros, not NaN.
+    assert_allclose(standardize_logits(np.array([[5.0]]), 0.0), [[0.0]])
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])

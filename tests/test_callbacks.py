@@ -1,10 +1,11 @@
 """ReestimateCoefficients: the change reaches the next epoch on every backend.
 
-The plain-model path (the loss's variable is not model state; changes are
-applied by retracing) is tested with jit on and off on every backend
-(JIT_MODES: XLA on TF, torch.compile on torch); the Distiller path shares
-its mechanism with tests/test_distiller.py's JIT_MODES test, and the other
-`fit` tests use FIT_JIT_MODES (both modes on JAX; see tests/utils.py).
+The callback changes the PTLoss; the next step reads the loss's variables.
+The plain-model path (the loss's variables are not model state, so a JAX
+step is retraced after a change) is tested with jit on and off on every
+backend (JIT_MODES: XLA on TF, torch.compile on torch); the Distiller path
+shares its mechanism with tests/test_distiller.py's JIT_MODES tests, and the
+other `fit` tests use FIT_JIT_MODES (both modes on JAX; see tests/utils.py).
 A deterministic selector (tests.utils.FixedSelector) makes the expected
 losses exact; one test uses the real `select_coefficients`.
 """
@@ -20,6 +21,7 @@ from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
 from keras_ptloss.selection import select_coefficients
+from tests.utils import BACKEND
 from tests.utils import FIT_JIT_MODES
 from tests.utils import JIT_MODES
 from tests.utils import FixedSelector
@@ -203,6 +205,86 @@ def test_plain_model_saved_after_the_callback_reloads(data, tmp_path):
     restored = keras.saving.load_model(tmp_path / "model.keras")
     assert_allclose(restored.loss.coefficients, EPS1)
     assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+class RecordTrainFunction(keras.callbacks.Callback):
+    """Records whether the train function was rebuilt at an epoch's start."""
+
+    def __init__(self):
+        super().__init__()
+        self.rebuilt = []
+
+    def on_train_begin(self, logs=None):
+        self.function = self.model.train_function
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rebuilt.append(self.model.train_function is not self.function)
+        self.function = self.model.train_function
+
+
+def test_retrace_only_where_the_loss_is_not_model_state(data):
+    x, x_val, y_val = data
+    teacher = tiny_classifier(F, K, seed=0)
+    plain = tiny_classifier(F, K, seed=3)
+    plain.compile(optimizer="sgd", loss=PTLoss([0.0, 0.0]))
+    targets = np_softmax(np_mlp_logits(teacher, x)).astype("float32")
+    for model, fit_args, retrace in (
+        (make_distiller(), (x,), False),
+        # A compiled JAX step holds a variable that is not model state as a
+        # constant: only there is the step rebuilt (backend-specific).
+        (plain, (x, targets), BACKEND == "jax"),
+    ):
+        record = RecordTrainFunction()
+        callback = ReestimateCoefficients(
+            (x_val, y_val.copy()),
+            teacher=teacher,
+            selector=FixedSelector((EPS1, 2.0)),
+            verbose=0,
+        )
+        model.fit(*fit_args, epochs=1, callbacks=[callback, record], **FIT)
+        assert record.rebuilt == [retrace]
+
+
+def test_explicit_teacher_flag_contradicting_the_teacher_raises(data):
+    x, x_val, y_val = data
+    model = tiny_classifier(F, K)
+    model.compile(optimizer="sgd", loss=PTLoss())
+    callback = ReestimateCoefficients(
+        (x_val, y_val),
+        teacher=tiny_classifier(F, K),
+        teacher_from_logits=False,
+        verbose=0,
+    )
+    with pytest.raises(ValueError, match="teacher outputs logits"):
+        model.fit(x, np.full((N, K), 1 / K), callbacks=[callback], **FIT)
+
+
+def test_teacher_with_an_unknown_last_layer_needs_the_flag(data):
+    x, x_val, y_val = data
+    teacher = keras.Sequential(
+        [keras.Input((F,)), keras.layers.Dense(K, "relu", name="relu_out")]
+    )
+    model = tiny_classifier(F, K)
+    model.compile(optimizer="sgd", loss=PTLoss([0.0]))
+    callback = ReestimateCoefficients(
+        (x_val, y_val), teacher=teacher, verbose=0
+    )
+    with pytest.raises(ValueError, match="Cannot tell.*'relu_out'"):
+        model.fit(x, np.full((N, K), 1 / K), callbacks=[callback], **FIT)
+    selector = FixedSelector((EPS1[:1], 1.0))
+    callback = ReestimateCoefficients(
+        (x_val, y_val),
+        teacher=teacher,
+        teacher_from_logits=True,
+        selector=selector,
+        verbose=0,
+    )
+    model.fit(x, np.full((N, K), 1 / K), callbacks=[callback], **FIT)
+    assert_allclose(
+        selector.calls[0]["teacher_probs"],
+        np_softmax(np.asarray(teacher.predict(x_val, verbose=0))),
+        rtol=1e-5,
+    )
 
 
 # --- recomputation, frequency, logs ------------------------------------------

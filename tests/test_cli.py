@@ -1,5 +1,8 @@
 """`python -m keras_ptloss`: help, the demo options, the benchmark launcher."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,20 @@ def test_backend_line_names_the_environment_variable(monkeypatch):
     assert cli.backend_line() == "KERAS_BACKEND=torch"
     monkeypatch.delenv("KERAS_BACKEND")
     assert "default backend, tensorflow" in cli.backend_line()
+
+
+def test_demo_package_runs_as_a_module(tmp_path):
+    """`python -m keras_ptloss.demo` is the same command as `... demo`."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_ptloss.demo", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: python -m keras_ptloss demo")
+    for option in ("--quick", "--num-samples", "--output-dir"):
+        assert option in done.stdout

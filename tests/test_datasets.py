@@ -246,7 +246,7 @@ def test_pairwise_noise_and_end_points():
 def test_noisy_labels_rejects_bad_input():
     for args, kwargs, match in [
         ((np.arange(10), 1.5), {}, "noise_rate"),
-        ((np.arange(10), 0.1), {"num_classes": 5}, "\\[0, 4\\]"),
+        ((np.arange(10), 0.1), {"num_classes": 5}, "\\[0, 5\\)"),
         ((np.arange(10), 0.1), {"mode": "flip"}, "mode"),
         ((np.zeros((2, 2), int), 0.1), {}, "1-D"),
         ((np.array([0.5, 1.0]), 0.1), {}, "integer"),

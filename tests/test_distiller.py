@@ -5,6 +5,8 @@ Values changed during `fit` are tested with jit on and off on every backend
 default elsewhere; see tests/utils.py).
 """
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
 from keras_ptloss import load_mnist1d
+from keras_ptloss import teacher_outputs
+from keras_ptloss._checks import fingerprint
 from tests.utils import FIT_JIT_MODES
 from tests.utils import JIT_MODES
 from tests.utils import assert_allclose
@@ -115,9 +119,68 @@ def test_values_assigned_by_a_callback_set_the_next_epochs_loss(
     assert_allclose(distiller.student_loss_weight, 0.5)
 
 
+@pytest.mark.parametrize("jit_compile", JIT_MODES)
+@pytest.mark.parametrize("loss_cls", [PTLoss, KDLoss])
+def test_changes_made_on_the_loss_set_the_next_epochs_loss(
+    data, jit_compile, loss_cls
+):
+    # The loss object is the one place of the state: a callback that
+    # changes it (not the Distiller) reaches the next compiled step.
+    x, y = data
+    eps_after = EPS1 if loss_cls is PTLoss else [0.0]
+    loss = loss_cls(temperature=2.0)
+    if loss_cls is PTLoss:
+        loss = PTLoss(EPS0, temperature=2.0)
+    distiller = Distiller(
+        tiny_classifier(F, K, hidden=8, seed=0),
+        tiny_classifier(F, K, hidden=6, seed=10),
+        loss,
+        student_loss_weight=0.0,
+    )
+    compile_distiller(distiller, jit_compile)
+
+    def schedule(epoch, logs):
+        if epoch == 1:
+            loss.set_temperature(3.0)
+            if loss_cls is PTLoss:
+                loss.set_coefficients(EPS1)
+
+    history = distiller.fit(
+        x,
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=schedule)],
+    ).history
+    for epoch, (eps, temperature) in enumerate(
+        [([0.0], 2.0), (eps_after, 3.0)]
+    ):
+        _, distill, _ = expected_losses(
+            distiller, x, None, eps, temperature, 0.0
+        )
+        assert_allclose(history["loss"][epoch], distill, rtol=1e-5)
+    assert_allclose(distiller.temperature, 3.0)
+
+
 def test_schedulable_values_are_non_trainable_model_variables():
     distiller = make_distiller()
+    loss = distiller.distillation_loss
+    # The loss's own variables, not copies.
+    assert distiller.coefficients is loss.coefficients
+    assert distiller.temperature is loss.temperature_variable
     own = {id(v) for v in distiller.non_trainable_variables}
+    assert all(id(v) in own for v in loss.variables)
+    # The Distiller's own variables keep the saved layout of the versions
+    # that copied the loss's values: coefficients, weight, temperature.
+    assert [id(v) for v in distiller.non_trainable_variables[:3]] == [
+        id(loss.coefficients),
+        id(distiller.student_loss_weight),
+        id(loss.temperature_variable),
+    ]
+    # Teacher (frozen), loss (2) and the student-loss weight: nothing else.
+    assert len(distiller.non_trainable_variables) == (
+        len(distiller.teacher.weights) + len(loss.variables) + 1
+    )
     for variable in (
         distiller.coefficients,
         distiller.temperature,
@@ -323,6 +386,25 @@ def test_precompute_rejects_irregular_tf_data_batches(data):
         make_distiller().precompute_teacher(ds)
 
 
+def test_teacher_output_cache_functions(data, tmp_path):
+    x, _ = data
+    teacher = tiny_classifier(F, K, seed=0)
+    path = str(tmp_path / "teacher.npz")
+    outputs = teacher_outputs.precompute_arrays(teacher, x, 16, cache=path)
+    assert_allclose(outputs, np_mlp_logits(teacher, x), rtol=1e-5, atol=1e-5)
+    with np.load(path) as archive:
+        # One fingerprint function for inputs, outputs and weights.
+        assert int(archive["data_fingerprint"]) == fingerprint(x)
+        assert int(archive["outputs_fingerprint"]) == fingerprint(outputs)
+    np.testing.assert_array_equal(
+        teacher_outputs.load_cache(path, teacher, x), outputs
+    )
+    with pytest.raises(ValueError, match="other weights"):
+        teacher_outputs.load_cache(path, tiny_classifier(F, K, seed=5), x)
+    with pytest.raises(ValueError, match="other inputs"):
+        teacher_outputs.load_cache(path, teacher, x + 1.0)
+
+
 # --- saving ------------------------------------------------------------------
 
 
@@ -348,6 +430,9 @@ def test_save_load_and_continue_training(data, tmp_path):
     )
     assert_allclose(restored.coefficients, EPS2)
     assert_allclose(restored.temperature, 3.0)
+    assert restored.distillation_loss.temperature == 3.0
+    assert restored.coefficients is restored.distillation_loss.coefficients
+    assert restored.distillation_loss.teacher_from_logits is True
     assert_allclose(restored.student_loss_weight, 0.25)
     assert_allclose(
         restored.predict(x, verbose=0), distiller.predict(x, verbose=0)
@@ -362,6 +447,32 @@ def test_save_load_and_continue_training(data, tmp_path):
         assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     for a, b in zip(teacher_before, weights_of(restored.teacher), strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("jit_compile", FIT_JIT_MODES)
+def test_a_reloaded_distiller_takes_changes_in_the_next_epoch(
+    data, tmp_path, jit_compile
+):
+    x, y = data
+    distiller = compile_distiller(make_distiller(eps=EPS1), jit_compile)
+    distiller.save(tmp_path / "distiller.keras")
+    restored = keras.saving.load_model(tmp_path / "distiller.keras")
+    loss = restored.distillation_loss
+    schedule = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: (
+            epoch == 1
+            and (loss.set_coefficients(EPS2), loss.set_temperature(3.0))
+        )
+    )
+    history = restored.fit(
+        x, y, epochs=2, batch_size=16, verbose=0, callbacks=[schedule]
+    ).history
+    for epoch, (eps, temperature) in enumerate([(EPS1, 2.0), (EPS2, 3.0)]):
+        total, distill, _ = expected_losses(
+            restored, x, y, eps, temperature, 0.25
+        )
+        assert_allclose(history["loss"][epoch], total, rtol=1e-5)
+        assert_allclose(history["distillation_loss"][epoch], distill, 1e-5)
 
 
 def test_export_student_is_one_call(data, tmp_path):
@@ -499,6 +610,12 @@ def _models():
     return tiny_classifier(F, K, seed=0), tiny_classifier(F, K, seed=1)
 
 
+def _relu_model():
+    return keras.Sequential(
+        [keras.Input((F,)), keras.layers.Dense(K, "relu", name="relu_out")]
+    )
+
+
 def _softmax_model():
     return keras.Sequential(
         [keras.Input((F,)), keras.layers.Dense(K, activation="softmax")]
@@ -520,7 +637,7 @@ def _softmax_model():
             lambda t, s: Distiller(
                 t, s, PTLoss(teacher_from_logits=True), student_loss_weight=2
             ),
-            r"student_loss_weight.*\[0, 1\]",
+            r"student_loss_weight.*<= 1",
         ),
         (
             lambda t, s: Distiller(
@@ -529,8 +646,24 @@ def _softmax_model():
             "temperature",
         ),
         (
-            lambda t, s: Distiller(t, s, PTLoss()),
+            lambda t, s: Distiller(t, s, PTLoss(teacher_from_logits=False)),
             "teacher outputs logits.*teacher_from_logits=True",
+        ),
+        (
+            lambda t, s: Distiller(
+                _softmax_model(), s, KDLoss(teacher_from_logits=True)
+            ),
+            "teacher outputs probabilities.*teacher_from_logits=False",
+        ),
+        (
+            lambda t, s: Distiller(_relu_model(), s, PTLoss()),
+            "Cannot tell.*'relu_out'.*teacher_from_logits=None",
+        ),
+        (
+            lambda t, s: Distiller(
+                _softmax_model(), s, PTLoss(standardize=True)
+            ),
+            "standardize=True.*teacher_from_logits=False",
         ),
         (
             lambda t, s: Distiller(
@@ -552,6 +685,52 @@ def test_invalid_arguments_raise_clear_errors(build, match):
     teacher, student = _models()
     with pytest.raises(ValueError, match=match):
         build(teacher, student)
+
+
+@pytest.mark.parametrize("jit_compile", FIT_JIT_MODES)
+def test_logits_teacher_with_an_unsaid_flag_is_read_as_logits(
+    data, jit_compile
+):
+    x, _ = data
+    teacher = tiny_classifier(F, K, seed=0)
+    loss = PTLoss([0.2], temperature=2.0)
+    distiller = Distiller(teacher, tiny_classifier(F, K), loss)
+    assert loss.teacher_from_logits is True
+    compile_distiller(distiller, jit_compile)
+    history = distiller.fit(x, epochs=1, batch_size=16, verbose=0).history
+    t = np_mlp_logits(teacher, x)
+    z = np_mlp_logits(distiller.student, x)
+    assert_allclose(
+        history["loss"][0],
+        np.mean(np_pt_loss(t, z, [0.2], 2.0, teacher_from_logits=True)),
+        rtol=1e-5,
+    )
+
+
+def test_unknown_last_layer_works_with_an_explicit_flag(data):
+    x, _ = data
+    distiller = Distiller(
+        _relu_model(), tiny_classifier(F, K), KDLoss(teacher_from_logits=True)
+    )
+    compile_distiller(distiller)
+    history = distiller.fit(x, epochs=1, batch_size=16, verbose=0).history
+    t = to_numpy(distiller.teacher.predict(x, verbose=0))
+    z = np_mlp_logits(distiller.student, x)
+    assert_allclose(
+        history["loss"][0],
+        np.mean(np_pt_loss(t, z, [0.0], 1.0, teacher_from_logits=True)),
+        rtol=1e-5,
+    )
+
+
+def test_temperature_argument_sets_the_loss():
+    loss = PTLoss(temperature=2.0)
+    distiller = Distiller(
+        tiny_classifier(F, K), tiny_classifier(F, K), loss, temperature=4.0
+    )
+    assert loss.temperature == 4.0
+    assert_allclose(distiller.temperature, 4.0)
+    assert "temperature" not in distiller.get_config()
 
 
 def test_softmax_teacher_with_probability_flag_is_accepted(data):
@@ -580,3 +759,54 @@ def test_setters_validate(data):
         distiller.set_student_loss_weight(1.5)
     with pytest.raises(ValueError, match="`y` and `sample_weight` must be"):
         distiller.precompute_teacher(ArrayBatches(*data, 16), y=data[1])
+
+
+# --- fit's positional arguments ---------------------------------------------
+
+
+def test_fit_maps_every_positional_argument_like_keras_model_fit(
+    data, monkeypatch
+):
+    x, y = data
+    names = list(inspect.signature(keras.Model.fit).parameters)[1:]
+    received = {}
+
+    def fake_fit(self, *args, **kwargs):
+        received.update(zip(names, args, strict=False))
+        received.update(kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fake_fit)
+    distiller = make_distiller()
+    # One distinct value per parameter after `x, y, batch_size`.
+    values = [f"value_of_{name}" for name in names[3:]]
+    distiller.fit(x, y, 16, *values)
+    assert received == dict(zip(names, [x, y, 16, *values], strict=True))
+    with pytest.raises(ValueError, match="at most"):
+        distiller.fit(x, y, 16, *values, "one too many")
+    with pytest.raises(ValueError, match="`epochs` both"):
+        distiller.fit(x, y, 16, 2, epochs=3)
+
+
+def test_positional_validation_arguments_are_not_dropped(data):
+    x, y = data
+    distiller = compile_distiller(make_distiller(eps=EPS1))
+    names = list(inspect.signature(keras.Model.fit).parameters)[4:]
+    arguments = dict.fromkeys(names)
+    arguments.update(
+        epochs=2,
+        verbose=0,
+        validation_split=0.0,
+        validation_data=(x, y),
+        shuffle=False,
+        initial_epoch=0,
+        validation_batch_size=8,
+        validation_freq=2,
+    )
+    history = distiller.fit(
+        x, y, 16, *(arguments[name] for name in names)
+    ).history
+    assert len(history["loss"]) == 2
+    # validation_freq=2: validation ran after the second epoch only.
+    assert len(history["val_loss"]) == 1
+    total, _, _ = expected_losses(distiller, x, y, EPS1, 2.0, 0.25)
+    assert_allclose(history["val_loss"][0], total, rtol=1e-5)

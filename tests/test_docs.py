@@ -3,6 +3,8 @@
 import doctest
 import importlib.util
 import inspect
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,71 @@ def test_docstring_example_runs(test):
     runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{test.name}: {result.failed} example(s) failed"
+
+
+# --- docs/design.md and the pointers to it -----------------------------------
+
+DESIGN_SECTIONS = [
+    "The loss",
+    "The proxy teacher",
+    "Choosing the coefficients",
+    "The student-aware search",
+    "Keras traps",
+    "Baselines",
+]
+# Built from pieces so that this file does not match itself.
+OUTSIDE_REFERENCES = ("DESIGN" + ".md", ".." + "/shared", "/work" + "/shared")
+
+
+def _tracked_files():
+    done = subprocess.run(
+        ["git", "ls-files", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    names = [name for name in done.stdout.decode().split("\0") if name]
+    assert "README.md" in names
+    return [ROOT / name for name in names if (ROOT / name).is_file()]
+
+
+def test_design_document_has_exactly_its_sections():
+    text = (ROOT / "docs" / "design.md").read_text()
+    titles = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert titles == DESIGN_SECTIONS
+
+
+def test_no_tracked_file_refers_outside_the_repository():
+    offenders = []
+    for path in _tracked_files():
+        if path.relative_to(ROOT).as_posix() == "CHANGELOG.md":
+            continue
+        data = path.read_bytes()
+        for reference in OUTSIDE_REFERENCES:
+            if reference.encode() in data:
+                offenders.append(f"{path.relative_to(ROOT)}: {reference}")
+    assert offenders == []
+
+
+def test_pointers_into_the_design_document_name_its_sections():
+    # `docs/design.md, "The loss"`, `[design.md](design.md), "Keras traps"`.
+    pointer = re.compile(
+        r'design\.md\)?(?:,\s+|\s+\(|,\s+section\s+)"([^"\n]+)"'
+    )
+    found, wrong = 0, []
+    for path in _tracked_files():
+        if path.suffix not in (".py", ".md", ".ipynb"):
+            continue
+        if path.name == "design.md":
+            continue
+        for title in pointer.findall(path.read_text()):
+            found += 1
+            if title not in DESIGN_SECTIONS:
+                wrong.append(f"{path.relative_to(ROOT)}: {title!r}")
+    assert found > 0
+    assert wrong == []
+
+
+def test_readme_and_guide_link_the_design_document():
+    assert "docs/design.md" in (ROOT / "README.md").read_text()
+    assert "(design.md)" in (ROOT / "docs" / "guide.md").read_text()

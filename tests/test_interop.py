@@ -1,9 +1,8 @@
 """PTLossDistillation: PTLoss inside `keras.distillation.Distiller`.
 
 `fit` tests use FIT_JIT_MODES (jit on and off on JAX; see tests/utils.py).
-Both mechanisms used here (a model-tracked variable, a retrace after a
-Python-float change) are tested under XLA and torch.compile in
-tests/test_distiller.py and tests/test_callbacks.py.
+The mechanism used here (the loss's variables tracked as model state) is
+tested under XLA and torch.compile in tests/test_distiller.py.
 """
 
 import keras
@@ -109,15 +108,27 @@ def test_reestimate_callback_drives_the_keras_distiller(data, jit_compile):
     x_val, labels = x[::-1].copy(), y.copy()
     loss = PTLoss([0.0, 0.0], temperature=2.0, teacher_from_logits=True)
     distiller = keras_distiller(loss, jit_compile)
-    # Epoch 0: new coefficients only (a tracked variable); epoch 1 (the
-    # labels changed): new coefficients and temperature (a Python float).
+    # Epoch 0: new coefficients only; epoch 1 (the labels changed): new
+    # coefficients and temperature. Both are tracked variables: the step is
+    # not rebuilt.
     selector = FixedSelector((EPS1, 2.0), (EPS2, 3.0))
     callback = ReestimateCoefficients(
         (x_val, labels), selector=selector, tune_temperature=True, verbose=0
     )
+    function = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: function.append(
+            distiller.train_function
+        )
+    )
     history = distiller.fit(
-        x, y, epochs=2, callbacks=[callback, ChangeLabels(labels)], **FIT
+        x,
+        y,
+        epochs=2,
+        callbacks=[callback, ChangeLabels(labels), record],
+        **FIT,
     ).history
+    assert function[0] is function[1]
     losses = history["distillation_loss"]
     assert_allclose(losses[0], expected(distiller, x, EPS1, 2.0), rtol=1e-5)
     assert_allclose(losses[1], expected(distiller, x, EPS2, 3.0), rtol=1e-5)
@@ -149,17 +160,35 @@ def test_coefficients_are_saved_with_the_keras_distiller(data, tmp_path):
     loss = PTLoss(EPS1, temperature=2.0, teacher_from_logits=True)
     distiller = keras_distiller(loss)
     distiller.fit(x, y, epochs=1, **FIT)
-    loss.coefficients.assign(EPS2)  # a direct assignment, not in the config
+    loss.coefficients.assign(EPS2)  # a direct assignment
+    loss.set_temperature(3.0)
     path = tmp_path / "keras_distiller.keras"
     distiller.save(path)
     restored = keras.saving.load_model(path, compile=False)
     adapter = restored.distillation_losses[0]
     assert isinstance(adapter, PTLossDistillation)
     assert_allclose(adapter.loss.coefficients, EPS2)
-    assert adapter.loss.temperature == 2.0
+    assert adapter.loss.temperature == 3.0
+    state = {id(v) for v in restored.non_trainable_variables}
+    assert all(id(v) in state for v in adapter.loss.variables)
     assert_allclose(
         restored.student.predict(x, verbose=0),
         distiller.student.predict(x, verbose=0),
+    )
+
+
+def test_adapter_tracks_the_loss_variables_and_reads_the_teacher_kind(data):
+    x, y = data
+    loss = PTLoss(EPS1, temperature=2.0)
+    distiller = keras_distiller(loss)
+    assert loss.teacher_from_logits is True  # the teacher's last layer
+    state = {id(v) for v in distiller.non_trainable_variables}
+    assert all(id(v) in state for v in loss.variables)
+    history = distiller.fit(x, y, epochs=1, **FIT).history
+    assert_allclose(
+        history["distillation_loss"][0],
+        expected(distiller, x, EPS1, 2.0),
+        rtol=1e-5,
     )
 
 
@@ -189,5 +218,5 @@ def test_invalid_arguments_raise_clear_errors():
         keras.distillation.Distiller(
             tiny_classifier(F, K),
             tiny_classifier(F, K),
-            PTLossDistillation(PTLoss()),
+            PTLossDistillation(PTLoss(teacher_from_logits=False)),
         )

@@ -111,3 +111,33 @@ def test_gradients_are_finite(teacher_logits, data, eps, temperature, scale):
     )
     assert np.isfinite(value)
     assert np.all(np.isfinite(grad))
+
+
+@PROPERTY_SETTINGS
+@given(
+    teacher_logits=logits_strategy,
+    data=st.data(),
+    shift=st.floats(-20.0, 20.0),
+    scale=st.floats(0.2, 5.0),
+)
+def test_standardized_loss_ignores_logit_shift_and_scale(
+    teacher_logits, data, shift, scale
+):
+    # Rows whose logits are not nearly constant (z-scoring divides by std).
+    teacher_logits = teacher_logits + np.arange(teacher_logits.shape[-1])
+    student = data.draw(
+        arrays("float64", teacher_logits.shape, elements=st.floats(-5, 5))
+    )
+    student = student + 2.0 * np.arange(student.shape[-1])
+    loss = PTLoss(
+        [0.3, 0.1],
+        temperature=2.0,
+        teacher_from_logits=True,
+        standardize=True,
+        reduction=None,
+    )
+    base = to_numpy(loss(teacher_logits, student))
+    moved = to_numpy(
+        loss(scale * teacher_logits + shift, student / scale - shift)
+    )
+    np.testing.assert_allclose(moved, base, rtol=1e-3, atol=1e-4)

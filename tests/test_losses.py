@@ -1,4 +1,7 @@
-"""PTLoss and KDLoss against independent numpy references (DESIGN.md §2)."""
+"""PTLoss and KDLoss against independent numpy references.
+
+The identities checked are those of docs/design.md, "The loss".
+"""
 
 import keras
 import numpy as np
@@ -6,12 +9,14 @@ import pytest
 from keras import ops
 
 from keras_ptloss import KDLoss
+from keras_ptloss import LSKDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import kd_loss
 from keras_ptloss import pt_loss
 from tests.utils import assert_allclose
 from tests.utils import np_pt_loss
 from tests.utils import np_softmax
+from tests.utils import np_standardize
 from tests.utils import np_temper
 from tests.utils import random_probs
 from tests.utils import tiny_classifier
@@ -35,7 +40,7 @@ def np_kl(p, q):
         return np.sum(np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0), -1)
 
 
-# --- The identities of DESIGN.md §2 -------------------------------------------
+# --- The identities of docs/design.md, "The loss" ----------------------------
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
@@ -303,6 +308,16 @@ def test_mask_from_a_masking_layer_is_applied(rng):
         ({"temperature": float("nan")}, "temperature"),
         ({"temperature": "hot"}, "temperature"),
         ({"from_logits": "yes"}, "from_logits"),
+        ({"teacher_from_logits": "yes"}, "teacher_from_logits='yes'"),
+        ({"standardize": 1}, "standardize=1"),
+        (
+            {"standardize": True, "from_logits": False},
+            "standardize=True.*from_logits=False",
+        ),
+        (
+            {"standardize": True, "teacher_from_logits": False},
+            "standardize=True.*teacher_from_logits=False",
+        ),
         ({"coefficients": [0.0, -0.6]}, "convex"),
         ({"reduction": "avg"}, "reduction"),
     ],
@@ -426,3 +441,143 @@ def test_compile_and_fit_reduces_the_loss(rng, jit_compile):
         )
     )
     assert final < losses[0]
+
+
+# --- The loss's state: coefficient and temperature variables ------------------
+
+
+@pytest.mark.parametrize("loss_cls", [PTLoss, KDLoss])
+def test_temperature_is_a_variable_read_as_a_float(batch, loss_cls):
+    teacher, logits = batch
+    loss = loss_cls(temperature=2.0)
+    assert isinstance(loss.temperature, float) and loss.temperature == 2.0
+    variable = loss.temperature_variable
+    assert isinstance(variable, keras.Variable) and not variable.trainable
+    assert any(v is variable for v in loss.variables)
+    loss.set_temperature(3.5)
+    assert loss.temperature == 3.5
+    assert_allclose(variable, 3.5)
+    assert_allclose(
+        loss(teacher, logits),
+        np.mean(np_pt_loss(teacher, logits, [0.0], 3.5)),
+    )
+    with pytest.raises(ValueError, match="temperature=0.0"):
+        loss.set_temperature(0.0)
+    with pytest.raises(ValueError, match="temperature='4'"):
+        loss.set_temperature("4")
+    assert loss.temperature == 3.5
+
+
+def test_ptloss_variables_are_its_coefficients_and_temperature():
+    loss = PTLoss([0.1, 0.2], temperature=2.0)
+    assert [id(v) for v in loss.variables] == [
+        id(loss.coefficients),
+        id(loss.temperature_variable),
+    ]
+    assert all(not v.trainable for v in loss.variables)
+    assert [len(v.shape) for v in loss.variables] == [1, 0]
+
+
+@pytest.mark.parametrize("loss_cls", [PTLoss, KDLoss])
+def test_get_config_writes_the_current_values(batch, loss_cls):
+    teacher, logits = batch
+    loss = loss_cls(temperature=2.0, teacher_from_logits=False)
+    loss.set_temperature(0.75)
+    if loss_cls is PTLoss:
+        loss.set_coefficients([0.4, 0.0, 0.1, 0.0, 0.0])
+    config = loss.get_config()
+    assert config["temperature"] == 0.75
+    restored = loss_cls.from_config(config)
+    assert restored.temperature == 0.75
+    assert_allclose(restored(teacher, logits), loss(teacher, logits))
+    assert restored.temperature_variable is not loss.temperature_variable
+
+
+def test_unsaid_teacher_kind_reads_probabilities_standalone(batch):
+    teacher, logits = batch
+    assert PTLoss().teacher_from_logits is None
+    assert KDLoss().teacher_from_logits is None
+    eps = [0.3, 0.1]
+    expected = np.mean(np_pt_loss(teacher, logits, eps, 2.0))
+    assert_allclose(PTLoss(eps, temperature=2.0)(teacher, logits), expected)
+    assert_allclose(
+        PTLoss(eps, temperature=2.0, teacher_from_logits=False)(
+            teacher, logits
+        ),
+        expected,
+    )
+    assert PTLoss().get_config()["teacher_from_logits"] is None
+
+
+# --- Logit standardisation ---------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_standardize_with_zero_coefficients_equals_lskd(rng, temperature):
+    teacher = rng.normal(scale=3.0, size=(BATCH, K)) + 2.0
+    logits = rng.normal(scale=0.5, size=(BATCH, K))
+    reference = LSKDLoss(temperature=temperature, teacher_from_logits=True)
+    for loss in (
+        PTLoss(
+            np.zeros(3),
+            temperature=temperature,
+            teacher_from_logits=True,
+            standardize=True,
+        ),
+        KDLoss(
+            temperature=temperature,
+            teacher_from_logits=True,
+            standardize=True,
+        ),
+    ):
+        np.testing.assert_array_equal(
+            to_numpy(loss(teacher, logits)),
+            to_numpy(reference(teacher, logits)),
+        )
+    # Independently, in float64 numpy.
+    expected = temperature**2 * np_kl(
+        np_softmax(np_standardize(teacher), temperature),
+        np_softmax(np_standardize(logits), temperature),
+    )
+    assert_allclose(
+        pt_loss(
+            teacher,
+            logits,
+            [0.0],
+            temperature,
+            teacher_from_logits=True,
+            standardize=True,
+        ),
+        expected,
+    )
+
+
+@pytest.mark.parametrize("classwise", [False, True])
+def test_standardize_matches_numpy_with_coefficients(rng, classwise):
+    teacher = rng.normal(scale=2.0, size=(BATCH, K))
+    logits = 4.0 * rng.normal(size=(BATCH, K)) - 1.0
+    shape = (K, 2) if classwise else (2,)
+    eps = rng.uniform(0.0, 0.5, size=shape)
+    loss = PTLoss(
+        eps, temperature=1.5, teacher_from_logits=True, standardize=True
+    )
+    expected = np_pt_loss(
+        np_standardize(teacher), np_standardize(logits), eps, 1.5, True
+    )
+    assert_allclose(loss(teacher, logits), np.mean(expected))
+    # Invariant to shifting and positively scaling either side's logits.
+    assert_allclose(
+        loss(3.0 * teacher + 7.0, 0.5 * logits - 2.0),
+        np.mean(expected),
+        rtol=1e-4,
+    )
+
+
+def test_standardize_needs_logits_on_both_sides(batch):
+    teacher, logits = batch
+    with pytest.raises(ValueError, match="teacher_from_logits=False"):
+        PTLoss(standardize=True)(teacher, logits)  # not said: probabilities
+    with pytest.raises(ValueError, match="teacher_from_logits=False"):
+        pt_loss(teacher, logits, [0.0], standardize=True)
+    with pytest.raises(ValueError, match="from_logits=False"):
+        kd_loss(teacher, teacher, from_logits=False, standardize=True)

@@ -80,10 +80,17 @@ def test_wheel_contains_only_the_package(wheel):
 def test_wheel_ships_every_module_of_the_package(wheel):
     names = set(_names(wheel))
     source = {
-        f"keras_ptloss/{p.name}" for p in (ROOT / "keras_ptloss").glob("*.py")
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "keras_ptloss").rglob("*.py")
     }
     assert source <= names
-    assert "keras_ptloss/__main__.py" in names
+    for module in (
+        "keras_ptloss/__main__.py",
+        "keras_ptloss/datasets/__init__.py",
+        "keras_ptloss/demo/__init__.py",
+        "keras_ptloss/demo/__main__.py",
+    ):
+        assert module in names
 
 
 def test_wheel_metadata_version_and_console_script(wheel):

@@ -340,6 +340,33 @@ def test_invalid_arguments_raise():
             proxy_teacher(teacher, **kwargs)
 
 
+def test_rows_within_the_shared_tolerance_are_renormalised(rng):
+    teacher = random_probs(rng, (6, K))
+    off = (
+        teacher * (1.0 + np.array([5e-4, -5e-4, 4e-4, 0, 1e-4, -3e-4]))[:, None]
+    )
+    np.testing.assert_allclose(
+        proxy_teacher(off, [0.5]), proxy_teacher(teacher, [0.5]), atol=1e-12
+    )
+    labels = np.arange(6) % K
+    one_hot = np.eye(K)[labels]
+    expected = np.mean(np.sum((teacher - one_hot) ** 2, axis=1))
+    assert closeness(off, labels) == pytest.approx(expected, rel=1e-12)
+    too_far = teacher.copy()
+    too_far[2] *= 0.998
+    with pytest.raises(ValueError, match=r"`teacher_probs`.*row \[2\]"):
+        proxy_teacher(too_far, [0.5])
+    with pytest.raises(ValueError, match=r"`probs`.*sum to 1.*0\.998"):
+        closeness(too_far, labels)
+
+
+def test_temper_and_detemper_reject_a_non_positive_temperature():
+    for function in (temper, detemper):
+        for bad in (0.0, -1.0, np.inf, "2"):
+            with pytest.raises(ValueError, match="temperature"):
+                function(np.array([0.5, 0.5]), bad)
+
+
 # --- Closeness ----------------------------------------------------------------
 
 

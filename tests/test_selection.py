@@ -1,5 +1,9 @@
-"""Training-free coefficient selection (DESIGN.md §2, "Selection")."""
+"""Training-free coefficient selection.
 
+The method: docs/design.md, "Choosing the coefficients".
+"""
+
+import dataclasses
 import json
 
 import numpy as np
@@ -14,14 +18,15 @@ from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss import selection
+from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import convexity_margin
-from keras_ptloss.selection import _Objective
 from keras_ptloss.selection import coefficient_box
 from tests.utils import np_softmax
 from tests.utils import random_probs
 from tests.utils import value_and_grad
 
 FAST = dict(num_candidates=48, screen_size=None, verbose=0)
+SILENT = dict(screen_size=None, verbose=0)
 
 
 def miscalibrated_task(tau, noise, num_samples, seed=0, num_classes=4):
@@ -118,6 +123,50 @@ def test_result_reports_scores_and_is_ready_for_ptloss(rng):
     text = str(result)
     for word in ("teacher", "proxy teacher", "held-out", "shared", "brier"):
         assert word in text
+
+
+def test_result_and_configuration_are_frozen():
+    _, labels, teacher = miscalibrated_task(1.0, 0.3, 200)
+    result = select_coefficients(teacher, labels, order=2, **FAST)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.temperature = 2.0
+    config = selection.SelectionConfig.from_arguments(
+        order=3,
+        mode="classwise",
+        metric="brier",
+        temperature=2,
+        tune_temperature=False,
+        holdout_fraction=0.2,
+        seed=0,
+        verbose=0,
+        num_candidates=8,
+        coefficient_bound=5,
+        temperature_range=[1, 4],
+        screen_size=None,
+        num_finalists=2,
+        max_iter=None,
+        patience=3,
+        l2_penalty=0,
+    )
+    # Numbers are stored as floats, the pair as a tuple, and the class-wise
+    # default of `max_iter` is resolved.
+    assert config.temperature == 2.0 and isinstance(config.temperature, float)
+    assert config.temperature_range == (1.0, 4.0)
+    assert config.max_iter == 200
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.order = 4
+
+
+@pytest.mark.parametrize("num_candidates", [1, 3, 13, 21, 30])
+def test_any_number_of_candidates_is_sampled(num_candidates):
+    _, labels, teacher = miscalibrated_task(0.5, 0.3, 200)
+    result = select_coefficients(
+        teacher, labels, order=2, num_candidates=num_candidates, **SILENT
+    )
+    # The teacher (eps = 0) first, then `num_candidates` distinct sets.
+    assert result.candidates.shape == (num_candidates + 1, 2)
+    np.testing.assert_array_equal(result.candidates[0], np.zeros(2))
+    assert len(np.unique(result.candidates, axis=0)) == num_candidates + 1
 
 
 def _split_indices(num, fraction, seed):
@@ -261,7 +310,7 @@ def test_score_gradient_matches_finite_differences(rng, metric):
     teacher[0] = [0.0, 0.7, 0.3, 0.0]  # zero-probability classes
     labels = rng.integers(0, k, size=num)
     labels[0] = 1
-    objective = _Objective(teacher, labels, metric)
+    objective = Objective(teacher, labels, metric)
     eps = rng.uniform(-0.04, 0.8, size=(k, order))
     for t in (1.0, 2.5):
         _, grad, grad_log_t = objective.evaluate(
@@ -347,6 +396,25 @@ def test_invalid_data_raise():
     for teacher, labels, match in cases:
         with pytest.raises(ValueError, match=match):
             select_coefficients(teacher, labels, verbose=0)
+
+
+def test_rows_summing_to_one_within_the_shared_tolerance_are_accepted():
+    rng = np.random.default_rng(1)
+    probs = random_probs(rng, (40, 3))
+    labels = np.arange(40) % 3
+    # Off by +-5e-4, within the 1e-3 tolerance PTLoss also uses.
+    off = probs * (1.0 + np.where(np.arange(40) % 2, 5e-4, -5e-4))[:, None]
+    result = select_coefficients(
+        off, labels, order=1, holdout_fraction=0.0, **SILENT
+    )
+    # Scored on the renormalised rows (Brier score computed in numpy).
+    one_hot = np.eye(3)[labels]
+    expected = np.mean(np.sum((probs - one_hot) ** 2, axis=1))
+    assert result.teacher_score == pytest.approx(expected, rel=1e-12)
+    too_far = probs.copy()
+    too_far[7] *= 1.002
+    with pytest.raises(ValueError, match=r"`teacher_probs`.*sum to 1.*1\.002"):
+        select_coefficients(too_far, labels, verbose=0)
 
 
 def test_nll_with_a_zero_probability_label_raises():

@@ -89,7 +89,9 @@ def np_pt_loss(
     temperature=1.0,
     teacher_from_logits=False,
 ):
-    """Independent float64 PTLoss per example (DESIGN.md §2), direct powers.
+    """Independent float64 PTLoss per example, with direct powers.
+
+    The formula: docs/design.md, "The loss".
 
     `teacher` holds probabilities (or logits if `teacher_from_logits`),
     `coefficients` has shape (M,) or (K, M).
@@ -109,6 +111,13 @@ def np_pt_loss(
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = np.where(p > 0, p * (np.log(p) - log_q), 0.0)
     return t**2 * np.sum(kl + p * poly, axis=-1)
+
+
+def np_standardize(logits, delta=1e-7):
+    """Z-scored logits over the last axis (sample std, ddof=1), float64."""
+    z = np.asarray(logits, dtype="float64")
+    centred = z - z.mean(axis=-1, keepdims=True)
+    return centred / (z.std(axis=-1, ddof=1, keepdims=True) + delta)
 
 
 def np_mlp_logits(model, x):

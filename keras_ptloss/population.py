@@ -1,0 +1,230 @@
+"""A population of students trained as one Keras model, one compiled step.
+
+`StudentPopulation` holds `N` students of the same architecture. Its `call`
+stacks their logits to `(batch, N, K)`, and its `compute_loss` is the sum
+over members of each member's batch-mean PTLoss, each with its own
+coefficients, temperature and logit standardisation (see docs/design.md,
+"The student-aware search"). Under a per-parameter optimiser (SGD, Adam,
+per-variable clipping) the gradient of a member's weights is the gradient
+of its own loss only, so every member receives exactly the update a
+separate training with the same batches would give it: the members share
+nothing but the compiled step. Global-norm gradient clipping or a shared
+loss scale would couple them.
+
+The per-member hyper-parameters live in non-trainable variables tracked by
+the model and created in `__init__` (a value the model does not track is
+frozen into the compiled step on JAX; see docs/design.md, "Keras traps").
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ptloss._checks import check_number
+from keras_ptloss.losses import standardize_logits
+
+
+def _member_signature(model):
+    return [tuple(w.shape) for w in model.weights]
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class StudentPopulation(keras.Model):
+    """`N` students trained together, each on its own PTLoss.
+
+    For teacher logits `t`, member `n` with logits `z_n`, coefficients
+    `eps_n` (shape `(K, M)`), temperature `T_n` and standardisation flag
+    `s_n` (`t, z -> (x - mean) / (std + delta)` before tempering when set):
+
+        loss = sum_n mean_batch[(1 - w) * PTLoss_n(t, z_n) + w * CE(y, z_n)]
+
+    with `w = student_loss_weight` (hard labels `y` needed when `w > 0`).
+    `y` passed to `fit` is the teacher logits `(batch, K)`, or, with hard
+    labels, `concatenate([teacher_logits, one_hot(labels)], axis=-1)`.
+
+    Args:
+        members: list of `N >= 1` built student models with identical weight
+            shapes, each mapping `x` to logits `(batch, K)`.
+        coefficients: array `(N, K, M)` or `(N, M)` (shared over classes).
+        temperatures: array `(N,)` of positive temperatures.
+        standardize: array `(N,)` of bools; defaults to all `False`.
+        student_loss_weight: hard-label weight `w` in `[0, 1]`.
+        delta: the `delta` of the standardisation.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> def build():
+    ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> population = StudentPopulation(
+    ...     [build(), build()], np.zeros((2, 2)), [1.0, 4.0]
+    ... )
+    >>> tuple(population(np.zeros((5, 4))).shape)
+    (5, 2, 3)
+    """
+
+    def __init__(
+        self,
+        members,
+        coefficients,
+        temperatures,
+        standardize=None,
+        student_loss_weight=0.0,
+        delta=1e-7,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        members = list(members)
+        if not members:
+            raise ValueError(
+                "`members` must hold at least one student. Received: members=[]"
+            )
+        signature = _member_signature(members[0])
+        for i, member in enumerate(members[1:], start=1):
+            if _member_signature(member) != signature:
+                raise ValueError(
+                    "Every member must have the same weight shapes. Member 0 "
+                    f"has {signature}, member {i} has "
+                    f"{_member_signature(member)}"
+                )
+        size = len(members)
+        values = np.asarray(coefficients, dtype="float32")
+        if values.ndim == 2:
+            values = values[:, None, :]
+        if values.ndim != 3 or values.shape[0] != size:
+            raise ValueError(
+                f"`coefficients` must have shape ({size}, M) or ({size}, K, "
+                f"M). Received: coefficients with shape {values.shape}"
+            )
+        temps = np.asarray(temperatures, dtype="float32").reshape(-1)
+        if temps.shape != (size,) or not np.all(temps > 0):
+            raise ValueError(
+                f"`temperatures` must be {size} positive numbers. Received: "
+                f"temperatures={np.asarray(temperatures).tolist()}"
+            )
+        flags = np.zeros(size) if standardize is None else standardize
+        flags = np.asarray(flags, dtype="float32").reshape(-1)
+        if flags.shape != (size,):
+            raise ValueError(
+                f"`standardize` must hold {size} flags. Received: "
+                f"standardize={np.asarray(standardize).tolist()}"
+            )
+        weight = check_number(
+            student_loss_weight, "student_loss_weight", 0.0, 1.0
+        )
+        self.members = members
+        self.delta = check_number(delta, "delta", low=0.0)
+        # Static facts of this population (which terms to build at all);
+        # the values themselves are variables the compiled step reads.
+        self.any_standardize = bool(np.any(flags > 0))
+        self.with_labels = weight > 0
+        self.coefficients = self.add_weight(
+            shape=values.shape,
+            initializer=keras.initializers.Constant(values),
+            trainable=False,
+            name="coefficients",
+        )
+        self.temperatures = self.add_weight(
+            shape=(size,),
+            initializer=keras.initializers.Constant(temps),
+            trainable=False,
+            name="temperatures",
+        )
+        self.standardize = self.add_weight(
+            shape=(size,),
+            initializer=keras.initializers.Constant(flags),
+            trainable=False,
+            name="standardize",
+        )
+        self.student_loss_weight = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(weight),
+            trainable=False,
+            name="student_loss_weight",
+        )
+
+    @property
+    def size(self):
+        """The number of members `N`."""
+        return len(self.members)
+
+    def call(self, x, training=False):
+        return ops.stack(
+            [member(x, training=training) for member in self.members], axis=1
+        )
+
+    def member_losses(self, y, y_pred):
+        """Per-example, per-member loss, shape `(batch, N)`."""
+        z = ops.cast(y_pred, "float32")
+        num_classes = z.shape[-1]
+        y = ops.cast(y, "float32")
+        teacher = y[:, :num_classes] if self.with_labels else y
+        teacher = teacher[:, None, :]
+        if self.any_standardize:
+            flags = (
+                ops.reshape(ops.convert_to_tensor(self.standardize), (1, -1, 1))
+                > 0
+            )
+            teacher = ops.where(
+                flags, standardize_logits(teacher, self.delta), teacher
+            )
+            z = ops.where(flags, standardize_logits(z, self.delta), z)
+        temps = ops.reshape(
+            ops.convert_to_tensor(self.temperatures), (1, -1, 1)
+        )
+        log_p = ops.log_softmax(teacher / temps, axis=-1)
+        log_q = ops.log_softmax(z / temps, axis=-1)
+        p = ops.exp(log_p)
+        one_minus_q = -ops.expm1(log_q)
+        # Horner's rule, as in `pt_loss`: (N, K) columns broadcast against
+        # (batch, N, K).
+        columns = ops.unstack(ops.convert_to_tensor(self.coefficients), axis=-1)
+        inner = columns[-1]
+        for column in reversed(columns[:-1]):
+            inner = column + one_minus_q * inner
+        terms = ops.where(p > 0, p * (log_p - log_q + one_minus_q * inner), 0.0)
+        losses = ops.sum(terms, axis=-1) * ops.square(temps[..., 0])
+        if self.with_labels:
+            weight = ops.convert_to_tensor(self.student_loss_weight)
+            one_hot = y[:, None, num_classes:]
+            # The hard-label term never sees the standardisation.
+            log_q1 = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+            ce = -ops.sum(one_hot * log_q1, axis=-1)
+            losses = (1.0 - weight) * losses + weight * ce
+        return losses
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        losses = self.member_losses(y, y_pred)
+        if sample_weight is not None:
+            weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
+            losses = losses * weights
+        total = ops.sum(ops.mean(losses, axis=0))
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            members=[
+                keras.saving.serialize_keras_object(m) for m in self.members
+            ],
+            coefficients=ops.convert_to_numpy(self.coefficients).tolist(),
+            temperatures=ops.convert_to_numpy(self.temperatures).tolist(),
+            standardize=ops.convert_to_numpy(self.standardize).tolist(),
+            student_loss_weight=float(
+                ops.convert_to_numpy(self.student_loss_weight)
+            ),
+            delta=self.delta,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["members"] = [
+            keras.saving.deserialize_keras_object(m) for m in config["members"]
+        ]
+        return cls(**config)

@@ -1,0 +1,1097 @@
+"""Student-aware choice of PTLoss coefficients: a population, halved.
+
+`select_coefficients` ranks coefficients by how close the proxy teacher is
+to validation labels, without training a student. With shared coefficients
+in the convex region the proxy keeps every example's argmax, so that score
+rewards calibration, not the student's accuracy, which depends on how
+training weighs the teacher's ranking against its confidence (see
+docs/design.md, "The student-aware search"). `search_coefficients` measures
+that directly: it trains the candidates as students, all at once, and keeps
+the best on a labelled validation split.
+
+- Candidates (`propose_candidates`): at every temperature, `eps = 0` (plain
+  KD, always), the training-free pick of `select_coefficients`, and the
+  first-order directions `eps = (s, 0, ..., 0)` (`s > 0` sharpens the
+  teacher, `s < 0` smooths it; `eps_1` never affects convexity); optionally
+  the same on z-scored logits.
+- Training: one `StudentPopulation` (one Keras model, one compiled step on
+  every backend) holds one student per surviving candidate. All members
+  start from the same initial weights and see the same batches (common
+  random numbers: differences between members come from their losses).
+- Successive halving: after each rung the population is scored on the
+  validation split and the best `1 / eta` survive, with their weights and
+  optimiser state, into a smaller population; the last rung trains its
+  members to the full `epochs`, so the winner is a fully trained student.
+  The best `eps = 0` member is kept to the last rung, so the winner's
+  validation score is at least plain KD's at the same budget of epochs.
+"""
+
+import dataclasses
+import math
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_ptloss._checks import check_bool
+from keras_ptloss._checks import check_choice
+from keras_ptloss._checks import check_finite
+from keras_ptloss._checks import check_int
+from keras_ptloss._checks import check_labels
+from keras_ptloss._checks import check_number
+from keras_ptloss._checks import check_probabilities
+from keras_ptloss._checks import check_temperature
+from keras_ptloss._checks import softmax
+from keras_ptloss._checks import to_numpy
+from keras_ptloss.losses import PTLoss
+from keras_ptloss.population import StudentPopulation
+from keras_ptloss.selection import select_coefficients
+
+DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0)
+DEFAULT_STRENGTHS = (-2.0, -0.5, 0.5, 2.0, 8.0)
+METRICS = ("accuracy", "nll")
+STANDARDIZE = (False, True, "search")
+MODES = ("shared", "classwise")
+_LOG_TINY = float(np.log(np.finfo("float32").tiny))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Candidate:
+    """One configuration of the loss to try.
+
+    Attributes:
+        coefficients: numpy array `(M,)` (shared) or `(K, M)` (class-wise).
+        temperature: the distillation temperature `T > 0`.
+        standardize: whether teacher and student logits are z-scored
+            before tempering (logit standardisation).
+        source: where it comes from: `"kd"` (`eps = 0`), `"selection"` (the
+            training-free pick), `"direction"` (`eps = (s, 0, ...)`) or
+            `"user"`.
+    """
+
+    coefficients: np.ndarray
+    temperature: float
+    standardize: bool = False
+    source: str = "user"
+
+    @property
+    def is_kd(self):
+        """Whether this is plain KD (`eps = 0`, no standardisation)."""
+        return not self.standardize and not np.any(self.coefficients)
+
+    @property
+    def label(self):
+        """A short readable name, e.g. `"KD T=2"` or `"eps1=+8 T=4"`."""
+        if not np.any(self.coefficients):
+            name = "KD"
+        elif self.source == "direction":
+            name = f"eps1={self.coefficients.reshape(-1)[0]:+g}"
+        elif self.source == "selection":
+            shape = "classwise" if self.coefficients.ndim == 2 else "shared"
+            name = f"selection ({shape})"
+        else:
+            values = np.round(self.coefficients.reshape(-1)[:3], 3).tolist()
+            more = ", ..." if self.coefficients.size > 3 else ""
+            name = f"eps=({', '.join(f'{v:g}' for v in values)}{more})"
+        suffix = " LS" if self.standardize else ""
+        return f"{name} T={self.temperature:g}{suffix}"
+
+    def to_dict(self):
+        """The candidate as JSON-ready plain Python values."""
+        return {
+            "coefficients": self.coefficients.tolist(),
+            "temperature": self.temperature,
+            "standardize": self.standardize,
+            "source": self.source,
+            "label": self.label,
+        }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SearchResult:
+    """Outcome of `search_coefficients`.
+
+    Attributes:
+        coefficients: the winner's `eps`, `(M,)` or `(K, M)`.
+        temperature: its temperature.
+        standardize: whether it z-scores the logits.
+        loss: a ready `PTLoss` with these settings.
+        student: the winner's student, trained for the full `epochs`.
+        score: its validation score at the end.
+        kd_score: the best `eps = 0` member's validation score at the end
+            (`None` when KD was not kept to the last rung).
+        metric: the metric's name; `higher_is_better` its direction.
+        candidates: every candidate tried, in priority order.
+        ranking: one dict per rung: `{"rung", "epochs", "members":
+            [{"candidate", "label", "score"}, ...]}`, best first.
+        schedule: the rungs planned: `[{"members", "epochs"}, ...]`
+            (`epochs` cumulative).
+        cost: `{"student_epochs": ..., "seconds": ...,
+            "training_seconds": ..., "budget": ...}`.
+    """
+
+    coefficients: np.ndarray
+    temperature: float
+    standardize: bool
+    loss: PTLoss
+    student: keras.Model
+    score: float
+    kd_score: float | None
+    metric: str
+    higher_is_better: bool
+    candidates: tuple
+    ranking: tuple
+    schedule: tuple
+    cost: dict
+
+    @property
+    def winner(self):
+        """Index of the winning candidate in `candidates`."""
+        return self.ranking[-1]["members"][0]["candidate"]
+
+    def summary(self):
+        """A readable multi-line summary of the search."""
+        arrow = "higher" if self.higher_is_better else "lower"
+        lines = [
+            f"Student-aware search: {len(self.candidates)} candidates, "
+            f"{len(self.ranking)} rung(s), validation {self.metric} "
+            f"({arrow} is better)",
+        ]
+        for rung in self.ranking:
+            best = rung["members"][:3]
+            shown = ", ".join(f"{m['label']}: {m['score']:.4f}" for m in best)
+            more = len(rung["members"]) - len(best)
+            tail = f" (+{more} more)" if more > 0 else ""
+            lines.append(
+                f"  rung {rung['rung']}: {len(rung['members'])} students to "
+                f"epoch {rung['epochs']}: {shown}{tail}"
+            )
+        winner = self.candidates[self.winner]
+        lines.append(
+            f"  winner: {winner.label}, {self.metric} {self.score:.4f}"
+        )
+        if self.kd_score is not None:
+            lines.append(
+                f"  KD (eps = 0) at the same epochs: {self.kd_score:.4f}"
+            )
+        lines.append(
+            f"  cost: {self.cost['student_epochs']:g} student-epochs of "
+            f"{self.cost['budget']:g}, {self.cost['seconds']:.1f} s"
+        )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+    def to_dict(self):
+        """The result as JSON-ready plain Python values (no models)."""
+        return {
+            "coefficients": self.coefficients.tolist(),
+            "temperature": self.temperature,
+            "standardize": self.standardize,
+            "score": self.score,
+            "kd_score": self.kd_score,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "winner": self.winner,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "ranking": [dict(r) for r in self.ranking],
+            "schedule": [dict(s) for s in self.schedule],
+            "cost": dict(self.cost),
+        }
+
+    def plot(self, path=None):
+        """Plots each rung's scores (matplotlib, imported here).
+
+        Args:
+            path: file to save the figure to; `None` only returns it.
+
+        Returns:
+            The matplotlib `Figure`.
+        """
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        figure, axis = plt.subplots(figsize=(7, 4))
+        tracks = {}
+        for rung in self.ranking:
+            for member in rung["members"]:
+                tracks.setdefault(member["candidate"], []).append(
+                    (rung["epochs"], member["score"])
+                )
+        for index, points in tracks.items():
+            epochs, scores = zip(*points, strict=True)
+            winner = index == self.winner
+            axis.plot(
+                epochs,
+                scores,
+                marker="o",
+                lw=2.5 if winner else 1.0,
+                alpha=1.0 if winner else 0.5,
+                label=self.candidates[index].label if winner else None,
+            )
+        axis.set_xlabel("epochs trained")
+        axis.set_ylabel(f"validation {self.metric}")
+        axis.set_title("Successive halving of the student population")
+        axis.legend(loc="best")
+        figure.tight_layout()
+        if path is not None:
+            figure.savefig(path, dpi=120)
+        return figure
+
+
+def halving_schedule(
+    num_candidates, epochs, eta=3, num_final=1, first_epochs=None
+):
+    """Rungs of successive halving: how many students to which epoch.
+
+    Rung `i` trains `members[i]` students up to `epochs[i]` (cumulative);
+    then the best `members[i + 1]` go on. Epochs grow by `eta` per rung and
+    the last rung reaches `epochs`; members shrink by `eta` per rung down to
+    `num_final`. With fewer `epochs` than the rungs need, fewer rungs each
+    cut more. `first_epochs` sets the first rung's epochs instead (the
+    others then grow geometrically from it to `epochs`): more epochs before
+    the first cut make it less noisy, at a higher cost.
+
+    Args:
+        num_candidates: students in the first rung (`>= 1`).
+        epochs: epochs of the last rung (`>= 1`).
+        eta: reduction factor (`>= 2`).
+        num_final: students in the last rung (`>= 1`).
+        first_epochs: epochs of the first rung, or `None` for
+            `epochs / eta**rungs` (rounded, at least 1).
+
+    Returns:
+        A list of dicts `{"members": n, "epochs": e}`.
+
+    Example:
+
+    >>> halving_schedule(21, 27, eta=3, num_final=2)
+    [{'members': 21, 'epochs': 1}, {'members': 7, 'epochs': 3}, \
+{'members': 3, 'epochs': 9}, {'members': 2, 'epochs': 27}]
+    """
+    num_candidates = check_int(num_candidates, "num_candidates", 1)
+    epochs = check_int(epochs, "epochs", 1)
+    eta = check_int(eta, "eta", 2)
+    num_final = min(check_int(num_final, "num_final", 1), num_candidates)
+    if num_candidates <= num_final:
+        return [{"members": num_candidates, "epochs": epochs}]
+    rungs = math.ceil(
+        math.log(num_candidates / num_final) / math.log(eta) - 1e-9
+    )
+    rungs = min(rungs, epochs - 1)
+    if rungs == 0:
+        return [{"members": num_candidates, "epochs": epochs}]
+    ratio = (num_candidates / num_final) ** (1.0 / rungs)
+    ratio = max(ratio, float(eta)) if rungs > 1 else ratio
+    members = [num_candidates]
+    for _ in range(rungs - 1):
+        members.append(max(num_final, math.ceil(members[-1] / ratio - 1e-9)))
+    members.append(num_final)
+    if first_epochs is None:
+        counts = [round(epochs / eta ** (rungs - i)) for i in range(rungs)]
+    else:
+        first = check_int(first_epochs, "first_epochs", 1, epochs)
+        counts = [
+            round(first * (epochs / first) ** (i / rungs)) for i in range(rungs)
+        ]
+    schedule, previous = [], 0
+    for i, count in enumerate(counts):
+        count = min(max(count, previous + 1), epochs - (rungs - i))
+        schedule.append({"members": members[i], "epochs": count})
+        previous = count
+    schedule.append({"members": num_final, "epochs": epochs})
+    return schedule
+
+
+def schedule_cost(schedule):
+    """Student-epochs a schedule trains: `sum_i n_i (e_i - e_{i-1})`."""
+    cost, previous = 0, 0
+    for rung in schedule:
+        cost += rung["members"] * (rung["epochs"] - previous)
+        previous = rung["epochs"]
+    return cost
+
+
+def propose_candidates(
+    validation_teacher=None,
+    validation_labels=None,
+    order=5,
+    temperatures=DEFAULT_TEMPERATURES,
+    strengths=DEFAULT_STRENGTHS,
+    mode="shared",
+    standardize=False,
+    seed=0,
+):
+    """Candidates for `search_coefficients`, most promising first.
+
+    At each temperature: `eps = 0` (plain KD), the pick of
+    `select_coefficients` on the validation split (when the teacher's
+    validation probabilities are given; class-wise too with
+    `mode="classwise"`), and `eps = (s, 0, ..., 0)` for each `s` in
+    `strengths`. With `standardize="search"` every candidate also comes on
+    z-scored logits; with `True` only that way.
+
+    Args:
+        validation_teacher: teacher probabilities `(N, K)` on the validation
+            split at `T = 1`, or `None` (no training-free pick).
+        validation_labels: integer labels `(N,)` of that split.
+        order: `M >= 1`.
+        temperatures: temperatures to try.
+        strengths: first-order coefficients `s` to try (nonzero).
+        mode: `"shared"` or `"classwise"` (adds the class-wise pick).
+        standardize: `False`, `True` or `"search"`.
+        seed: seed of `select_coefficients`.
+
+    Returns:
+        A list of `Candidate`; the KD ones first, then the picks, then the
+        directions by increasing `|s|`.
+
+    Example:
+
+    >>> candidates = propose_candidates(order=2, temperatures=(1.0, 4.0),
+    ...                                 strengths=(-1.0, 2.0))
+    >>> [c.label for c in candidates]
+    ['KD T=1', 'KD T=4', 'eps1=-1 T=1', 'eps1=-1 T=4', 'eps1=+2 T=1', \
+'eps1=+2 T=4']
+    """
+    order = check_int(order, "order", 1)
+    temperatures = _check_temperatures(temperatures)
+    strengths = _check_strengths(strengths)
+    mode = check_choice(mode, "mode", MODES)
+    standardize = _check_standardize(standardize)
+    picks = []
+    if validation_teacher is not None:
+        probs = check_probabilities(validation_teacher, "validation_teacher")
+        labels = check_labels(
+            validation_labels,
+            probs.shape[0],
+            probs.shape[-1],
+            "validation_labels",
+        )
+        modes = ("shared", "classwise") if mode == "classwise" else ("shared",)
+        for pick_mode in modes:
+            for temperature in temperatures:
+                picked = select_coefficients(
+                    probs,
+                    labels,
+                    order=order,
+                    mode=pick_mode,
+                    temperature=temperature,
+                    seed=seed,
+                    verbose=0,
+                    num_candidates=64,
+                )
+                picks.append(
+                    (np.asarray(picked.coefficients), temperature, "selection")
+                )
+    zero = np.zeros((order,))
+    base = [(zero, t, "kd") for t in temperatures] + picks
+    for s in sorted(strengths, key=lambda s: (abs(s), s)):
+        direction = zero.copy()
+        direction[0] = s
+        base += [(direction, t, "direction") for t in temperatures]
+    flags = {False: (False,), True: (True,), "search": (False, True)}
+    candidates = []
+    for flag in flags[standardize]:
+        candidates += [
+            Candidate(np.asarray(c, dtype="float64"), float(t), flag, source)
+            for c, t, source in base
+        ]
+    return candidates
+
+
+def search_coefficients(
+    build_student,
+    x,
+    teacher,
+    validation_data,
+    order=5,
+    epochs=10,
+    budget=None,
+    time_budget=None,
+    temperatures=DEFAULT_TEMPERATURES,
+    strengths=DEFAULT_STRENGTHS,
+    mode="shared",
+    standardize=False,
+    candidates=None,
+    teacher_from_logits=True,
+    validation_teacher=None,
+    labels=None,
+    student_loss_weight=0.0,
+    metric="accuracy",
+    higher_is_better=None,
+    eta=3,
+    keep_kd=True,
+    optimizer=None,
+    batch_size=64,
+    seed=0,
+    verbose=1,
+):
+    """Chooses PTLoss coefficients by training the students they give.
+
+    Candidates (`propose_candidates`, or yours) are trained together as one
+    `StudentPopulation`: one Keras model, one compiled step, each member
+    with its own coefficients, temperature and standardisation, all
+    starting from the same weights and seeing the same batches. Successive
+    halving keeps the best `1 / eta` on `validation_data` after each rung
+    (weights and optimiser state carried over) and trains the last rung to
+    `epochs`; the best `eps = 0` member is kept to the end with
+    `keep_kd=True`, so the winner scores at least as well as plain KD on
+    the validation split.
+
+    Args:
+        build_student: function with no arguments returning a fresh,
+            uncompiled student `keras.Model` mapping `x` to logits. Every
+            call must give the same architecture.
+        x: the transfer inputs, shape `(N, ...)`.
+        teacher: a teacher `keras.Model` (run once on `x`), or its outputs
+            on `x`, shape `(N, K)`.
+        validation_data: `(x_val, y_val)` with integer labels.
+        order: `M >= 1`.
+        epochs: epochs of the winner's full training.
+        budget: most student-epochs to spend (a student-epoch is one epoch
+            of one student); defaults to `6 * epochs`, a tuning budget of
+            six full trainings. Candidates are dropped from the end of the
+            list until the halving schedule fits.
+        time_budget: optional seconds for the training: after each rung,
+            if the planned rungs would exceed it at the speed measured so
+            far, the halving skips to the last rung (the best members,
+            trained to `epochs`; that rung always runs).
+        temperatures, strengths, mode, standardize: see
+            `propose_candidates` (`standardize` in `(False, True,
+            "search")`).
+        candidates: your own list of `Candidate` (replaces the proposal).
+        teacher_from_logits: whether the teacher's outputs (its model's, or
+            the arrays given) are logits (default) or probabilities.
+        validation_teacher: the teacher's outputs on `x_val`, for the
+            training-free candidates when `teacher` is an array (computed
+            from a teacher model otherwise).
+        labels: hard labels of `x`, needed when `student_loss_weight > 0`.
+        student_loss_weight: `w` in `[0, 1]`: each member's loss is
+            `(1 - w) * PTLoss + w * cross-entropy`.
+        metric: `"accuracy"` (default), `"nll"`, or a callable
+            `(y_true, probs) -> float`.
+        higher_is_better: direction of a callable `metric` (required then).
+        eta: halving factor `>= 2`.
+        keep_kd: keep the best `eps = 0` member to the last rung.
+        optimizer: a Keras optimizer (cloned from its config for each
+            rung) or a function returning one; defaults to `Adam(1e-3)`.
+            Global-norm clipping is refused: it would couple the members.
+        batch_size: batch size.
+        seed: seed of the initial weights and of the batch order.
+        verbose: `0` silent, `1` a progress bar and the summary, `2` the
+            summary only.
+
+    Returns:
+        A `SearchResult`.
+
+    Raises:
+        ValueError: on invalid arguments, an empty candidate list, a budget
+            below one full training (`epochs` student-epochs), or a
+            `build_student` whose models differ in weight shapes.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(96, 4)).astype("float32")
+    >>> teacher_logits = 3 * x[:, :3]
+    >>> def build_student():
+    ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> result = search_coefficients(
+    ...     build_student, x, teacher_logits,
+    ...     (x[:32], teacher_logits[:32].argmax(1)),
+    ...     order=2, epochs=2, temperatures=(1.0,), strengths=(2.0,),
+    ...     verbose=0,
+    ... )
+    >>> result.loss.order, result.cost["student_epochs"] <= 12
+    (2, True)
+    """
+    start = time.perf_counter()
+    order = check_int(order, "order", 1)
+    epochs = check_int(epochs, "epochs", 1)
+    budget = _check_budget(budget, epochs)
+    if time_budget is not None:
+        time_budget = check_number(
+            time_budget, "time_budget", low=0.0, low_open=True
+        )
+    teacher_from_logits = check_bool(teacher_from_logits, "teacher_from_logits")
+    keep_kd = check_bool(keep_kd, "keep_kd")
+    eta = check_int(eta, "eta", 2)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    seed = check_int(seed, "seed", 0)
+    verbose = check_int(verbose, "verbose", 0, 2)
+    weight = check_number(student_loss_weight, "student_loss_weight", 0.0, 1.0)
+    standardize = _check_standardize(standardize)
+    score_fn, metric_name, higher = _check_metric(metric, higher_is_better)
+    make_optimizer = _optimizer_factory(optimizer)
+    if not callable(build_student):
+        raise ValueError(
+            "`build_student` must be a function returning a new student "
+            f"model. Received: build_student={build_student!r}"
+        )
+    x = _check_inputs(x, "x")
+    x_val, y_val = _check_validation(validation_data)
+    logits, val_logits = _teacher_logits(
+        teacher, x, x_val, validation_teacher, teacher_from_logits, batch_size
+    )
+    num_classes = logits.shape[-1]
+    y_val = check_labels(y_val, x_val.shape[0], num_classes, "validation_data")
+    targets = logits.astype("float32")
+    if weight > 0:
+        if labels is None:
+            raise ValueError(
+                "`labels` (hard labels of `x`) are needed when "
+                f"`student_loss_weight` > 0. Received: labels=None, "
+                f"student_loss_weight={weight}"
+            )
+        hard = check_labels(labels, x.shape[0], num_classes, "labels")
+        one_hot = np.eye(num_classes, dtype="float32")[hard]
+        targets = np.concatenate([targets, one_hot], axis=-1)
+    if candidates is None:
+        val_probs = None if val_logits is None else softmax(val_logits)
+        candidates = propose_candidates(
+            val_probs,
+            y_val,
+            order,
+            temperatures,
+            strengths,
+            mode,
+            standardize,
+            seed,
+        )
+    candidates = _check_candidates(candidates, order, num_classes)
+    has_kd = keep_kd and any(c.is_kd for c in candidates)
+    num_final = 2 if has_kd and len(candidates) > 1 else 1
+    candidates, schedule = _fit_budget(
+        candidates, epochs, eta, num_final, budget
+    )
+
+    keras.utils.set_random_seed(seed)
+    students = _build_members(build_student, len(candidates), x[:1])
+    coefficients = np.stack(
+        [
+            np.broadcast_to(c.coefficients, (num_classes, order))
+            for c in candidates
+        ]
+    )
+    temps = np.array([c.temperature for c in candidates])
+    flags = np.array([c.standardize for c in candidates])
+    order_rng = np.random.default_rng(seed)
+    permutations = [order_rng.permutation(x.shape[0]) for _ in range(epochs)]
+
+    progress = _Progress(verbose, schedule_cost(schedule))
+    alive = list(range(len(candidates)))
+    ranking, spent, trained, previous_optimizer = [], 0, 0, None
+    previous_variables = None
+    training_start = time.perf_counter()
+    index = 0
+    while index < len(schedule):
+        rung = schedule[index]
+        population = StudentPopulation(
+            [students[i] for i in alive],
+            coefficients[alive],
+            temps[alive],
+            flags[alive],
+            student_loss_weight=weight,
+        )
+        optimizer_now = make_optimizer()
+        optimizer_now.build(population.trainable_variables)
+        if previous_optimizer is not None:
+            _carry_optimizer_state(
+                previous_optimizer,
+                previous_variables,
+                optimizer_now,
+                population.trainable_variables,
+            )
+        population.compile(optimizer=optimizer_now)
+        for epoch in range(trained, rung["epochs"]):
+            order_now = permutations[epoch]
+            population.fit(
+                x[order_now],
+                targets[order_now],
+                batch_size=batch_size,
+                epochs=1,
+                shuffle=False,
+                verbose=0,
+            )
+            spent += len(alive)
+            progress.update(spent)
+        trained = rung["epochs"]
+        outputs = _predict(population, x_val)
+        scores = [
+            float(score_fn(y_val, softmax(outputs[:, j])))
+            for j in range(len(alive))
+        ]
+        ranked = sorted(
+            range(len(alive)),
+            key=lambda j: (-scores[j] if higher else scores[j], alive[j]),
+        )
+        ranking.append(
+            {
+                "rung": index,
+                "epochs": rung["epochs"],
+                "members": [
+                    {
+                        "candidate": alive[j],
+                        "label": candidates[alive[j]].label,
+                        "score": scores[j],
+                    }
+                    for j in ranked
+                ],
+            }
+        )
+        progress.update(spent, best=scores[ranked[0]])
+        if index + 1 < len(schedule) and time_budget is not None:
+            elapsed = time.perf_counter() - training_start
+            rate = elapsed / spent
+            planned = schedule_cost(schedule) - spent
+            if elapsed + rate * planned > time_budget:
+                schedule = schedule[: index + 1] + schedule[-1:]
+        if index + 1 < len(schedule):
+            keep = [alive[j] for j in ranked[: schedule[index + 1]["members"]]]
+            if has_kd and not any(candidates[i].is_kd for i in keep):
+                best_kd = next(
+                    alive[j] for j in ranked if candidates[alive[j]].is_kd
+                )
+                keep[-1] = best_kd
+            alive = sorted(keep)
+            previous_optimizer = optimizer_now
+            previous_variables = population.trainable_variables
+        index += 1
+    training_seconds = time.perf_counter() - training_start
+    progress.close()
+
+    final = ranking[-1]["members"]
+    best = candidates[final[0]["candidate"]]
+    kd_scores = [m["score"] for m in final if candidates[m["candidate"]].is_kd]
+    result = SearchResult(
+        coefficients=best.coefficients.copy(),
+        temperature=best.temperature,
+        standardize=best.standardize,
+        loss=PTLoss(
+            coefficients=best.coefficients,
+            temperature=best.temperature,
+            teacher_from_logits=teacher_from_logits,
+            standardize=best.standardize,
+        ),
+        student=students[final[0]["candidate"]],
+        score=final[0]["score"],
+        kd_score=kd_scores[0] if kd_scores else None,
+        metric=metric_name,
+        higher_is_better=higher,
+        candidates=tuple(candidates),
+        ranking=tuple(ranking),
+        schedule=tuple(schedule),
+        cost={
+            "student_epochs": spent,
+            "seconds": time.perf_counter() - start,
+            "training_seconds": training_seconds,
+            "budget": budget,
+            "time_budget": time_budget,
+        },
+    )
+    if verbose:
+        print(result.summary())
+    return result
+
+
+# --------------------------------------------------------------------------
+# Helpers.
+
+
+class _Progress:
+    def __init__(self, verbose, target):
+        self.bar = None
+        if verbose == 1:
+            self.bar = keras.utils.Progbar(
+                target,
+                unit_name="student-epoch",
+                stateful_metrics=["best"],
+            )
+
+    def update(self, step, **values):
+        if self.bar is not None:
+            self.bar.update(step, values=list(values.items()))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.update(self.bar.target, finalize=True)
+
+
+def _predict(population, x):
+    """Stacked member logits as numpy (eager calls: no predict step to
+    compile for every rung's population)."""
+    parts = [
+        keras.ops.convert_to_numpy(population(x[i : i + 1024]))
+        for i in range(0, x.shape[0], 1024)
+    ]
+    return np.concatenate(parts, axis=0)
+
+
+def _accuracy(y_true, probs):
+    return float(np.mean(np.argmax(probs, axis=-1) == y_true))
+
+
+def _nll(y_true, probs):
+    picked = probs[np.arange(len(y_true)), y_true]
+    return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
+
+
+def _check_metric(metric, higher_is_better):
+    if callable(metric):
+        if not isinstance(higher_is_better, (bool, np.bool_)):
+            raise ValueError(
+                "`higher_is_better` must be True or False for a callable "
+                f"`metric`. Received: higher_is_better={higher_is_better!r}"
+            )
+        name = getattr(metric, "__name__", "metric")
+        return metric, name, bool(higher_is_better)
+    check_choice(metric, "metric", METRICS)
+    default = metric == "accuracy"
+    if higher_is_better is not None and higher_is_better != default:
+        raise ValueError(
+            f"`higher_is_better` must be {default} (or None) for "
+            f"metric={metric!r}. Received: higher_is_better="
+            f"{higher_is_better!r}"
+        )
+    return (_accuracy if default else _nll), metric, default
+
+
+def _check_budget(budget, epochs):
+    if budget is None:
+        return float(6 * epochs)
+    budget = check_number(budget, "budget", low=0.0, low_open=True)
+    if budget < epochs:
+        raise ValueError(
+            "`budget` (student-epochs) must cover at least one full training "
+            f"of the winner, `epochs`={epochs}. Received: budget={budget:g}"
+        )
+    return budget
+
+
+def _check_standardize(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if value == "search":
+        return value
+    raise ValueError(
+        "`standardize` must be False, True or 'search'. Received: "
+        f"standardize={value!r}"
+    )
+
+
+def _check_temperatures(values):
+    values = _as_tuple(values, "temperatures")
+    return tuple(check_temperature(t, "temperatures") for t in values)
+
+
+def _check_strengths(values):
+    values = tuple(
+        check_number(s, "strengths") for s in _as_tuple(values, "strengths", 0)
+    )
+    if any(s == 0 for s in values):
+        raise ValueError(
+            "`strengths` must be nonzero (eps = 0, plain KD, is always "
+            f"included). Received: strengths={list(values)}"
+        )
+    return values
+
+
+def _as_tuple(values, name, minimum=1):
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be a list of numbers. Received: {name}={values!r}"
+        ) from None
+    if len(values) < minimum:
+        raise ValueError(
+            f"`{name}` must not be empty. Received: {name}={list(values)}"
+        )
+    return values
+
+
+def _check_candidates(candidates, order, num_classes):
+    try:
+        candidates = list(candidates)
+    except TypeError:
+        raise ValueError(
+            "`candidates` must be a list of `Candidate`. Received: "
+            f"candidates={candidates!r}"
+        ) from None
+    if not candidates:
+        raise ValueError(
+            "`candidates` must hold at least one candidate. Received: "
+            "candidates=[]"
+        )
+    checked = []
+    for i, candidate in enumerate(candidates):
+        if not isinstance(candidate, Candidate):
+            raise ValueError(
+                f"`candidates[{i}]` must be a `Candidate`. Received: "
+                f"{candidate!r}"
+            )
+        eps = np.asarray(candidate.coefficients, dtype="float64")
+        if eps.shape not in ((order,), (num_classes, order)):
+            raise ValueError(
+                f"`candidates[{i}].coefficients` must have shape ({order},) "
+                f"or ({num_classes}, {order}). Received: shape {eps.shape}"
+            )
+        check_finite(eps, f"candidates[{i}].coefficients")
+        # PTLoss's own checks (convexity): the winner must be a valid loss.
+        PTLoss(coefficients=eps, temperature=candidate.temperature)
+        checked.append(
+            dataclasses.replace(
+                candidate,
+                coefficients=eps,
+                temperature=check_temperature(
+                    candidate.temperature, f"candidates[{i}].temperature"
+                ),
+                standardize=check_bool(
+                    candidate.standardize, f"candidates[{i}].standardize"
+                ),
+            )
+        )
+    return checked
+
+
+def _fit_budget(candidates, epochs, eta, num_final, budget):
+    """Drops candidates from the end until the halving schedule fits."""
+    count = len(candidates)
+    while True:
+        schedule = halving_schedule(count, epochs, eta, min(num_final, count))
+        if schedule_cost(schedule) <= budget or count == 1:
+            break
+        count -= 1
+    kept = candidates[:count]
+    if num_final == 2 and count > 1 and not any(c.is_kd for c in kept):
+        kd = next(c for c in candidates if c.is_kd)
+        kept[-1] = kd
+    if schedule_cost(schedule) > budget:
+        return kept, [{"members": 1, "epochs": epochs}]
+    # Spend what is left of the budget on a later first cut.
+    final = schedule[-1]["members"]
+    for first in range(schedule[0]["epochs"] + 1, epochs):
+        longer = halving_schedule(count, epochs, eta, final, first)
+        if schedule_cost(longer) > budget:
+            break
+        schedule = longer
+    return kept, schedule
+
+
+def _check_inputs(values, name):
+    try:
+        array = np.asarray(to_numpy(values))
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"`{name}` must be an array. Received: {name}={values!r}"
+        ) from e
+    if array.ndim < 1 or array.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must hold at least one example. Received: {name} with "
+            f"shape {array.shape}"
+        )
+    return array
+
+
+def _check_validation(validation_data):
+    if (
+        not isinstance(validation_data, (tuple, list))
+        or len(validation_data) != 2
+    ):
+        raise ValueError(
+            "`validation_data` must be a pair (x_val, y_val). Received: "
+            f"validation_data={validation_data!r}"
+        )
+    x_val = _check_inputs(validation_data[0], "validation_data")
+    return x_val, validation_data[1]
+
+
+def _teacher_logits(
+    teacher, x, x_val, validation_teacher, from_logits, batch_size
+):
+    """Teacher logits on `x` and (when available) on `x_val`."""
+    if isinstance(teacher, keras.Model):
+        outputs = teacher.predict(x, batch_size=batch_size, verbose=0)
+        if validation_teacher is None:
+            validation_teacher = teacher.predict(
+                x_val, batch_size=batch_size, verbose=0
+            )
+    else:
+        outputs = teacher
+    logits = _as_logits(outputs, from_logits, "teacher")
+    if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"`teacher` outputs must have shape ({x.shape[0]}, K), one row "
+            f"per example of `x`. Received: shape {logits.shape}"
+        )
+    val_logits = None
+    if validation_teacher is not None:
+        val_logits = _as_logits(
+            validation_teacher, from_logits, "validation_teacher"
+        )
+        if val_logits.shape != (x_val.shape[0], logits.shape[-1]):
+            raise ValueError(
+                "`validation_teacher` must have shape "
+                f"({x_val.shape[0]}, {logits.shape[-1]}). Received: shape "
+                f"{val_logits.shape}"
+            )
+    return logits, val_logits
+
+
+def _as_logits(values, from_logits, name):
+    if from_logits:
+        array = np.asarray(to_numpy(values), dtype="float64")
+        return check_finite(array, name)
+    probs = check_probabilities(values, name)
+    # Logits up to a per-row constant, which neither softmax(t / T) nor the
+    # standardisation sees; exact zeros are floored at float32's tiny.
+    with np.errstate(divide="ignore"):
+        return np.maximum(np.log(probs), _LOG_TINY)
+
+
+def _build_members(build_student, count, sample):
+    """`count` students from `build_student`, all with the first's weights."""
+    students = []
+    for i in range(count):
+        student = build_student()
+        if not isinstance(student, keras.Model):
+            raise ValueError(
+                "`build_student` must return a keras.Model. Received: "
+                f"{student!r}"
+            )
+        if any(student is other for other in students):
+            raise ValueError(
+                "`build_student` must return a new model on every call; it "
+                "returned the same object twice."
+            )
+        if not student.built or not student.weights:
+            student(sample)
+        if students:
+            first = [tuple(w.shape) for w in students[0].weights]
+            shapes = [tuple(w.shape) for w in student.weights]
+            if shapes != first:
+                raise ValueError(
+                    "`build_student` must build the same architecture on "
+                    f"every call. Received: weight shapes {first} on the "
+                    f"first call and {shapes} on call {i + 1}"
+                )
+            student.set_weights(students[0].get_weights())
+        students.append(student)
+    return students
+
+
+def _optimizer_factory(optimizer):
+    if optimizer is None:
+        return lambda: keras.optimizers.Adam(1e-3)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        _refuse_global_clipping(optimizer)
+        config = optimizer.get_config()
+        return lambda: optimizer.__class__.from_config(config)
+    if callable(optimizer):
+
+        def make():
+            made = optimizer()
+            if not isinstance(made, keras.optimizers.Optimizer):
+                raise ValueError(
+                    "`optimizer` must return a Keras optimizer. Received: "
+                    f"{made!r}"
+                )
+            _refuse_global_clipping(made)
+            return made
+
+        return make
+    raise ValueError(
+        "`optimizer` must be a Keras optimizer or a function returning one. "
+        f"Received: optimizer={optimizer!r}"
+    )
+
+
+def _refuse_global_clipping(optimizer):
+    if getattr(optimizer, "global_clipnorm", None):
+        raise ValueError(
+            "`optimizer` must not clip by global norm: it would couple the "
+            "members of the population (clip per variable with `clipnorm`). "
+            f"Received: global_clipnorm={optimizer.global_clipnorm}"
+        )
+
+
+def _carry_optimizer_state(old, old_variables, new, new_variables):
+    """Copies the survivors' optimizer state into a smaller population's.
+
+    Keras optimizers hold `variables = [iterations, learning_rate, ...]`
+    followed by their slots (e.g. Adam's momentum and velocity), `G` per
+    trainable variable, either interleaved per variable or grouped per
+    slot kind. The layout is recognised from the slots' shapes and names
+    (each slot is named after its variable's path); when it is not
+    recognised, a warning says the survivors restart with fresh slots.
+
+    Returns:
+        Whether the state was carried.
+    """
+    old_slots, new_slots = list(old.variables), list(new.variables)
+    lost = len(old_variables) - len(new_variables)
+    if lost > 0 and (len(old_slots) - len(new_slots)) % lost == 0:
+        groups = (len(old_slots) - len(new_slots)) // lost
+        prefix = len(old_slots) - groups * len(old_variables)
+        position = {id(v): i for i, v in enumerate(old_variables)}
+        for interleaved in (True, False):
+            pairs = _slot_pairs(
+                old_slots,
+                new_slots,
+                old_variables,
+                new_variables,
+                position,
+                groups,
+                prefix,
+                interleaved,
+            )
+            if pairs is not None:
+                for source, target in pairs:
+                    target.assign(source.value)
+                return True
+    warnings.warn(
+        f"The state of {type(old).__name__} could not be carried to the "
+        "surviving students; they continue with fresh optimizer slots.",
+        stacklevel=3,
+    )
+    return False
+
+
+def _slot_pairs(
+    old_slots,
+    new_slots,
+    old_variables,
+    new_variables,
+    position,
+    groups,
+    prefix,
+    interleaved,
+):
+    def index(count, i, g):
+        return prefix + (i * groups + g if interleaved else g * count + i)
+
+    if prefix < 0 or prefix != len(new_slots) - groups * len(new_variables):
+        return None
+    pairs = list(zip(old_slots[:prefix], new_slots[:prefix], strict=True))
+    for j, variable in enumerate(new_variables):
+        i = position.get(id(variable))
+        if i is None:
+            return None
+        tag = variable.path.replace("/", "_")
+        for g in range(groups):
+            source = old_slots[index(len(old_variables), i, g)]
+            target = new_slots[index(len(new_variables), j, g)]
+            for slot in (source, target):
+                if tag not in slot.path or slot.shape != variable.shape:
+                    return None
+            if source.path.rsplit("/", 1)[-1] != target.path.rsplit("/", 1)[-1]:
+                return None
+            pairs.append((source, target))
+    return pairs

@@ -1,0 +1,627 @@
+"""The student population and the student-aware coefficient search."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ptloss import KDLoss
+from keras_ptloss import PTLoss
+from keras_ptloss import pt_loss
+from keras_ptloss import standardize_logits
+from keras_ptloss.population import StudentPopulation
+from keras_ptloss.search import Candidate
+from keras_ptloss.search import SearchResult
+from keras_ptloss.search import halving_schedule
+from keras_ptloss.search import propose_candidates
+from keras_ptloss.search import schedule_cost
+from keras_ptloss.search import search_coefficients
+from tests.utils import assert_allclose
+from tests.utils import np_mlp_logits
+from tests.utils import np_pt_loss
+from tests.utils import np_softmax
+from tests.utils import np_sparse_ce
+from tests.utils import np_standardize
+from tests.utils import tiny_classifier
+from tests.utils import to_numpy
+
+NUM_FEATURES, NUM_CLASSES = 6, 3
+
+
+@pytest.fixture
+def data():
+    """Transfer inputs, teacher logits (a noisy linear teacher), validation."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, NUM_FEATURES)).astype("float32")
+    weights = rng.normal(size=(NUM_FEATURES, NUM_CLASSES))
+    clean = x @ weights
+    teacher = (2.0 * clean + rng.normal(size=clean.shape)).astype("float32")
+    labels = clean.argmax(axis=1).astype("int32")
+    return {
+        "x": x[:240],
+        "teacher": teacher[:240],
+        "labels": labels[:240],
+        "x_val": x[240:],
+        "y_val": labels[240:],
+        "teacher_val": teacher[240:],
+    }
+
+
+def build_student():
+    return tiny_classifier(NUM_FEATURES, NUM_CLASSES, hidden=8, seed=3)
+
+
+def same_start(count):
+    """`count` students with identical initial weights."""
+    students = [build_student() for _ in range(count)]
+    for student in students[1:]:
+        student.set_weights(students[0].get_weights())
+    return students
+
+
+EPS_A = np.array([0.5, -0.05])
+EPS_B = np.array([[2.0, 0.1], [-1.0, 0.0], [0.3, -0.1]])
+
+
+def test_member_losses_equal_numpy_ptloss_per_member(data):
+    coefficients = np.stack([np.broadcast_to(EPS_A, (3, 2)), EPS_B, 0 * EPS_B])
+    population = StudentPopulation(
+        same_start(3), coefficients, [2.0, 1.0, 4.0], [False, False, True]
+    )
+    x, t = data["x"][:16], data["teacher"][:16]
+    z = to_numpy(population(x))
+    losses = to_numpy(population.member_losses(t, z))
+    assert losses.shape == (16, 3)
+    assert_allclose(
+        losses[:, 0], np_pt_loss(t, z[:, 0], EPS_A, 2.0, True), rtol=1e-4
+    )
+    assert_allclose(
+        losses[:, 1], np_pt_loss(t, z[:, 1], EPS_B, 1.0, True), rtol=1e-4
+    )
+    expected = np_pt_loss(
+        np_standardize(t), np_standardize(z[:, 2]), np.zeros(2), 4.0, True
+    )
+    assert_allclose(losses[:, 2], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_hard_label_weight_mixes_cross_entropy(data):
+    population = StudentPopulation(
+        same_start(2),
+        np.stack([EPS_A, 0 * EPS_A]),
+        [2.0, 1.0],
+        student_loss_weight=0.3,
+    )
+    x, t, y = data["x"][:16], data["teacher"][:16], data["labels"][:16]
+    targets = np.concatenate([t, np.eye(NUM_CLASSES)[y]], axis=-1)
+    z = to_numpy(population(x))
+    losses = to_numpy(population.member_losses(targets, z))
+    for j, (eps, temperature) in enumerate([(EPS_A, 2.0), (0 * EPS_A, 1.0)]):
+        expected = 0.7 * np_pt_loss(
+            t, z[:, j], eps, temperature, True
+        ) + 0.3 * np_sparse_ce(z[:, j], y)
+        assert_allclose(losses[:, j], expected, rtol=1e-4)
+
+
+def test_population_equals_separate_trainings(data):
+    """N members trained as one model = N separate trainings (same batches)."""
+    configs = [
+        (np.broadcast_to(EPS_A, (3, 2)), 2.0, False),
+        (EPS_B, 1.0, False),
+        (np.broadcast_to(EPS_A, (3, 2)), 3.0, True),
+    ]
+    students = same_start(3)
+    start = students[0].get_weights()
+    population = StudentPopulation(
+        students,
+        np.stack([c[0] for c in configs]),
+        [c[1] for c in configs],
+        [c[2] for c in configs],
+    )
+    population.compile(optimizer=keras.optimizers.Adam(0.01))
+    fit = dict(batch_size=32, epochs=2, shuffle=False, verbose=0)
+    population.fit(data["x"], data["teacher"], **fit)
+    for member, (eps, temperature, standardize) in zip(
+        students, configs, strict=True
+    ):
+        alone = build_student()
+        alone.set_weights(start)
+        if standardize:
+
+            def loss(y, z, eps=eps, temperature=temperature):
+                return pt_loss(
+                    standardize_logits(y),
+                    standardize_logits(z),
+                    eps,
+                    temperature,
+                    teacher_from_logits=True,
+                )
+
+        else:
+            loss = PTLoss(eps, temperature, teacher_from_logits=True)
+        alone.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
+        alone.fit(data["x"], data["teacher"], **fit)
+        moved = np.abs(alone.get_weights()[0] - start[0]).max()
+        assert moved > 1e-2  # lr > 0 and the weights did move
+        for got, want in zip(
+            member.get_weights(), alone.get_weights(), strict=True
+        ):
+            assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_coefficient_member_trains_exactly_as_kd(data):
+    students = same_start(2)
+    start = students[0].get_weights()
+    population = StudentPopulation(
+        students, np.stack([np.zeros(3), [4.0, 0.0, 0.0]]), [2.0, 2.0]
+    )
+    population.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    fit = dict(batch_size=48, epochs=2, shuffle=False, verbose=0)
+    population.fit(data["x"], data["teacher"], **fit)
+    kd = build_student()
+    kd.set_weights(start)
+    kd.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=KDLoss(temperature=2.0, teacher_from_logits=True),
+    )
+    kd.fit(data["x"], data["teacher"], **fit)
+    for got, want in zip(
+        students[0].get_weights(), kd.get_weights(), strict=True
+    ):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # The sharpening member did not train as KD.
+    assert not np.allclose(
+        students[1].get_weights()[0], kd.get_weights()[0], atol=1e-3
+    )
+
+
+def test_winner_equals_its_separate_full_training(data):
+    """Across rungs the survivors keep weights, Adam slots and step count."""
+    candidates = [
+        Candidate(np.zeros(2), 2.0),
+        Candidate(np.array([2.0, 0.0]), 2.0),
+        Candidate(np.array([-0.5, 0.0]), 1.0),
+        Candidate(np.array([8.0, 0.0]), 4.0),
+    ]
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=4,
+        candidates=candidates,
+        eta=2,
+        keep_kd=False,
+        batch_size=32,
+        seed=5,
+        verbose=0,
+    )
+    assert len(result.ranking) >= 2  # survivors were carried over
+    keras.utils.set_random_seed(5)
+    alone = build_student()
+    alone.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=PTLoss(
+            result.coefficients, result.temperature, teacher_from_logits=True
+        ),
+    )
+    order_rng = np.random.default_rng(5)
+    for _ in range(4):
+        order = order_rng.permutation(len(data["x"]))
+        alone.fit(
+            data["x"][order],
+            data["teacher"][order],
+            batch_size=32,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    for got, want in zip(
+        result.student.get_weights(), alone.get_weights(), strict=True
+    ):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_standardized_winner_comes_with_a_standardized_loss(data):
+    """A winner on z-scored logits trains like `PTLoss(standardize=True)`."""
+    candidates = [
+        Candidate(np.array([1.0, 0.0]), 2.0, standardize=True),
+        Candidate(np.array([-0.5, 0.0]), 2.0, standardize=True),
+    ]
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=2,
+        candidates=candidates,
+        eta=2,
+        keep_kd=False,
+        batch_size=32,
+        seed=2,
+        verbose=0,
+    )
+    assert result.standardize and result.loss.standardize
+    keras.utils.set_random_seed(2)
+    alone = build_student()
+    alone.compile(optimizer=keras.optimizers.Adam(1e-3), loss=result.loss)
+    order_rng = np.random.default_rng(2)
+    for _ in range(2):
+        order = order_rng.permutation(len(data["x"]))
+        alone.fit(
+            data["x"][order],
+            data["teacher"][order],
+            batch_size=32,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    for got, want in zip(
+        result.student.get_weights(), alone.get_weights(), strict=True
+    ):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_search_mixes_hard_labels_into_every_member(data):
+    """`student_loss_weight` gives (1 - w) * PTLoss + w * cross-entropy."""
+    eps = np.array([2.0, 0.0])
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=2,
+        candidates=[Candidate(eps, 2.0)],
+        labels=data["labels"],
+        student_loss_weight=0.4,
+        batch_size=40,
+        seed=2,
+        verbose=0,
+    )
+    keras.utils.set_random_seed(2)
+    alone = build_student()
+    distill = PTLoss(eps, 2.0, teacher_from_logits=True)
+    hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    alone.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=lambda y, z: (
+            0.6 * distill(y[:, :NUM_CLASSES], z)
+            + 0.4 * hard(keras.ops.argmax(y[:, NUM_CLASSES:], axis=-1), z)
+        ),
+    )
+    targets = np.concatenate(
+        [data["teacher"], np.eye(NUM_CLASSES)[data["labels"]]], axis=-1
+    ).astype("float32")
+    order_rng = np.random.default_rng(2)
+    for _ in range(2):
+        order = order_rng.permutation(len(data["x"]))
+        alone.fit(
+            data["x"][order],
+            targets[order],
+            batch_size=40,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    for got, want in zip(
+        result.student.get_weights(), alone.get_weights(), strict=True
+    ):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def biased_to(cls):
+    """Class-wise eps that moves the proxy's argmax towards class `cls`."""
+    eps = np.full((NUM_CLASSES, 2), 0.0)
+    eps[:, 0] = -20.0
+    eps[cls, 0] = 20.0
+    return eps
+
+
+def test_halving_keeps_the_best_members(data):
+    good = [Candidate(np.zeros(2), t) for t in (1.0, 2.0)]
+    bad = [Candidate(biased_to(c), 1.0) for c in range(NUM_CLASSES)]
+    candidates = bad[:2] + good + bad[2:]
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=9,
+        candidates=candidates,
+        keep_kd=False,
+        optimizer=keras.optimizers.Adam(0.02),
+        batch_size=32,
+        verbose=0,
+    )
+    first = result.ranking[0]["members"]
+    assert {m["candidate"] for m in first[:2]} == {2, 3}
+    # Each rung's survivors are the best of the rung before.
+    for before, after in zip(result.ranking, result.ranking[1:], strict=False):
+        kept = {m["candidate"] for m in after["members"]}
+        best = {m["candidate"] for m in before["members"][: len(kept)]}
+        assert kept == best
+    assert result.winner in (2, 3)
+    # The biased students predict one class: about chance accuracy.
+    best_bad = max(m["score"] for m in first if m["candidate"] not in (2, 3))
+    assert result.score > best_bad + 0.2
+
+
+def test_kd_is_kept_to_the_end_and_never_beaten(data):
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=3,
+        temperatures=(1.0, 4.0),
+        strengths=(-1.0, 4.0),
+        batch_size=32,
+        verbose=0,
+    )
+    last = result.ranking[-1]["members"]
+    assert any(result.candidates[m["candidate"]].is_kd for m in last)
+    assert result.kd_score is not None
+    assert result.score >= result.kd_score
+
+
+def test_halving_schedule_and_its_cost():
+    assert halving_schedule(9, 9, eta=3) == [
+        {"members": 9, "epochs": 1},
+        {"members": 3, "epochs": 3},
+        {"members": 1, "epochs": 9},
+    ]
+    assert schedule_cost(halving_schedule(9, 9, eta=3)) == 9 + 3 * 2 + 6
+    # Too few epochs for four rungs: fewer rungs, each cutting more.
+    assert halving_schedule(27, 2, eta=3) == [
+        {"members": 27, "epochs": 1},
+        {"members": 1, "epochs": 2},
+    ]
+    assert halving_schedule(1, 5) == [{"members": 1, "epochs": 5}]
+    # A later first cut: epochs grow geometrically from 6 to 9
+    # (6 * 1.5**0.5 = 7.3 -> 7).
+    assert halving_schedule(4, 9, eta=3, first_epochs=6) == [
+        {"members": 4, "epochs": 6},
+        {"members": 2, "epochs": 7},
+        {"members": 1, "epochs": 9},
+    ]
+    assert schedule_cost(halving_schedule(4, 9, first_epochs=6)) == 28
+
+
+def test_budget_accounting(data):
+    candidates = [Candidate(np.array([s, 0.0]), 2.0) for s in range(9)]
+    # Full schedule for 9 candidates over 3 epochs: 9@1, 3@2 (cut by 3),
+    # 1@3: 9 + 3 + 1 = 13 student-epochs; a budget of 8 fits 5 candidates
+    # (5@1, 2@2, 1@3: 5 + 2 + 1).
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=3,
+        budget=8,
+        candidates=candidates,
+        keep_kd=False,
+        batch_size=60,
+        verbose=0,
+    )
+    assert len(result.candidates) == 5
+    trained, previous = 0, 0
+    for rung in result.ranking:
+        trained += len(rung["members"]) * (rung["epochs"] - previous)
+        previous = rung["epochs"]
+    assert result.cost["student_epochs"] == trained == 8
+    assert result.cost["budget"] == 8
+    assert result.cost["seconds"] >= result.cost["training_seconds"] > 0
+    assert result.ranking[-1]["epochs"] == 3
+
+
+def test_spare_budget_goes_to_a_later_first_cut(data):
+    candidates = [Candidate(np.array([s, 0.0]), 2.0) for s in range(4)]
+    result = search_coefficients(
+        build_student,
+        data["x"][:120],
+        data["teacher"][:120],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=9,
+        budget=30,
+        candidates=candidates,
+        keep_kd=False,
+        batch_size=60,
+        verbose=0,
+    )
+    # 4@1, 2@3, 1@9 costs 14; the latest first cut within 30 is at epoch
+    # 6 (4@6, 2@7, 1@9: 24 + 2 + 2 = 28; at 7 it would cost 31).
+    assert [r["epochs"] for r in result.ranking] == [6, 7, 9]
+    assert result.cost["student_epochs"] == 28
+
+
+def test_time_budget_skips_to_the_last_rung(data):
+    candidates = [Candidate(np.array([s, 0.0]), 2.0) for s in range(9)]
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=3,
+        time_budget=1e-3,
+        candidates=candidates,
+        keep_kd=False,
+        batch_size=60,
+        verbose=0,
+    )
+    # Planned 9@1, 3@2, 1@3; the first rung already overran the budget.
+    assert [len(r["members"]) for r in result.ranking] == [9, 1]
+    assert [r["epochs"] for r in result.ranking] == [1, 3]
+    assert result.winner == result.ranking[0]["members"][0]["candidate"]
+    assert result.cost["student_epochs"] == 9 + 2
+    assert result.cost["time_budget"] == 1e-3
+
+
+def test_result_is_ready_to_use(data, tmp_path):
+    result = search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        order=2,
+        epochs=2,
+        temperatures=(2.0,),
+        strengths=(3.0,),
+        metric="nll",
+        batch_size=60,
+        verbose=0,
+    )
+    assert isinstance(result, SearchResult)
+    assert isinstance(result.loss, PTLoss)
+    assert result.loss.temperature == result.temperature
+    assert_allclose(result.loss.coefficients, result.coefficients)
+    assert not result.higher_is_better
+    # The reported score is the student's own validation NLL.
+    probs = np_softmax(np_mlp_logits(result.student, data["x_val"]))
+    nll = -np.mean(np.log(probs[np.arange(60), data["y_val"]]))
+    assert result.score == pytest.approx(nll, rel=1e-4)
+    encoded = json.loads(json.dumps(result.to_dict()))
+    assert encoded["winner"] == result.winner
+    assert result.candidates[result.winner].label in result.summary()
+    path = tmp_path / "search.png"
+    result.plot(path)
+    assert path.stat().st_size > 0
+
+
+def test_teacher_model_equals_its_precomputed_logits(data):
+    teacher = tiny_classifier(NUM_FEATURES, NUM_CLASSES, hidden=16, seed=9)
+    logits = to_numpy(teacher(data["x"]))
+    kwargs = dict(
+        order=2,
+        epochs=2,
+        temperatures=(2.0,),
+        strengths=(2.0,),
+        batch_size=60,
+        verbose=0,
+    )
+    validation = (data["x_val"], data["y_val"])
+    from_model = search_coefficients(
+        build_student, data["x"], teacher, validation, **kwargs
+    )
+    from_logits = search_coefficients(
+        build_student,
+        data["x"],
+        logits,
+        validation,
+        validation_teacher=to_numpy(teacher(data["x_val"])),
+        **kwargs,
+    )
+    assert [c.label for c in from_model.candidates] == [
+        c.label for c in from_logits.candidates
+    ]
+    for got, want in zip(
+        from_model.student.get_weights(),
+        from_logits.student.get_weights(),
+        strict=True,
+    ):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_proposal_always_includes_kd_and_the_training_free_pick(data):
+    probs = np_softmax(data["teacher_val"])
+    candidates = propose_candidates(
+        probs,
+        data["y_val"],
+        order=2,
+        temperatures=(1.0, 3.0),
+        strengths=(2.0, -1.0),
+        mode="classwise",
+        standardize="search",
+    )
+    plain = [c for c in candidates if not c.standardize]
+    assert len(candidates) == 2 * len(plain)
+    kd = [c for c in plain if c.source == "kd"]
+    assert [c.temperature for c in kd] == [1.0, 3.0]
+    assert all(np.array_equal(c.coefficients, np.zeros(2)) for c in kd)
+    picks = [c for c in plain if c.source == "selection"]
+    assert sorted(c.coefficients.shape for c in picks) == [
+        (2,),
+        (2,),
+        (3, 2),
+        (3, 2),
+    ]
+    directions = [
+        c.coefficients.tolist() for c in plain if c.source == "direction"
+    ]
+    assert directions == [[-1.0, 0.0]] * 2 + [[2.0, 0.0]] * 2
+
+
+def different_widths():
+    widths = iter([8, 9])
+    return lambda: tiny_classifier(NUM_FEATURES, NUM_CLASSES, next(widths))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"candidates": []}, "candidates"),
+        ({"budget": 0.5}, "budget"),
+        ({"budget": 2}, "budget"),
+        ({"time_budget": 0}, "time_budget"),
+        ({"build_student": different_widths()}, "build_student"),
+        ({"build_student": lambda: "not a model"}, "build_student"),
+        ({"metric": "f1"}, "metric"),
+        ({"metric": lambda y, p: 0.0}, "higher_is_better"),
+        ({"student_loss_weight": 0.5}, "labels"),
+        ({"standardize": "yes"}, "standardize"),
+        ({"strengths": (0.0,)}, "strengths"),
+        ({"temperatures": ()}, "temperatures"),
+        ({"eta": 1}, "eta"),
+        ({"epochs": 0}, "epochs"),
+        ({"validation_data": "val"}, "validation_data"),
+        ({"optimizer": keras.optimizers.Adam(global_clipnorm=1.0)}, "global"),
+        ({"candidates": [Candidate(np.zeros(3), 1.0)]}, "coefficients"),
+        ({"teacher": np.zeros((5, 3))}, "teacher"),
+    ],
+)
+def test_bad_input_is_refused_clearly(data, kwargs, match):
+    arguments = dict(
+        build_student=build_student,
+        x=data["x"],
+        teacher=data["teacher"],
+        validation_data=(data["x_val"], data["y_val"]),
+        order=2,
+        epochs=3,
+        temperatures=(1.0,),
+        strengths=(2.0,),
+        verbose=0,
+    )
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        search_coefficients(**arguments)
+
+
+def test_population_refuses_members_of_different_shapes():
+    members = [tiny_classifier(4, 3, 8), tiny_classifier(4, 3, 9)]
+    with pytest.raises(ValueError, match="same weight shapes"):
+        StudentPopulation(members, np.zeros((2, 1)), [1.0, 1.0])
+
+
+def test_population_config_round_trips():
+    population = StudentPopulation(
+        same_start(2),
+        np.stack([EPS_A, 0 * EPS_A]),
+        [2.0, 1.0],
+        [True, False],
+        student_loss_weight=0.25,
+    )
+    restored = StudentPopulation.from_config(population.get_config())
+    assert restored.size == 2
+    for name in ("coefficients", "temperatures", "standardize"):
+        assert_allclose(getattr(restored, name), getattr(population, name))
+    assert float(to_numpy(restored.student_loss_weight)) == 0.25
+    x = np.zeros((4, NUM_FEATURES), "float32")
+    assert tuple(restored(x).shape) == (4, 2, NUM_CLASSES)
