@@ -26,13 +26,12 @@ Teacher outputs are probabilities unless `teacher_from_logits=True`, as in
 `(batch, 1)`); `Poly1Loss` also accepts one-hot or soft labels `(batch, K)`.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_ptloss._checks import check_bool
+from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_temperature
 from keras_ptloss.losses import LOG_ZERO
 from keras_ptloss.losses import kd_loss
@@ -490,34 +489,82 @@ def poly1_loss(y_true, y_pred, epsilon=1.0, from_logits=True):
     return _cross_entropy(targets, log_q) + epsilon * poly
 
 
-def _check_number(value, name, low=None, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.floating, np.integer)
-    ):
-        raise ValueError(
-            f"`{name}` must be a number. Received: {name}={value!r}"
-        )
-    value = float(value)
-    bad = not math.isfinite(value)
-    if low is not None:
-        bad = bad or value < low or (low_open and value == low)
-    if high is not None:
-        bad = bad or value > high
-    if bad:
-        bounds = []
-        if low is not None:
-            bounds.append(f"{'>' if low_open else '>='} {low:g}")
-        if high is not None:
-            bounds.append(f"<= {high:g}")
-        condition = " and ".join(bounds) if bounds else "finite"
-        raise ValueError(
-            f"`{name}` must be finite and {condition}. Received: {name}={value}"
-        )
-    return value
+def _check_label_weight(value, name="label_weight"):
+    return check_number(value, name, 0.0, 1.0)
+
+
+def _check_nonnegative(value, name):
+    return check_number(value, name, 0.0)
+
+
+def _check_epsilon(value, name="epsilon"):
+    return check_number(value, name, -1.0)
+
+
+class _VariableHyperparameters(keras.losses.Loss):
+    """Hyper-parameters held in non-trainable variables, like `PTLoss`.
+
+    A subclass lists its hyper-parameters in `HYPERPARAMETERS` as
+    `(name, check)` pairs: each is a non-trainable float32 scalar
+    `keras.Variable` (in `loss.variables`), read as a Python float by the
+    subclass's property of that name and assigned, after `check`, by its
+    `set_<name>` method. A `keras_ptloss.Distiller` tracks `loss.variables`
+    as model state, so a value changed between or during `fit` calls
+    reaches the next compiled step on every backend (docs/design.md,
+    "Keras traps"). `get_config` holds the current values.
+    """
+
+    HYPERPARAMETERS = ()
+    # Whether a Distiller must pass `{"teacher": ..., "label": ...}` (the
+    # targets convention of this module) instead of the teacher outputs.
+    needs_labels = False
+
+    def _create_variables(self, values):
+        self._hyperparameters = {}
+        for name, check in self.HYPERPARAMETERS:
+            self._hyperparameters[name] = keras.Variable(
+                np.float32(check(values[name], name)),
+                trainable=False,
+                dtype="float32",
+                name=f"{self.name}_{name}",
+            )
+
+    def _get(self, name):
+        # `.numpy()`, not `.value`: a scalar MirroredVariable's value cannot
+        # be converted inside a tf.distribute scope.
+        return float(np.asarray(self._hyperparameters[name].numpy()))
+
+    def _set(self, name, value):
+        check = dict(self.HYPERPARAMETERS)[name]
+        self._hyperparameters[name].assign(np.float32(check(value, name)))
+
+    @property
+    def variables(self):
+        """The loss's non-trainable hyper-parameter variables."""
+        return list(self._hyperparameters.values())
+
+    @property
+    def temperature_variable(self):
+        """The non-trainable scalar variable holding `T` (`None` if none)."""
+        return self._hyperparameters.get("temperature")
+
+    def set_temperature(self, temperature):
+        """Validates and assigns a new temperature `T > 0`."""
+        if "temperature" not in self._hyperparameters:
+            raise ValueError(
+                f"{type(self).__name__} has no temperature. Received: "
+                f"temperature={temperature!r}"
+            )
+        self._set("temperature", temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: self._get(name) for name in self._hyperparameters})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class KDCELoss(keras.losses.Loss):
+class KDCELoss(_VariableHyperparameters):
     """Hinton KD mixed with the hard-label cross-entropy.
 
         L = label_weight * CE(y, softmax(z))
@@ -528,7 +575,13 @@ class KDCELoss(keras.losses.Loss):
 
     `y_true` carries both the teacher and the label: a dict
     `{"teacher": ..., "label": ...}`, or for `model.fit` the packed array
-    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`.
+    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`. As the
+    distillation loss of a `keras_ptloss.Distiller` (`needs_labels`), it
+    gets the teacher outputs and the labels passed to `fit`.
+
+    `label_weight` and `temperature` live in non-trainable variables
+    (`loss.variables`); change them with `set_label_weight` and
+    `set_temperature`.
 
     Args:
         label_weight: weight of the cross-entropy term, in `[0, 1]`.
@@ -550,11 +603,20 @@ class KDCELoss(keras.losses.Loss):
     >>> y_true = pack_targets(np.array([[0.8, 0.1, 0.1]]), np.array([0]))
     >>> float(loss(y_true, np.zeros((1, 3)))) > 0
     True
+    >>> loss.set_label_weight(0.5)
+    >>> loss.label_weight
+    0.5
 
     Reference:
         Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
         Network", 2015.
     """
+
+    HYPERPARAMETERS = (
+        ("label_weight", _check_label_weight),
+        ("temperature", check_temperature),
+    )
+    needs_labels = True
 
     def __init__(
         self,
@@ -567,21 +629,34 @@ class KDCELoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.label_weight = _check_number(
-            label_weight, "label_weight", 0.0, 1.0
+        self._create_variables(
+            {"label_weight": label_weight, "temperature": temperature}
         )
-        self.temperature = check_temperature(temperature)
         self.from_logits = check_bool(from_logits, "from_logits")
         self.teacher_from_logits = check_bool(
             teacher_from_logits, "teacher_from_logits"
         )
 
+    @property
+    def label_weight(self):
+        """The weight of the cross-entropy term, as a Python float."""
+        return self._get("label_weight")
+
+    @property
+    def temperature(self):
+        """The temperature `T`, as a Python float."""
+        return self._get("temperature")
+
+    def set_label_weight(self, label_weight):
+        """Validates and assigns a new `label_weight` in `[0, 1]`."""
+        self._set("label_weight", label_weight)
+
     def call(self, y_true, y_pred):
         return kd_ce_loss(
             y_true,
             y_pred,
-            label_weight=self.label_weight,
-            temperature=self.temperature,
+            label_weight=self._hyperparameters["label_weight"],
+            temperature=self._hyperparameters["temperature"],
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -589,8 +664,6 @@ class KDCELoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            label_weight=self.label_weight,
-            temperature=self.temperature,
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -598,7 +671,7 @@ class KDCELoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class DKDLoss(keras.losses.Loss):
+class DKDLoss(_VariableHyperparameters):
     """Decoupled knowledge distillation (DKD) of Zhao et al.
 
         L = T**2 * (alpha * TCKD + beta * NCKD)
@@ -611,7 +684,13 @@ class DKDLoss(keras.losses.Loss):
 
     `y_true` carries both the teacher and the label: a dict
     `{"teacher": ..., "label": ...}`, or for `model.fit` the packed array
-    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`.
+    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`. As the
+    distillation loss of a `keras_ptloss.Distiller` (`needs_labels`), it
+    gets the teacher outputs and the labels passed to `fit`.
+
+    `alpha`, `beta` and `temperature` live in non-trainable variables
+    (`loss.variables`); change them with `set_alpha`, `set_beta` and
+    `set_temperature`.
 
     Args:
         alpha: weight of TCKD, `>= 0`. Defaults to `1.0`.
@@ -633,11 +712,21 @@ class DKDLoss(keras.losses.Loss):
     >>> y_true = pack_targets(np.array([[0.8, 0.1, 0.1]]), np.array([0]))
     >>> float(loss(y_true, np.zeros((1, 3)))) > 0
     True
+    >>> loss.set_beta(2.0)
+    >>> loss.get_config()["beta"]
+    2.0
 
     Reference:
         Zhao, Cui, Song, Qiu and Liang, "Decoupled Knowledge Distillation",
         CVPR 2022.
     """
+
+    HYPERPARAMETERS = (
+        ("alpha", _check_nonnegative),
+        ("beta", _check_nonnegative),
+        ("temperature", check_temperature),
+    )
+    needs_labels = True
 
     def __init__(
         self,
@@ -651,21 +740,44 @@ class DKDLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = _check_number(alpha, "alpha", 0.0)
-        self.beta = _check_number(beta, "beta", 0.0)
-        self.temperature = check_temperature(temperature)
+        self._create_variables(
+            {"alpha": alpha, "beta": beta, "temperature": temperature}
+        )
         self.from_logits = check_bool(from_logits, "from_logits")
         self.teacher_from_logits = check_bool(
             teacher_from_logits, "teacher_from_logits"
         )
 
+    @property
+    def alpha(self):
+        """The weight of TCKD, as a Python float."""
+        return self._get("alpha")
+
+    @property
+    def beta(self):
+        """The weight of NCKD, as a Python float."""
+        return self._get("beta")
+
+    @property
+    def temperature(self):
+        """The temperature `T`, as a Python float."""
+        return self._get("temperature")
+
+    def set_alpha(self, alpha):
+        """Validates and assigns a new TCKD weight `alpha >= 0`."""
+        self._set("alpha", alpha)
+
+    def set_beta(self, beta):
+        """Validates and assigns a new NCKD weight `beta >= 0`."""
+        self._set("beta", beta)
+
     def call(self, y_true, y_pred):
         return dkd_loss(
             y_true,
             y_pred,
-            alpha=self.alpha,
-            beta=self.beta,
-            temperature=self.temperature,
+            alpha=self._hyperparameters["alpha"],
+            beta=self._hyperparameters["beta"],
+            temperature=self._hyperparameters["temperature"],
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -673,9 +785,6 @@ class DKDLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            alpha=self.alpha,
-            beta=self.beta,
-            temperature=self.temperature,
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -683,7 +792,7 @@ class DKDLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class LSKDLoss(keras.losses.Loss):
+class LSKDLoss(_VariableHyperparameters):
     """KD with logit standardisation (Sun et al.).
 
         L = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
@@ -693,8 +802,13 @@ class LSKDLoss(keras.losses.Loss):
     before the tempered KL divergence, so the student matches the teacher's
     logit *relations*, not their scale: the loss is invariant to shifting
     or (up to `delta`) positively scaling either side's logits. The
-    standard deviation is the population one; the reference code's unbiased
-    one differs by the constant `sqrt(K / (K - 1))`, i.e. a rescaled `T`.
+    standard deviation is the sample one (divisor `K - 1`), as in the
+    authors' reference code (see `keras_ptloss.standardize_logits`).
+    On teacher logits this is `KDLoss(standardize=True)` (with
+    `delta = 1e-7`).
+
+    The temperature lives in a non-trainable variable (`loss.variables`);
+    change it with `set_temperature`.
 
     Args:
         temperature: temperature `T > 0` applied after standardisation.
@@ -722,6 +836,10 @@ class LSKDLoss(keras.losses.Loss):
         Distillation", CVPR 2024.
     """
 
+    HYPERPARAMETERS = (("temperature", check_temperature),)
+    # The student's outputs are always logits (standardisation needs them).
+    from_logits = True
+
     def __init__(
         self,
         temperature=1.0,
@@ -732,17 +850,22 @@ class LSKDLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = check_temperature(temperature)
-        self.delta = _check_number(delta, "delta", 0.0)
+        self._create_variables({"temperature": temperature})
+        self.delta = _check_nonnegative(delta, "delta")
         self.teacher_from_logits = check_bool(
             teacher_from_logits, "teacher_from_logits"
         )
+
+    @property
+    def temperature(self):
+        """The temperature `T`, as a Python float."""
+        return self._get("temperature")
 
     def call(self, y_true, y_pred):
         return lskd_loss(
             y_true,
             y_pred,
-            temperature=self.temperature,
+            temperature=self._hyperparameters["temperature"],
             delta=self.delta,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -750,15 +873,13 @@ class LSKDLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            temperature=self.temperature,
-            delta=self.delta,
-            teacher_from_logits=self.teacher_from_logits,
+            delta=self.delta, teacher_from_logits=self.teacher_from_logits
         )
         return config
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class Poly1Loss(keras.losses.Loss):
+class Poly1Loss(_VariableHyperparameters):
     """Poly-1 loss on hard labels (Leng et al.).
 
         L = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
@@ -766,6 +887,13 @@ class Poly1Loss(keras.losses.Loss):
     The cross-entropy's Maclaurin series in `(1 - q_y)` with its first
     coefficient perturbed by `epsilon`: PTLoss with a one-hot teacher. With
     soft labels it is optax's `poly_loss_cross_entropy`.
+
+    `y_true` holds the labels; as the distillation loss of a
+    `keras_ptloss.Distiller` (`needs_labels`) it gets
+    `{"teacher": ..., "label": ...}` and uses the labels only (the
+    unlabelled-transfer baseline trains on the teacher's argmax).
+    `epsilon` lives in a non-trainable variable (`loss.variables`); change
+    it with `set_epsilon`.
 
     Args:
         epsilon: the coefficient, `>= -1` (below `-1` the loss no longer
@@ -782,12 +910,18 @@ class Poly1Loss(keras.losses.Loss):
     >>> loss = Poly1Loss(epsilon=2.0)
     >>> round(float(loss(np.array([0]), np.log([[0.5, 0.25, 0.25]]))), 4)
     1.6931
+    >>> loss.set_epsilon(0.0)
+    >>> loss.epsilon
+    0.0
 
     Reference:
         Leng, Tan, Liu, Cubuk, Shi, Cheng and Anguelov, "PolyLoss: A
         Polynomial Expansion Perspective of Classification Loss Functions",
         ICLR 2022.
     """
+
+    HYPERPARAMETERS = (("epsilon", _check_epsilon),)
+    needs_labels = True
 
     def __init__(
         self,
@@ -798,15 +932,29 @@ class Poly1Loss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.epsilon = _check_number(epsilon, "epsilon", -1.0)
+        self._create_variables({"epsilon": epsilon})
         self.from_logits = check_bool(from_logits, "from_logits")
 
+    @property
+    def epsilon(self):
+        """The Poly-1 coefficient, as a Python float."""
+        return self._get("epsilon")
+
+    def set_epsilon(self, epsilon):
+        """Validates and assigns a new coefficient `epsilon >= -1`."""
+        self._set("epsilon", epsilon)
+
     def call(self, y_true, y_pred):
+        if isinstance(y_true, dict):
+            _, y_true = unpack_targets(y_true, y_pred.shape[-1])
         return poly1_loss(
-            y_true, y_pred, epsilon=self.epsilon, from_logits=self.from_logits
+            y_true,
+            y_pred,
+            epsilon=self._hyperparameters["epsilon"],
+            from_logits=self.from_logits,
         )
 
     def get_config(self):
         config = super().get_config()
-        config.update(epsilon=self.epsilon, from_logits=self.from_logits)
+        config.update(from_logits=self.from_logits)
         return config

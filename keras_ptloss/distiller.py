@@ -18,12 +18,19 @@ from keras import ops
 from keras_ptloss import teacher_outputs as offline
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import shapes_match
+from keras_ptloss.baselines import TARGET_KEYS
+from keras_ptloss.baselines import DKDLoss
+from keras_ptloss.baselines import KDCELoss
+from keras_ptloss.baselines import LSKDLoss
+from keras_ptloss.baselines import Poly1Loss
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 
 # Re-exported for users of the batch format.
 STUDENT_INPUTS = offline.STUDENT_INPUTS
 TEACHER_OUTPUTS = offline.TEACHER_OUTPUTS
+# The losses a Distiller trains with: PTLoss, KD and the baselines.
+DISTILLATION_LOSSES = (PTLoss, KDLoss, KDCELoss, DKDLoss, LSKDLoss, Poly1Loss)
 
 # `keras.Model.fit`'s parameters after `x, y, batch_size`, in order: extra
 # positional arguments of `Distiller.fit` map onto these.
@@ -130,18 +137,43 @@ def resolve_loss_flags(loss, teacher, student, loss_arg="loss"):
     `from_logits`, are checked against the models' last layers. The loss's
     `standardize` then needs logits on both sides.
     """
-    loss.teacher_from_logits = teacher_emits_logits(
-        teacher, loss.teacher_from_logits, loss_arg
-    )
+    if hasattr(loss, "teacher_from_logits"):  # Poly1Loss reads no teacher
+        loss.teacher_from_logits = teacher_emits_logits(
+            teacher, loss.teacher_from_logits, loss_arg
+        )
     check_output_kind(
-        student, loss.from_logits, "student", "from_logits", loss_arg
+        student,
+        getattr(loss, "from_logits", True),
+        "student",
+        "from_logits",
+        loss_arg,
     )
-    if loss.standardize and not loss.teacher_from_logits:
+    if getattr(loss, "standardize", False) and not loss.teacher_from_logits:
         raise ValueError(
             f"`{loss_arg}` has standardize=True, which needs teacher logits, "
             "but the teacher outputs probabilities (its last layer applies "
             "a softmax). Remove the softmax or use standardize=False. "
             "Received: teacher_from_logits=False"
+        )
+
+
+def needs_labels(loss):
+    """Whether a distillation loss reads the labels besides the teacher.
+
+    Such a loss (`needs_labels = True`: `KDCELoss`, `DKDLoss`, `Poly1Loss`)
+    gets `{"teacher": teacher_outputs, "label": y}` from the Distiller (the
+    targets convention of `keras_ptloss.baselines`).
+    """
+    return bool(getattr(loss, "needs_labels", False))
+
+
+def _require_labels(y):
+    if y is None:
+        raise ValueError(
+            "The distillation loss needs labels (it has needs_labels=True: "
+            "KDCELoss, DKDLoss and Poly1Loss read the hard label as well as "
+            "the teacher): pass `y` to fit/evaluate, e.g. the teacher's "
+            "argmax on an unlabelled transfer set. Received: y=None"
         )
 
 
@@ -200,9 +232,12 @@ class Distiller(keras.Model):
             `(batch, ..., K)`. It is frozen (`trainable = False`) here and
             stays frozen after a reload; it runs in inference mode.
         student: the `keras.Model` to train; same output shape.
-        distillation_loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`,
-            owned by this model from now on (its variables are the model's
-            coefficients and temperature).
+        distillation_loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`
+            (or a baseline: `KDCELoss`, `DKDLoss`, `LSKDLoss`, `Poly1Loss`),
+            owned by this model from now on (its variables are tracked as
+            model state). A loss with `needs_labels = True` (`KDCELoss`,
+            `DKDLoss`, `Poly1Loss`) receives `{"teacher": t, "label": y}`,
+            so `fit` needs `y`.
         student_loss_weight: weight `w` in [0, 1] of the compiled hard-label
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
         temperature: optional new temperature `T > 0`, assigned to the
@@ -263,6 +298,13 @@ class Distiller(keras.Model):
             name="student_loss_weight",
         )
         self._loss_temperature = distillation_loss.temperature_variable
+        # Any other variable of the loss (the baselines' weights).
+        self._loss_variables = [
+            v
+            for v in distillation_loss.variables
+            if v is not self._loss_coefficients
+            and v is not self._loss_temperature
+        ]
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
@@ -331,8 +373,12 @@ class Distiller(keras.Model):
             y_pred = self(x, training=training)
         # The Loss applies the reduction, the sample weights, masks and the
         # tf.distribute scaling like the compiled loss does.
+        targets = self.teacher_outputs(x)
+        if needs_labels(self.distillation_loss):
+            _require_labels(y)
+            targets = {TARGET_KEYS[0]: targets, TARGET_KEYS[1]: y}
         distillation = self.distillation_loss(
-            self.teacher_outputs(x), y_pred, sample_weight=sample_weight
+            targets, y_pred, sample_weight=sample_weight
         )
         student = None
         if y is not None and self._compile_loss is not None:
@@ -410,6 +456,8 @@ class Distiller(keras.Model):
             The `keras.callbacks.History` of `keras.Model.fit`.
         """
         kwargs = _fit_kwargs(args, kwargs)
+        if needs_labels(self.distillation_loss) and not _is_data_set(x):
+            _require_labels(y)
         _check_labels(self.student, y)
         offline.check_offline_arrays(x, _static_shape(self.teacher, "outputs"))
         _check_divisible(self, x, batch_size, kwargs)
@@ -525,11 +573,11 @@ def _check_models(teacher, student, distillation_loss):
                 f"`{role}` must be a keras.Model. Received: "
                 f"{role}={model!r} of type {type(model).__name__}"
             )
-    if not isinstance(distillation_loss, (PTLoss, KDLoss)):
+    if not isinstance(distillation_loss, DISTILLATION_LOSSES):
         raise ValueError(
-            "`distillation_loss` must be a keras_ptloss.PTLoss or "
-            "keras_ptloss.KDLoss. Received: distillation_loss="
-            f"{distillation_loss!r}"
+            "`distillation_loss` must be a keras_ptloss.PTLoss, KDLoss, "
+            "KDCELoss, DKDLoss, LSKDLoss or Poly1Loss. Received: "
+            f"distillation_loss={distillation_loss!r}"
         )
     teacher_shape = _static_shape(teacher, "outputs")
     student_shape = _static_shape(student, "outputs")
@@ -658,3 +706,12 @@ def _unscale_for_distribution(value):
     if replicas > 1:
         value = value * ops.cast(replicas, value.dtype)
     return value
+
+
+def _is_data_set(x):
+    """A tf.data.Dataset, PyDataset or generator: labels come inside it."""
+    return (
+        offline.is_tf_dataset(x)
+        or isinstance(x, keras.utils.PyDataset)
+        or inspect.isgenerator(x)
+    )

@@ -546,3 +546,121 @@ def test_bad_targets_raise_clear_errors(batch):
         pack_targets(teacher, labels[:3])
     with pytest.raises(ValueError, match="same shape"):
         lskd_loss(teacher[:, :4], logits)
+
+
+# --- Hyper-parameters held in variables -------------------------------------
+
+
+# Per class: constructor arguments, new values for the setters, and a numpy
+# reference of the per-example loss at given values.
+def np_kd_ce_at(teacher_logits, logits, labels, label_weight, temperature):
+    p = np_softmax(teacher_logits, temperature)
+    q = np_softmax(logits, temperature)
+    kd = temperature**2 * np_kl(p, q)
+    return (
+        label_weight * np_cross_entropy(labels, logits)
+        + (1.0 - label_weight) * kd
+    )
+
+
+def np_dkd_at(teacher_logits, logits, labels, alpha, beta, temperature):
+    p = np_softmax(teacher_logits, temperature)
+    q = np_softmax(logits, temperature)
+    tckd, nckd = np_dkd(p, q, labels)
+    return temperature**2 * (alpha * tckd + beta * nckd)
+
+
+def np_poly1_at(teacher_logits, logits, labels, epsilon):
+    q_y = np_softmax(logits)[np.arange(len(labels)), labels]
+    return np_cross_entropy(labels, logits) + epsilon * (1.0 - q_y)
+
+
+def np_lskd_at(teacher_logits, logits, labels, temperature):
+    return np_lskd(teacher_logits, logits, temperature, delta=1e-7)
+
+
+VARIABLE_CASES = [
+    (
+        KDCELoss,
+        {"label_weight": 0.2, "temperature": 3.0},
+        {"label_weight": 0.9, "temperature": 1.5},
+        np_kd_ce_at,
+    ),
+    (
+        DKDLoss,
+        {"alpha": 0.5, "beta": 4.0, "temperature": 2.0},
+        {"alpha": 2.0, "beta": 1.0, "temperature": 5.0},
+        np_dkd_at,
+    ),
+    (LSKDLoss, {"temperature": 2.0}, {"temperature": 0.5}, np_lskd_at),
+    (Poly1Loss, {"epsilon": 1.5}, {"epsilon": -0.75}, np_poly1_at),
+]
+
+
+def y_true_for(cls, teacher_logits, labels):
+    if cls in (KDCELoss, DKDLoss):
+        return {"teacher": teacher_logits, "label": labels}
+    if cls is LSKDLoss:
+        return teacher_logits
+    return labels
+
+
+@pytest.mark.parametrize("cls, first, second, reference", VARIABLE_CASES)
+def test_hyperparameters_are_variables_with_validating_setters(
+    batch, cls, first, second, reference
+):
+    teacher_logits, logits, labels = batch
+    flags = {} if cls is Poly1Loss else {"teacher_from_logits": True}
+    loss = cls(**first, **flags)
+    assert len(loss.variables) == len(first)
+    for variable in loss.variables:
+        assert not variable.trainable
+        assert tuple(variable.shape) == ()
+    y_true = y_true_for(cls, teacher_logits, labels)
+    for values in (first, second):
+        for name, value in values.items():
+            getattr(loss, f"set_{name}")(value)
+            assert getattr(loss, name) == pytest.approx(value)
+            assert loss.get_config()[name] == pytest.approx(value)
+        expected = reference(teacher_logits, logits, labels, **values)
+        assert_allclose(loss(y_true, logits), expected.mean(), rtol=1e-5)
+        restored = cls.from_config(loss.get_config())
+        assert_allclose(restored(y_true, logits), expected.mean(), rtol=1e-5)
+
+
+SETTER_ERRORS = [
+    (KDCELoss, "set_label_weight", -0.1, "label_weight"),
+    (KDCELoss, "set_temperature", 0.0, "temperature"),
+    (DKDLoss, "set_alpha", float("inf"), "alpha"),
+    (DKDLoss, "set_beta", "big", "beta"),
+    (LSKDLoss, "set_temperature", -1.0, "temperature"),
+    (Poly1Loss, "set_epsilon", -2.0, "epsilon"),
+]
+
+
+@pytest.mark.parametrize("cls, setter, value, name", SETTER_ERRORS)
+def test_setters_reject_bad_values_and_keep_the_old_one(
+    cls, setter, value, name
+):
+    loss = cls()
+    before = loss.get_config()[name]
+    with pytest.raises(ValueError, match=name):
+        getattr(loss, setter)(value)
+    assert loss.get_config()[name] == before
+
+
+def test_losses_that_read_labels_say_so():
+    assert KDCELoss.needs_labels and DKDLoss.needs_labels
+    assert Poly1Loss.needs_labels
+    assert not LSKDLoss.needs_labels
+    with pytest.raises(ValueError, match="no temperature"):
+        Poly1Loss().set_temperature(2.0)
+
+
+def test_poly1_reads_the_labels_of_distiller_targets(batch):
+    teacher_logits, logits, labels = batch
+    y_true = {"teacher": teacher_logits, "label": labels}
+    assert_allclose(
+        Poly1Loss(epsilon=2.0)(y_true, logits),
+        np_poly1_at(teacher_logits, logits, labels, 2.0).mean(),
+    )
