@@ -21,19 +21,23 @@ import numpy as np
 import timing
 from accuracy_settings import CODE_VERSION
 from accuracy_settings import CROSS_FIXED
+from accuracy_settings import FAMILY_DATA
 from accuracy_settings import GRIDS
 from accuracy_settings import MAX_ORDER
 from accuracy_settings import METHODS
 from accuracy_settings import NAME
 from accuracy_settings import PROFILES
+from accuracy_settings import SEARCH_STANDARDIZE
 from accuracy_settings import TUNE_SEED
 from accuracy_settings import accuracy_of
 from accuracy_settings import bayes_metrics
 from accuracy_settings import build_setting
+from accuracy_settings import ece_of
 from accuracy_settings import family_hyperparameters
 from accuracy_settings import hp_key
 from accuracy_settings import logits_of
 from accuracy_settings import method_names
+from accuracy_settings import nll_of
 from accuracy_settings import subsample_grid
 from accuracy_settings import train_teacher
 from keras import ops
@@ -44,160 +48,152 @@ from keras_ptloss import proxy_teacher
 from keras_ptloss import select_coefficients
 
 # --------------------------------------------------------------------------
-# The shared training loop.
+# Training: every method through keras_ptloss.Distiller.
 # --------------------------------------------------------------------------
 
 
-def _family_loss(family, teacher, labels, logits, model):
-    t = model.temperature
-    if family == "poly":
-        return kp.poly1_loss(labels, logits, epsilon=model.hp_a)
-    if family == "pt":
-        return kp.pt_loss(
-            teacher,
-            logits,
-            coefficients=model.coefficients,
-            temperature=t,
+def make_loss(family, num_classes):
+    """The distillation loss of a family, at neutral hyper-parameters.
+
+    Its hyper-parameters are non-trainable variables of the loss, tracked by
+    the Distiller, so `set_hyperparameters` changes them between runs
+    without re-tracing the compiled step.
+    """
+    if family in ("pt", "pt_std"):
+        # Class-wise shape so that shared (M,) and class-wise (K, M)
+        # coefficients of any order M <= MAX_ORDER fit (zero-padded).
+        return kp.PTLoss(
+            np.zeros((num_classes, MAX_ORDER)),
             teacher_from_logits=True,
+            allow_nonconvex=True,
+            standardize=family == "pt_std",
         )
-    targets = {"teacher": teacher, "label": labels}
+    if family == "ce":
+        # Weighted by 0: the student alone is the compiled cross-entropy.
+        return kp.KDLoss(teacher_from_logits=True)
     if family == "kd_ce":
-        return kp.kd_ce_loss(
-            targets,
-            logits,
-            label_weight=model.hp_a,
-            temperature=t,
-            teacher_from_logits=True,
-        )
+        return kp.KDCELoss(teacher_from_logits=True)
     if family == "dkd":
-        return kp.dkd_loss(
-            targets,
-            logits,
-            alpha=model.hp_a,
-            beta=model.hp_b,
-            temperature=t,
-            teacher_from_logits=True,
-        )
-    if family == "lskd":
-        return kp.lskd_loss(
-            teacher, logits, temperature=t, teacher_from_logits=True
-        )
+        return kp.DKDLoss(teacher_from_logits=True)
+    if family == "poly":
+        return kp.Poly1Loss(epsilon=0.0)
     raise ValueError(f"unknown loss family {family!r}")
 
 
-class HarnessModel(keras.Model):
-    """Student network plus one loss family; hyper-parameters are variables.
+def padded_coefficients(coefficients, num_classes):
+    """`(M,)` or `(K, M)` coefficients as a `(K, MAX_ORDER)` array."""
+    eps = np.zeros((num_classes, MAX_ORDER), "float32")
+    values = np.asarray(coefficients, "float32")
+    values = np.broadcast_to(
+        np.atleast_2d(values), (num_classes, values.shape[-1])
+    )
+    eps[:, : values.shape[-1]] = values
+    return eps
 
-    `y` is `pack_targets(teacher_logits, labels)`. Every method trains
-    through this `compute_loss`, so the only difference between methods is
-    the per-example loss. Hyper-parameters live in non-trainable variables
-    tracked by the model, so one compiled train step serves every
-    configuration on every backend (docs/design.md, "Keras traps").
-    """
 
-    def __init__(self, network, family, num_classes, **kwargs):
-        super().__init__(**kwargs)
-        self.network = network
-        self.family = family
-        self.num_classes = num_classes
-        self.temperature = self.add_weight(
-            shape=(), initializer="ones", trainable=False, name="temperature"
+def set_hyperparameters(loss, family, hp, num_classes):
+    """Assigns one configuration to the loss's variables."""
+    if family == "ce":
+        return
+    if family == "poly":
+        loss.set_epsilon(hp.get("epsilon", 0.0))
+        return
+    loss.set_temperature(hp.get("temperature", 1.0))
+    if family in ("pt", "pt_std"):
+        loss.set_coefficients(
+            padded_coefficients(hp.get("coefficients", [0.0]), num_classes)
         )
-        self.hp_a = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="hp_a"
-        )
-        self.hp_b = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="hp_b"
-        )
-        self.coefficients = self.add_weight(
-            shape=(num_classes, MAX_ORDER),
-            initializer="zeros",
-            trainable=False,
-            name="coefficients",
-        )
-
-    def call(self, x, training=None):
-        return self.network(x, training=training)
-
-    def compute_loss(
-        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
-    ):
-        teacher = y[:, : self.num_classes]
-        labels = y[:, self.num_classes]
-        per_example = _family_loss(self.family, teacher, labels, y_pred, self)
-        return ops.mean(per_example)
-
-    def set_hyperparameters(self, hp, num_classes):
-        self.temperature.assign(float(hp.get("temperature", 1.0)))
-        a = hp.get("label_weight", hp.get("alpha", hp.get("epsilon", 0.0)))
-        self.hp_a.assign(float(a))
-        self.hp_b.assign(float(hp.get("beta", 0.0)))
-        eps = np.zeros((num_classes, MAX_ORDER), "float32")
-        if "coefficients" in hp:
-            values = np.asarray(hp["coefficients"], "float32")
-            values = np.broadcast_to(
-                np.atleast_2d(values), (num_classes, values.shape[-1])
-            )
-            eps[:, : values.shape[-1]] = values
-        self.coefficients.assign(eps)
+    elif family == "kd_ce":
+        loss.set_label_weight(hp["label_weight"])
+    elif family == "dkd":
+        loss.set_alpha(hp["alpha"])
+        loss.set_beta(hp["beta"])
 
 
 class Trainer:
-    """Trains students of one setting through one compiled step per family."""
+    """Trains the students of one setting, one Distiller per loss family.
+
+    Each family's `keras_ptloss.Distiller` is built and compiled once; a run
+    re-initialises the student from a stored per-seed copy of its initial
+    weights, zeroes the optimizer's state (moments and step count) and
+    assigns the configuration to the loss's variables, so one compiled step
+    serves every configuration and seed (a reused Distiller gives the
+    result of a fresh one: tested). Teacher outputs are pre-computed once
+    per training set with `Distiller.precompute_teacher`.
+    """
 
     def __init__(self, setting, profile):
         self.setting = setting
         self.profile = profile
-        self.models = {}
+        self.distillers = {}
         self.initial = {}
-        k = setting.num_classes
-        teacher = setting.teacher_logits["transfer"].astype("float32")
-        self.targets = {
-            "transfer": (
-                setting.transfer[0],
-                kp.pack_targets(teacher, setting.transfer_labels),
-            ),
-            # Student alone: CE on labelled data; the teacher part is unused.
-            "alone": (
-                setting.alone[0],
-                kp.pack_targets(
-                    np.zeros((len(setting.alone[1]), k), "float32"),
-                    setting.alone[1],
-                ),
-            ),
-        }
+        self.data = {}
 
-    def _model(self, family):
-        if family not in self.models:
-            network = self.setting.make_student()
-            model = HarnessModel(network, family, self.setting.num_classes)
-            model.compile(
-                optimizer=keras.optimizers.Adam(self.profile["learning_rate"])
+    def distiller(self, family):
+        """The family's compiled Distiller (built on first use)."""
+        if family not in self.distillers:
+            keras.utils.set_random_seed(0)
+            distiller = kp.Distiller(
+                self.setting.teacher,
+                self.setting.make_student(),
+                make_loss(family, self.setting.num_classes),
+                student_loss_weight=1.0 if family == "ce" else 0.0,
             )
-            self.models[family] = model
-        return self.models[family]
+            distiller.compile(
+                optimizer=keras.optimizers.Adam(self.profile["learning_rate"]),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True
+                )
+                if family == "ce"
+                else None,
+            )
+            self.distillers[family] = distiller
+        return self.distillers[family]
 
-    def _initial_weights(self, seed):
+    def training_data(self, family):
+        """`(x_offline, y)`: inputs with their teacher outputs, labels."""
+        name = FAMILY_DATA[family]
+        if name not in self.data:
+            if name == "alone":
+                x, y = self.setting.alone
+            else:
+                x = self.setting.transfer[0]
+                y = None
+                if name == "transfer_labels":
+                    y = self.setting.transfer_labels
+            x_offline, y, _ = self.distiller(family).precompute_teacher(
+                x, y, batch_size=4096
+            )
+            self.data[name] = (x_offline, y)
+        return self.data[name]
+
+    def initial_weights(self, seed):
         if seed not in self.initial:
             keras.utils.set_random_seed(seed)
             self.initial[seed] = self.setting.make_student().get_weights()
         return self.initial[seed]
 
-    def train(self, method, hp, seed):
-        """Trains one student; returns the metrics dict of the record."""
-        family = METHODS[method][1]
-        model = self._model(family)
-        model.network.set_weights(self._initial_weights(seed))
-        for variable in model.optimizer.variables:
+    def reset(self, distiller, seed):
+        """The student at its initial weights for `seed`, a fresh optimizer."""
+        distiller.student.set_weights(self.initial_weights(seed))
+        for variable in distiller.optimizer.variables:
             if not variable.path.endswith("learning_rate"):
                 variable.assign(ops.zeros(variable.shape, variable.dtype))
-        model.set_hyperparameters(
-            family_hyperparameters(method, hp), self.setting.num_classes
+
+    def fit(self, method, hp, seed):
+        """Trains one student; returns its Distiller and the fit history."""
+        family = METHODS[method][1]
+        distiller = self.distiller(family)
+        x, y = self.training_data(family)
+        self.reset(distiller, seed)
+        set_hyperparameters(
+            distiller.distillation_loss,
+            family,
+            family_hyperparameters(method, hp),
+            self.setting.num_classes,
         )
-        x, y = self.targets["alone" if method == "ce" else "transfer"]
         keras.utils.set_random_seed(seed)
-        start = time.perf_counter()
-        history = model.fit(
+        history = distiller.fit(
             x,
             y,
             epochs=self.setting.student_epochs,
@@ -205,26 +201,74 @@ class Trainer:
             shuffle=True,
             verbose=0,
         )
+        return distiller, history
+
+    def train(self, method, hp, seed):
+        """Trains one student; returns the metrics dict of the record."""
+        start = time.perf_counter()
+        distiller, history = self.fit(method, hp, seed)
         seconds = time.perf_counter() - start
-        val_logits = logits_of(model.network, self.setting.validation[0])
-        test_logits = logits_of(model.network, self.setting.test[0])
-        record = {
-            "validation_accuracy": accuracy_of(
-                val_logits, self.setting.validation[1]
-            ),
-            "test_accuracy": accuracy_of(test_logits, self.setting.test[1]),
-            "final_loss": float(history.history["loss"][-1]),
-            "seconds": seconds,
-        }
+        record = student_record(
+            self.setting, distiller.student, self.profile["ece_bins"]
+        )
+        record["final_loss"] = float(history.history["loss"][-1])
+        record["seconds"] = seconds
         if not math.isfinite(record["final_loss"]):
             record["diverged"] = True
-        if self.setting.bayes is not None:
-            record.update(
-                bayes_metrics(
-                    self.setting.bayes, self.setting.test[0], test_logits
-                )
-            )
         return record
+
+
+def student_record(setting, student, ece_bins):
+    """Validation and test accuracy, test NLL and ECE of a student."""
+    val_logits = logits_of(student, setting.validation[0])
+    test_logits = logits_of(student, setting.test[0])
+    labels = setting.test[1]
+    record = {
+        "validation_accuracy": accuracy_of(val_logits, setting.validation[1]),
+        "test_accuracy": accuracy_of(test_logits, labels),
+        "test_nll": nll_of(test_logits, labels),
+        "test_ece": ece_of(test_logits, labels, ece_bins),
+    }
+    if setting.bayes is not None:
+        record.update(
+            bayes_metrics(setting.bayes, setting.test[0], test_logits)
+        )
+    return record
+
+
+def search(setting, profile, standardize):
+    """`search_coefficients` on the tuning seed; a JSON-ready record.
+
+    The budget is `tune_budget` full student trainings (in student-epochs),
+    the baselines' tuning budget; the wall time is measured around the
+    call.
+    """
+    epochs = setting.student_epochs
+    start = time.perf_counter()
+    result = kp.search_coefficients(
+        setting.make_student,
+        setting.transfer[0],
+        setting.teacher_logits["transfer"].astype("float32"),
+        (setting.validation[0], setting.validation[1]),
+        order=MAX_ORDER,
+        epochs=epochs,
+        budget=profile["tune_budget"] * epochs,
+        standardize=standardize,
+        teacher_from_logits=True,
+        validation_teacher=setting.teacher_logits["validation"],
+        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
+        batch_size=profile["batch_size"],
+        seed=TUNE_SEED,
+        verbose=0,
+        **profile["search"],
+    )
+    seconds = time.perf_counter() - start
+    record = result.to_dict()
+    record["seconds"] = seconds
+    record["winner_record"] = student_record(
+        setting, result.student, profile["ece_bins"]
+    )
+    return record
 
 
 # --------------------------------------------------------------------------
@@ -359,7 +403,7 @@ def run_setting(name, profile_name, profile, store, backend, log):
     def train(method, hp, seed, purpose):
         family = METHODS[method][1]
         harness_hp = family_hyperparameters(method, hp)
-        data = "alone" if method == "ce" else "transfer"
+        data = FAMILY_DATA[family]
         k = key("run", family, data, hp_key(harness_hp), f"seed={seed}")
         record = store.get(k)
         if record is None:
@@ -404,7 +448,7 @@ def run_setting(name, profile_name, profile, store, backend, log):
     val_x, val_y = setting.validation
     selections = {}
     for method in methods:
-        if not method.startswith("pt_"):
+        if not method.startswith("pt_") or method in SEARCH_STANDARDIZE:
             continue
         order = int(method.split("_")[1][1:])
         mode = method.split("_")[2]
@@ -440,6 +484,28 @@ def run_setting(name, profile_name, profile, store, backend, log):
                 f"{result['teacher_score']:.4f}"
             )
         selections[method] = result
+        chosen[method] = {
+            "coefficients": result["coefficients"],
+            "temperature": result["temperature"],
+        }
+
+    # 2b. PTLoss coefficients and temperature by the student-aware search,
+    # with the baselines' tuning budget (on the tuning seed).
+    for method in methods:
+        if method not in SEARCH_STANDARDIZE:
+            continue
+        k = key("search", method)
+        result = store.get(k)
+        if result is None:
+            result = search(setting, profile, SEARCH_STANDARDIZE[method])
+            store.put(k, result)
+            log(
+                f"{name}: searched {method}: "
+                f"{result['candidates'][result['winner']]['label']} "
+                f"(validation accuracy {result['score']:.4f}, KD "
+                f"{result['kd_score']}) in {result['seconds']:.1f} s, "
+                f"{result['cost']['student_epochs']} student-epochs"
+            )
         chosen[method] = {
             "coefficients": result["coefficients"],
             "temperature": result["temperature"],
@@ -484,6 +550,37 @@ def run_setting(name, profile_name, profile, store, backend, log):
                 "temperature": kd_temperature,
                 "seeds": grid_seeds,
                 "rows": grid_rows,
+            },
+        )
+    # 5. The search's short runs against full runs: every first-rung
+    # candidate trained fully on the tuning seed.
+    for method in profile["search_study"]:
+        if method not in methods:
+            continue
+        result = store.get(key("search", method))
+        rows = []
+        for member in result["ranking"][0]["members"]:
+            candidate = result["candidates"][member["candidate"]]
+            hp = {
+                "coefficients": candidate["coefficients"],
+                "temperature": candidate["temperature"],
+            }
+            full = train(method, hp, TUNE_SEED, "study")
+            rows.append(
+                {
+                    "candidate": member["candidate"],
+                    "label": candidate["label"],
+                    "short_score": member["score"],
+                    "validation_accuracy": full["validation_accuracy"],
+                    "test_accuracy": full["test_accuracy"],
+                }
+            )
+        store.put(
+            key("study", method),
+            {
+                "short_epochs": result["ranking"][0]["epochs"],
+                "winner": result["winner"],
+                "rows": rows,
             },
         )
     log(f"{name}: done")

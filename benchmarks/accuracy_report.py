@@ -14,11 +14,15 @@ from accuracy_harness import Store
 from accuracy_harness import record_key
 from accuracy_settings import BACKENDS
 from accuracy_settings import CROSS
+from accuracy_settings import FAMILY_DATA
 from accuracy_settings import GRIDS
 from accuracy_settings import HEADLINE
 from accuracy_settings import METHODS
 from accuracy_settings import PROFILES
 from accuracy_settings import ROOT
+from accuracy_settings import SEARCH_STANDARDIZE
+from accuracy_settings import TUNE_SEED
+from accuracy_settings import TUNED_BASELINES
 from accuracy_settings import family_hyperparameters
 from accuracy_settings import hp_key
 from accuracy_settings import subsample_grid
@@ -36,11 +40,40 @@ def _mean_std(values):
     return float(values.mean()), std
 
 
+def run_parts(method, hp):
+    """The record-key parts of a method's runs: family, data, hp key."""
+    family = METHODS[method][1]
+    harness_hp = family_hyperparameters(method, hp)
+    return family, FAMILY_DATA[family], hp_key(harness_hp)
+
+
+def legacy_run_parts(method, hp):
+    """Key parts of the earlier harness (CODE_VERSION 1, its own training
+    loop): still read for the cross-check records it wrote."""
+    family = {"ce": "poly", "lskd": "lskd"}.get(method, METHODS[method][1])
+    data = "alone" if method == "ce" else "transfer"
+    harness_hp = {"epsilon": 0.0} if method == "ce" else None
+    if harness_hp is None:
+        harness_hp = family_hyperparameters(method, hp)
+    return family, data, hp_key(harness_hp)
+
+
 def summarize(records, profile_name, backend, profile):
     """Per setting: teacher, chosen hyper-parameters, seeds' metrics."""
 
     def get(*parts):
         return records.get(record_key(profile_name, backend, *parts))
+
+    def runs_of(name, method, hp, seeds):
+        runs = [
+            get(name, "run", *run_parts(method, hp), f"seed={s}") for s in seeds
+        ]
+        if not any(runs):
+            legacy = legacy_run_parts(method, hp)
+            old = [get(name, "run", *legacy, f"seed={s}") for s in seeds]
+            if any(old):
+                return [r for r in old if r is not None], True
+        return [r for r in runs if r is not None], False
 
     out = {}
     for name in profile["settings"]:
@@ -51,36 +84,52 @@ def summarize(records, profile_name, backend, profile):
         rows = {}
         for method in sorted(chosen, key=list(METHODS).index):
             hp = chosen[method]
-            family = METHODS[method][1]
-            harness_hp = family_hyperparameters(method, hp)
-            data = "alone" if method == "ce" else "transfer"
-            runs = [
-                get(name, "run", family, data, hp_key(harness_hp), f"seed={s}")
-                for s in range(profile["seeds"])
-            ]
-            runs = [r for r in runs if r is not None]
+            runs, legacy = runs_of(name, method, hp, range(profile["seeds"]))
             rows[method] = {
                 "hp": hp,
                 "runs": runs,
+                "legacy": legacy,
                 "test": _mean_std([r["test_accuracy"] for r in runs]),
+                "nll": _mean_std(
+                    [r["test_nll"] for r in runs if "test_nll" in r]
+                ),
+                "ece": _mean_std(
+                    [r["test_ece"] for r in runs if "test_ece" in r]
+                ),
                 "selection": get(
                     name,
                     "selection",
                     method,
                     f"T={chosen.get('kd', {}).get('temperature', 1.0)}",
                 )
-                if method.startswith("pt_")
+                if method.startswith("pt_") and method not in SEARCH_STANDARDIZE
+                else None,
+                "search": get(name, "search", method)
+                if method in SEARCH_STANDARDIZE
                 else None,
             }
+        tuning = {
+            m: get(name, "tuning", m) for m in GRIDS if get(name, "tuning", m)
+        }
+        tuning_seconds = {}
+        for method, entry in tuning.items():
+            seconds = []
+            for hp in entry["grid"]:
+                runs, _ = runs_of(name, method, hp, [TUNE_SEED])
+                seconds += [r["seconds"] for r in runs]
+            if len(seconds) == len(entry["grid"]):
+                tuning_seconds[method] = float(np.sum(seconds))
         out[name] = {
             "setting": get(name, "setting"),
             "teacher": teacher,
             "rows": rows,
             "grid": get(name, "grid"),
-            "tuning": {
-                m: get(name, "tuning", m)
-                for m in GRIDS
-                if get(name, "tuning", m)
+            "tuning": tuning,
+            "tuning_seconds": tuning_seconds,
+            "study": {
+                m: get(name, "study", m)
+                for m in SEARCH_STANDARDIZE
+                if get(name, "study", m)
             },
         }
     return out
@@ -235,6 +284,23 @@ def _cross_check_section(records, meta):
         "(sqrt(s1²/n1 + s2²/n2)).",
         "",
     ]
+    legacy = sorted(
+        b
+        for b in backends
+        for entry in summaries[b].values()
+        for row in entry["rows"].values()
+        if row["legacy"]
+    )
+    if legacy:
+        lines += [
+            "**Note:** the numbers of "
+            + ", ".join(f"`{b}`" for b in dict.fromkeys(legacy))
+            + " below come from the earlier harness (its own training "
+            "loop with the same losses, before every method trained "
+            "through `keras_ptloss.Distiller`); this cross-check was not "
+            "rerun with the Distiller path.",
+            "",
+        ]
     for b in backends:
         key = record_key("cross", b, "meta")
         entry = records[key].get(f"cross|{b}", {})
@@ -342,8 +408,19 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
         "",
         f"- Students: Adam (lr {profile['learning_rate']}), batch "
         f"{profile['batch_size']}, a fixed number of epochs per setting "
-        "(table below), no early stopping; every method trains through the "
-        "same `compute_loss` (hyper-parameters in model variables). "
+        "(table below), no early stopping. Every method trains through "
+        "`keras_ptloss.Distiller` on teacher outputs pre-computed with "
+        "`Distiller.precompute_teacher`: one Distiller (one compiled step) "
+        "per setting and loss family, whose loss holds the "
+        "hyper-parameters in variables the Distiller tracks; each run "
+        "re-initialises the student from its seed's stored initial weights "
+        "and zeroes the optimizer state. Losses: KD and the PTLoss rows = "
+        "`PTLoss` (KD: zero coefficients); LS-KD = `PTLoss(standardize="
+        "True)` with zero coefficients (= `KDLoss(standardize=True)`); "
+        "KD + CE = `KDCELoss`, DKD = `DKDLoss`, Poly-1 = `Poly1Loss`, which "
+        "receive the labels from the Distiller (`needs_labels`); the "
+        "student alone = the Distiller with `student_loss_weight=1` and the "
+        "compiled sparse cross-entropy. "
         "Teachers: same optimiser, seed 0, cross-entropy. One intra-op "
         "thread for torch.",
         "- Test accuracy: mean ± std (sample) over seeds "
@@ -361,7 +438,9 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
         "training), coefficients from `select_coefficients` (Brier "
         "closeness of the proxy teacher on the same validation split, "
         "20% of it held out by the selector) — no student is trained to "
-        "choose them. 'T by proxy' also picks T that way.",
+        "choose them. 'T by proxy' also picks T that way. 'Searched': "
+        "coefficients and T from `search_coefficients` (students trained; "
+        "section below).",
         "- Unlabelled transfer settings: hard-label terms (KD + CE, DKD, "
         "Poly-1) use the teacher's argmax; the student alone trains on the "
         "teacher's labelled training split.",
@@ -375,7 +454,11 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
         lines += _hp_table(summary)
         lines += _bayes_table(summary)
         lines += _quality_table(summary, png_link if png else None)
+        lines += _calibration_table(summary)
+        lines += _search_table(summary)
+        lines += _study_table(summary)
         lines += _targets(summary)
+        lines += _search_targets(summary)
     if profile_name == "full":
         lines += [""] + _cross_check_section(records, meta)
     timing.write_markdown(md_path, "\n".join(lines))
@@ -679,3 +762,284 @@ def _targets(summary):
         )
     lines.append("")
     return lines
+
+
+def _calibration_table(summary):
+    names = list(summary)
+    headers = ["method"] + names
+    rows = [
+        ["Teacher"]
+        + [
+            f"{summary[n]['teacher']['test_nll']:.3f} / "
+            f"{100 * summary[n]['teacher']['test_ece']:.1f}"
+            if "test_nll" in summary[n]["teacher"]
+            else "-"
+            for n in names
+        ]
+    ]
+    methods = []
+    for n in names:
+        methods += [m for m in summary[n]["rows"] if m not in methods]
+    for method in methods:
+        cells = []
+        for n in names:
+            row = summary[n]["rows"].get(method)
+            if row is None or not math.isfinite(row["nll"][0]):
+                cells.append("-")
+                continue
+            cells.append(
+                f"{row['nll'][0]:.3f} ± {row['nll'][1]:.3f} / "
+                f"{100 * row['ece'][0]:.1f}"
+            )
+        rows.append([METHODS[method][0]] + cells)
+    return [
+        "### Test NLL and ECE, mean over seeds",
+        "",
+        "Each cell: negative log-likelihood (nats, mean ± std over seeds) / "
+        "expected calibration error in % (15 equal-width confidence bins, "
+        "mean over seeds), on the test split.",
+        "",
+        timing.markdown_table(headers, rows, "l" + "r" * len(names)),
+        "",
+    ]
+
+
+def search_quality(entry, method):
+    """The search's short runs vs full runs, and its pick vs the oracles."""
+    study = entry["study"].get(method)
+    row = entry["rows"].get(method)
+    if not study or not row or not row["search"]:
+        return None
+    rows = study["rows"]
+    short = [r["short_score"] for r in rows]
+    full_val = [r["validation_accuracy"] for r in rows]
+    full_test = [r["test_accuracy"] for r in rows]
+    pick = next(r for r in rows if r["candidate"] == study["winner"])
+    best = int(np.argmax(full_test))
+    result = {
+        "num_candidates": len(rows),
+        "short_epochs": study["short_epochs"],
+        "spearman_validation": _spearman(short, full_val),
+        "spearman_test": _spearman(short, full_test),
+        "pick_label": pick["label"],
+        "pick_test": pick["test_accuracy"],
+        "candidate_oracle_label": rows[best]["label"],
+        "candidate_oracle_test": full_test[best],
+    }
+    grid = entry["grid"]
+    if grid and row["runs"]:
+        seeds = len(grid["seeds"])
+        means = [float(np.mean(r["test_accuracy"])) for r in grid["rows"]]
+        oracle = int(np.argmax(means))
+        picked = [r["test_accuracy"] for r in row["runs"][:seeds]]
+        result.update(
+            grid_oracle_epsilon=grid["rows"][oracle]["epsilon"],
+            grid_oracle_test=means[oracle],
+            pick_seeds_test=float(np.mean(picked)),
+            grid_seeds=seeds,
+        )
+    return result
+
+
+def _spearman(a, b):
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(a, b)[0])
+
+
+def _search_table(summary):
+    headers = [
+        "setting",
+        "method",
+        "winner (coefficients; T)",
+        "val acc: winner / KD (search)",
+        "student-epochs / budget",
+        "search wall time (s)",
+        "KD tuning wall time (s)",
+        "test acc − tuned KD",
+    ]
+    rows = []
+    for n, e in summary.items():
+        kd = e["rows"].get("kd")
+        for method in SEARCH_STANDARDIZE:
+            row = e["rows"].get(method)
+            if not row or not row["search"]:
+                continue
+            result = row["search"]
+            winner = result["candidates"][result["winner"]]
+            kd_score = result["kd_score"]
+            diff = (
+                f"{100 * (row['test'][0] - kd['test'][0]):+.1f}"
+                if kd and kd["runs"] and row["runs"]
+                else "-"
+            )
+            kd_seconds = e["tuning_seconds"].get("kd")
+            rows.append(
+                [
+                    n,
+                    METHODS[method][0],
+                    f"{winner['label']}: " + _hp_text(method, row["hp"]),
+                    f"{100 * result['score']:.1f} / "
+                    + ("-" if kd_score is None else f"{100 * kd_score:.1f}"),
+                    f"{result['cost']['student_epochs']:g} / "
+                    f"{result['cost']['budget']:g}",
+                    f"{result['seconds']:.1f}",
+                    "-" if kd_seconds is None else f"{kd_seconds:.1f}",
+                    diff,
+                ]
+            )
+    if not rows:
+        return []
+    return [
+        "### Student-aware search (`search_coefficients`)",
+        "",
+        "One search per setting on the tuning seed: candidates (KD, the "
+        "training-free pick and first-order directions at each temperature) "
+        "trained together as one population of students, halved on the "
+        "validation split, with a budget of the baselines' tuning budget in "
+        "student-epochs (each baseline's tuning trains that many full "
+        "students). The winner's configuration is then trained with "
+        "the same seeds as every method. 'KD tuning wall time' sums the "
+        "tuning trainings' times of KD; 'search wall time' is the whole "
+        "call (proposal, population training, validation scoring).",
+        "",
+        timing.markdown_table(headers, rows, "lllrrrrr"),
+        "",
+    ]
+
+
+def _study_table(summary):
+    headers = [
+        "setting",
+        "candidates",
+        "short run (epochs)",
+        "Spearman short vs full (val / test)",
+        "pick: full-run test acc",
+        "best candidate: full-run test acc",
+        "pick (seeds) vs M = 1 grid oracle",
+    ]
+    rows = []
+    for n, e in summary.items():
+        for method in SEARCH_STANDARDIZE:
+            q = search_quality(e, method)
+            if q is None:
+                continue
+            grid = "-"
+            if "grid_oracle_test" in q:
+                gap = q["pick_seeds_test"] - q["grid_oracle_test"]
+                grid = (
+                    f"{100 * q['pick_seeds_test']:.1f} vs "
+                    f"{100 * q['grid_oracle_test']:.1f} (ε = "
+                    f"{q['grid_oracle_epsilon']:g}): {100 * gap:+.1f}"
+                )
+            rows.append(
+                [
+                    n if len(e["study"]) == 1 else f"{n} ({method})",
+                    str(q["num_candidates"]),
+                    str(q["short_epochs"]),
+                    f"{q['spearman_validation']:.2f} / "
+                    f"{q['spearman_test']:.2f}",
+                    f"{100 * q['pick_test']:.1f} ({q['pick_label']})",
+                    f"{100 * q['candidate_oracle_test']:.1f} "
+                    f"({q['candidate_oracle_label']})",
+                    grid,
+                ]
+            )
+    if not rows:
+        return []
+    return [
+        "### Study: does the search's short run predict the full run?",
+        "",
+        "Every candidate of the search's first rung trained fully (the "
+        "method's epochs, tuning seed, through the Distiller); Spearman "
+        "rank correlation between its first-rung validation accuracy "
+        "(short run, in the population) and its full-run validation / test "
+        "accuracy. 'Pick' is the search's winner trained fully on the same "
+        "seed; 'best candidate' the candidate with the best full-run test "
+        "accuracy (an oracle). The last column compares the winner's mean "
+        "test accuracy over the grid's seeds with the best point of the "
+        "trained M = 1 grid (selection-quality section; test accuracy, "
+        "same seeds).",
+        "",
+        timing.markdown_table(headers, rows, "lrrrrrr"),
+        "",
+    ]
+
+
+def _search_targets(summary):
+    """Targets of the student-aware search, met or missed with numbers."""
+    lines = []
+    for method in SEARCH_STANDARDIZE:
+        diffs, misses, wins, seconds = [], [], [], []
+        for n, e in summary.items():
+            kd, pt = e["rows"].get("kd"), e["rows"].get(method)
+            if not kd or not pt or not kd["runs"] or not pt["runs"]:
+                continue
+            diff = pt["test"][0] - kd["test"][0]
+            diffs.append(diff)
+            if diff < -kd["test"][1]:
+                misses.append(
+                    f"`{n}` ({100 * diff:+.1f} vs std "
+                    f"{100 * kd['test'][1]:.1f})"
+                )
+            baselines = {
+                m: e["rows"][m]["test"][0]
+                for m in TUNED_BASELINES
+                if m in e["rows"] and e["rows"][m]["runs"]
+            }
+            best = max(baselines, key=baselines.get)
+            wins.append(
+                (n, pt["test"][0] >= baselines[best], best, baselines[best])
+            )
+            if pt["search"] and "kd" in e["tuning_seconds"]:
+                seconds.append(
+                    (n, pt["search"]["seconds"], e["tuning_seconds"]["kd"])
+                )
+        if not diffs:
+            continue
+        label = METHODS[method][0]
+        mean = float(np.mean(diffs))
+        lines += [
+            f"#### {label}",
+            "",
+            "- Never below tuned KD by more than one KD standard deviation: "
+            + (
+                "**met** (differences "
+                + ", ".join(f"{100 * d:+.1f}" for d in diffs)
+                + ")."
+                if not misses
+                else "**missed** in " + ", ".join(misses) + "."
+            ),
+            f"- At least +1.0 point over tuned KD on average over "
+            f"{len(diffs)} settings: {100 * mean:+.2f}: "
+            f"**{'met' if mean >= 0.01 else 'missed'}**.",
+        ]
+        count = sum(w for _, w, _, _ in wins)
+        lines.append(
+            f"- At least the best tuned baseline in at least half the "
+            f"settings: {count}/{len(wins)} ("
+            + ", ".join(
+                f"`{n}` {'≥' if w else '<'} {METHODS[b][0]} {100 * v:.1f}"
+                for n, w, b, v in wins
+            )
+            + f"): **{'met' if 2 * count >= len(wins) else 'missed'}**."
+        )
+        if seconds:
+            within = all(s <= k for _, s, k in seconds)
+            lines.append(
+                "- Search wall time no larger than KD's tuning: "
+                + ", ".join(
+                    f"`{n}` {s:.0f} s vs {k:.0f} s" for n, s, k in seconds
+                )
+                + f": **{'met' if within else 'missed'}**."
+            )
+        lines.append("")
+    if not lines:
+        return []
+    return [
+        "### Targets of the student-aware search",
+        "",
+        "Differences are in test-accuracy points (means over seeds); the "
+        "baselines are the tuned KD, KD + CE, DKD, LS-KD and Poly-1.",
+        "",
+    ] + lines

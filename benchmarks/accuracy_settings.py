@@ -23,8 +23,9 @@ from keras_ptloss import closeness  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "accuracy"
-# Bump when a change to this script invalidates stored results.
-CODE_VERSION = 1
+# Bump when a change to this script invalidates stored results (2: every
+# method trains through keras_ptloss.Distiller; NLL and ECE recorded).
+CODE_VERSION = 2
 MAX_ORDER = 5
 TUNE_SEED = 10_000
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -61,6 +62,13 @@ FULL = {
     "grid": [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
     "grid_seeds": 5,
     "selection": {},
+    # Student-aware search (`keras_ptloss.search_coefficients`): its budget
+    # is `tune_budget` full student trainings, like each baseline's tuning.
+    "search": {"temperatures": [1.0, 2.0, 4.0]},
+    # Train every first-rung candidate of the search fully (tuning seed) to
+    # compare short-run and full-run accuracy.
+    "search_study": ["pt_m5_searched"],
+    "ece_bins": 15,
     "methods": "all",
 }
 QUICK = dict(
@@ -77,6 +85,7 @@ QUICK = dict(
     grid=[-1.0, 0.0, 1.0],
     grid_seeds=2,
     selection={"num_candidates": 16, "max_iter": 3, "patience": 2},
+    search={"temperatures": [1.0, 4.0], "strengths": [-0.5, 2.0]},
 )
 CROSS = dict(
     FULL,
@@ -84,6 +93,7 @@ CROSS = dict(
     tune_budget=0,
     grid=[],
     grid_seeds=0,
+    search_study=[],
     methods=["ce", "kd", "dkd", "pt_m5_shared"],
 )
 PROFILES = {"full": FULL, "quick": QUICK, "cross": CROSS}
@@ -124,18 +134,39 @@ def _pt_name(order, mode, tune_temperature=False):
     return f"pt_m{order}_{mode}{suffix}"
 
 
+# Method -> (table label, loss family). A family is one Distiller (one
+# compiled step) per setting whose hyper-parameters are variables.
 METHODS = {
-    "ce": ("Student alone (CE)", "poly"),
+    "ce": ("Student alone (CE)", "ce"),
     "kd": ("KD", "pt"),
     "kd_ce": ("KD + CE", "kd_ce"),
     "dkd": ("DKD", "dkd"),
-    "lskd": ("LS-KD", "lskd"),
+    "lskd": ("LS-KD", "pt_std"),
     "poly1": ("Poly-1", "poly"),
 }
 for _order, _mode in PT_VARIANTS:
     METHODS[_pt_name(_order, _mode)] = (f"PTLoss M={_order} {_mode}", "pt")
 METHODS[_pt_name(5, "shared", True)] = ("PTLoss M=5 shared, T by proxy", "pt")
+# Coefficients and temperature from `search_coefficients` (student-aware):
+# on the teacher's logits, and on z-scored logits (vs LS-KD).
+SEARCHED = "pt_m5_searched"
+SEARCHED_STD = "pt_m5_searched_std"
+METHODS[SEARCHED] = ("PTLoss M=5 searched", "pt")
+METHODS[SEARCHED_STD] = ("PTLoss M=5 searched, standardized", "pt_std")
+SEARCH_STANDARDIZE = {SEARCHED: False, SEARCHED_STD: True}
 HEADLINE = _pt_name(5, "shared")
+# The baselines tuned on the validation split with `tune_budget` trainings.
+TUNED_BASELINES = ("kd", "kd_ce", "dkd", "lskd", "poly1")
+# The training data of each family: the student alone trains on the
+# labelled split; the label-using losses get the transfer labels.
+FAMILY_DATA = {
+    "ce": "alone",
+    "pt": "transfer",
+    "pt_std": "transfer",
+    "kd_ce": "transfer_labels",
+    "dkd": "transfer_labels",
+    "poly": "transfer_labels",
+}
 
 
 def method_names(profile):
@@ -155,11 +186,12 @@ def subsample_grid(grid, budget):
 def family_hyperparameters(method, hp):
     """Hyper-parameters as the harness sees them (they key the records).
 
-    CE is Poly-1 with epsilon = 0, and KD is PTLoss with zero coefficients,
-    so identical trainings (KD and the grid's epsilon = 0) are run once.
+    KD is PTLoss with zero coefficients and LS-KD PTLoss with zero
+    coefficients on standardized logits, so identical trainings (KD, the
+    grid's epsilon = 0, a search won by plain KD) are run once.
     """
     if method == "ce":
-        return {"epsilon": 0.0}
+        return {}
     hp = dict(hp)
     if "coefficients" in hp and not np.any(hp["coefficients"]):
         del hp["coefficients"]
@@ -349,6 +381,7 @@ def train_teacher(setting, profile):
         verbose=0,
     )
     seconds = time.perf_counter() - start
+    setting.teacher = teacher
     setting.teacher_logits = {
         "transfer": logits_of(teacher, setting.transfer[0]),
         "validation": logits_of(teacher, setting.validation[0]),
@@ -369,6 +402,10 @@ def train_teacher(setting, profile):
         ),
         "test_accuracy": accuracy_of(
             setting.teacher_logits["test"], setting.test[1]
+        ),
+        "test_nll": nll_of(setting.teacher_logits["test"], setting.test[1]),
+        "test_ece": ece_of(
+            setting.teacher_logits["test"], setting.test[1], profile["ece_bins"]
         ),
         "validation_brier": closeness(
             setting.val_probs, setting.validation[1], "brier"
@@ -392,6 +429,35 @@ def train_teacher(setting, profile):
 
 def accuracy_of(logits, labels):
     return float(np.mean(np.argmax(logits, 1) == np.asarray(labels)))
+
+
+def nll_of(logits, labels):
+    """Mean negative log-likelihood of integer labels under softmax(logits)."""
+    log_q = scipy.special.log_softmax(np.asarray(logits, "float64"), axis=1)
+    labels = np.asarray(labels, dtype="int64")
+    return float(-np.mean(log_q[np.arange(len(labels)), labels]))
+
+
+def ece_of(logits, labels, bins=15):
+    """Expected calibration error of the top-class confidence.
+
+    `sum_b (n_b / n) |accuracy_b - confidence_b|` over `bins` equal-width
+    confidence bins on [0, 1] (right-closed, the first one closed too).
+    """
+    probs = scipy.special.softmax(np.asarray(logits, "float64"), axis=1)
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(
+        np.searchsorted(edges, confidence, side="left") - 1, 0, None
+    )
+    total = 0.0
+    for b in range(bins):
+        members = index == b
+        if np.any(members):
+            gap = abs(correct[members].mean() - confidence[members].mean())
+            total += members.mean() * gap
+    return float(total)
 
 
 def bayes_metrics(task, x, logits):

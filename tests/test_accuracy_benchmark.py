@@ -1,35 +1,42 @@
-"""Smoke test: `benchmarks/accuracy.py --quick` runs end to end."""
+"""The accuracy benchmark: `--quick` runs end to end through the Distiller."""
 
 import json
 import sys
 from pathlib import Path
 
 import keras
+import numpy as np
+import pytest
+import scipy.special
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import accuracy  # noqa: E402
+import accuracy_harness  # noqa: E402
 import accuracy_report  # noqa: E402
 import accuracy_settings  # noqa: E402
 
 
-def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
-    backend = keras.backend.backend()
-    previous_threads = accuracy.limit_threads(1)
-    try:
-        accuracy.main(["--quick", "--output-dir", str(tmp_path), "--silent"])
-        records = json.loads((tmp_path / "accuracy.json").read_text())[
-            "records"
-        ]
-        # Resuming trains nothing new: every run is found in the JSON.
-        before = dict(records)
-        accuracy.main(["--quick", "--output-dir", str(tmp_path), "--silent"])
-    finally:
-        if previous_threads is not None:
-            import torch
+@pytest.fixture
+def one_thread():
+    previous = accuracy.limit_threads(1)
+    yield
+    if previous is not None:
+        import torch
 
-            torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous)
+
+
+def test_quick_run_writes_json_markdown_and_plot_and_resumes(
+    tmp_path, one_thread
+):
+    backend = keras.backend.backend()
+    accuracy.main(["--quick", "--output-dir", str(tmp_path), "--silent"])
+    records = json.loads((tmp_path / "accuracy.json").read_text())["records"]
+    # Resuming trains nothing new: every run is found in the JSON.
+    before = dict(records)
+    accuracy.main(["--quick", "--output-dir", str(tmp_path), "--silent"])
     after = json.loads((tmp_path / "accuracy.json").read_text())["records"]
     runs = {k: v for k, v in after.items() if "|run|" in k}
     assert {k: before[k] for k in runs} == runs
@@ -41,19 +48,40 @@ def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
     assert 0.0 <= teacher["excess_risk"] <= 1.0
     chosen = after[prefix + "chosen"]
     assert set(chosen) == set(accuracy_settings.METHODS)
-    # Every method has one finite result per seed.
+    # Every method has one finite result per seed, with NLL and ECE.
     summary = accuracy_report.summarize(
         after, "quick", backend, accuracy_settings.PROFILES["quick"]
     )[setting]
     for method, row in summary["rows"].items():
         assert len(row["runs"]) == accuracy_settings.QUICK["seeds"], method
+        assert not row["legacy"]
         for run in row["runs"]:
             assert 0.0 <= run["test_accuracy"] <= 1.0
             assert run["kl_to_bayes"] >= 0.0
+            assert run["test_nll"] > 0.0
+            assert 0.0 <= run["test_ece"] <= 1.0
     # PTLoss coefficients come from select_coefficients and are recorded.
     selection = summary["rows"]["pt_m5_classwise"]["selection"]
     assert len(selection["coefficients"]) == 10
     assert selection["wall_time"] > 0
+    # The searched rows: search_coefficients within the tuning budget.
+    for method in accuracy_settings.SEARCH_STANDARDIZE:
+        search = summary["rows"][method]["search"]
+        epochs = summary["setting"]["student_epochs"]
+        budget = accuracy_settings.QUICK["tune_budget"] * epochs
+        assert search["cost"]["budget"] == budget
+        assert 0 < search["cost"]["student_epochs"] <= budget
+        assert search["seconds"] > 0
+        assert chosen[method]["temperature"] == search["temperature"]
+    assert summary["tuning_seconds"]["kd"] > 0
+    # The study: every first-rung candidate trained fully.
+    quality = accuracy_report.search_quality(
+        summary, accuracy_settings.SEARCHED
+    )
+    search = summary["rows"][accuracy_settings.SEARCHED]["search"]
+    assert quality["num_candidates"] == len(search["ranking"][0]["members"])
+    winner = search["candidates"][search["winner"]]
+    assert quality["pick_label"] == winner["label"]
     # The selection-quality grid and its statistics.
     quality = accuracy_report.selection_quality(summary)
     assert quality["num_points"] == len(accuracy_settings.QUICK["grid"])
@@ -62,5 +90,76 @@ def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
     assert "python benchmarks/accuracy.py --quick" in markdown
     assert backend in markdown
     assert "PTLoss M=5 shared" in markdown and "Spearman" in markdown
+    assert "PTLoss M=5 searched" in markdown and "ECE" in markdown
+    assert "Targets of the student-aware search" in markdown
     png = tmp_path / "accuracy_selection.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def gaussian_setting():
+    profile = accuracy_settings.QUICK
+    setting = accuracy_settings.build_setting("gaussian", profile)
+    accuracy_settings.train_teacher(setting, profile)
+    return setting
+
+
+@pytest.mark.parametrize(
+    "method, first, second",
+    [
+        (
+            "dkd",
+            {"alpha": 1.0, "beta": 8.0, "temperature": 4.0},
+            {"alpha": 0.5, "beta": 1.0, "temperature": 1.0},
+        ),
+        (
+            "pt_m5_shared",
+            {"coefficients": [2.0, 0.0, 0.0, 0.0, 0.1], "temperature": 4.0},
+            {"coefficients": [-1.0], "temperature": 2.0},
+        ),
+    ],
+)
+def test_a_reused_distiller_trains_like_a_fresh_one(
+    gaussian_setting, one_thread, method, first, second
+):
+    profile = accuracy_settings.QUICK
+    reused = accuracy_harness.Trainer(gaussian_setting, profile)
+    reused.train(method, first, seed=1)
+    distiller, history = reused.fit(method, second, seed=0)
+    fresh = accuracy_harness.Trainer(gaussian_setting, profile)
+    fresh_distiller, fresh_history = fresh.fit(method, second, seed=0)
+    assert distiller is reused.distiller(accuracy_settings.METHODS[method][1])
+    assert history.history["loss"] == fresh_history.history["loss"]
+    for a, b in zip(
+        distiller.student.get_weights(),
+        fresh_distiller.student.get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_nll_and_ece_match_their_definitions(rng):
+    logits = rng.normal(scale=2.0, size=(200, 5))
+    labels = rng.integers(0, 5, size=200)
+    probs = scipy.special.softmax(logits, axis=1)
+    nll = -np.mean(np.log(probs[np.arange(200), labels]))
+    assert accuracy_settings.nll_of(logits, labels) == pytest.approx(nll)
+    # ECE by an explicit loop over examples and bins.
+    confidence, predicted = probs.max(1), probs.argmax(1)
+    expected = 0.0
+    for b in range(15):
+        low, high = b / 15, (b + 1) / 15
+        members = [
+            i
+            for i in range(200)
+            if (low < confidence[i] <= high) or (b == 0 and confidence[i] == 0)
+        ]
+        if members:
+            accuracy_in_bin = np.mean(predicted[members] == labels[members])
+            confidence_in_bin = np.mean(confidence[members])
+            expected += (
+                len(members) / 200 * abs(accuracy_in_bin - confidence_in_bin)
+            )
+    assert accuracy_settings.ece_of(logits, labels, 15) == pytest.approx(
+        expected
+    )
