@@ -18,19 +18,27 @@ Settings (all offline, see `keras_ptloss.datasets`):
   trained on the noisy labels.
 
 Methods: student alone (cross-entropy), KD, KD + CE, DKD, logit-standardised
-KD, Poly-1, and PTLoss of order M in {1, 2, 5}, shared and class-wise, with
-coefficients from `keras_ptloss.select_coefficients`. Every tuned method
-gets the same budget of student trainings on the validation split (see
-`--tune-budget`); PTLoss uses KD's tuned temperature and chooses its
-coefficients by the proxy teacher, without training. All methods share one
-training loop (`HarnessModel.compute_loss`), with hyper-parameters held in
-model variables so that one compiled step serves every configuration.
+KD, Poly-1, PTLoss of order M in {1, 2, 5}, shared and class-wise, with
+coefficients from `keras_ptloss.select_coefficients`, and PTLoss M = 5 with
+coefficients and temperature from `keras_ptloss.search_coefficients` (the
+student-aware search, on the teacher's logits and on standardised ones).
+Every tuned method gets the same budget of student trainings on the
+validation split (the profile's `tune_budget`); the selected PTLoss rows use
+KD's tuned temperature and choose their coefficients by the proxy teacher,
+without training; the search spends the same budget in student-epochs.
+Every method trains through `keras_ptloss.Distiller` on pre-computed teacher
+outputs, one Distiller (one compiled step) per setting and loss family,
+whose loss holds the hyper-parameters in variables; a run re-initialises the
+student and the optimizer state. Test NLL and ECE are recorded beside the
+accuracy.
 
 Selection quality: the student trained with the selected M = 1 shared
 coefficient against every point of a coefficient grid (the oracle is the
 grid point with the best mean test accuracy), and the Spearman correlation
 between the proxy teacher's closeness (validation Brier) and the student's
-test accuracy across the grid; plotted to a PNG.
+test accuracy across the grid; plotted to a PNG. For the search: every
+first-rung candidate trained fully, the Spearman correlation between its
+short-run and full-run accuracy, and the search's pick against the oracles.
 
 Every training result is appended to the JSON as it finishes, so an
 interrupted run resumes where it stopped. The markdown section is then
@@ -44,7 +52,7 @@ command line.
 Usage:
     KERAS_BACKEND=jax python benchmarks/accuracy.py          # the table
     KERAS_BACKEND=torch python benchmarks/accuracy.py --cross-check
-    python benchmarks/accuracy.py --quick                    # tiny, ~1 min
+    python benchmarks/accuracy.py --quick                    # tiny, ~2 min
     python benchmarks/accuracy.py --report-only              # markdown only
 """
 

@@ -18,9 +18,11 @@ from accuracy_settings import FAMILY_DATA
 from accuracy_settings import GRIDS
 from accuracy_settings import HEADLINE
 from accuracy_settings import METHODS
+from accuracy_settings import NAME
 from accuracy_settings import PROFILES
 from accuracy_settings import ROOT
 from accuracy_settings import SEARCH_STANDARDIZE
+from accuracy_settings import SEARCHED
 from accuracy_settings import TUNE_SEED
 from accuracy_settings import TUNED_BASELINES
 from accuracy_settings import family_hyperparameters
@@ -375,6 +377,8 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
     summary = summarize(records, profile_name, backend, profile)
     finished = records.get(record_key(profile_name, backend, "finished"))
     png = plot_selection(summary, png_path)
+    study_path = png_path.with_name(f"{NAME}_search.png")
+    study_png = plot_study(summary, study_path)
     machine = meta.get("machine", {})
     try:
         png_link = png_path.resolve().relative_to(ROOT)
@@ -456,7 +460,7 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
         lines += _quality_table(summary, png_link if png else None)
         lines += _calibration_table(summary)
         lines += _search_table(summary)
-        lines += _study_table(summary)
+        lines += _study_table(summary, _link(study_path) if study_png else None)
         lines += _targets(summary)
         lines += _search_targets(summary)
     if profile_name == "full":
@@ -908,7 +912,64 @@ def _search_table(summary):
     ]
 
 
-def _study_table(summary):
+def _link(path):
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
+
+
+def plot_study(summary, path):
+    """Per setting: each candidate's short-run vs full-run accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [
+        n for n, e in summary.items() if search_quality(e, SEARCHED) is not None
+    ]
+    if not names:
+        return None
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False
+    )
+    for ax in axes.ravel()[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        study = summary[name]["study"][SEARCHED]
+        quality = search_quality(summary[name], SEARCHED)
+        for row in study["rows"]:
+            winner = row["candidate"] == study["winner"]
+            kd = row["label"].startswith("KD")
+            ax.scatter(
+                100 * row["short_score"],
+                100 * row["test_accuracy"],
+                marker="*" if winner else ("s" if kd else "o"),
+                s=140 if winner else 30,
+                color="C3" if winner else ("C1" if kd else "C0"),
+                zorder=3 if winner else 2,
+            )
+        ax.set_xlabel(
+            f"validation acc. after {study['short_epochs']} epoch(s) "
+            "(population, %)"
+        )
+        ax.set_ylabel("full-run test acc. (%)")
+        ax.set_title(
+            f"{name}: Spearman ρ = {quality['spearman_test']:.2f} "
+            "(star: pick, squares: KD)",
+            fontsize=8,
+        )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _study_table(summary, png=None):
     headers = [
         "setting",
         "candidates",
@@ -963,7 +1024,7 @@ def _study_table(summary):
         "",
         timing.markdown_table(headers, rows, "lrrrrrr"),
         "",
-    ]
+    ] + ([f"![search study]({png})", ""] if png else [])
 
 
 def _search_targets(summary):

@@ -92,8 +92,9 @@ def test_quick_run_writes_json_markdown_and_plot_and_resumes(
     assert "PTLoss M=5 shared" in markdown and "Spearman" in markdown
     assert "PTLoss M=5 searched" in markdown and "ECE" in markdown
     assert "Targets of the student-aware search" in markdown
-    png = tmp_path / "accuracy_selection.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("accuracy_selection.png", "accuracy_search.png"):
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 @pytest.fixture(scope="module")
