@@ -402,11 +402,12 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
         ),
         f"- Date: {meta.get('date', '?')}"
         + (
-            f"; run finished {finished['date']} after "
+            f"; last (resumed) pass finished {finished['date']} after "
             f"{finished['seconds'] / 60:.1f} min."
             if finished
             else "; **run not finished** (partial results below)."
         ),
+        "- Compute: " + _compute_text(records, profile_name, backend),
         "",
         "### Protocol",
         "",
@@ -467,6 +468,29 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
         lines += [""] + _cross_check_section(records, meta)
     timing.write_markdown(md_path, "\n".join(lines))
     return summary
+
+
+def _compute_text(records, profile_name, backend):
+    """Summed stored training times: robust to resumed or split runs."""
+    prefix = record_key(profile_name, backend, "")
+    students, teachers, searches, count = 0.0, 0.0, 0.0, 0
+    for key, record in records.items():
+        if not key.startswith(prefix):
+            continue
+        if "|run|" in key:
+            students += record["seconds"]
+            count += 1
+        elif key.endswith("|teacher"):
+            teachers += record["seconds"]
+        elif "|search|" in key:
+            searches += record["seconds"]
+    return (
+        f"{count} student trainings ({students / 60:.1f} min), teachers "
+        f"({teachers / 60:.1f} min), searches ({searches / 60:.1f} min), "
+        "summed over the stored records (the run resumes from the JSON and "
+        "may be split over processes with `--settings`; a shared 2-core "
+        "machine)."
+    )
 
 
 def _grid_text(method, budget):
@@ -905,7 +929,11 @@ def _search_table(summary):
         "students). The winner's configuration is then trained with "
         "the same seeds as every method. 'KD tuning wall time' sums the "
         "tuning trainings' times of KD; 'search wall time' is the whole "
-        "call (proposal, population training, validation scoring).",
+        "call (proposal, population training, validation scoring). Both "
+        "include compiling their training steps (KD's first tuning run "
+        "compiles the family's step; the search compiles one population "
+        "per rung) and were measured in the same run on the shared "
+        "machine, under the load of that moment.",
         "",
         timing.markdown_table(headers, rows, "lllrrrrr"),
         "",
