@@ -104,22 +104,32 @@ def _block(value):
     return float(ops.convert_to_numpy(ops.sum(value[1][:1])))
 
 
-def worker_memory(backend, method, tokens, classes, chunk_size):
+def worker_memory(
+    backend, method, tokens, classes, chunk_size, compiled_only=False
+):
     """Peak RSS growth (MiB) of one loss + gradient; JAX: compiled bytes."""
     import resource
 
     import keras  # noqa: F401
 
     loss = _make_loss(method, chunk_size)
-    z, t = _inputs(backend, tokens, classes)
     step, _ = _step_fn(backend, loss)
     result = {}
+    if compiled_only:  # JAX, shapes only: nothing of that size is built
+        import jax
+
+        spec = jax.ShapeDtypeStruct((tokens, classes), "float32")
+        z = t = spec
+    else:
+        z, t = _inputs(backend, tokens, classes)
     if backend == "jax":
         compiled = step.lower(z, t).compile()
         analysis = compiled.memory_analysis()
         result["compiled_mib"] = (
             analysis.temp_size_in_bytes + analysis.output_size_in_bytes
         ) / 2**20
+    if compiled_only:
+        return result
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _block(step(z, t))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -170,6 +180,7 @@ def _worker_main(spec):
             args["tokens"],
             args["classes"],
             args["chunk_size"],
+            bool(args.get("compiled_only")),
         )
     else:
         result = worker_time(
@@ -312,8 +323,8 @@ def main(argv=None):
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--tokens-128k", type=int, default=1024)
     parser.add_argument("--chunk-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--repeats-128k", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats-128k", type=int, default=2)
     parser.add_argument("--output", default=str(RESULTS / "vocab_scale"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
