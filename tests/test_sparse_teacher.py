@@ -16,6 +16,7 @@ from keras_ptloss.sparse import sparse_proxy_teacher
 from keras_ptloss.sparse import sparse_pt_loss
 from keras_ptloss.sparse import tail_buckets
 from keras_ptloss.sparse import top_k_log_probs
+from keras_ptloss.teacher_outputs import precompute_top_k
 
 EPS = np.array([0.4, -0.1, 0.03])
 
@@ -184,3 +185,38 @@ def test_sparse_selection_runs_on_buckets(rng):
     assert np.asarray(result.coefficients).shape == (2,)
     with pytest.raises(ValueError, match="mode"):
         select_sparse_coefficients(indices, log_probs, labels, mode="classwise")
+
+
+def tiny_teacher(classes=15):
+    return keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(9, 6),
+            keras.layers.Dense(classes),
+        ]
+    )
+
+
+def test_precompute_top_k_packs_the_teachers_outputs(rng, tmp_path):
+    teacher = tiny_teacher()
+    x = rng.integers(0, 9, size=(10, 4))
+    packed = precompute_top_k(teacher, x, 3, temperature=2.0, batch_size=4)
+    logits = ops.convert_to_numpy(teacher(x))
+    full = np_log_softmax(logits / 2.0)
+    top = np.argsort(-full, axis=-1)[..., :3]
+    np.testing.assert_array_equal(packed[..., :3], top)
+    np.testing.assert_allclose(
+        packed[..., 3:], np.take_along_axis(full, top, -1), atol=1e-5
+    )
+    cache = str(tmp_path / "top_k.npz")
+    first = precompute_top_k(teacher, x, 3, temperature=2.0, cache=cache)
+    np.testing.assert_array_equal(first, packed)
+    again = precompute_top_k(teacher, x, 3, temperature=2.0, cache=cache)
+    np.testing.assert_array_equal(again, packed)
+    with pytest.raises(ValueError, match="top-k"):
+        precompute_top_k(teacher, x, 4, temperature=2.0, cache=cache)
+    with pytest.raises(ValueError, match="other inputs"):
+        precompute_top_k(teacher, x[:5], 3, temperature=2.0, cache=cache)
+    other = tiny_teacher()
+    with pytest.raises(ValueError, match="other weights"):
+        precompute_top_k(other, x, 3, temperature=2.0, cache=cache)
