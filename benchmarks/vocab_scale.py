@@ -348,9 +348,8 @@ def main(argv=None):
         config.update(
             classes=[1000, 8000], tokens=512, chunk_size=128, repeats=2
         )
-    command = "python benchmarks/vocab_scale.py" + (
-        " --quick" if args.quick else ""
-    )
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["python benchmarks/vocab_scale.py", *given])
     rows = measure(config)
     payload = dict(
         config=config,
