@@ -19,6 +19,7 @@ ORDER = [
     "selection_speed",
     "distiller_speed",
     "search_speed",
+    "vocab_scale",
     "accuracy",
 ]
 HEADER = """# Benchmarks

@@ -17,6 +17,7 @@ from keras import ops
 
 from keras_ptloss._checks import check_bool
 from keras_ptloss._checks import check_finite
+from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import shapes_match
@@ -339,10 +340,178 @@ def pt_loss(
     return scale_by_t_squared(ops.sum(terms, axis=-1), temperature)
 
 
+def _flat_rows(values):
+    """`values` reshaped to `(N, K)` and the leading shape to restore."""
+    lead = ops.shape(values)[:-1]
+    return ops.reshape(values, (-1, ops.shape(values)[-1])), lead
+
+
+def _row_chunks(num_rows, chunk_size):
+    """Static `(start, stop)` row ranges, or one range if `N` is unknown."""
+    if num_rows is None or chunk_size is None or chunk_size >= num_rows:
+        return [(0, num_rows)]
+    return [
+        (start, min(start + chunk_size, num_rows))
+        for start in range(0, num_rows, chunk_size)
+    ]
+
+
+def _teacher_logits(y_true, teacher_from_logits):
+    """Teacher outputs as logits (probabilities -> their logs)."""
+    if teacher_from_logits:
+        return y_true
+    positive = y_true > 0
+    return ops.where(
+        positive, ops.log(ops.where(positive, y_true, 1.0)), LOG_ZERO
+    )
+
+
+def _lean_rows(t, z, eps, temperature):
+    """Per-row loss and the gradient function of the memory-lean path.
+
+    `t`, `z`: `(rows, K)` teacher and student logits; `eps`: `(M,)` or
+    `(K, M)` coefficients or `None` (KD). The gradient is the closed form of
+    docs/design.md, "Vocabulary scale":
+
+        dL/dz = T * (q - p - w + q * sum_k w_k),  w = p * q * g,
+        g_k = sum_m m * eps[k, m] * (1 - q_k)**(m - 1)
+
+    recomputed from `t` and `z` alone, so nothing of size `(rows, K)` is
+    kept between the forward and the backward pass.
+    """
+    log_p = ops.log_softmax(t / temperature, axis=-1)
+    log_q = ops.log_softmax(z / temperature, axis=-1)
+    p = ops.exp(log_p)
+    difference = log_p - log_q
+    if eps is not None:
+        u = -ops.expm1(log_q)
+        columns = ops.unstack(eps, axis=-1)
+        inner = columns[-1]
+        for column in reversed(columns[:-1]):
+            inner = column + u * inner
+        difference = difference + u * inner
+    terms = ops.where(p > 0, p * difference, 0.0)
+    return ops.sum(terms, axis=-1) * ops.square(temperature)
+
+
+def _lean_grad(t, z, eps, temperature):
+    """`dL/dz` of `_lean_rows` per row (before the upstream factor)."""
+    p = ops.softmax(t / temperature, axis=-1)
+    q = ops.softmax(z / temperature, axis=-1)
+    grad = q - p
+    if eps is not None:
+        u = 1.0 - q
+        order = eps.shape[-1]
+        columns = ops.unstack(eps, axis=-1)
+        g = columns[-1] * float(order)
+        for m in range(order - 1, 0, -1):
+            g = columns[m - 1] * float(m) + u * g
+        w = p * q * g
+        grad = grad - w + q * ops.sum(w, axis=-1, keepdims=True)
+    return grad * temperature
+
+
+def lean_loss(
+    y_true,
+    y_pred,
+    coefficients=None,
+    temperature=1.0,
+    from_logits=True,
+    teacher_from_logits=False,
+    standardize=False,
+    chunk_size=None,
+):
+    """PTLoss (or KD) per example with a closed-form gradient, in chunks.
+
+    The same values as `pt_loss` (`coefficients=None`: `kd_loss`), computed
+    `chunk_size` rows (tokens) at a time on the flattened `(N, K)` outputs,
+    with a custom gradient that recomputes the softmaxes in the backward
+    pass: the peak memory of loss plus gradient stays near that of the
+    inputs and the gradient, for vocabularies of 32k-256k classes
+    (docs/design.md, "Vocabulary scale"). The gradient flows to the
+    student only: the teacher, the coefficients and the temperature are
+    constants. `standardize` and student probabilities are mapped to
+    logits first by ordinary autodiff.
+
+    Args:
+        y_true: teacher probabilities (or logits if `teacher_from_logits`),
+            shape `(batch, ..., K)`.
+        y_pred: student logits (or probabilities if `from_logits=False`),
+            same shape.
+        coefficients: `eps`, shape `(M,)` or `(K, M)`, or `None` for KD.
+        temperature: softmax temperature `T > 0`.
+        from_logits: whether `y_pred` holds logits.
+        teacher_from_logits: whether `y_true` holds logits.
+        standardize: z-score both logits over classes first.
+        chunk_size: rows (tokens) per chunk, or `None` for one chunk. The
+            chunks are static, so the number of rows must be known when the
+            function is traced; otherwise one chunk is used.
+
+    Returns:
+        Per-example loss, shape `(batch, ...)`, float32 (or wider).
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.full((2, 3, 4), 0.25)
+    >>> student = np.zeros((2, 3, 4))
+    >>> loss = lean_loss(teacher, student, [0.5], chunk_size=2)
+    >>> np.asarray(loss).round(6).tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    teacher_from_logits = bool(teacher_from_logits)
+    _check_standardize(standardize, from_logits, teacher_from_logits)
+    host_inputs = (y_true, y_pred)
+    y_true, y_pred = _common_float(y_true, y_pred)
+    eps = None
+    if coefficients is not None:
+        eps = ops.convert_to_tensor(ops.cast(coefficients, y_pred.dtype))
+    _check_shapes(y_true, y_pred, eps)
+    _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
+    if standardize:
+        y_true = standardize_logits(y_true)
+        y_pred = standardize_logits(y_pred)
+    t = ops.stop_gradient(_teacher_logits(y_true, teacher_from_logits))
+    z = _teacher_logits(y_pred, from_logits)
+    temperature = ops.convert_to_tensor(ops.cast(temperature, z.dtype))
+    t, lead = _flat_rows(t)
+    z, _ = _flat_rows(z)
+    chunks = _row_chunks(z.shape[0], chunk_size)
+
+    @ops.custom_gradient
+    def rows_loss(z):
+        def piece(start, stop, fn):
+            if stop is None:
+                return fn(t, z, eps, temperature)
+            return fn(t[start:stop], z[start:stop], eps, temperature)
+
+        values = [piece(a, b, _lean_rows) for a, b in chunks]
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            grads = []
+            for a, b in chunks:
+                up = upstream if b is None else upstream[a:b]
+                grads.append(piece(a, b, _lean_grad) * up[:, None])
+            return grads[0] if len(grads) == 1 else ops.concatenate(grads, 0)
+
+        value = values[0] if len(values) == 1 else ops.concatenate(values, 0)
+        return value, grad
+
+    return ops.reshape(rows_loss(z), lead)
+
+
 def _check_teacher_flag(value):
     if value is None:
         return None
     return check_bool(value, "teacher_from_logits")
+
+
+def _check_chunk_size(value):
+    if value is None:
+        return None
+    return check_int(value, "chunk_size", minimum=1)
 
 
 def _scalar_variable(value, name):
@@ -460,6 +629,12 @@ class KDLoss(_TemperedLoss):
         name: optional name. Defaults to `"kd_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
             computed in float32.
+        chunk_size: `None` (default) computes the loss in one pass with
+            autodiff; an integer computes it `chunk_size` tokens (rows of
+            the flattened `(N, K)` outputs) at a time with a closed-form
+            gradient that keeps no `(N, K)` intermediate for the backward
+            pass (`lean_loss`; for vocabularies of 32k+ classes). Same
+            values; the gradient reaches the student only.
 
     Example:
 
@@ -483,6 +658,7 @@ class KDLoss(_TemperedLoss):
         reduction="sum_over_batch_size",
         name="kd_loss",
         dtype=None,
+        chunk_size=None,
     ):
         super().__init__(
             temperature,
@@ -493,11 +669,25 @@ class KDLoss(_TemperedLoss):
             name,
             dtype,
         )
+        self.chunk_size = _check_chunk_size(chunk_size)
 
     def call(self, y_true, y_pred):
+        if self.chunk_size is not None:
+            return lean_loss(
+                y_true,
+                y_pred,
+                temperature=self._temperature,
+                chunk_size=self.chunk_size,
+                **self._flags(),
+            )
         return kd_loss(
             y_true, y_pred, temperature=self._temperature, **self._flags()
         )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(chunk_size=self.chunk_size)
+        return config
 
 
 DEFAULT_ORDER = 5
@@ -551,6 +741,12 @@ class PTLoss(_TemperedLoss):
         name: optional name. Defaults to `"pt_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
             computed in float32.
+        chunk_size: `None` (default) computes the loss in one pass with
+            autodiff; an integer computes it `chunk_size` tokens (rows of
+            the flattened `(N, K)` outputs) at a time with a closed-form
+            gradient that keeps no `(N, K)` intermediate for the backward
+            pass (`lean_loss`; for vocabularies of 32k+ classes). Same
+            values; the gradient reaches the student only.
 
     Example:
 
@@ -581,6 +777,7 @@ class PTLoss(_TemperedLoss):
         reduction="sum_over_batch_size",
         name="pt_loss",
         dtype=None,
+        chunk_size=None,
     ):
         super().__init__(
             temperature,
@@ -594,6 +791,7 @@ class PTLoss(_TemperedLoss):
         if coefficients is None:
             coefficients = np.zeros((DEFAULT_ORDER,))
         self.allow_nonconvex = check_bool(allow_nonconvex, "allow_nonconvex")
+        self.chunk_size = _check_chunk_size(chunk_size)
         values = self._validate(coefficients)
         self._coefficients = keras.Variable(
             values.astype("float32"),
@@ -645,6 +843,15 @@ class PTLoss(_TemperedLoss):
         self._coefficients.assign(values.astype("float32"))
 
     def call(self, y_true, y_pred):
+        if self.chunk_size is not None:
+            return lean_loss(
+                y_true,
+                y_pred,
+                coefficients=self._coefficients,
+                temperature=self._temperature,
+                chunk_size=self.chunk_size,
+                **self._flags(),
+            )
         return pt_loss(
             y_true,
             y_pred,
@@ -658,5 +865,6 @@ class PTLoss(_TemperedLoss):
         config.update(
             coefficients=np.asarray(self._coefficients.numpy()).tolist(),
             allow_nonconvex=self.allow_nonconvex,
+            chunk_size=self.chunk_size,
         )
         return config

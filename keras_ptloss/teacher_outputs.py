@@ -327,3 +327,82 @@ class OfflinePyDataset(keras.utils.PyDataset):
             )
         x = offline_batch(x, self.teacher_outputs[index])
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+
+def precompute_top_k(
+    teacher,
+    x,
+    k,
+    temperature=1.0,
+    from_logits=True,
+    batch_size=32,
+    cache=None,
+):
+    """The teacher's top-k log-probabilities for array inputs, packed.
+
+    Runs the teacher batch by batch and keeps, for each output row, its k
+    most probable classes and their log-probabilities at `temperature`
+    (`keras_ptloss.sparse.top_k_log_probs`), packed as `(..., 2k)` targets
+    for `keras_ptloss.sparse.SparsePTLoss` (`pack_top_k`). Only the packed
+    outputs are held, never the whole `(..., K)` outputs. The optional
+    `.npz` cache has the fingerprints of `precompute_arrays`'s (teacher
+    weights, inputs, outputs) plus `k` and the temperature, all checked on
+    reading.
+
+    Args:
+        teacher: the teacher `keras.Model`.
+        x: numpy arrays or backend tensors (or a list/dict of them).
+        k: classes kept per output row.
+        temperature: the distillation temperature `T > 0`.
+        from_logits: whether the teacher returns logits.
+        batch_size: batch size of the teacher pass.
+        cache: optional `.npz` path, read when it exists, written otherwise.
+
+    Returns:
+        A float32 numpy array of shape `(num_examples, ..., 2k)`.
+    """
+    from keras_ptloss.sparse import pack_top_k
+    from keras_ptloss.sparse import top_k_log_probs
+
+    check_int(batch_size, "batch_size", minimum=1)
+    k = check_int(k, "k", minimum=1)
+    temperature = float(temperature)
+    if cache is not None and os.path.exists(cache):
+        packed = load_cache(cache, teacher, x)
+        with np.load(cache, allow_pickle=False) as archive:
+            stored = (
+                int(archive["top_k"]) if "top_k" in archive else None,
+                float(archive["top_k_temperature"])
+                if "top_k_temperature" in archive
+                else None,
+            )
+        if stored != (k, temperature):
+            raise ValueError(
+                "The teacher-output cache holds other top-k outputs "
+                f"(k, temperature) = {stored}; delete it to recompute. "
+                f"Received: k={k}, temperature={temperature}, "
+                f"cache={cache!r}"
+            )
+        return packed
+    num = num_examples(x)
+    parts = []
+    for start in range(0, num, batch_size):
+        batch = keras.tree.map_structure(
+            lambda a, start=start: a[start : start + batch_size], x
+        )
+        outputs = to_numpy(teacher(batch, training=False))
+        parts.append(
+            pack_top_k(*top_k_log_probs(outputs, k, temperature, from_logits))
+        )
+    packed = np.concatenate(parts, axis=0)
+    if cache is not None:
+        np.savez(
+            cache,
+            teacher_outputs=packed,
+            teacher_fingerprint=np.uint32(teacher_fingerprint(teacher)),
+            data_fingerprint=np.uint32(fingerprint(to_numpy_tree(x))),
+            outputs_fingerprint=np.uint32(fingerprint(packed)),
+            top_k=np.int64(k),
+            top_k_temperature=np.float64(temperature),
+        )
+    return packed

@@ -1,0 +1,222 @@
+"""Top-k teachers with a tail bucket: loss, packed targets, fit, cache and
+the proxy/selection entry points, against float64 numpy."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_ptloss.losses import pt_loss
+from keras_ptloss.proxy import proxy_teacher
+from keras_ptloss.sparse import SparsePTLoss
+from keras_ptloss.sparse import bucket_labels
+from keras_ptloss.sparse import pack_top_k
+from keras_ptloss.sparse import select_sparse_coefficients
+from keras_ptloss.sparse import sparse_proxy_teacher
+from keras_ptloss.sparse import sparse_pt_loss
+from keras_ptloss.sparse import tail_buckets
+from keras_ptloss.sparse import top_k_log_probs
+from keras_ptloss.teacher_outputs import precompute_top_k
+
+EPS = np.array([0.4, -0.1, 0.03])
+
+
+def np_log_softmax(x):
+    x = np.asarray(x, dtype="float64")
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def np_sparse_loss(teacher_logits, student_logits, k, eps, temperature):
+    """Tail-bucket PTLoss by explicit loops over examples."""
+    t = np.asarray(teacher_logits, "float64").reshape(
+        -1, teacher_logits.shape[-1]
+    )
+    z = np.asarray(student_logits, "float64").reshape(t.shape)
+    out = []
+    for row_t, row_z in zip(t, z, strict=True):
+        p = np.exp(np_log_softmax(row_t / temperature))
+        q = np.exp(np_log_softmax(row_z / temperature))
+        top = np.argsort(-p)[:k]
+        pb = np.append(p[top], max(1.0 - p[top].sum(), 0.0))
+        qb = np.append(q[top], max(1.0 - q[top].sum(), 1e-300))
+        u = 1.0 - qb
+        series = sum(e * u ** (m + 1) for m, e in enumerate(eps))
+        terms = np.where(
+            pb > 0,
+            pb * (np.log(np.where(pb > 0, pb, 1)) - np.log(qb) + series),
+            0,
+        )
+        out.append(temperature**2 * terms.sum())
+    return np.array(out).reshape(teacher_logits.shape[:-1])
+
+
+@pytest.fixture
+def logits(rng):
+    t = rng.normal(size=(3, 4, 12)) * 2.0
+    z = rng.normal(size=(3, 4, 12))
+    return t.astype("float32"), z.astype("float32")
+
+
+def test_top_k_log_probs_are_the_largest_tempered_ones(rng):
+    t = rng.normal(size=(5, 9))
+    indices, log_probs = top_k_log_probs(t, 3, temperature=2.0)
+    full = np_log_softmax(t / 2.0)
+    expected = np.argsort(-full, axis=-1)[:, :3]
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(
+        log_probs, np.take_along_axis(full, expected, -1), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("k", [1, 4, 12])
+def test_sparse_loss_equals_numpy(logits, k):
+    t, z = logits
+    indices, log_probs = top_k_log_probs(t, k, temperature=2.0)
+    packed = pack_top_k(indices, log_probs)
+    got = sparse_pt_loss(packed, z, EPS, temperature=2.0)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(got), np_sparse_loss(t, z, k, EPS, 2.0), atol=1e-5
+    )
+
+
+def test_full_support_equals_the_dense_loss(logits):
+    t, z = logits
+    packed = pack_top_k(*top_k_log_probs(t, 12, temperature=2.0))
+    dense = pt_loss(t, z, EPS, 2.0, teacher_from_logits=True)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sparse_pt_loss(packed, z, EPS, 2.0)),
+        ops.convert_to_numpy(dense),
+        atol=1e-5,
+    )
+
+
+def test_loss_class_reduces_with_sample_weight_and_round_trips(rng, logits):
+    t, z = logits
+    packed = pack_top_k(*top_k_log_probs(t, 4, temperature=2.0))
+    weights = rng.uniform(size=(3, 4)).astype("float32")
+    loss = SparsePTLoss(EPS, temperature=2.0)
+    expected = np.sum(np_sparse_loss(t, z, 4, EPS, 2.0) * weights) / 12
+    np.testing.assert_allclose(
+        float(ops.convert_to_numpy(loss(packed, z, weights))),
+        expected,
+        rtol=1e-5,
+    )
+    restored = SparsePTLoss.from_config(loss.get_config())
+    assert restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(restored.coefficients), EPS, atol=1e-7
+    )
+
+
+def test_sparse_loss_trains_a_sequence_model_with_fit(rng):
+    tokens = rng.integers(1, 10, size=(24, 6))
+    teacher = rng.normal(size=(24, 6, 20)).astype("float32") * 2
+    packed = pack_top_k(*top_k_log_probs(teacher, 5))
+    model = keras.Sequential(
+        [
+            keras.Input((6,), dtype="int32"),
+            keras.layers.Embedding(10, 8),
+            keras.layers.Dense(20),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=SparsePTLoss(EPS))
+    before = model.evaluate(tokens, packed, verbose=0)
+    model.fit(tokens, packed, epochs=5, batch_size=8, verbose=0)
+    after = model.evaluate(tokens, packed, verbose=0)
+    assert after < before
+    outputs = model.predict(tokens, verbose=0)
+    np.testing.assert_allclose(
+        after, np_sparse_loss(teacher, outputs, 5, EPS, 1.0).mean(), rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(indices=[[0, 1]], log_probs=[[0.1, -1.0]]), "log_probs"),
+        (dict(indices=[[0, -1]], log_probs=[[-1.0, -1.0]]), "indices"),
+        (dict(indices=[[0, 1, 2]], log_probs=[[-1.0, -1.0]]), "same shape"),
+        (dict(indices=[[0, 1]], log_probs=[[-0.1, -0.2]]), "at most 1"),
+    ],
+)
+def test_bad_packed_targets_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pack_top_k(**kwargs)
+
+
+def test_classwise_coefficients_are_rejected():
+    with pytest.raises(ValueError, match="shared"):
+        SparsePTLoss(np.zeros((4, 2)))
+
+
+def test_tail_buckets_and_labels():
+    log_probs = np.log([[0.5, 0.2], [0.9, 0.1]])
+    np.testing.assert_allclose(
+        tail_buckets(log_probs), [[0.5, 0.2, 0.3], [0.9, 0.1, 0.0]], atol=1e-12
+    )
+    np.testing.assert_array_equal(
+        bucket_labels([[4, 7], [1, 2]], [7, 9]), [1, 2]
+    )
+
+
+def test_sparse_proxy_is_the_proxy_of_the_buckets(rng):
+    p = rng.dirichlet(np.ones(30), size=6)
+    indices, log_probs = top_k_log_probs(p, 5, from_logits=False)
+    got = sparse_proxy_teacher(log_probs, [0.5, -0.05])
+    top = np.take_along_axis(p, indices, -1)
+    buckets = np.concatenate([top, 1 - top.sum(-1, keepdims=True)], -1)
+    expected = proxy_teacher(buckets, [0.5, -0.05])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # M = 1 closed form: q = p / (lam - eps p) with sum q = 1.
+    one = sparse_proxy_teacher(log_probs, [0.5])
+    lam = buckets / one + 0.5 * buckets
+    np.testing.assert_allclose(lam, lam[:, :1] * np.ones_like(lam), rtol=1e-5)
+
+
+def test_sparse_selection_runs_on_buckets(rng):
+    classes, k = 200, 8
+    p = rng.dirichlet(np.full(classes, 0.05), size=120)
+    labels = np.array([rng.choice(classes, p=row) for row in p])
+    indices, log_probs = top_k_log_probs(p, k, from_logits=False)
+    result = select_sparse_coefficients(
+        indices, log_probs, labels, order=2, num_candidates=16, verbose=0
+    )
+    assert np.asarray(result.coefficients).shape == (2,)
+    with pytest.raises(ValueError, match="mode"):
+        select_sparse_coefficients(indices, log_probs, labels, mode="classwise")
+
+
+def tiny_teacher(classes=15):
+    return keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(9, 6),
+            keras.layers.Dense(classes),
+        ]
+    )
+
+
+def test_precompute_top_k_packs_the_teachers_outputs(rng, tmp_path):
+    teacher = tiny_teacher()
+    x = rng.integers(0, 9, size=(10, 4))
+    packed = precompute_top_k(teacher, x, 3, temperature=2.0, batch_size=4)
+    logits = ops.convert_to_numpy(teacher(x))
+    full = np_log_softmax(logits / 2.0)
+    top = np.argsort(-full, axis=-1)[..., :3]
+    np.testing.assert_array_equal(packed[..., :3], top)
+    np.testing.assert_allclose(
+        packed[..., 3:], np.take_along_axis(full, top, -1), atol=1e-5
+    )
+    cache = str(tmp_path / "top_k.npz")
+    first = precompute_top_k(teacher, x, 3, temperature=2.0, cache=cache)
+    np.testing.assert_array_equal(first, packed)
+    again = precompute_top_k(teacher, x, 3, temperature=2.0, cache=cache)
+    np.testing.assert_array_equal(again, packed)
+    with pytest.raises(ValueError, match="top-k"):
+        precompute_top_k(teacher, x, 4, temperature=2.0, cache=cache)
+    with pytest.raises(ValueError, match="other inputs"):
+        precompute_top_k(teacher, x[:5], 3, temperature=2.0, cache=cache)
+    other = tiny_teacher()
+    with pytest.raises(ValueError, match="other weights"):
+        precompute_top_k(other, x, 3, temperature=2.0, cache=cache)
