@@ -26,6 +26,7 @@ from keras_ptloss.interop import PTLossDistillation
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.losses import kd_loss
+from keras_ptloss.losses import lean_loss
 from keras_ptloss.losses import pt_loss
 from keras_ptloss.losses import standardize_logits
 from keras_ptloss.population import StudentPopulation
@@ -38,6 +39,12 @@ from keras_ptloss.search import propose_candidates
 from keras_ptloss.search import search_coefficients
 from keras_ptloss.selection import SelectionResult
 from keras_ptloss.selection import select_coefficients
+from keras_ptloss.sparse import SparsePTLoss
+from keras_ptloss.sparse import pack_top_k
+from keras_ptloss.sparse import select_sparse_coefficients
+from keras_ptloss.sparse import sparse_proxy_teacher
+from keras_ptloss.sparse import sparse_pt_loss
+from keras_ptloss.sparse import unpack_top_k
 from keras_ptloss.version import __version__
 
 # Public names loaded on first use (PEP 562), by the module that holds them.
@@ -56,6 +63,7 @@ __all__ = [
     "KDLoss",
     "PTLoss",
     "kd_loss",
+    "lean_loss",
     "pt_loss",
     # baselines
     "DKDLoss",
@@ -87,6 +95,13 @@ __all__ = [
     "StudentPopulation",
     "propose_candidates",
     "search_coefficients",
+    # top-k (sparse) teachers
+    "SparsePTLoss",
+    "pack_top_k",
+    "select_sparse_coefficients",
+    "sparse_proxy_teacher",
+    "sparse_pt_loss",
+    "unpack_top_k",
     # data (loaded on first use)
     *_LAZY_NAMES,
 ]

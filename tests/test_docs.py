@@ -94,6 +94,7 @@ DESIGN_SECTIONS = [
     "The proxy teacher",
     "Choosing the coefficients",
     "The student-aware search",
+    "Vocabulary scale",
     "Keras traps",
     "Baselines",
 ]
