@@ -93,10 +93,11 @@ def _python_blocks():
 
 def test_readme_has_the_minimal_and_distiller_examples():
     blocks = _python_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     assert "loss=PTLoss(" in blocks[0]
     assert "Distiller(" in blocks[1]
     assert "ReestimateCoefficients" in blocks[1]
+    assert "search_coefficients(" in blocks[2]
 
 
 if keras.backend.backend() == "jax":
@@ -108,7 +109,12 @@ if keras.backend.backend() == "jax":
         student, distiller = namespace["student"], namespace["distiller"]
         assert student.loss.order == 5
         assert tuple(distiller.coefficients.shape) == (5,)
-        assert "Coefficient selection" in capsys.readouterr().out
+        search = namespace["search"]
+        assert namespace["loss"].standardize and search.standardize
+        assert search.cost["student_epochs"] <= 6 * 5
+        out = capsys.readouterr().out
+        assert "Coefficient selection" in out
+        assert "Student-aware search" in out
 
 
 def test_readme_states_the_default_backend():
@@ -117,6 +123,9 @@ def test_readme_states_the_default_backend():
     assert "default, `tensorflow`" in text
 
 
-@pytest.mark.parametrize("section", ["## Multiple devices", "## Results"])
+@pytest.mark.parametrize(
+    "section",
+    ["## Multiple devices", "## When does PTLoss help", "## Other results"],
+)
 def test_readme_sections_present(section):
     assert section in README.read_text()
