@@ -20,6 +20,7 @@ ORDER = [
     "distiller_speed",
     "search_speed",
     "accuracy",
+    "cross_backend",
 ]
 HEADER = """# Benchmarks
 

@@ -9,7 +9,7 @@ starting TensorFlow.
 # benchmark: a teacher trained on a small labelled split, a student
 # distilled on a larger unlabelled one), and the overrides of `--quick`.
 DEFAULTS = dict(
-    num_samples=30000,
+    num_samples=20000,
     labelled_fraction=0.15,
     validation_fraction=0.1,
     test_fraction=0.2,
