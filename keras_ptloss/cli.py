@@ -11,13 +11,15 @@ Subcommands:
 The Keras backend is chosen by the `KERAS_BACKEND` environment variable
 before the process starts (Keras's default is `tensorflow`).
 
-The demo runs in a child process (`python -m keras_ptloss.demo`). When the
-user has not set `TF_CPP_MIN_LOG_LEVEL`, the child gets `2` and the lines
+The demo runs in a child process (`python -m keras_ptloss.demo`) with
+`TF_CPP_MIN_LOG_LEVEL=2` (or 3 when that is already set), and the lines
 TensorFlow prints at import time whatever that level (the absl preamble,
 oneDNN's and `cpu_feature_guard`'s notices) are dropped from its standard
 error; every other line, warnings, errors and tracebacks included, passes
-through unchanged, and the child's exit status is the command's. With
-`TF_CPP_MIN_LOG_LEVEL` set, nothing is filtered.
+through unchanged, and the child's exit status is the command's. The user's
+own `TF_CPP_MIN_LOG_LEVEL` cannot be told apart here from the `1` that
+importing TensorFlow sets in this process; `python -m keras_ptloss.demo`
+runs the demo unfiltered.
 """
 
 import argparse
@@ -97,25 +99,24 @@ def run_demo(argv):
     """Runs `python -m keras_ptloss.demo argv...` in a child process.
 
     The child imports this copy of the package (its folder leads
-    `PYTHONPATH`). When `TF_CPP_MIN_LOG_LEVEL` is unset, the child gets `2`
-    and its TensorFlow start-up notices are dropped (`run_quietly`);
-    otherwise it runs unfiltered.
+    `PYTHONPATH`), runs with `TF_CPP_MIN_LOG_LEVEL=2` (3 if already 3),
+    and its TensorFlow start-up notices are dropped (`run_quietly`).
 
     Returns:
         The child's exit status.
     """
     cmd = [sys.executable, "-m", "keras_ptloss.demo", *argv]
-    # The child imports this very package (not another installed copy).
     here = str(Path(__file__).resolve().parent.parent)
     paths = [
         here,
         *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        sys.stdout.flush()
-        return subprocess.call(cmd, env=env)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    level = "3" if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3" else "2"
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(paths),
+        TF_CPP_MIN_LOG_LEVEL=level,
+    )
     return run_quietly(cmd, env=env)
 
 

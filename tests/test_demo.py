@@ -10,6 +10,7 @@ numbers it saves), the plots and the JSON.
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 
 from keras_ptloss import demo
 from keras_ptloss.cli import build_parser
+from keras_ptloss.cli import is_startup_noise
 from tests.utils import readme_commands
 
 BACKEND = keras.backend.backend()
@@ -54,21 +56,38 @@ def user_env():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [*demo_argv(), "--quick"],
         cwd=cwd,
         env=user_env(),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
     results = json.loads((cwd / "ptloss-demo" / "results.json").read_text())
-    return cwd, proc.stdout, results
+    return cwd, out, results, err, proc.pid
+
+
+def test_the_demo_process_prints_no_tensorflow_start_up_notices(quick_run):
+    """TensorFlow's import-time notices carry the id of the process that
+    printed them: none may come from the demo's own process (the child the
+    command starts). Those of the command's process itself, which imports
+    the package before the command line runs, are counted apart."""
+    err, pid = quick_run[3:]
+    notices = re.findall(
+        r"^I\d{4} [\d:.]+ +(\d+) (?:port|cpu_feature_guard)\.cc",
+        err,
+        flags=re.MULTILINE,
+    )
+    assert {int(found) for found in notices} <= {pid}
+    other = [line for line in err.splitlines() if not is_startup_noise(line)]
+    assert not any("Error" in line or "Traceback" in line for line in other)
 
 
 def test_readme_demo_command_runs_the_unlabelled_regime(quick_run):
-    _, out, results = quick_run
+    _, out, results = quick_run[:3]
     assert f"backend: {BACKEND} (KERAS_BACKEND={BACKEND})" in out
     sizes = results["sizes"]
     n = demo.QUICK["num_samples"]
@@ -84,7 +103,7 @@ def test_readme_demo_command_runs_the_unlabelled_regime(quick_run):
 
 
 def test_demo_prints_the_table_it_saves_with_mean_and_std(quick_run):
-    _, out, results = quick_run
+    _, out, results = quick_run[:3]
     assert results["backend"] == BACKEND
     assert results["table"] in out
     runs = results["runs"]
@@ -106,7 +125,7 @@ def test_demo_prints_the_table_it_saves_with_mean_and_std(quick_run):
 
 
 def test_budgets_and_choices(quick_run):
-    _, _, results = quick_run
+    _, _, results = quick_run[:3]
     epochs = demo.QUICK["student_epochs"]
     grid = len(demo.DEFAULTS["temperatures"])
     for run in results["runs"]:
@@ -124,7 +143,7 @@ def test_budgets_and_choices(quick_run):
 
 
 def test_demo_writes_the_plots_it_prints(quick_run):
-    cwd, out, _ = quick_run
+    cwd, out, _ = quick_run[:3]
     import matplotlib.image
 
     paths = [cwd / "ptloss-demo" / name for name in ("demo.png", "search.png")]
