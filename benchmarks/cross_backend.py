@@ -27,6 +27,7 @@ Each backend runs in its own process (`timing.run_backend_worker`).
 Usage:
     python benchmarks/cross_backend.py            # ~10 min on 2 cores
     python benchmarks/cross_backend.py --quick    # tiny, for a smoke test
+    python benchmarks/cross_backend.py --markdown-only  # md from the JSON
 """
 
 import argparse
@@ -477,7 +478,8 @@ def markdown(report):
         "report.py`.",
         f"- Machine: {report['machine']}; date {report['date']}, "
         f"{report['minutes']:.1f} min.",
-        "- One teacher per setting (trained once, its logits shared by all "
+        "- One teacher per setting (trained once, on "
+        f"{report['teacher_backend']}, its logits shared by all "
         "backends); students as in the accuracy cross-check (digits: MLP "
         "64-16-10, 100 epochs; gaussian: MLP 16-16-10, 40 epochs; Adam lr "
         "3e-3, batch 128; KD at T = 4). *Controlled*: same initial weights "
@@ -551,7 +553,17 @@ def main(argv=None):
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--worker-output", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--markdown-only",
+        action="store_true",
+        help="rewrite the markdown section from the saved JSON",
+    )
     args = parser.parse_args(argv)
+    output = Path(args.output)
+    if args.markdown_only:
+        report = json.loads(output.with_suffix(".json").read_text())
+        output.with_suffix(".md").write_text(markdown(report))
+        return 0
     profile = dict(PROFILE)
     if args.quick:
         profile.update(QUICK)
@@ -593,7 +605,6 @@ def main(argv=None):
         seed_noise=seed_noise(profile, results),
     )
     report["conclusion"] = conclude(comparison)
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown(report))
