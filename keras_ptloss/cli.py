@@ -10,10 +10,21 @@ Subcommands:
 
 The Keras backend is chosen by the `KERAS_BACKEND` environment variable
 before the process starts (Keras's default is `tensorflow`).
+
+The demo runs in a child process (`python -m keras_ptloss.demo`) with
+`TF_CPP_MIN_LOG_LEVEL=2` (or 3 when that is already set), and the lines
+TensorFlow prints at import time whatever that level (the absl preamble,
+oneDNN's and `cpu_feature_guard`'s notices) are dropped from its standard
+error; every other line, warnings, errors and tracebacks included, passes
+through unchanged, and the child's exit status is the command's. The user's
+own `TF_CPP_MIN_LOG_LEVEL` cannot be told apart here from the `1` that
+importing TensorFlow sets in this process; `python -m keras_ptloss.demo`
+runs the demo unfiltered.
 """
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +38,93 @@ BENCHMARKS = {
     "distiller-speed": "distiller_speed.py",
     "accuracy": "accuracy.py",
 }
+
+# TensorFlow's start-up notices (informational; printed on import, before
+# `TF_CPP_MIN_LOG_LEVEL` applies to the oneDNN one). Matched whole-line.
+STARTUP_NOISE = (
+    re.compile(
+        r"WARNING: All log messages before absl::InitializeLog\(\) is "
+        r"called are written to STDERR"
+    ),
+    re.compile(r"I\d{4} [\d:. ]+\d+ (port|cpu_feature_guard)\.cc:\d+\] .*"),
+    re.compile(
+        r"[\d\-: .]*I tensorflow/core/(util/port|platform/"
+        r"cpu_feature_guard)\.cc:\d+\] .*"
+    ),
+    re.compile(r"To enable the following instructions: .*"),
+)
+
+
+def is_startup_noise(line):
+    """Whether a line of standard error is one of TensorFlow's start-up
+    notices (see `STARTUP_NOISE`)."""
+    text = line.rstrip("\r\n")
+    return any(pattern.fullmatch(text) for pattern in STARTUP_NOISE)
+
+
+def run_quietly(cmd, env=None, stderr=None):
+    """Runs `cmd`, dropping TensorFlow's start-up notices from its stderr.
+
+    The child's standard output is the caller's (progress bars stay
+    live); its standard error is read line by line and every line that is
+    not `is_startup_noise` is written to `stderr` (default `sys.stderr`)
+    as it comes.
+
+    Args:
+        cmd: the command, a list of strings.
+        env: the child's environment (default: this process's).
+        stderr: a text stream for the child's kept stderr lines.
+
+    Returns:
+        The child's exit status.
+    """
+    stderr = sys.stderr if stderr is None else stderr
+    sys.stdout.flush()
+    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    try:
+        for raw in iter(child.stderr.readline, b""):
+            line = raw.decode("utf-8", errors="replace")
+            if not is_startup_noise(line):
+                stderr.write(line)
+                stderr.flush()
+    except KeyboardInterrupt:
+        child.wait()
+        return 130
+    finally:
+        child.stderr.close()
+    return child.wait()
+
+
+def run_demo(argv):
+    """Runs `python -m keras_ptloss.demo argv...` in a child process.
+
+    The child imports this copy of the package (its folder leads
+    `PYTHONPATH`), runs with `TF_CPP_MIN_LOG_LEVEL=2` (3 if already 3),
+    and its TensorFlow start-up notices are dropped (`run_quietly`).
+
+    Returns:
+        The child's exit status.
+    """
+    cmd = [sys.executable, "-m", "keras_ptloss.demo", *argv]
+    here = str(Path(__file__).resolve().parent.parent)
+    paths = [
+        here,
+        *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+    ]
+    level = "3" if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3" else "2"
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(paths),
+        TF_CPP_MIN_LOG_LEVEL=level,
+    )
+    return run_quietly(cmd, env=env)
+
+
+DEMO_DESCRIPTION = (
+    "MNIST-1D distillation demo: a CNN teacher trained on a small labelled "
+    "split, MLP students distilled on a larger unlabelled split; student "
+    "alone, KD (temperature tuned), PTLoss training-free and searched."
+)
 
 
 def benchmarks_dir():
@@ -63,15 +161,16 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from keras_ptloss import demo
+    from keras_ptloss.demo import options
 
     demo_parser = sub.add_parser(
         "demo",
-        help="MNIST-1D end to end: teacher, coefficient selection, "
-        "Distiller.fit, comparison table and plot (no download)",
-        description=demo.__doc__.split("\n\n")[0],
+        help="MNIST-1D, teacher on a labelled split, students distilled on "
+        "an unlabelled one: student alone, KD, PTLoss training-free and "
+        "searched; table over seeds and plots (no download)",
+        description=DEMO_DESCRIPTION,
     )
-    demo.add_arguments(demo_parser)
+    options.add_arguments(demo_parser)
 
     bench = sub.add_parser(
         "benchmark",
@@ -120,6 +219,7 @@ def main(argv=None):
     Returns:
         The process exit status (0 on success).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "benchmark":
@@ -127,7 +227,6 @@ def main(argv=None):
         if forwarded[:1] == ["--"]:
             forwarded = forwarded[1:]
         return run_benchmark(args.name, forwarded)
-    from keras_ptloss import demo
-
-    demo.run_from_args(args)
-    return 0
+    # The options were checked by the parser above; the child parses the
+    # same ones (everything after the subcommand).
+    return run_demo(argv[argv.index("demo") + 1 :])

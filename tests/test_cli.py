@@ -42,7 +42,8 @@ def test_demo_help_lists_its_options(capsys):
         "--student-epochs",
         "--order",
         "--mode",
-        "--temperature",
+        "--temperatures",
+        "--seeds",
         "--output-dir",
         "--seed",
     ):
@@ -129,3 +130,90 @@ def test_demo_package_runs_as_a_module(tmp_path):
     assert done.stdout.startswith("usage: python -m keras_ptloss demo")
     for option in ("--quick", "--num-samples", "--output-dir"):
         assert option in done.stdout
+
+
+# What TensorFlow 2.x prints on import here (absl's preamble, oneDNN's and
+# cpu_feature_guard's notices), in its two formats.
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are "
+    "written to STDERR",
+    "I0000 00:00:1796135667.255509   19968 port.cc:153] oneDNN custom "
+    "operations are on. You may see slightly different numerical results.",
+    "I0000 00:00:1796135759.570855   22872 cpu_feature_guard.cc:227] This "
+    "TensorFlow binary is optimized to use available CPU instructions in "
+    "performance-critical operations.",
+    "To enable the following instructions: AVX2 FMA, in other operations, "
+    "rebuild TensorFlow with the appropriate compiler flags.",
+    "2024-01-01 10:00:00.000000: I tensorflow/core/util/port.cc:113] oneDNN "
+    "custom operations are on.",
+]
+
+
+def test_startup_noise_is_dropped_and_errors_are_kept(capfd):
+    script = (
+        "import sys, warnings\n"
+        f"for line in {NOISE!r}:\n"
+        "    print(line, file=sys.stderr, flush=True)\n"
+        "print('demo output', flush=True)\n"
+        "warnings.warn('a real warning')\n"
+        "print('E0000 00:00:1.0 1 op.cc:1] an error line', file=sys.stderr)\n"
+        "raise ValueError('boom')\n"
+    )
+    status = cli.run_quietly([sys.executable, "-c", script])
+    assert status == 1
+    captured = capfd.readouterr()
+    assert "demo output" in captured.out
+    err = captured.err
+    for line in NOISE:
+        assert line not in err
+    assert "UserWarning: a real warning" in err
+    assert "an error line" in err
+    assert "Traceback (most recent call last)" in err
+    assert err.rstrip().endswith("ValueError: boom")
+
+
+def test_real_tensorflow_start_up_lines_are_all_recognised():
+    """Whatever TensorFlow prints on import at level 2 is start-up noise
+    (and it does print something: the filter is needed)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax")
+    done = subprocess.run(
+        [sys.executable, "-c", "import tensorflow as tf; tf.constant(1) + 1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert lines, "TensorFlow printed nothing: the filter may be obsolete"
+    assert [line for line in lines if not cli.is_startup_noise(line)] == []
+
+
+def test_demo_runs_in_a_child_with_the_log_level_set(monkeypatch):
+    calls = []
+
+    def fake_quietly(cmd, env=None, stderr=None):
+        calls.append((cmd, env))
+        return 5
+
+    monkeypatch.setattr(cli, "run_quietly", fake_quietly)
+    for before, after in ((None, "2"), ("1", "2"), ("0", "2"), ("3", "3")):
+        if before is None:
+            monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+        else:
+            monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", before)
+        assert cli.main(["demo", "--quick", "--seed", "3"]) == 5
+        cmd, env = calls[-1]
+        assert cmd == [sys.executable, "-m", "keras_ptloss.demo"] + [
+            "--quick",
+            "--seed",
+            "3",
+        ]
+        assert env["TF_CPP_MIN_LOG_LEVEL"] == after
+        # The child imports this checkout's package, whatever is installed.
+        assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+
+
+def test_bad_demo_options_fail_in_the_parent(capsys):
+    assert _exit_code(["demo", "--mode", "nope"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,19 +1,26 @@
-"""`python -m keras_ptloss.demo`: same as `python -m keras_ptloss demo`."""
+"""`python -m keras_ptloss.demo`: the demo, unfiltered.
+
+`python -m keras_ptloss demo` runs this in a child process and drops
+TensorFlow's start-up notices from its standard error.
+"""
 
 import argparse
 import sys
 
-from keras_ptloss import demo
+from keras_ptloss.cli import DEMO_DESCRIPTION
+from keras_ptloss.demo import options
 
 
 def main(argv=None):
-    """`python -m keras_ptloss.demo`: same as `python -m keras_ptloss demo`."""
+    """Parses the demo's options and runs it; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m keras_ptloss demo",
-        description=demo.__doc__.split("\n\n")[0],
+        prog="python -m keras_ptloss demo", description=DEMO_DESCRIPTION
     )
-    demo.add_arguments(parser)
-    demo.run_from_args(parser.parse_args(argv))
+    options.add_arguments(parser)
+    args = parser.parse_args(argv)
+    from keras_ptloss.demo import pipeline
+
+    pipeline.run_from_args(args)
     return 0
 
 

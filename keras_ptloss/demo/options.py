@@ -1,38 +1,43 @@
-"""The demo's options: defaults, `--quick` sizes, command-line parsing."""
+"""The demo's options: defaults, `--quick` sizes, command-line parsing.
 
-from keras_ptloss._checks import check_choice
-from keras_ptloss._checks import check_int
-from keras_ptloss._checks import check_number
-from keras_ptloss._checks import check_temperature
+This module imports neither Keras nor the backend (the checks import them
+when they run), so the command line can parse and print `--help` without
+starting TensorFlow.
+"""
 
-# Defaults of the full demo, and the overrides of `--quick` (for tests).
+# Defaults of the full demo (the `mnist1d_unlabelled` regime of the accuracy
+# benchmark: a teacher trained on a small labelled split, a student
+# distilled on a larger unlabelled one), and the overrides of `--quick`.
 DEFAULTS = dict(
-    num_samples=5000,
-    validation_fraction=0.15,
+    num_samples=20000,
+    labelled_fraction=0.15,
+    validation_fraction=0.1,
     test_fraction=0.2,
-    teacher_epochs=30,
-    student_epochs=30,
-    batch_size=64,
+    teacher_epochs=20,
+    student_epochs=15,
+    seeds=3,
+    batch_size=128,
     learning_rate=3e-3,
     order=5,
     mode="shared",
-    temperature=2.0,
-    student_loss_weight=0.5,
-    num_candidates=256,
+    temperatures=(1.0, 2.0, 4.0),
     output_dir="ptloss-demo",
     seed=0,
     verbose=1,
 )
-# 640 examples cut 0.65 / 0.15 / 0.2 give 416 / 96 / 128: multiples of the
-# batch size, so no smaller last batch (and, on JAX, no extra compilation).
+# Sizes for tests: seconds, not minutes.
 QUICK = dict(
-    num_samples=640,
+    num_samples=1000,
     teacher_epochs=2,
     student_epochs=2,
-    batch_size=32,
-    num_candidates=16,
+    seeds=2,
+    batch_size=64,
 )
 MODES = ("shared", "classwise")
+
+
+def _temperatures(text):
+    return tuple(float(t) for t in text.split(","))
 
 
 def add_arguments(parser):
@@ -41,7 +46,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny sizes and 2 epochs (seconds; for tests): "
+        help="tiny sizes (seconds; for tests): "
         + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
     )
     parser.add_argument(
@@ -52,11 +57,19 @@ def add_arguments(parser):
         f"(default {d['num_samples']})",
     )
     parser.add_argument(
+        "--labelled-fraction",
+        type=float,
+        default=d["labelled_fraction"],
+        help="fraction with labels the teacher and the student alone train "
+        "on; what the other splits leave is the unlabelled transfer split "
+        f"the students are distilled on (default {d['labelled_fraction']})",
+    )
+    parser.add_argument(
         "--validation-fraction",
         type=float,
         default=d["validation_fraction"],
         help="fraction held out as the labelled validation split that "
-        "chooses the coefficients; the teacher never trains on it "
+        "tunes KD's temperature and chooses PTLoss's coefficients "
         f"(default {d['validation_fraction']})",
     )
     parser.add_argument(
@@ -76,8 +89,16 @@ def add_arguments(parser):
         "--student-epochs",
         type=int,
         default=None,
-        help="epochs of each student run (alone, KD, PTLoss) "
+        help="epochs of every student's full training "
         f"(default {d['student_epochs']})",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="student seeds (initial weights and batch order; the data and "
+        "the teacher stay fixed); the table shows mean ± std over them "
+        f"(default {d['seeds']})",
     )
     parser.add_argument(
         "--batch-size",
@@ -101,79 +122,89 @@ def add_arguments(parser):
         "--mode",
         choices=MODES,
         default=d["mode"],
-        help="coefficient selection mode: one (M,) vector shared by all "
-        f"classes, or (K, M) class-wise (default {d['mode']})",
+        help="coefficients: one (M,) vector shared by all classes, or (K, M) "
+        f"class-wise (default {d['mode']})",
     )
     parser.add_argument(
-        "--temperature",
-        type=float,
-        default=d["temperature"],
-        help="distillation temperature T of KD and PTLoss "
-        f"(default {d['temperature']})",
-    )
-    parser.add_argument(
-        "--student-loss-weight",
-        type=float,
-        default=d["student_loss_weight"],
-        help="weight of the hard-label loss in KD and PTLoss, in [0, 1] "
-        f"(default {d['student_loss_weight']})",
-    )
-    parser.add_argument(
-        "--num-candidates",
-        type=int,
-        default=None,
-        help="coefficient sets sampled by the selection "
-        f"(default {d['num_candidates']})",
+        "--temperatures",
+        type=_temperatures,
+        default=d["temperatures"],
+        help="comma-separated temperatures: KD's tuning grid and the "
+        "search's (default "
+        + ",".join(f"{t:g}" for t in d["temperatures"])
+        + ")",
     )
     parser.add_argument(
         "--output-dir",
         default=d["output_dir"],
-        help="where the plot and results.json are written "
+        help="where the plots and results.json are written "
         f"(default ./{d['output_dir']})",
     )
     parser.add_argument(
         "--seed",
         type=int,
         default=d["seed"],
-        help=f"seed of the data, the models and the selection "
-        f"(default {d['seed']})",
+        help="seed of the data and the teacher; student seeds are seed, "
+        f"seed + 1, ... (default {d['seed']})",
     )
     parser.add_argument(
         "--verbose",
         type=int,
         choices=(0, 1, 2),
         default=d["verbose"],
-        help="Keras fit verbosity: 1 progress bars (default), 2 one line "
-        "per epoch, 0 silent (the summary and table are always printed)",
+        help="teacher fit verbosity: 1 progress bar (default), 2 one line "
+        "per epoch, 0 silent (one line per student and the tables are "
+        "always printed)",
     )
     return parser
 
 
 def check_options(o):
     """Raises `ValueError` for a bad option of the dict `o` of `run`."""
+    from keras_ptloss._checks import check_choice
+    from keras_ptloss._checks import check_int
+    from keras_ptloss._checks import check_number
+    from keras_ptloss._checks import check_temperature
+
     for key in (
         "num_samples",
         "teacher_epochs",
         "student_epochs",
+        "seeds",
         "batch_size",
         "order",
-        "num_candidates",
     ):
         check_int(o[key], key, minimum=1)
+    check_int(o["seed"], "seed", minimum=0)
     if o["num_samples"] < 100 or o["num_samples"] % 10:
         raise ValueError(
             "`num_samples` must be a multiple of 10 and >= 100 (MNIST-1D "
-            "draws as many examples per class, then is split into train, "
-            f"validation and test). Received: num_samples={o['num_samples']}"
+            "draws as many examples per class, then is split into labelled, "
+            "transfer, validation and test). Received: "
+            f"num_samples={o['num_samples']}"
         )
-    for key in ("validation_fraction", "test_fraction"):
+    for key in ("labelled_fraction", "validation_fraction", "test_fraction"):
         check_number(o[key], key, 0, 1, low_open=True, high_open=True)
-    if o["validation_fraction"] + o["test_fraction"] >= 0.9:
+    used = o["labelled_fraction"] + o["validation_fraction"]
+    if used + o["test_fraction"] >= 0.95:
         raise ValueError(
-            "`validation_fraction + test_fraction` must be < 0.9 to leave a "
-            "training set. Received: validation_fraction="
-            f"{o['validation_fraction']}, test_fraction={o['test_fraction']}"
+            "`labelled_fraction + validation_fraction + test_fraction` must "
+            "be < 0.95 to leave an unlabelled transfer split. Received: "
+            f"labelled_fraction={o['labelled_fraction']}, "
+            f"validation_fraction={o['validation_fraction']}, "
+            f"test_fraction={o['test_fraction']}"
         )
-    check_temperature(o["temperature"])
-    check_number(o["student_loss_weight"], "student_loss_weight", 0, 1)
+    check_number(o["learning_rate"], "learning_rate", 0, low_open=True)
+    try:
+        temperatures = tuple(o["temperatures"])
+    except TypeError:
+        raise ValueError(
+            "`temperatures` must be a list of numbers. Received: "
+            f"temperatures={o['temperatures']!r}"
+        ) from None
+    if not temperatures:
+        raise ValueError("`temperatures` must not be empty. Received: ()")
+    for t in temperatures:
+        check_temperature(t, "temperatures")
     check_choice(o["mode"], "mode", MODES)
+    check_int(o["verbose"], "verbose", 0, 2)

@@ -1,4 +1,18 @@
-"""The demo's run: data, teacher, selection, three students, the report."""
+"""The demo's run: data, teacher, four ways to train a student, the report.
+
+Every distilled student is trained by `search_coefficients`' population
+trainer, with the same initial weights and batch order per seed, so the
+methods differ only in their losses (and KD and the search in how many
+candidates they try):
+
+- KD: `eps = 0` at each temperature of the grid, the best on validation
+  accuracy kept (`search_coefficients` restricted to KD candidates);
+- PTLoss, training-free: `select_coefficients` on the validation split at
+  KD's chosen temperature, then one student trained with those
+  coefficients;
+- PTLoss, searched: `search_coefficients` with its default candidates (KD
+  included) and the same budget of student-epochs as KD's tuning.
+"""
 
 import json
 import os
@@ -9,17 +23,16 @@ import keras
 import numpy as np
 
 from keras_ptloss._checks import softmax
-from keras_ptloss.callbacks import ReestimateCoefficients
 from keras_ptloss.datasets.loaders import load_mnist1d
 from keras_ptloss.demo.options import DEFAULTS
 from keras_ptloss.demo.options import QUICK
 from keras_ptloss.demo.options import check_options
+from keras_ptloss.demo.report import METHODS
+from keras_ptloss.demo.report import expected_calibration_error
 from keras_ptloss.demo.report import format_table
 from keras_ptloss.demo.report import write_plot
-from keras_ptloss.distiller import Distiller
-from keras_ptloss.losses import KDLoss
-from keras_ptloss.losses import PTLoss
-from keras_ptloss.proxy import closeness
+from keras_ptloss.search import Candidate
+from keras_ptloss.search import search_coefficients
 from keras_ptloss.selection import select_coefficients
 
 
@@ -37,14 +50,21 @@ def run_from_args(args):
     return run(**options_from_args(args))
 
 
-def load_data(num_samples, validation_fraction, test_fraction, seed):
-    """MNIST-1D cut into train / validation / test (`datasets.load_mnist1d`).
+def load_data(
+    num_samples, labelled_fraction, validation_fraction, test_fraction, seed
+):
+    """MNIST-1D cut into labelled / transfer / validation / test splits.
 
-    Returns a dict `{"train": (x, y), "validation": (x, y), "test": (x, y)}`
-    of float32 inputs of shape `(n, 40)` and int32 labels.
+    Returns a dict `{"labelled": (x, y), "transfer": (x, y), "validation":
+    (x, y), "test": (x, y)}` of float32 inputs `(n, 40)` and int32 labels
+    (the demo never uses the transfer split's labels).
     """
     fractions = {
-        "train": 1.0 - validation_fraction - test_fraction,
+        "labelled": labelled_fraction,
+        "transfer": 1.0
+        - labelled_fraction
+        - validation_fraction
+        - test_fraction,
         "validation": validation_fraction,
         "test": test_fraction,
     }
@@ -52,7 +72,7 @@ def load_data(num_samples, validation_fraction, test_fraction, seed):
 
 
 def make_teacher(num_features, num_classes, seed):
-    """A small 1-D CNN returning logits (about 92 % on MNIST-1D)."""
+    """A small 1-D CNN returning logits (3 Conv1D layers of 32 channels)."""
     init = keras.initializers.GlorotUniform
     return keras.Sequential(
         [
@@ -88,30 +108,44 @@ def make_teacher(num_features, num_classes, seed):
     )
 
 
-def make_student(num_features, num_classes, seed):
-    """A one-hidden-layer MLP returning logits (far weaker than the CNN)."""
-    init = keras.initializers.GlorotUniform
+def make_student(num_features, num_classes, seed=None):
+    """An MLP `num_features`-64-64-`num_classes` returning logits.
+
+    With `seed=None` its initial weights come from Keras's global seed
+    (`search_coefficients` seeds it and copies the first student's weights
+    to the others).
+    """
+
+    def init(offset):
+        return keras.initializers.GlorotUniform(
+            None if seed is None else seed + offset
+        )
+
     return keras.Sequential(
         [
             keras.Input((num_features,)),
             keras.layers.Dense(
-                32, activation="relu", kernel_initializer=init(seed)
+                64, activation="relu", kernel_initializer=init(0)
             ),
-            keras.layers.Dense(num_classes, kernel_initializer=init(seed + 1)),
+            keras.layers.Dense(
+                64, activation="relu", kernel_initializer=init(1)
+            ),
+            keras.layers.Dense(num_classes, kernel_initializer=init(2)),
         ],
         name="student",
     )
 
 
-def _scores(probs, labels):
+def scores(probs, labels):
+    """Test accuracy, NLL, ECE (10 equal-width bins) and Brier score."""
+    labels = np.asarray(labels)
+    picked = probs[np.arange(len(labels)), labels]
+    one_hot = np.eye(probs.shape[-1])[labels]
     return dict(
         accuracy=float(np.mean(np.argmax(probs, axis=-1) == labels)),
-        brier=closeness(probs, labels, metric="brier"),
-        nll=float(
-            -np.mean(
-                np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))
-            )
-        ),
+        nll=float(-np.mean(np.log(np.maximum(picked, 1e-12)))),
+        ece=expected_calibration_error(probs, labels),
+        brier=float(np.mean(np.sum((probs - one_hot) ** 2, axis=-1))),
     )
 
 
@@ -126,42 +160,36 @@ def backend_description():
     )
 
 
-def _fit_kwargs(o, data, epochs):
-    return dict(
-        epochs=epochs,
-        batch_size=o["batch_size"],
-        validation_data=(data["x_val"], data["y_val"]),
-        verbose=o["verbose"],
-    )
+def _predict(model, x):
+    # Eager calls: `predict` would trace a new function for every student.
+    logits = [
+        keras.ops.convert_to_numpy(model(x[i : i + 2048], training=False))
+        for i in range(0, len(x), 2048)
+    ]
+    return softmax(np.concatenate(logits).astype("float64"))
 
 
-def _compile(model, o, metrics=True):
-    model.compile(
-        optimizer=keras.optimizers.Adam(o["learning_rate"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"] if metrics else None,
-    )
-
-
-def _header(title):
-    print(f"\n=== {title}", flush=True)
+def _say(text=""):
+    print(text, flush=True)
 
 
 def run(**options):
     """Runs the demo; returns its results as a dict (also `results.json`).
 
     Args:
-        **options: any of `DEFAULTS`' keys (`num_samples`, `teacher_epochs`,
-            `student_epochs`, `order`, `mode`, `temperature`, `output_dir`,
-            `seed`, `verbose`, ...); unspecified ones take their default.
+        **options: any of `DEFAULTS`' keys (`num_samples`, `seeds`,
+            `student_epochs`, `order`, `mode`, `temperatures`,
+            `output_dir`, `seed`, `verbose`, ...); unspecified ones take
+            their default.
 
     Returns:
-        A dict with `backend`, `options`, `selection` (the
-        `SelectionResult.to_dict()`), `reestimation_logs` (the
-        `pt_*` values `ReestimateCoefficients` logged each epoch), `results`
-        (test `accuracy`, `brier` and `nll` per method), `history`
-        (validation accuracy per epoch per student), `plot` and `json`
-        (paths of the written files) and `seconds` (wall time).
+        A dict with `backend`, `options`, `sizes` (examples per split),
+        `teacher` (its test scores), `runs` (one dict per student seed:
+        per method its test `scores`, `seconds`, `student_epochs` and
+        `choice`; the search's `to_dict()` under `search`), `summary`
+        (per method the mean and standard deviation over seeds of each
+        score), `table`, `plot`, `search_plot` and `json` (paths of the
+        written files) and `seconds` (wall time).
     """
     unknown = set(options) - set(DEFAULTS)
     if unknown:
@@ -172,163 +200,275 @@ def run(**options):
     o = dict(DEFAULTS)
     o.update(options)
     check_options(o)
+    o["temperatures"] = tuple(float(t) for t in o["temperatures"])
     start = time.perf_counter()
-
     out_dir = Path(o["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    backend = backend_description()
-    print(f"keras-ptloss demo on MNIST-1D, backend: {backend}", flush=True)
+    _say(f"keras-ptloss demo on MNIST-1D, backend: {backend_description()}")
 
-    splits = load_data(
+    data = load_data(
         o["num_samples"],
+        o["labelled_fraction"],
         o["validation_fraction"],
         o["test_fraction"],
         o["seed"],
     )
-    data = {}
-    for key, name in (
-        ("train", "train"),
-        ("val", "validation"),
-        ("test", "test"),
-    ):
-        data[f"x_{key}"], data[f"y_{key}"] = splits[name]
-    num_features = data["x_train"].shape[1]
-    num_classes = 10
-    print(
-        f"data: {len(data['x_train'])} train, {len(data['x_val'])} "
-        f"validation (labelled, used to choose coefficients), "
-        f"{len(data['x_test'])} test; {num_features} features, "
-        f"{num_classes} classes",
-        flush=True,
+    x_lab, y_lab = data["labelled"]
+    x_transfer = data["transfer"][0]
+    x_val, y_val = data["validation"]
+    x_test, y_test = data["test"]
+    num_features, num_classes = x_lab.shape[1], 10
+    sizes = {name: int(len(split[0])) for name, split in data.items()}
+    _say(
+        f"data: {sizes['labelled']} labelled (teacher, student alone), "
+        f"{sizes['transfer']} unlabelled transfer (distillation), "
+        f"{sizes['validation']} labelled validation (KD's temperature, "
+        f"PTLoss's coefficients), {sizes['test']} test"
+    )
+
+    _say(
+        f"\n=== teacher: 1-D CNN on the labelled split, {o['teacher_epochs']} "
+        "epochs"
     )
     keras.utils.set_random_seed(o["seed"])
-    histories = {}
-    results = {}
-
-    _header("1/5 teacher: 1-D CNN")
     teacher = make_teacher(num_features, num_classes, o["seed"])
-    _compile(teacher, o)
+    _compile(teacher, o["learning_rate"])
     teacher.fit(
-        data["x_train"],
-        data["y_train"],
-        **_fit_kwargs(o, data, o["teacher_epochs"]),
+        x_lab,
+        y_lab,
+        epochs=o["teacher_epochs"],
+        batch_size=o["batch_size"],
+        verbose=o["verbose"],
     )
-    val_probs = softmax(teacher.predict(data["x_val"], verbose=0))
-    test_teacher = softmax(teacher.predict(data["x_test"], verbose=0))
-    results["teacher"] = _scores(test_teacher, data["y_test"])
-
-    _header(
-        f"2/5 coefficient selection: order M={o['order']}, mode "
-        f"{o['mode']!r}, T={o['temperature']}, on the validation split"
-    )
-    selection = select_coefficients(
-        val_probs,
-        data["y_val"],
-        order=o["order"],
-        mode=o["mode"],
-        metric="brier",
-        temperature=o["temperature"],
-        seed=o["seed"],
-        verbose=1,
-        num_candidates=o["num_candidates"],
-    )
-    coefficients = np.asarray(selection.coefficients)
-
-    _header("3/5 student alone (hard labels)")
-    student = make_student(num_features, num_classes, o["seed"] + 10)
-    _compile(student, o)
-    h = student.fit(
-        data["x_train"],
-        data["y_train"],
-        **_fit_kwargs(o, data, o["student_epochs"]),
-    )
-    histories["student alone"] = h.history["val_accuracy"]
-    probs_alone = softmax(student.predict(data["x_test"], verbose=0))
-    results["student alone"] = _scores(probs_alone, data["y_test"])
-
-    def distill(loss, callbacks):
-        # Same initial student weights in every run.
-        model = make_student(num_features, num_classes, o["seed"] + 10)
-        distiller = Distiller(
-            teacher,
-            model,
-            distillation_loss=loss,
-            student_loss_weight=o["student_loss_weight"],
+    teacher_logits = {
+        name: np.asarray(
+            teacher.predict(x, batch_size=2048, verbose=0), dtype="float64"
         )
-        _compile(distiller, o)
-        hist = distiller.fit(
-            data["x_train"],
-            data["y_train"],
-            callbacks=callbacks,
-            **_fit_kwargs(o, data, o["student_epochs"]),
+        for name, x in (
+            ("transfer", x_transfer),
+            ("validation", x_val),
+            ("test", x_test),
         )
-        probs = softmax(model.predict(data["x_test"], verbose=0))
-        return hist.history["val_accuracy"], probs, hist.history
-
-    _header(
-        f"4/5 KD: Distiller(KDLoss(T={o['temperature']}), "
-        f"student_loss_weight={o['student_loss_weight']})"
-    )
-    kd = KDLoss(temperature=o["temperature"], teacher_from_logits=True)
-    histories["KD"], probs_kd, _ = distill(kd, [])
-    results["KD"] = _scores(probs_kd, data["y_test"])
-
-    _header(
-        "5/5 PTLoss: Distiller(PTLoss(selected coefficients)) with "
-        "ReestimateCoefficients (re-selects at each epoch's start when the "
-        "teacher or the validation split changed)"
-    )
-    pt = PTLoss(
-        coefficients=coefficients.tolist(),
-        temperature=selection.temperature,
-        teacher_from_logits=True,
-    )
-    reestimate = ReestimateCoefficients(
-        (data["x_val"], data["y_val"]),
-        seed=o["seed"],
-        selector_kwargs={"num_candidates": o["num_candidates"]},
-        verbose=1,
-    )
-    histories["PTLoss"], probs_pt, pt_history = distill(pt, [reestimate])
-    results["PTLoss"] = _scores(probs_pt, data["y_test"])
-    per_epoch = {
-        key: [float(v) for v in values]
-        for key, values in pt_history.items()
-        if key.startswith("pt_")
     }
+    teacher_probs = softmax(teacher_logits["test"])
+    teacher_scores = scores(teacher_probs, y_test)
+    _say(f"teacher test accuracy {100 * teacher_scores['accuracy']:.1f} %")
 
-    _header("results on the test split")
-    table = format_table(results)
-    print(table)
+    epochs = o["student_epochs"]
+    temps = o["temperatures"]
+    budget = len(temps) * epochs
+
+    def build_student():
+        return make_student(num_features, num_classes)
+
+    def optimizer():
+        return keras.optimizers.Adam(o["learning_rate"])
+
+    def search(seed, **kwargs):
+        return search_coefficients(
+            build_student,
+            x_transfer,
+            teacher_logits["transfer"],
+            (x_val, y_val),
+            order=o["order"],
+            epochs=epochs,
+            validation_teacher=teacher_logits["validation"],
+            optimizer=optimizer,
+            batch_size=o["batch_size"],
+            seed=seed,
+            verbose=0,
+            **kwargs,
+        )
+
+    kd_candidates = [
+        Candidate(np.zeros(o["order"]), t, source="kd") for t in temps
+    ]
+    grid = ", ".join(f"{t:g}" for t in temps)
+    _say(
+        f"\n=== students: MLP 40-64-64-10, {epochs} epochs, {o['seeds']} "
+        "seed(s) (initial weights and batch order; same data and teacher)\n"
+        "  student alone: cross-entropy on the labelled split\n"
+        f"  KD: T tuned over {{{grid}}} on validation accuracy ({budget} "
+        "student-epochs)\n"
+        "  PTLoss, training-free: select_coefficients at KD's T "
+        f"({epochs} student-epochs)\n"
+        "  PTLoss, searched: search_coefficients, budget "
+        f"{budget} student-epochs (= KD's tuning)"
+    )
+    runs, probs_seed0, search_plot = [], {}, None
+    for index in range(o["seeds"]):
+        seed = o["seed"] + index
+        run_ = {"seed": seed}
+
+        t0 = time.perf_counter()
+        keras.utils.set_random_seed(seed)
+        alone = make_student(num_features, num_classes)
+        _compile(alone, o["learning_rate"])
+        alone.fit(
+            x_lab,
+            y_lab,
+            epochs=epochs,
+            batch_size=o["batch_size"],
+            verbose=0,
+        )
+        probs = {"student alone": _predict(alone, x_test)}
+        run_["student alone"] = dict(
+            choice="-",
+            seconds=time.perf_counter() - t0,
+            student_epochs=epochs,
+        )
+
+        kd = search(seed, candidates=kd_candidates, budget=budget)
+        probs["KD"] = _predict(kd.student, x_test)
+        run_["KD"] = dict(
+            choice=f"T={kd.temperature:g}",
+            seconds=kd.cost["seconds"],
+            student_epochs=kd.cost["student_epochs"],
+        )
+
+        t0 = time.perf_counter()
+        selection = select_coefficients(
+            softmax(teacher_logits["validation"]),
+            y_val,
+            order=o["order"],
+            mode=o["mode"],
+            temperature=kd.temperature,
+            seed=seed,
+            verbose=0,
+        )
+        picked = search(
+            seed,
+            candidates=[
+                Candidate(
+                    np.asarray(selection.coefficients),
+                    kd.temperature,
+                    source="selection",
+                )
+            ],
+            budget=epochs,
+        )
+        probs["PTLoss, training-free"] = _predict(picked.student, x_test)
+        run_["PTLoss, training-free"] = dict(
+            choice=_eps(selection.coefficients, kd.temperature),
+            coefficients=np.asarray(selection.coefficients).tolist(),
+            seconds=time.perf_counter() - t0,
+            student_epochs=picked.cost["student_epochs"],
+        )
+
+        searched = search(
+            seed, temperatures=temps, mode=o["mode"], budget=budget
+        )
+        probs["PTLoss, searched"] = _predict(searched.student, x_test)
+        winner = searched.candidates[searched.winner]
+        run_["PTLoss, searched"] = dict(
+            choice=winner.label,
+            seconds=searched.cost["seconds"],
+            student_epochs=searched.cost["student_epochs"],
+        )
+        run_["search"] = searched.to_dict()
+        for name in METHODS[1:]:
+            run_[name]["scores"] = scores(probs[name], y_test)
+        runs.append(run_)
+
+        line = ", ".join(
+            f"{name} {100 * run_[name]['scores']['accuracy']:.1f} %"
+            for name in METHODS[1:]
+        )
+        _say(f"\nseed {seed}: {line}")
+        if index == 0:
+            probs_seed0 = dict(probs, teacher=teacher_probs)
+            _say(searched.summary())
+            search_plot = out_dir / "search.png"
+            searched.plot(search_plot)
+        else:
+            _say(
+                f"  search winner: {winner.label}, cost "
+                f"{searched.cost['student_epochs']:g} student-epochs, "
+                f"{searched.cost['seconds']:.1f} s"
+            )
+
+    summary = summarize(runs)
+    table = format_table(teacher_scores, summary, len(runs))
+    _say(f"\n=== results on the test split ({sizes['test']} examples)")
+    _say(table)
     plot_path = out_dir / "demo.png"
     write_plot(
         plot_path,
-        histories,
-        results,
-        {
-            "teacher": test_teacher,
-            "student alone": probs_alone,
-            "KD": probs_kd,
-            "PTLoss": probs_pt,
-        },
-        data["y_test"],
+        runs,
+        probs_seed0,
+        y_test,
         title=f"PTLoss demo on MNIST-1D ({keras.backend.backend()})",
     )
     seconds = time.perf_counter() - start
-    summary = dict(
+    result = dict(
         backend=keras.backend.backend(),
         options=o,
-        selection=selection.to_dict(),
-        reestimation_logs=per_epoch,
-        results=results,
-        history={k: [float(v) for v in vals] for k, vals in histories.items()},
+        sizes=sizes,
+        teacher=teacher_scores,
+        runs=runs,
+        summary=summary,
         table=table,
         plot=str(plot_path.resolve()),
+        search_plot=str(search_plot.resolve()),
         json=str((out_dir / "results.json").resolve()),
         seconds=seconds,
     )
-    Path(summary["json"]).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nplot: {summary['plot']}")
-    print(f"numbers: {summary['json']}")
-    print(f"total time: {seconds:.1f} s")
+    Path(result["json"]).write_text(
+        json.dumps(result, indent=2, default=_plain) + "\n"
+    )
+    _say(f"\nplots: {result['plot']}, {result['search_plot']}")
+    _say(f"numbers: {result['json']}")
+    _say(f"total time: {seconds:.1f} s")
+    return result
+
+
+def summarize(runs):
+    """Per method, the mean and standard deviation over seeds of each score.
+
+    Returns:
+        `{method: {score: {"mean": m, "std": s, "values": [...]}, ...,
+        "seconds": mean seconds, "student_epochs": mean, "choices":
+        [choice per seed]}}`; `std` is the sample standard deviation
+        (`ddof=1`; 0 for a single seed).
+    """
+    summary = {}
+    for name in METHODS[1:]:
+        entry = {}
+        for key in ("accuracy", "nll", "ece", "brier"):
+            values = np.array([r[name]["scores"][key] for r in runs])
+            entry[key] = dict(
+                mean=float(values.mean()),
+                std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                values=values.tolist(),
+            )
+        entry["seconds"] = float(np.mean([r[name]["seconds"] for r in runs]))
+        entry["student_epochs"] = float(
+            np.mean([r[name]["student_epochs"] for r in runs])
+        )
+        entry["choices"] = [r[name]["choice"] for r in runs]
+        summary[name] = entry
     return summary
+
+
+def _eps(coefficients, temperature):
+    """A short label: the first coefficient (the mean over classes when
+    class-wise) and the temperature; `results.json` has them all."""
+    first = float(np.mean(np.asarray(coefficients)[..., 0]))
+    return f"eps1={first:+.2f} T={temperature:g}"
+
+
+def _compile(model, learning_rate):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

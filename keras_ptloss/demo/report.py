@@ -1,23 +1,21 @@
-"""The demo's report: the results table, the reliability bins, the plot."""
+"""The demo's report: scores, the results table, the plot."""
 
 import numpy as np
 
-METHODS = ("teacher", "student alone", "KD", "PTLoss")
-
-
-def format_table(results):
-    """A markdown table of test accuracy, Brier score and NLL per method."""
-    lines = [
-        "| model | test accuracy | test Brier | test NLL |",
-        "|---|---:|---:|---:|",
-    ]
-    for name in METHODS:
-        r = results[name]
-        lines.append(
-            f"| {name} | {100 * r['accuracy']:.1f} % | {r['brier']:.4f} "
-            f"| {r['nll']:.4f} |"
-        )
-    return "\n".join(lines)
+METHODS = (
+    "teacher",
+    "student alone",
+    "KD",
+    "PTLoss, training-free",
+    "PTLoss, searched",
+)
+COLORS = {
+    "teacher": "black",
+    "student alone": "tab:blue",
+    "KD": "tab:orange",
+    "PTLoss, training-free": "tab:green",
+    "PTLoss, searched": "tab:red",
+}
 
 
 def reliability(probs, labels, bins=10):
@@ -35,69 +33,99 @@ def reliability(probs, labels, bins=10):
     return np.array(conf), np.array(acc), np.array(count)
 
 
-COLORS = {
-    "teacher": "black",
-    "student alone": "tab:blue",
-    "KD": "tab:orange",
-    "PTLoss": "tab:green",
-}
+def expected_calibration_error(probs, labels, bins=10):
+    """ECE: `sum_b (n_b / N) |accuracy_b - confidence_b|` over `bins`."""
+    conf, acc, count = reliability(probs, labels, bins)
+    keep = count > 0
+    weights = count[keep] / count.sum()
+    return float(np.sum(weights * np.abs(acc[keep] - conf[keep])))
 
 
-def write_plot(path, histories, results, test_probs, labels, title):
-    """Writes learning curves and a reliability diagram to a PNG file.
+def _cell(entry, scale, digits):
+    mean, std = scale * entry["mean"], scale * entry["std"]
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_table(teacher, summary, num_seeds):
+    """A markdown table of test accuracy, NLL, ECE and Brier per method.
+
+    Args:
+        teacher: the teacher's scores (one model, no spread).
+        summary: `pipeline.summarize`'s dict (mean and std over seeds).
+        num_seeds: how many seeds the means are over.
+
+    Returns:
+        The table as a string; the students' rows show mean ± standard
+        deviation over the seeds, the chosen setting per seed, and the
+        student-epochs and seconds each method spent per seed.
+    """
+    lines = [
+        f"| model (mean ± std over {num_seeds} seed(s)) | test accuracy (%) "
+        "| test NLL | test ECE | test Brier | chosen (per seed) "
+        "| student-epochs | seconds |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+        f"| teacher | {100 * teacher['accuracy']:.1f} | {teacher['nll']:.3f} "
+        f"| {teacher['ece']:.3f} | {teacher['brier']:.3f} | - | - | - |",
+    ]
+    for name in METHODS[1:]:
+        e = summary[name]
+        choices = sorted(set(e["choices"]), key=e["choices"].index)
+        lines.append(
+            f"| {name} | {_cell(e['accuracy'], 100, 1)} "
+            f"| {_cell(e['nll'], 1, 3)} | {_cell(e['ece'], 1, 3)} "
+            f"| {_cell(e['brier'], 1, 3)} | {'; '.join(choices)} "
+            f"| {e['student_epochs']:g} | {e['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_plot(path, runs, test_probs, labels, title):
+    """Writes test accuracy per seed and a reliability diagram to a PNG.
 
     Args:
         path: the PNG file to write.
-        histories: `{method: [validation accuracy per epoch]}`.
-        results: `{method: {"accuracy": ...}}`; the teacher's is drawn as
-            a horizontal line.
-        test_probs: `{method: probabilities (N, K) on the test split}`.
+        runs: the demo's runs (one dict per seed with each method's
+            `scores`).
+        test_probs: `{method: probabilities (N, K) on the test split}` of
+            the first seed (and the teacher).
         labels: test labels, shape `(N,)`.
         title: the figure's title.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax_curve, ax_rel = fig.subplots(1, 2)
-    for name, values in histories.items():
-        epochs = np.arange(1, len(values) + 1)
-        ax_curve.plot(
-            epochs,
-            100 * np.asarray(values),
-            marker="o",
-            ms=3,
-            color=COLORS.get(name),
-            label=name,
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    ax_acc, ax_rel = fig.subplots(1, 2)
+    names = METHODS[1:]
+    for i, name in enumerate(names):
+        values = 100 * np.array([r[name]["scores"]["accuracy"] for r in runs])
+        ax_acc.scatter(
+            np.full(len(values), i), values, color=COLORS[name], zorder=3
         )
-    ax_curve.axhline(
-        100 * results["teacher"]["accuracy"],
-        color=COLORS["teacher"],
-        ls="--",
-        lw=1,
-        label="teacher (test)",
-    )
-    ax_curve.set_xlabel("epoch")
-    ax_curve.set_ylabel("validation accuracy (%)")
-    ax_curve.set_title("students during training")
-    ax_curve.legend(loc="best")
+        ax_acc.hlines(values.mean(), i - 0.3, i + 0.3, color=COLORS[name])
+    ax_acc.set_xticks(range(len(names)))
+    ax_acc.set_xticklabels([n.replace(", ", "\n") for n in names], fontsize=8)
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_title("students: one dot per seed, line = mean")
 
     ax_rel.plot([0, 1], [0, 1], color="0.7", lw=1, label="calibrated")
-    for name, probs in test_probs.items():
-        conf, acc, _ = reliability(probs, labels)
+    for name in METHODS:
+        if name not in test_probs:
+            continue
+        conf, acc, _ = reliability(test_probs[name], labels)
         keep = ~np.isnan(conf)
         ax_rel.plot(
             conf[keep],
             acc[keep],
             marker="o",
             ms=3,
-            color=COLORS.get(name),
+            color=COLORS[name],
             label=name,
         )
     ax_rel.set_xlim(0, 1)
     ax_rel.set_ylim(0, 1)
     ax_rel.set_xlabel("confidence (10 equal-width bins)")
     ax_rel.set_ylabel("accuracy")
-    ax_rel.set_title("reliability on the test split")
-    ax_rel.legend(loc="upper left")
+    ax_rel.set_title("reliability on the test split (first seed)")
+    ax_rel.legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
