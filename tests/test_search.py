@@ -52,6 +52,32 @@ def build_student():
     return tiny_classifier(NUM_FEATURES, NUM_CLASSES, hidden=8, seed=3)
 
 
+def train_alone(loss, x, targets, epochs, batch_size, seed):
+    """A separate student trained as the search trains its members: the
+    same initial weights (seed) and each epoch's batch order drawn from
+    `numpy.random.default_rng(seed)`."""
+    keras.utils.set_random_seed(seed)
+    alone = build_student()
+    alone.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    order_rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = order_rng.permutation(len(x))
+        alone.fit(
+            x[order],
+            targets[order],
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    return alone
+
+
+def assert_same_weights(model, other):
+    for got, want in zip(model.get_weights(), other.get_weights(), strict=True):
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def same_start(count):
     """`count` students with identical initial weights."""
     students = [build_student() for _ in range(count)]
@@ -198,29 +224,11 @@ def test_winner_equals_its_separate_full_training(data):
         verbose=0,
     )
     assert len(result.ranking) >= 2  # survivors were carried over
-    keras.utils.set_random_seed(5)
-    alone = build_student()
-    alone.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=PTLoss(
-            result.coefficients, result.temperature, teacher_from_logits=True
-        ),
+    loss = PTLoss(
+        result.coefficients, result.temperature, teacher_from_logits=True
     )
-    order_rng = np.random.default_rng(5)
-    for _ in range(4):
-        order = order_rng.permutation(len(data["x"]))
-        alone.fit(
-            data["x"][order],
-            data["teacher"][order],
-            batch_size=32,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-    for got, want in zip(
-        result.student.get_weights(), alone.get_weights(), strict=True
-    ):
-        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    alone = train_alone(loss, data["x"], data["teacher"], 4, 32, seed=5)
+    assert_same_weights(result.student, alone)
 
 
 def test_standardized_winner_comes_with_a_standardized_loss(data):
@@ -244,24 +252,8 @@ def test_standardized_winner_comes_with_a_standardized_loss(data):
         verbose=0,
     )
     assert result.standardize and result.loss.standardize
-    keras.utils.set_random_seed(2)
-    alone = build_student()
-    alone.compile(optimizer=keras.optimizers.Adam(1e-3), loss=result.loss)
-    order_rng = np.random.default_rng(2)
-    for _ in range(2):
-        order = order_rng.permutation(len(data["x"]))
-        alone.fit(
-            data["x"][order],
-            data["teacher"][order],
-            batch_size=32,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-    for got, want in zip(
-        result.student.get_weights(), alone.get_weights(), strict=True
-    ):
-        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    alone = train_alone(result.loss, data["x"], data["teacher"], 2, 32, seed=2)
+    assert_same_weights(result.student, alone)
 
 
 def test_search_mixes_hard_labels_into_every_member(data):
@@ -281,35 +273,18 @@ def test_search_mixes_hard_labels_into_every_member(data):
         seed=2,
         verbose=0,
     )
-    keras.utils.set_random_seed(2)
-    alone = build_student()
     distill = PTLoss(eps, 2.0, teacher_from_logits=True)
     hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    alone.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=lambda y, z: (
-            0.6 * distill(y[:, :NUM_CLASSES], z)
-            + 0.4 * hard(keras.ops.argmax(y[:, NUM_CLASSES:], axis=-1), z)
-        ),
-    )
+
+    def mixed(y, z):
+        labels = keras.ops.argmax(y[:, NUM_CLASSES:], axis=-1)
+        return 0.6 * distill(y[:, :NUM_CLASSES], z) + 0.4 * hard(labels, z)
+
     targets = np.concatenate(
         [data["teacher"], np.eye(NUM_CLASSES)[data["labels"]]], axis=-1
     ).astype("float32")
-    order_rng = np.random.default_rng(2)
-    for _ in range(2):
-        order = order_rng.permutation(len(data["x"]))
-        alone.fit(
-            data["x"][order],
-            targets[order],
-            batch_size=40,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-    for got, want in zip(
-        result.student.get_weights(), alone.get_weights(), strict=True
-    ):
-        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    alone = train_alone(mixed, data["x"], targets, 2, 40, seed=2)
+    assert_same_weights(result.student, alone)
 
 
 def biased_to(cls):
