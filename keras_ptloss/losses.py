@@ -537,8 +537,10 @@ class _TemperedLoss(keras.losses.Loss):
         reduction,
         name,
         dtype,
+        chunk_size,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.chunk_size = _check_chunk_size(chunk_size)
         self.from_logits = check_bool(from_logits, "from_logits")
         self.teacher_from_logits = _check_teacher_flag(teacher_from_logits)
         self.standardize = check_bool(standardize, "standardize")
@@ -598,6 +600,7 @@ class _TemperedLoss(keras.losses.Loss):
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
             standardize=self.standardize,
+            chunk_size=self.chunk_size,
         )
         return config
 
@@ -669,8 +672,8 @@ class KDLoss(_TemperedLoss):
             reduction,
             name,
             dtype,
+            chunk_size,
         )
-        self.chunk_size = _check_chunk_size(chunk_size)
 
     def call(self, y_true, y_pred):
         if self.chunk_size is not None:
@@ -684,11 +687,6 @@ class KDLoss(_TemperedLoss):
         return kd_loss(
             y_true, y_pred, temperature=self._temperature, **self._flags()
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(chunk_size=self.chunk_size)
-        return config
 
 
 DEFAULT_ORDER = 5
@@ -788,11 +786,11 @@ class PTLoss(_TemperedLoss):
             reduction,
             name,
             dtype,
+            chunk_size,
         )
         if coefficients is None:
             coefficients = np.zeros((DEFAULT_ORDER,))
         self.allow_nonconvex = check_bool(allow_nonconvex, "allow_nonconvex")
-        self.chunk_size = _check_chunk_size(chunk_size)
         values = self._validate(coefficients)
         self._coefficients = keras.Variable(
             values.astype("float32"),
@@ -866,6 +864,5 @@ class PTLoss(_TemperedLoss):
         config.update(
             coefficients=np.asarray(self._coefficients.numpy()).tolist(),
             allow_nonconvex=self.allow_nonconvex,
-            chunk_size=self.chunk_size,
         )
         return config
