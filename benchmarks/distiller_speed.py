@@ -43,7 +43,6 @@ import os
 import random
 import sys
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -454,7 +453,8 @@ def to_markdown(data):
         + ", ".join(
             f"{k} {v}" for k, v in data["machine"]["packages"].items() if v
         ),
-        f"- Threads per backend: {_threads(s['threads'])}; one warm-up "
+        "- Threads per backend: "
+        f"{timing.describe_threads(s['threads'])}; one warm-up "
         f"epoch, then {s['rounds']} rounds, each timing one epoch of every "
         "method in a fresh random order (from `on_epoch_begin` to "
         "`on_epoch_end`).",
@@ -528,26 +528,14 @@ def to_markdown(data):
     return "\n".join(lines)
 
 
-def _threads(threads):
-    return "backend default" if threads <= 0 else str(threads)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.worker_output:
-        try:
-            result = run_backend(args)
-        except Exception:
-            traceback.print_exc()
-            raise
-        timing.write_json(args.worker_output, result)
+    if timing.serve_worker(args, run_backend):
         return
     folder = Path(args.results_dir)
     if args.markdown_only:
-        data = timing.read_json(folder / f"{NAME}.json")
-        path = timing.write_markdown(folder / f"{NAME}.md", to_markdown(data))
-        print(f"wrote {path}")
+        timing.rewrite_markdown(folder, NAME, to_markdown)
         return
     worker_argv = timing.drop_options(argv, {"--backends", "--backend-timeout"})
     results = [
@@ -555,10 +543,7 @@ def main(argv=None):
         for backend in args.backends
     ]
     data = {
-        "name": NAME,
-        "command": timing.command_line(__file__, argv),
-        "date": timing.utc_now(),
-        "machine": timing.describe_machine(),
+        **timing.results_header(NAME, __file__, argv),
         "settings": {
             "samples": args.samples,
             "batch_size": args.batch_size,
@@ -573,9 +558,7 @@ def main(argv=None):
         },
         "results": results,
     }
-    json_path = timing.write_json(folder / f"{NAME}.json", data)
-    md_path = timing.write_markdown(folder / f"{NAME}.md", to_markdown(data))
-    print(f"wrote {json_path} and {md_path}")
+    timing.write_results(folder, NAME, data, to_markdown)
 
 
 if __name__ == "__main__":

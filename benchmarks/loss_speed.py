@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -434,7 +433,8 @@ def to_markdown(data):
         + ", ".join(
             f"{k} {v}" for k, v in data["machine"]["packages"].items() if v
         ),
-        f"- Threads per backend: {_threads(data['settings']['threads'])}; "
+        "- Threads per backend: "
+        f"{timing.describe_threads(data['settings']['threads'])}; "
         f"{data['settings']['repeats']} rounds after "
         f"{data['settings']['warmup']} warm-up calls, each sample looping "
         f"a variant for at least {data['settings']['min_time_s'] * 1e3:g} "
@@ -486,10 +486,6 @@ WHY = (
     "split across threads, and the hand-off costs more than the "
     "arithmetic."
 )
-
-
-def _threads(threads):
-    return "backend default" if threads <= 0 else str(threads)
 
 
 def _target_summary(data):
@@ -594,21 +590,11 @@ def _mode_table(cases):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.worker_output:
-        try:
-            result = run_backend(args)
-        except Exception:
-            traceback.print_exc()
-            raise
-        timing.write_json(args.worker_output, result)
+    if timing.serve_worker(args, run_backend):
         return
     folder = Path(args.results_dir)
     if args.markdown_only:
-        data = timing.read_json(folder / f"{args.output_name}.json")
-        md_path = timing.write_markdown(
-            folder / f"{args.output_name}.md", to_markdown(data)
-        )
-        print(f"wrote {md_path}")
+        timing.rewrite_markdown(folder, args.output_name, to_markdown)
         return
     backends = [args.backend] if args.backend else args.backends
     results = []
@@ -622,20 +608,13 @@ def main(argv=None):
             timeout = share + 45.0
         results.append(run_subprocess(backend, args, argv + extra, timeout))
     data = {
-        "name": args.output_name,
-        "command": timing.command_line(__file__, argv),
-        "date": timing.utc_now(),
+        **timing.results_header(args.output_name, __file__, argv),
         "device_label": args.device_label or timing.cpu_description(),
-        "machine": timing.describe_machine(),
         "settings": settings(args),
         "target": {"order": TARGET_ORDER, "max_ratio_vs_kd": TARGET_RATIO},
         "results": results,
     }
-    json_path = timing.write_json(folder / f"{args.output_name}.json", data)
-    md_path = timing.write_markdown(
-        folder / f"{args.output_name}.md", to_markdown(data)
-    )
-    print(f"wrote {json_path} and {md_path}")
+    timing.write_results(folder, args.output_name, data, to_markdown)
     print(_target_summary(data))
 
 

@@ -30,6 +30,7 @@ import shlex
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,6 +203,54 @@ def write_markdown(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.strip() + "\n")
     return path
+
+
+def describe_threads(threads):
+    """A thread count as the results sections write it."""
+    return "backend default" if threads <= 0 else str(threads)
+
+
+def results_header(name, script, argv):
+    """The fields every results JSON starts with: what, how, when, where."""
+    return {
+        "name": name,
+        "command": command_line(script, argv),
+        "date": utc_now(),
+        "machine": describe_machine(),
+    }
+
+
+def write_results(folder, name, data, to_markdown):
+    """Writes `<name>.json` and its markdown section `<name>.md`."""
+    json_path = write_json(Path(folder) / f"{name}.json", data)
+    md_path = write_markdown(Path(folder) / f"{name}.md", to_markdown(data))
+    print(f"wrote {json_path} and {md_path}")
+
+
+def rewrite_markdown(folder, name, to_markdown):
+    """Regenerates `<name>.md` from the stored `<name>.json`."""
+    data = read_json(Path(folder) / f"{name}.json")
+    path = write_markdown(Path(folder) / f"{name}.md", to_markdown(data))
+    print(f"wrote {path}")
+
+
+def serve_worker(args, run_backend):
+    """Measures one backend when this process is a worker.
+
+    Returns:
+        True when `args.worker_output` is set (the result was written
+        there), False in the parent process.
+    """
+    if not args.worker_output:
+        return False
+    try:
+        result = run_backend(args)
+    except Exception:
+        # The parent shows only the tail of stderr; print the whole trace.
+        traceback.print_exc()
+        raise
+    write_json(args.worker_output, result)
+    return True
 
 
 def markdown_table(headers, rows, align=None):
