@@ -42,6 +42,27 @@ MEMORY_TARGET = 1.2
 TIME_TARGET = 1.3
 
 
+def chunk_rows(classes, elements):
+    """Rows per chunk: the largest power of two with `rows * K <= elements`."""
+    rows = 1
+    while rows * 2 * classes <= elements:
+        rows *= 2
+    return rows
+
+
+def _limit_threads(backend, threads):
+    """One setting of intra-op threads for every method (a fair comparison)."""
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def _make_loss(method, chunk_size):
     from keras_ptloss.losses import KDLoss
     from keras_ptloss.losses import PTLoss
@@ -107,7 +128,11 @@ def _block(value):
 def worker_memory(
     backend, method, tokens, classes, chunk_size, compiled_only=False
 ):
-    """Peak RSS growth (MiB) of one loss + gradient; JAX: compiled bytes."""
+    """Peak RSS growth (MiB) of one loss + gradient; JAX: compiled bytes.
+
+    Compilation (JAX) and tracing (TensorFlow) happen before the baseline,
+    so both losses are measured on their step alone.
+    """
     import resource
 
     import keras  # noqa: F401
@@ -130,6 +155,8 @@ def worker_memory(
         ) / 2**20
     if compiled_only:
         return result
+    if backend == "tensorflow":
+        step.get_concrete_function(z, t)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _block(step(z, t))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -137,27 +164,41 @@ def worker_memory(
     return result
 
 
-def worker_time(backend, tokens, classes, chunk_size, repeats):
-    """Median seconds per loss + gradient, methods interleaved."""
+def worker_time(backend, tokens, classes, methods, repeats):
+    """Median seconds per loss + gradient, methods interleaved.
+
+    `methods`: `(name, chunk_size)` pairs. The load average of the machine
+    (1 minute) is read before and after the timed repeats.
+    """
     import numpy as np
 
     z, t = _inputs(backend, tokens, classes)
     steps = {}
-    for method in METHODS:
-        steps[method], _ = _step_fn(backend, _make_loss(method, chunk_size))
-        _block(steps[method](z, t))  # warm-up (and compile)
-    times = {m: [] for m in METHODS}
+    for name, chunk_size in methods:
+        steps[name], _ = _step_fn(backend, _make_loss(name, chunk_size))
+        _block(steps[name](z, t))  # warm-up (and compile)
+    load = [os.getloadavg()[0]]
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        for method in METHODS:
+        for name in steps:
             start = time.perf_counter()
-            _block(steps[method](z, t))
-            times[method].append(time.perf_counter() - start)
-    return {m: float(np.median(v)) for m, v in times.items()}
+            _block(steps[name](z, t))
+            times[name].append(time.perf_counter() - start)
+    load.append(os.getloadavg()[0])
+    result = {name: float(np.median(v)) for name, v in times.items()}
+    result["load"] = load
+    return result
 
 
-def _run_worker(backend, args):
+def _run_worker(backend, args, threads):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = str(threads)
+    if backend == "jax" and threads == 1:
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            " intra_op_parallelism_threads=1"
+        ).strip()
     out = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(args)],
         env=env,
@@ -173,6 +214,7 @@ def _run_worker(backend, args):
 def _worker_main(spec):
     args = json.loads(spec)
     backend = os.environ["KERAS_BACKEND"]
+    _limit_threads(backend, args["threads"])
     if args["kind"] == "memory":
         result = worker_memory(
             backend,
@@ -187,51 +229,80 @@ def _worker_main(spec):
             backend,
             args["tokens"],
             args["classes"],
-            args["chunk_size"],
+            args["methods"],
             args["repeats"],
         )
     print(json.dumps(result))
 
 
-def measure(config, log=print):
+def methods_for(classes, config):
+    """The methods run at `classes`: the default PTLoss is left out at
+    128k (its several `(N, K)` intermediates do not fit the shared machine).
+    """
+    if classes >= 100_000:
+        return [m for m in METHODS if m != "pt"]
+    return list(METHODS)
+
+
+def measure(config, log=print, save=None):
     rows = []
+    threads = config["threads"]
     for backend in config["backends"]:
         for classes in config["classes"]:
             big = classes >= 100_000
             tokens = config["tokens_128k"] if big else config["tokens"]
             repeats = config["repeats_128k"] if big else config["repeats"]
-            common = dict(
-                tokens=tokens, classes=classes, chunk_size=config["chunk_size"]
-            )
-            row = dict(backend=backend, **common)
-            for method in METHODS:
+            chunk_size = chunk_rows(classes, config["chunk_elements"])
+            methods = methods_for(classes, config)
+            common = dict(tokens=tokens, classes=classes, threads=threads)
+            row = dict(backend=backend, chunk_size=chunk_size, **common)
+            for method in methods:
                 memory = _run_worker(
-                    backend, dict(kind="memory", method=method, **common)
+                    backend,
+                    dict(
+                        kind="memory",
+                        method=method,
+                        chunk_size=chunk_size,
+                        **common,
+                    ),
+                    threads,
                 )
                 row[f"{method}_rss_mib"] = memory["rss_mib"]
                 if "compiled_mib" in memory:
                     row[f"{method}_compiled_mib"] = memory["compiled_mib"]
             times = _run_worker(
-                backend, dict(kind="time", repeats=repeats, **common)
+                backend,
+                dict(
+                    kind="time",
+                    repeats=repeats,
+                    methods=[[m, chunk_size] for m in methods],
+                    **common,
+                ),
+                threads,
             )
-            for method in METHODS:
+            for method in methods:
                 row[f"{method}_s"] = times[method]
+            row["load"] = times["load"]
             row["repeats"] = repeats
             if backend == "jax" and tokens != config["analysis_tokens"]:
                 full = dict(common, tokens=config["analysis_tokens"])
-                for method in METHODS:
+                for method in methods:
                     memory = _run_worker(
                         backend,
                         dict(
                             kind="memory",
                             method=method,
+                            chunk_size=chunk_size,
                             compiled_only=1,
                             **full,
                         ),
+                        threads,
                     )
                     row[f"{method}_compiled_mib_full"] = memory["compiled_mib"]
             log(json.dumps(row))
             rows.append(row)
+            if save is not None:
+                save(rows)
     return rows
 
 
@@ -239,64 +310,75 @@ def _ratio(row, method, key):
     return row[f"{method}_{key}"] / max(row[f"kd_{key}"], 1e-12)
 
 
+def _cell(row, method, key, digits):
+    if f"{method}_{key}" not in row:
+        return "not run"
+    return (
+        f"{row[f'{method}_{key}']:.{digits}f} ({_ratio(row, method, key):.2f})"
+    )
+
+
+def _verdict(row):
+    mem = _ratio(row, "pt_chunked", "rss_mib")
+    speed = _ratio(row, "pt_chunked", "s")
+    missed = [
+        name
+        for name, bad in (
+            ("memory", mem > MEMORY_TARGET),
+            ("time", speed > TIME_TARGET),
+        )
+        if bad
+    ]
+    return "met" if not missed else "missed: " + ", ".join(missed)
+
+
 def markdown(payload):
     config = payload["config"]
+    big = any(c >= 100_000 for c in config["classes"])
     lines = [
         "## Vocabulary scale: chunked PTLoss vs KD",
         "",
-        "Loss + gradient w.r.t. the student logits, "
-        f"{config['tokens']:,} tokens "
-        + (
-            f"({config['tokens_128k']:,} at 128k; "
-            if any(c >= 100_000 for c in config["classes"])
-            else "("
-        )
-        + "the JAX compile-time analysis below keeps "
-        f"{config['analysis_tokens']:,}), M = 5 coefficients, T = 2, "
-        f"`PTLoss(chunk_size={config['chunk_size']})` vs `KDLoss` and the "
-        "default autodiff `PTLoss`. Peak memory: growth of the process's "
-        "max RSS over a baseline after inputs are built, one fresh process "
-        "per cell; JAX also by `compile().memory_analysis()` (temporary + "
-        "output bytes). Time: median of "
-        f"{config['repeats']} repeats ({config['repeats_128k']} at 128k) "
-        "after a warm-up, methods interleaved. Targets: chunked PTLoss "
+        "Loss + gradient w.r.t. the student logits (teacher and student "
+        f"logits `(tokens, K)`, float32), {config['tokens']:,} tokens"
+        + (f" ({config['tokens_128k']:,} at K = 128k)" if big else "")
+        + f", M = 5 coefficients, T = 2. KD is `KDLoss` on its default "
+        "autodiff path (not chunked); PT is `PTLoss` on its default path; "
+        "chunked is `PTLoss(chunk_size=n)` with n the largest power of two "
+        f"with n K <= {config['chunk_elements']:,} (a chunk's temporaries "
+        "stay in cache). Peak memory: growth of the process's max RSS over "
+        "a baseline taken after the inputs are built and the step is "
+        "compiled (JAX) or traced (TensorFlow), one fresh process per "
+        "cell; on JAX also `compile().memory_analysis()` (temporary + output "
+        f"bytes). Time: median of {config['repeats']} repeats"
+        + (f" ({config['repeats_128k']} at 128k)" if big else "")
+        + " after a warm-up, the methods interleaved in one process, "
+        f"{config['threads']} intra-op thread(s) for every backend and "
+        "method (the 2-core machine is shared; load = 1-minute load "
+        "average before/after the timed repeats). Targets: chunked PTLoss "
         f"memory <= {MEMORY_TARGET}x KD, time <= {TIME_TARGET}x KD.",
         "",
-        "| backend | K | tokens | KD MiB | PT MiB (x KD) | chunked MiB "
-        "(x KD) | KD s | PT s (x KD) | chunked s (x KD) | targets |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| backend | K | tokens | chunk | KD MiB | PT MiB (x KD) | chunked "
+        "MiB (x KD) | KD s | PT s (x KD) | chunked s (x KD) | load | "
+        "targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in payload["rows"]:
-        mem = _ratio(row, "pt_chunked", "rss_mib")
-        speed = _ratio(row, "pt_chunked", "s")
-        met = (
-            "met"
-            if mem <= MEMORY_TARGET and speed <= TIME_TARGET
-            else "missed: "
-            + ", ".join(
-                name
-                for name, bad in (
-                    ("memory", mem > MEMORY_TARGET),
-                    ("time", speed > TIME_TARGET),
-                )
-                if bad
-            )
-        )
+        load = "/".join(f"{v:.1f}" for v in row.get("load", []))
         lines.append(
             f"| {row['backend']} | {row['classes']:,} | {row['tokens']:,} | "
-            f"{row['kd_rss_mib']:.0f} | {row['pt_rss_mib']:.0f} "
-            f"({_ratio(row, 'pt', 'rss_mib'):.2f}) | "
-            f"{row['pt_chunked_rss_mib']:.0f} ({mem:.2f}) | "
-            f"{row['kd_s']:.3f} | {row['pt_s']:.3f} "
-            f"({_ratio(row, 'pt', 's'):.2f}) | {row['pt_chunked_s']:.3f} "
-            f"({speed:.2f}) | {met} |"
+            f"{row['chunk_size']} | {row['kd_rss_mib']:.0f} | "
+            f"{_cell(row, 'pt', 'rss_mib', 0)} | "
+            f"{_cell(row, 'pt_chunked', 'rss_mib', 0)} | "
+            f"{row['kd_s']:.3f} | {_cell(row, 'pt', 's', 3)} | "
+            f"{_cell(row, 'pt_chunked', 's', 3)} | {load} | "
+            f"{_verdict(row)} |"
         )
     jax_rows = [r for r in payload["rows"] if "kd_compiled_mib" in r]
     if jax_rows:
         lines += [
             "",
             "JAX compiled memory (`memory_analysis`, temporary + output "
-            "bytes, MiB):",
+            "bytes, MiB; runs nothing):",
             "",
             "| K | tokens | KD | PT (x KD) | chunked (x KD) |",
             "|---:|---:|---:|---:|---:|",
@@ -310,17 +392,21 @@ def markdown(payload):
             for key, tokens in suffixes:
                 lines.append(
                     f"| {row['classes']:,} | {tokens:,} | "
-                    f"{row[f'kd_{key}']:.0f} | {row[f'pt_{key}']:.0f} "
-                    f"({_ratio(row, 'pt', key):.2f}) | "
-                    f"{row[f'pt_chunked_{key}']:.0f} "
-                    f"({_ratio(row, 'pt_chunked', key):.2f}) |"
+                    f"{row[f'kd_{key}']:.0f} | {_cell(row, 'pt', key, 0)} | "
+                    f"{_cell(row, 'pt_chunked', key, 0)} |"
                 )
     lines += [
+        "",
+        "The default PTLoss is not run at K = 128k: its several `(N, K)` "
+        "intermediates do not fit beside the other jobs of the shared "
+        "machine."
+        if big
+        else "",
         "",
         f"Machine: {payload['machine']}. Regenerate with "
         f"`{payload['command']}`.",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
 def main(argv=None):
@@ -328,10 +414,11 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--classes", default="1000,32000,128000")
-    parser.add_argument("--tokens", type=int, default=1024)
-    parser.add_argument("--tokens-128k", type=int, default=512)
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--tokens-128k", type=int, default=1024)
     parser.add_argument("--analysis-tokens", type=int, default=4096)
-    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--chunk-elements", type=int, default=2**18)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--repeats-128k", type=int, default=2)
     parser.add_argument("--output", default=str(RESULTS / "vocab_scale"))
@@ -355,30 +442,30 @@ def main(argv=None):
         tokens=args.tokens,
         tokens_128k=args.tokens_128k,
         analysis_tokens=args.analysis_tokens,
-        chunk_size=args.chunk_size,
+        chunk_elements=args.chunk_elements,
+        threads=args.threads,
         repeats=args.repeats,
         repeats_128k=args.repeats_128k,
     )
     if args.quick:
-        config.update(
-            classes=[1000, 8000], tokens=512, chunk_size=128, repeats=2
-        )
+        config.update(classes=[1000, 8000], tokens=512, repeats=2)
     given = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python benchmarks/vocab_scale.py", *given])
-    rows = measure(config)
     payload = dict(
         config=config,
-        rows=rows,
-        command=command,
+        rows=[],
+        command=" ".join(["python benchmarks/vocab_scale.py", *given]),
         machine=f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores",
     )
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(payload, indent=1))
-    text = markdown(payload)
-    output.with_suffix(".md").write_text(text)
-    print(text)
+
+    def save(rows):  # after every row: a long run keeps what it measured
+        payload["rows"] = rows
+        output.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+        output.with_suffix(".md").write_text(markdown(payload))
+
+    measure(config, save=save)
+    print(markdown(payload))
 
 
 if __name__ == "__main__":

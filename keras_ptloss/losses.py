@@ -346,14 +346,35 @@ def _flat_rows(values):
     return ops.reshape(values, (-1, ops.shape(values)[-1])), lead
 
 
-def _row_chunks(num_rows, chunk_size):
-    """Static `(start, stop)` row ranges, or one range if `N` is unknown."""
+def _chunked_rows(t, z, eps, temperature, chunk_size):
+    """`_lean_rows` on `(N, K)` inputs, `chunk_size` rows at a time.
+
+    The whole chunks run through `keras.ops.map` (one traced body, executed
+    in sequence: a `lax.map` on JAX, a `tf.map_fn` on TensorFlow, a loop on
+    PyTorch), so only one chunk's temporaries are alive at a time and the
+    results are written into stacked outputs; a remainder of fewer rows is
+    computed apart. One chunk when `N` is unknown at trace time.
+    """
+    num_rows = z.shape[0]
     if num_rows is None or chunk_size is None or chunk_size >= num_rows:
-        return [(0, num_rows)]
-    return [
-        (start, min(start + chunk_size, num_rows))
-        for start in range(0, num_rows, chunk_size)
-    ]
+        return _lean_rows(t, z, eps, temperature)
+    count = num_rows // chunk_size
+    full = count * chunk_size
+    head_t, head_z = t, z
+    if full < num_rows:
+        head_t, head_z = t[:full], z[:full]
+    shape = (count, chunk_size, -1)
+    losses, grads = ops.map(
+        lambda pair: _lean_rows(pair[0], pair[1], eps, temperature),
+        (ops.reshape(head_t, shape), ops.reshape(head_z, shape)),
+    )
+    loss = ops.reshape(losses, (full,))
+    grad = ops.reshape(grads, (full, -1))
+    if full < num_rows:
+        rest_loss, rest_grad = _lean_rows(t[full:], z[full:], eps, temperature)
+        loss = ops.concatenate([loss, rest_loss], 0)
+        grad = ops.concatenate([grad, rest_grad], 0)
+    return loss, grad
 
 
 def _teacher_logits(y_true, teacher_from_logits):
@@ -367,48 +388,44 @@ def _teacher_logits(y_true, teacher_from_logits):
 
 
 def _lean_rows(t, z, eps, temperature):
-    """Per-row loss and the gradient function of the memory-lean path.
+    """Per-row loss and its gradient, in one pass (the memory-lean path).
 
     `t`, `z`: `(rows, K)` teacher and student logits; `eps`: `(M,)` or
-    `(K, M)` coefficients or `None` (KD). The gradient is the closed form of
-    docs/design.md, "Vocabulary scale":
+    `(K, M)` coefficients or `None` (KD); `temperature`: a scalar tensor.
+    The gradient is the closed form of docs/design.md, "Vocabulary scale":
 
         dL/dz = T * (q - p - w + q * sum_k w_k),  w = p * q * g,
         g_k = sum_m m * eps[k, m] * (1 - q_k)**(m - 1)
 
-    recomputed from `t` and `z` alone, so nothing of size `(rows, K)` is
-    kept between the forward and the backward pass.
+    computed with the loss from the same `p`, `q` and `1 - q` (one pass of
+    the softmaxes, the series and its derivative by one Horner loop).
+
+    Returns:
+        `(loss, grad)`: shapes `(rows,)` and `(rows, K)`.
     """
     log_p = ops.log_softmax(t / temperature, axis=-1)
     log_q = ops.log_softmax(z / temperature, axis=-1)
     p = ops.exp(log_p)
+    q = ops.exp(log_q)
     difference = log_p - log_q
-    if eps is not None:
-        u = -ops.expm1(log_q)
-        columns = ops.unstack(eps, axis=-1)
-        inner = columns[-1]
-        for column in reversed(columns[:-1]):
-            inner = column + u * inner
-        difference = difference + u * inner
-    terms = ops.where(p > 0, p * difference, 0.0)
-    return ops.sum(terms, axis=-1) * ops.square(temperature)
-
-
-def _lean_grad(t, z, eps, temperature):
-    """`dL/dz` of `_lean_rows` per row (before the upstream factor)."""
-    p = ops.softmax(t / temperature, axis=-1)
-    q = ops.softmax(z / temperature, axis=-1)
     grad = q - p
     if eps is not None:
-        u = 1.0 - q
+        u = -ops.expm1(log_q)
         order = eps.shape[-1]
         columns = ops.unstack(eps, axis=-1)
+        # Horner's rule for the series sum_m eps_m u**m = u * inner and for
+        # its derivative g = sum_m m eps_m u**(m - 1), side by side.
+        inner = columns[-1]
         g = columns[-1] * float(order)
         for m in range(order - 1, 0, -1):
+            inner = columns[m - 1] + u * inner
             g = columns[m - 1] * float(m) + u * g
+        difference = difference + u * inner
         w = p * q * g
         grad = grad - w + q * ops.sum(w, axis=-1, keepdims=True)
-    return grad * temperature
+    terms = ops.where(p > 0, p * difference, 0.0)
+    loss = ops.sum(terms, axis=-1) * ops.square(temperature)
+    return loss, grad * temperature
 
 
 def lean_loss(
@@ -477,27 +494,16 @@ def lean_loss(
     temperature = ops.convert_to_tensor(ops.cast(temperature, z.dtype))
     t, lead = _flat_rows(t)
     z, _ = _flat_rows(z)
-    chunks = _row_chunks(z.shape[0], chunk_size)
 
     @ops.custom_gradient
     def rows_loss(z):
-        def piece(start, stop, fn):
-            if stop is None:
-                return fn(t, z, eps, temperature)
-            return fn(t[start:stop], z[start:stop], eps, temperature)
-
-        values = [piece(a, b, _lean_rows) for a, b in chunks]
+        value, rows_grad = _chunked_rows(t, z, eps, temperature, chunk_size)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            grads = []
-            for a, b in chunks:
-                up = upstream if b is None else upstream[a:b]
-                grads.append(piece(a, b, _lean_grad) * up[:, None])
-            return grads[0] if len(grads) == 1 else ops.concatenate(grads, 0)
+            return rows_grad * ops.expand_dims(upstream, -1)
 
-        value = values[0] if len(values) == 1 else ops.concatenate(values, 0)
         return value, grad
 
     return ops.reshape(rows_loss(z), lead)
