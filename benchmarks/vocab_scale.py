@@ -190,7 +190,76 @@ def worker_time(backend, tokens, classes, methods, repeats):
     return result
 
 
-def _run_worker(backend, args, threads):
+def selection_task(tokens, classes, seed=0):
+    """A synthetic validation split at vocabulary scale (numpy, float32).
+
+    True logits `s` are Gaussian with a Zipf-like class prior
+    (`-1.1 log(rank)`), labels are drawn from `softmax(s)` (Gumbel-max),
+    and the teacher is over-confident and noisy: `s / 0.6 + N(0, 0.5^2)`.
+
+    Returns:
+        `(teacher_logits, labels)`.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    prior = (-1.1 * np.log(np.arange(1, classes + 1))).astype("float32")
+    true = rng.standard_normal((tokens, classes), dtype=np.float32)
+    true *= 2.0
+    true += prior
+    gumbel = -np.log(-np.log(rng.uniform(size=(tokens, classes))))
+    labels = np.argmax(true + gumbel.astype("float32"), axis=-1)
+    del gumbel
+    noise = rng.standard_normal((tokens, classes), dtype=np.float32)
+    noise *= 0.5
+    teacher = true / 0.6 + noise
+    return teacher, labels
+
+
+def worker_selection(tokens, classes, k, repeats, dense):
+    """Wall and CPU seconds of a shared-coefficient selection (median).
+
+    `dense`: `select_coefficients` on the full K-class teacher; otherwise
+    `select_sparse_coefficients` on its top-k classes plus the tail.
+    """
+    import numpy as np
+
+    from keras_ptloss import select_coefficients
+    from keras_ptloss._checks import softmax
+    from keras_ptloss.sparse import select_sparse_coefficients
+    from keras_ptloss.sparse import top_k_log_probs
+
+    teacher, labels = selection_task(tokens, classes)
+    start = time.perf_counter()
+    if dense:
+        probs = softmax(teacher)
+        del teacher
+    else:
+        indices, log_probs = top_k_log_probs(teacher, k)
+        del teacher
+    prepare = time.perf_counter() - start
+    walls, cpus, results = [], [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        if dense:
+            result = select_coefficients(probs, labels, order=5, verbose=0)
+        else:
+            result = select_sparse_coefficients(
+                indices, log_probs, labels, order=5, verbose=0
+            )
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+        results.append(result)
+    return dict(
+        wall_s=float(np.median(walls)),
+        cpu_s=float(np.median(cpus)),
+        prepare_s=prepare,
+        coefficients=np.asarray(results[-1].coefficients).tolist(),
+        load=os.getloadavg()[0],
+    )
+
+
+def _run_worker(backend, args, threads, timeout=None):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = str(threads)
@@ -205,6 +274,7 @@ def _run_worker(backend, args, threads):
         capture_output=True,
         text=True,
         check=False,
+        timeout=timeout,
     )
     if out.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
@@ -215,7 +285,15 @@ def _worker_main(spec):
     args = json.loads(spec)
     backend = os.environ["KERAS_BACKEND"]
     _limit_threads(backend, args["threads"])
-    if args["kind"] == "memory":
+    if args["kind"] == "selection":
+        result = worker_selection(
+            args["tokens"],
+            args["classes"],
+            args["k"],
+            args["repeats"],
+            bool(args["dense"]),
+        )
+    elif args["kind"] == "memory":
         result = worker_memory(
             backend,
             args["method"],
@@ -304,6 +382,87 @@ def measure(config, log=print, save=None):
             if save is not None:
                 save(rows)
     return rows
+
+
+def measure_selection(config, log=print):
+    """Selection times at K = `classes`: top-k (two sizes) and dense."""
+    rows = []
+    plan = [
+        (config["selection_tokens"], False),
+        (config["dense_tokens"], False),
+        (config["dense_tokens"], True),
+    ]
+    for tokens, dense in plan:
+        row = dict(
+            tokens=tokens,
+            classes=config["selection_classes"],
+            k=None if dense else config["selection_k"],
+            dense=dense,
+        )
+        spec = dict(
+            kind="selection",
+            tokens=tokens,
+            classes=config["selection_classes"],
+            k=config["selection_k"],
+            repeats=1 if dense else config["selection_repeats"],
+            dense=int(dense),
+            threads=config["threads"],
+        )
+        try:
+            row.update(
+                _run_worker(
+                    "jax",
+                    spec,
+                    config["threads"],
+                    timeout=config["dense_timeout"] if dense else None,
+                )
+            )
+        except subprocess.TimeoutExpired:
+            row["timeout_s"] = config["dense_timeout"]
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def selection_markdown(selection):
+    config = selection["config"]
+    lines = [
+        "",
+        "### Selection at K = "
+        f"{config['selection_classes']:,}: top-k support vs dense",
+        "",
+        'Shared coefficients (M = 5, `mode="shared"`, default search) '
+        "chosen on a synthetic validation split at K = "
+        f"{config['selection_classes']:,} (Zipf-like prior, labels drawn "
+        "from the true distribution, an over-confident noisy teacher; "
+        "`selection_task`): `select_sparse_coefficients` on the teacher's "
+        f"top-{config['selection_k']} classes plus the tail bucket, and "
+        "`select_coefficients` on the full dense teacher for reference. "
+        "Wall and CPU time of the selection call (median of "
+        f"{config['selection_repeats']} runs for top-k, one dense run); "
+        "preparing the inputs (top-k or softmax of the logits) is shown "
+        "apart. Numpy, single process; load = 1-minute load average.",
+        "",
+        "| teacher | tokens | selection wall s | CPU s | prepare s | "
+        "coefficients | load |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for row in selection["rows"]:
+        name = "dense" if row["dense"] else f"top-{row['k']} + tail"
+        if "timeout_s" in row:
+            lines.append(
+                f"| {name} | {row['tokens']:,} | not finished in "
+                f"{row['timeout_s']:,} s | | | | |"
+            )
+            continue
+        coeffs = ", ".join(f"{c:.3g}" for c in row["coefficients"])
+        lines.append(
+            f"| {name} | {row['tokens']:,} | {row['wall_s']:.2f} | "
+            f"{row['cpu_s']:.2f} | {row['prepare_s']:.2f} | [{coeffs}] | "
+            f"{row['load']:.1f} |"
+        )
+    lines += ["", f"Regenerate with `{selection['command']}`."]
+    return lines
 
 
 def _ratio(row, method, key):
@@ -427,6 +586,17 @@ def main(argv=None):
         action="store_true",
         help="rewrite the .md from the existing .json, measuring nothing",
     )
+    parser.add_argument(
+        "--selection",
+        action="store_true",
+        help="measure only the selection times and add them to the results",
+    )
+    parser.add_argument("--selection-classes", type=int, default=32000)
+    parser.add_argument("--selection-tokens", type=int, default=4096)
+    parser.add_argument("--selection-k", type=int, default=32)
+    parser.add_argument("--selection-repeats", type=int, default=3)
+    parser.add_argument("--dense-tokens", type=int, default=512)
+    parser.add_argument("--dense-timeout", type=int, default=900)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -450,13 +620,37 @@ def main(argv=None):
     if args.quick:
         config.update(classes=[1000, 8000], tokens=512, repeats=2)
     given = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["python benchmarks/vocab_scale.py", *given])
+    previous = {}
+    if output.with_suffix(".json").exists():
+        previous = json.loads(output.with_suffix(".json").read_text())
+    if args.selection:
+        selection_config = dict(
+            threads=args.threads,
+            selection_classes=args.selection_classes,
+            selection_tokens=args.selection_tokens,
+            selection_k=args.selection_k,
+            selection_repeats=args.selection_repeats,
+            dense_tokens=args.dense_tokens,
+            dense_timeout=args.dense_timeout,
+        )
+        previous["selection"] = dict(
+            config=selection_config,
+            rows=measure_selection(selection_config),
+            command=command,
+        )
+        output.with_suffix(".json").write_text(json.dumps(previous, indent=1))
+        output.with_suffix(".md").write_text(markdown(previous))
+        return print(markdown(previous))
     payload = dict(
         config=config,
         rows=[],
-        command=" ".join(["python benchmarks/vocab_scale.py", *given]),
+        command=command,
         machine=f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores",
     )
+    if "selection" in previous:  # measured apart (--selection): kept
+        payload["selection"] = previous["selection"]
     output.parent.mkdir(parents=True, exist_ok=True)
 
     def save(rows):  # after every row: a long run keeps what it measured

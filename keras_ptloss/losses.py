@@ -442,13 +442,17 @@ def lean_loss(
 
     The same values as `pt_loss` (`coefficients=None`: `kd_loss`), computed
     `chunk_size` rows (tokens) at a time on the flattened `(N, K)` outputs,
-    with a custom gradient that recomputes the softmaxes in the backward
-    pass: the peak memory of loss plus gradient stays near that of the
-    inputs and the gradient, for vocabularies of 32k-256k classes
-    (docs/design.md, "Vocabulary scale"). The gradient flows to the
-    student only: the teacher, the coefficients and the temperature are
-    constants. `standardize` and student probabilities are mapped to
-    logits first by ordinary autodiff.
+    one chunk after another (`keras.ops.map`). Each chunk yields its loss
+    and, from the same softmaxes, its closed-form gradient; the gradient
+    (one `(N, K)` tensor) is the only thing kept for the backward pass,
+    which scales it by the upstream gradient. Peak memory of loss plus
+    gradient: about two `(N, K)` tensors beyond the inputs, for
+    vocabularies of 32k-256k classes (docs/design.md, "Vocabulary scale").
+    Chunks of about `2**18 / K` rows (1 MiB temporaries) were the fastest
+    on CPU. A call without a gradient (evaluation) computes the gradient
+    too. The gradient flows to the student only: the teacher, the
+    coefficients and the temperature are constants. `standardize` and
+    student probabilities are mapped to logits first by ordinary autodiff.
 
     Args:
         y_true: teacher probabilities (or logits if `teacher_from_logits`),
@@ -461,8 +465,9 @@ def lean_loss(
         teacher_from_logits: whether `y_true` holds logits.
         standardize: z-score both logits over classes first.
         chunk_size: rows (tokens) per chunk, or `None` for one chunk. The
-            chunks are static, so the number of rows must be known when the
-            function is traced; otherwise one chunk is used.
+            number of rows must be known when the function is traced;
+            otherwise one chunk is used. Rows beyond a multiple of
+            `chunk_size` form a last, smaller chunk.
 
     Returns:
         Per-example loss, shape `(batch, ...)`, float32 (or wider).
@@ -641,10 +646,11 @@ class KDLoss(_TemperedLoss):
             computed in float32.
         chunk_size: `None` (default) computes the loss in one pass with
             autodiff; an integer computes it `chunk_size` tokens (rows of
-            the flattened `(N, K)` outputs) at a time with a closed-form
-            gradient that keeps no `(N, K)` intermediate for the backward
-            pass (`lean_loss`; for vocabularies of 32k+ classes). Same
-            values; the gradient reaches the student only.
+            the flattened `(N, K)` outputs) at a time together with its
+            closed-form gradient, which is all that is kept for the
+            backward pass (`lean_loss`; for vocabularies of 32k+ classes,
+            e.g. `2**18 // K` rows). Same values; the gradient reaches the
+            student only.
 
     Example:
 
@@ -748,10 +754,11 @@ class PTLoss(_TemperedLoss):
             computed in float32.
         chunk_size: `None` (default) computes the loss in one pass with
             autodiff; an integer computes it `chunk_size` tokens (rows of
-            the flattened `(N, K)` outputs) at a time with a closed-form
-            gradient that keeps no `(N, K)` intermediate for the backward
-            pass (`lean_loss`; for vocabularies of 32k+ classes). Same
-            values; the gradient reaches the student only.
+            the flattened `(N, K)` outputs) at a time together with its
+            closed-form gradient, which is all that is kept for the
+            backward pass (`lean_loss`; for vocabularies of 32k+ classes,
+            e.g. `2**18 // K` rows). Same values; the gradient reaches the
+            student only.
 
     Example:
 
