@@ -207,8 +207,11 @@ def selection_task(tokens, classes, seed=0):
     true = rng.standard_normal((tokens, classes), dtype=np.float32)
     true *= 2.0
     true += prior
-    gumbel = -np.log(-np.log(rng.uniform(size=(tokens, classes))))
-    labels = np.argmax(true + gumbel.astype("float32"), axis=-1)
+    gumbel = rng.random((tokens, classes), dtype=np.float32)
+    for step in (np.log, np.negative, np.log, np.negative):
+        step(gumbel, out=gumbel)  # -log(-log(uniform)), in place
+    gumbel += true
+    labels = np.argmax(gumbel, axis=-1)
     del gumbel
     noise = rng.standard_normal((tokens, classes), dtype=np.float32)
     noise *= 0.5
@@ -441,7 +444,7 @@ def selection_markdown(selection):
         "Wall and CPU time of the selection call (median of "
         f"{config['selection_repeats']} runs for top-k, one dense run); "
         "preparing the inputs (top-k or softmax of the logits) is shown "
-        "apart. Numpy, single process; load = 1-minute load average.",
+        "apart. Numpy, one thread; load = 1-minute load average.",
         "",
         "| teacher | tokens | selection wall s | CPU s | prepare s | "
         "coefficients | load |",
@@ -507,8 +510,12 @@ def markdown(payload):
         "stay in cache). Peak memory: growth of the process's max RSS over "
         "a baseline taken after the inputs are built and the step is "
         "compiled (JAX) or traced (TensorFlow), one fresh process per "
-        "cell; on JAX also `compile().memory_analysis()` (temporary + output "
-        f"bytes). Time: median of {config['repeats']} repeats"
+        "cell; max RSS is a high-water mark, so a step that peaks below the "
+        "transient peak of building the inputs (up to one input array) "
+        "shows less growth than it allocates, for every method alike. On "
+        "JAX also `compile().memory_analysis()` (temporary + output "
+        "bytes), which counts every allocation. Time: median of "
+        f"{config['repeats']} repeats"
         + (f" ({config['repeats_128k']} at 128k)" if big else "")
         + " after a warm-up, the methods interleaved in one process, "
         f"{config['threads']} intra-op thread(s) for every backend and "
@@ -565,6 +572,8 @@ def markdown(payload):
         f"Machine: {payload['machine']}. Regenerate with "
         f"`{payload['command']}`.",
     ]
+    if "selection" in payload:
+        lines += selection_markdown(payload["selection"])
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -595,7 +604,7 @@ def main(argv=None):
     parser.add_argument("--selection-tokens", type=int, default=4096)
     parser.add_argument("--selection-k", type=int, default=32)
     parser.add_argument("--selection-repeats", type=int, default=3)
-    parser.add_argument("--dense-tokens", type=int, default=512)
+    parser.add_argument("--dense-tokens", type=int, default=64)
     parser.add_argument("--dense-timeout", type=int, default=900)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
