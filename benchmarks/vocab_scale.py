@@ -1,25 +1,31 @@
 """Memory and time of loss + gradient at vocabulary scale: chunked PTLoss vs KD.
 
-For K classes in {1k, 32k, 128k} and 4,096 tokens, on each backend, this
-measures the loss plus its gradient with respect to the student logits for
-`KDLoss` (the reference), `PTLoss` on its default autodiff path and
-`PTLoss(chunk_size=...)` (the memory-lean path: token chunks and a
-closed-form gradient). Targets: the chunked PTLoss's peak memory <= 1.2x and
-time <= 1.3x KD's.
+For K classes in {1k, 32k, 128k} and 4,096 tokens (1,024 at 128k, where the
+default PTLoss is not run: the shared machine has no room for it), on each
+backend, this measures the loss plus its gradient with respect to the
+student logits for `KDLoss` (the reference, default autodiff path, not
+chunked), `PTLoss` on its default path and `PTLoss(chunk_size=n)` (the
+memory-lean path) with `n` the largest power of two with `n * K <= 2**18`.
+Targets: the chunked PTLoss's peak memory <= 1.2x and time <= 1.3x KD's.
 
 Peak memory is measured in a fresh subprocess per configuration: the growth
 of `resource.getrusage(RUSAGE_SELF).ru_maxrss` over a baseline taken after
-imports and input creation, across one loss + gradient call. On JAX the
-compiled step's `memory_analysis()` (temporary + output bytes, without
-running it) is reported too. Time: one warm-up, then the median of repeats,
-the methods interleaved in one subprocess per backend and K, reported as
-ratios to KD. On the shared 2-core machine the runs use 1,024 tokens
-(512 and fewer repeats at 128k) to fit in minutes; the JAX compile-time
-analysis, which runs nothing, keeps the 4,096 tokens of the target.
+the inputs are built and the step is compiled (JAX) or traced (TensorFlow),
+across one loss + gradient call. On JAX the compiled step's
+`memory_analysis()` (temporary + output bytes) is reported too, also at
+4,096 tokens where fewer were run. Time: one warm-up, then the median of
+repeats, the methods interleaved in one subprocess per backend and K, one
+intra-op thread for every method (the 2-core machine is shared), with the
+load average beside it.
+
+`--selection` measures instead the time of choosing shared coefficients at
+K = 32,000 on a top-k teacher (`select_sparse_coefficients`) and on the
+dense teacher, and adds that table to the results.
 
 Usage:
-    python benchmarks/vocab_scale.py            # the published table
-    python benchmarks/vocab_scale.py --quick    # small, for a smoke test
+    python benchmarks/vocab_scale.py              # the published table
+    python benchmarks/vocab_scale.py --selection  # the selection table
+    python benchmarks/vocab_scale.py --quick      # small, for a smoke test
     python benchmarks/vocab_scale.py --help
 """
 
