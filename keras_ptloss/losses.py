@@ -346,14 +346,35 @@ def _flat_rows(values):
     return ops.reshape(values, (-1, ops.shape(values)[-1])), lead
 
 
-def _row_chunks(num_rows, chunk_size):
-    """Static `(start, stop)` row ranges, or one range if `N` is unknown."""
+def _chunked_rows(t, z, eps, temperature, chunk_size):
+    """`_lean_rows` on `(N, K)` inputs, `chunk_size` rows at a time.
+
+    The whole chunks run through `keras.ops.map` (one traced body, executed
+    in sequence: a `lax.map` on JAX, a `tf.map_fn` on TensorFlow, a loop on
+    PyTorch), so only one chunk's temporaries are alive at a time and the
+    results are written into stacked outputs; a remainder of fewer rows is
+    computed apart. One chunk when `N` is unknown at trace time.
+    """
+    num_rows = z.shape[0]
     if num_rows is None or chunk_size is None or chunk_size >= num_rows:
-        return [(0, num_rows)]
-    return [
-        (start, min(start + chunk_size, num_rows))
-        for start in range(0, num_rows, chunk_size)
-    ]
+        return _lean_rows(t, z, eps, temperature)
+    count = num_rows // chunk_size
+    full = count * chunk_size
+    head_t, head_z = t, z
+    if full < num_rows:
+        head_t, head_z = t[:full], z[:full]
+    shape = (count, chunk_size, -1)
+    losses, grads = ops.map(
+        lambda pair: _lean_rows(pair[0], pair[1], eps, temperature),
+        (ops.reshape(head_t, shape), ops.reshape(head_z, shape)),
+    )
+    loss = ops.reshape(losses, (full,))
+    grad = ops.reshape(grads, (full, -1))
+    if full < num_rows:
+        rest_loss, rest_grad = _lean_rows(t[full:], z[full:], eps, temperature)
+        loss = ops.concatenate([loss, rest_loss], 0)
+        grad = ops.concatenate([grad, rest_grad], 0)
+    return loss, grad
 
 
 def _teacher_logits(y_true, teacher_from_logits):
@@ -367,48 +388,44 @@ def _teacher_logits(y_true, teacher_from_logits):
 
 
 def _lean_rows(t, z, eps, temperature):
-    """Per-row loss and the gradient function of the memory-lean path.
+    """Per-row loss and its gradient, in one pass (the memory-lean path).
 
     `t`, `z`: `(rows, K)` teacher and student logits; `eps`: `(M,)` or
-    `(K, M)` coefficients or `None` (KD). The gradient is the closed form of
-    docs/design.md, "Vocabulary scale":
+    `(K, M)` coefficients or `None` (KD); `temperature`: a scalar tensor.
+    The gradient is the closed form of docs/design.md, "Vocabulary scale":
 
         dL/dz = T * (q - p - w + q * sum_k w_k),  w = p * q * g,
         g_k = sum_m m * eps[k, m] * (1 - q_k)**(m - 1)
 
-    recomputed from `t` and `z` alone, so nothing of size `(rows, K)` is
-    kept between the forward and the backward pass.
+    computed with the loss from the same `p`, `q` and `1 - q` (one pass of
+    the softmaxes, the series and its derivative by one Horner loop).
+
+    Returns:
+        `(loss, grad)`: shapes `(rows,)` and `(rows, K)`.
     """
     log_p = ops.log_softmax(t / temperature, axis=-1)
     log_q = ops.log_softmax(z / temperature, axis=-1)
     p = ops.exp(log_p)
+    q = ops.exp(log_q)
     difference = log_p - log_q
-    if eps is not None:
-        u = -ops.expm1(log_q)
-        columns = ops.unstack(eps, axis=-1)
-        inner = columns[-1]
-        for column in reversed(columns[:-1]):
-            inner = column + u * inner
-        difference = difference + u * inner
-    terms = ops.where(p > 0, p * difference, 0.0)
-    return ops.sum(terms, axis=-1) * ops.square(temperature)
-
-
-def _lean_grad(t, z, eps, temperature):
-    """`dL/dz` of `_lean_rows` per row (before the upstream factor)."""
-    p = ops.softmax(t / temperature, axis=-1)
-    q = ops.softmax(z / temperature, axis=-1)
     grad = q - p
     if eps is not None:
-        u = 1.0 - q
+        u = -ops.expm1(log_q)
         order = eps.shape[-1]
         columns = ops.unstack(eps, axis=-1)
+        # Horner's rule for the series sum_m eps_m u**m = u * inner and for
+        # its derivative g = sum_m m eps_m u**(m - 1), side by side.
+        inner = columns[-1]
         g = columns[-1] * float(order)
         for m in range(order - 1, 0, -1):
+            inner = columns[m - 1] + u * inner
             g = columns[m - 1] * float(m) + u * g
+        difference = difference + u * inner
         w = p * q * g
         grad = grad - w + q * ops.sum(w, axis=-1, keepdims=True)
-    return grad * temperature
+    terms = ops.where(p > 0, p * difference, 0.0)
+    loss = ops.sum(terms, axis=-1) * ops.square(temperature)
+    return loss, grad * temperature
 
 
 def lean_loss(
@@ -425,13 +442,17 @@ def lean_loss(
 
     The same values as `pt_loss` (`coefficients=None`: `kd_loss`), computed
     `chunk_size` rows (tokens) at a time on the flattened `(N, K)` outputs,
-    with a custom gradient that recomputes the softmaxes in the backward
-    pass: the peak memory of loss plus gradient stays near that of the
-    inputs and the gradient, for vocabularies of 32k-256k classes
-    (docs/design.md, "Vocabulary scale"). The gradient flows to the
-    student only: the teacher, the coefficients and the temperature are
-    constants. `standardize` and student probabilities are mapped to
-    logits first by ordinary autodiff.
+    one chunk after another (`keras.ops.map`). Each chunk yields its loss
+    and, from the same softmaxes, its closed-form gradient; the gradient
+    (one `(N, K)` tensor) is the only thing kept for the backward pass,
+    which scales it by the upstream gradient. Peak memory of loss plus
+    gradient: about two `(N, K)` tensors beyond the inputs, for
+    vocabularies of 32k-256k classes (docs/design.md, "Vocabulary scale").
+    Chunks of about `2**18 / K` rows (1 MiB temporaries) were the fastest
+    on CPU. A call without a gradient (evaluation) computes the gradient
+    too. The gradient flows to the student only: the teacher, the
+    coefficients and the temperature are constants. `standardize` and
+    student probabilities are mapped to logits first by ordinary autodiff.
 
     Args:
         y_true: teacher probabilities (or logits if `teacher_from_logits`),
@@ -444,8 +465,9 @@ def lean_loss(
         teacher_from_logits: whether `y_true` holds logits.
         standardize: z-score both logits over classes first.
         chunk_size: rows (tokens) per chunk, or `None` for one chunk. The
-            chunks are static, so the number of rows must be known when the
-            function is traced; otherwise one chunk is used.
+            number of rows must be known when the function is traced;
+            otherwise one chunk is used. Rows beyond a multiple of
+            `chunk_size` form a last, smaller chunk.
 
     Returns:
         Per-example loss, shape `(batch, ...)`, float32 (or wider).
@@ -477,27 +499,16 @@ def lean_loss(
     temperature = ops.convert_to_tensor(ops.cast(temperature, z.dtype))
     t, lead = _flat_rows(t)
     z, _ = _flat_rows(z)
-    chunks = _row_chunks(z.shape[0], chunk_size)
 
     @ops.custom_gradient
     def rows_loss(z):
-        def piece(start, stop, fn):
-            if stop is None:
-                return fn(t, z, eps, temperature)
-            return fn(t[start:stop], z[start:stop], eps, temperature)
-
-        values = [piece(a, b, _lean_rows) for a, b in chunks]
+        value, rows_grad = _chunked_rows(t, z, eps, temperature, chunk_size)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            grads = []
-            for a, b in chunks:
-                up = upstream if b is None else upstream[a:b]
-                grads.append(piece(a, b, _lean_grad) * up[:, None])
-            return grads[0] if len(grads) == 1 else ops.concatenate(grads, 0)
+            return rows_grad * ops.expand_dims(upstream, -1)
 
-        value = values[0] if len(values) == 1 else ops.concatenate(values, 0)
         return value, grad
 
     return ops.reshape(rows_loss(z), lead)
@@ -635,10 +646,11 @@ class KDLoss(_TemperedLoss):
             computed in float32.
         chunk_size: `None` (default) computes the loss in one pass with
             autodiff; an integer computes it `chunk_size` tokens (rows of
-            the flattened `(N, K)` outputs) at a time with a closed-form
-            gradient that keeps no `(N, K)` intermediate for the backward
-            pass (`lean_loss`; for vocabularies of 32k+ classes). Same
-            values; the gradient reaches the student only.
+            the flattened `(N, K)` outputs) at a time together with its
+            closed-form gradient, which is all that is kept for the
+            backward pass (`lean_loss`; for vocabularies of 32k+ classes,
+            e.g. `2**18 // K` rows). Same values; the gradient reaches the
+            student only.
 
     Example:
 
@@ -742,10 +754,11 @@ class PTLoss(_TemperedLoss):
             computed in float32.
         chunk_size: `None` (default) computes the loss in one pass with
             autodiff; an integer computes it `chunk_size` tokens (rows of
-            the flattened `(N, K)` outputs) at a time with a closed-form
-            gradient that keeps no `(N, K)` intermediate for the backward
-            pass (`lean_loss`; for vocabularies of 32k+ classes). Same
-            values; the gradient reaches the student only.
+            the flattened `(N, K)` outputs) at a time together with its
+            closed-form gradient, which is all that is kept for the
+            backward pass (`lean_loss`; for vocabularies of 32k+ classes,
+            e.g. `2**18 // K` rows). Same values; the gradient reaches the
+            student only.
 
     Example:
 

@@ -59,7 +59,9 @@ def sequences(rng):
     return t.astype("float32"), z.astype("float32")
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 15, 100])
+# 1 and 5 divide the 15 rows (chunks only); 4 leaves a smaller last chunk;
+# 15 and 100 give one chunk.
+@pytest.mark.parametrize("chunk_size", [1, 4, 5, 15, 100])
 @pytest.mark.parametrize(
     "eps", [[0.0], [0.5, -0.1, 0.05], [1.0, 0.2, -0.08, 0.0, 0.02]]
 )
@@ -87,8 +89,11 @@ def test_lean_loss_without_coefficients_is_kd(sequences):
     np.testing.assert_allclose(ops.convert_to_numpy(got), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_size", [2, 3])
 @pytest.mark.parametrize("classwise", [False, True])
-def test_closed_form_gradient_matches_finite_differences(rng, classwise):
+def test_closed_form_gradient_matches_finite_differences(
+    rng, classwise, chunk_size
+):
     t = rng.normal(size=(4, 6)) * 2.0
     z = rng.normal(size=(4, 6)) * 2.0
     eps = np.array([0.5, -0.1, 0.05])
@@ -103,7 +108,7 @@ def test_closed_form_gradient_matches_finite_differences(rng, classwise):
                 eps,
                 temperature=1.5,
                 teacher_from_logits=True,
-                chunk_size=3,
+                chunk_size=chunk_size,
             )
             * ops.convert_to_tensor(weights.astype("float32"))
         ),
