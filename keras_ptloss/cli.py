@@ -236,7 +236,8 @@ def run_demo(argv):
 DEMO_DESCRIPTION = (
     "MNIST-1D distillation demo: a CNN teacher trained on a small labelled "
     "split, MLP students distilled on a larger unlabelled split; student "
-    "alone, KD (temperature tuned), PTLoss training-free and searched."
+    "alone, KD (temperature tuned), PTLoss training-free, searched, and "
+    "searched on standardised logits; a verdict computed from the table."
 )
 
 
@@ -280,7 +281,8 @@ def build_parser():
         "demo",
         help="MNIST-1D, teacher on a labelled split, students distilled on "
         "an unlabelled one: student alone, KD, PTLoss training-free and "
-        "searched; table over seeds and plots (no download)",
+        "searched (plain and standardised); table over seeds, verdict and "
+        "plots (no download)",
         description=DEMO_DESCRIPTION,
     )
     options.add_arguments(demo_parser)

@@ -86,6 +86,10 @@ def test_the_command_prints_no_tensorflow_start_up_notices(quick_run):
 def test_readme_demo_command_runs_the_unlabelled_regime(quick_run):
     _, out, results = quick_run[:3]
     assert f"backend: {BACKEND} (KERAS_BACKEND={BACKEND})" in out
+    # On torch the demo's program uses one thread unless OMP_NUM_THREADS
+    # says otherwise (the library's functions leave threads alone).
+    threads = os.environ.get("OMP_NUM_THREADS") or "1"
+    assert (f", {threads} CPU thread(s)" in out) is (BACKEND == "torch")
     sizes = results["sizes"]
     n = demo.QUICK["num_samples"]
     assert sum(sizes.values()) == n

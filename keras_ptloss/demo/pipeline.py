@@ -161,14 +161,21 @@ def scores(probs, labels):
 
 
 def backend_description():
-    """The backend in use and where the choice came from."""
+    """The backend in use, where the choice came from, and on torch its
+    number of CPU threads."""
     name = keras.backend.backend()
     if os.environ.get("KERAS_BACKEND"):
-        return f"{name} (KERAS_BACKEND={os.environ['KERAS_BACKEND']})"
-    return (
-        f"{name} (KERAS_BACKEND unset: Keras's configured default; "
-        "Keras ships with tensorflow)"
-    )
+        text = f"{name} (KERAS_BACKEND={os.environ['KERAS_BACKEND']})"
+    else:
+        text = (
+            f"{name} (KERAS_BACKEND unset: Keras's configured default; "
+            "Keras ships with tensorflow)"
+        )
+    if name == "torch":
+        import torch
+
+        text += f", {torch.get_num_threads()} CPU thread(s)"
+    return text
 
 
 def _predict(model, x):
