@@ -8,6 +8,9 @@ keras_ptloss` loads neither them nor the demo (`keras_ptloss.demo`).
 
 import importlib
 
+# First: in the command line's own process only, Keras is imported without
+# TensorFlow's start-up notices (`keras_ptloss.cli.started_as_command`).
+from keras_ptloss import cli
 from keras_ptloss.baselines import DKDLoss
 from keras_ptloss.baselines import KDCELoss
 from keras_ptloss.baselines import LSKDLoss

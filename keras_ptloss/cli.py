@@ -11,6 +11,12 @@ Subcommands:
 The Keras backend is chosen by the `KERAS_BACKEND` environment variable
 before the process starts (Keras's default is `tensorflow`).
 
+This command's own process imports the package, and with it Keras and its
+backend, before `main` runs; `keras_ptloss/__init__.py` imports this module
+first so that, in that process only (`started_as_command`), Keras is
+imported with TensorFlow's start-up notices dropped from standard error
+(`import_quietly`). A program that imports `keras_ptloss` is left alone.
+
 The demo runs in a child process (`python -m keras_ptloss.demo`) with
 `TF_CPP_MIN_LOG_LEVEL=2` (or 3 when that is already set), and the lines
 TensorFlow prints at import time whatever that level (the absl preamble,
@@ -23,10 +29,12 @@ runs the demo unfiltered.
 """
 
 import argparse
+import importlib
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from keras_ptloss.version import __version__
@@ -60,6 +68,111 @@ def is_startup_noise(line):
     notices (see `STARTUP_NOISE`)."""
     text = line.rstrip("\r\n")
     return any(pattern.fullmatch(text) for pattern in STARTUP_NOISE)
+
+
+# The console script's file name (`keras-ptloss`; on Windows the launcher
+# `keras-ptloss.exe` or `keras-ptloss-script.py`).
+SCRIPT_NAME = re.compile(r"keras-ptloss(\.exe|-script\.pyw?)?")
+# The module `python -m` runs for this command.
+MODULE = "keras_ptloss"
+
+
+def module_of(orig_argv):
+    """The module that `python [options] -m MODULE ...` runs, or `None`.
+
+    Args:
+        orig_argv: the interpreter's command line, as `sys.orig_argv`.
+
+    Returns:
+        The name after `-m` (also as `-mNAME` or in a group of flags such
+        as `-Bm NAME`), or `None` when the interpreter runs a script, `-c`
+        or standard input.
+    """
+    args = list(orig_argv[1:])
+    while args:
+        arg = args.pop(0)
+        if arg == "-" or not arg.startswith("-"):
+            return None
+        if arg.startswith("--"):
+            continue
+        for i, flag in enumerate(arg[1:], start=1):
+            rest = arg[i + 1 :]
+            if flag == "c":
+                return None
+            if flag == "m":
+                if rest:
+                    return rest
+                return args[0] if args else None
+            if flag in "WX":
+                if not rest and args:
+                    args.pop(0)
+                break
+    return None
+
+
+def started_as_command(argv=None, orig_argv=None):
+    """Whether this process is `python -m keras_ptloss` or `keras-ptloss`.
+
+    Called while the package is imported: during `python -m keras_ptloss`
+    that happens while Python locates the module, when `sys.argv[0]` is
+    `"-m"` and `sys.orig_argv` names the module; the console script's
+    `sys.argv[0]` is its file.
+
+    Args:
+        argv: `sys.argv` (default).
+        orig_argv: `sys.orig_argv` (default).
+
+    Returns:
+        A bool.
+    """
+    argv = sys.argv if argv is None else argv
+    orig_argv = sys.orig_argv if orig_argv is None else orig_argv
+    if not argv:
+        return False
+    if argv[0] == "-m":
+        return module_of(orig_argv) == MODULE
+    name = re.split(r"[\\/]", argv[0])[-1]
+    return SCRIPT_NAME.fullmatch(name) is not None
+
+
+def import_quietly(name, stderr=None):
+    """Imports module `name` with TensorFlow's start-up notices dropped.
+
+    File descriptor 2 (standard error, for C++ and Python alike) goes to a
+    temporary file during the import; then every line that is not
+    `is_startup_noise` is written to `stderr` (default `sys.stderr`), and
+    an exception raised by the import propagates after them. Without a
+    usable file descriptor 2 the module is imported plainly.
+
+    Args:
+        name: the module to import, e.g. `"keras"`.
+        stderr: a text stream for the kept lines.
+
+    Returns:
+        The module.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return importlib.import_module(name)
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            stderr = sys.stderr if stderr is None else stderr
+            for line in text.splitlines(keepends=True):
+                if not is_startup_noise(line):
+                    stderr.write(line)
+            stderr.flush()
 
 
 def run_quietly(cmd, env=None, stderr=None):
@@ -123,7 +236,8 @@ def run_demo(argv):
 DEMO_DESCRIPTION = (
     "MNIST-1D distillation demo: a CNN teacher trained on a small labelled "
     "split, MLP students distilled on a larger unlabelled split; student "
-    "alone, KD (temperature tuned), PTLoss training-free and searched."
+    "alone, KD (temperature tuned), PTLoss training-free, searched, and "
+    "searched on standardised logits; a verdict computed from the table."
 )
 
 
@@ -167,7 +281,8 @@ def build_parser():
         "demo",
         help="MNIST-1D, teacher on a labelled split, students distilled on "
         "an unlabelled one: student alone, KD, PTLoss training-free and "
-        "searched; table over seeds and plots (no download)",
+        "searched (plain and standardised); table over seeds, verdict and "
+        "plots (no download)",
         description=DEMO_DESCRIPTION,
     )
     options.add_arguments(demo_parser)
@@ -230,3 +345,8 @@ def main(argv=None):
     # The options were checked by the parser above; the child parses the
     # same ones (everything after the subcommand).
     return run_demo(argv[argv.index("demo") + 1 :])
+
+
+# The command's own process imports Keras quietly (see the module docstring).
+if started_as_command():
+    import_quietly("keras")

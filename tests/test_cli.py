@@ -217,3 +217,145 @@ def test_demo_runs_in_a_child_with_the_log_level_set(monkeypatch):
 def test_bad_demo_options_fail_in_the_parent(capsys):
     assert _exit_code(["demo", "--mode", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, orig_argv, expected",
+    [
+        (["-m"], ["python", "-m", "keras_ptloss", "demo"], True),
+        (["-m"], ["python3.11", "-mkeras_ptloss"], True),
+        (
+            ["-m"],
+            ["python", "-X", "dev", "-W", "error", "-Bm", "keras_ptloss"],
+            True,
+        ),
+        (["-m"], ["python", "-m", "keras_ptloss.demo"], False),
+        (["-m"], ["python", "-m", "pytest", "keras_ptloss"], False),
+        (["-m"], ["python", "-c", "-m keras_ptloss"], False),
+        (
+            ["/venv/bin/keras-ptloss", "demo"],
+            ["python", "/venv/bin/keras-ptloss"],
+            True,
+        ),
+        (["C:\\venv\\Scripts\\keras-ptloss.exe"], ["python"], True),
+        (["/venv/bin/keras-ptloss-old"], ["python"], False),
+        (["-c"], ["python", "-c", "import keras_ptloss"], False),
+        (
+            ["my_script.py"],
+            ["python", "my_script.py", "-m", "keras_ptloss"],
+            False,
+        ),
+        ([], ["python"], False),
+    ],
+)
+def test_started_as_command(argv, orig_argv, expected):
+    assert cli.started_as_command(argv, orig_argv) is expected
+
+
+def _python(code, env, cwd):
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def _tensorflow_env():
+    """TensorFlow's backend, this checkout's package, no log level set."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(ROOT))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+STARTUP_MARKS = ("oneDNN", "cpu_feature_guard", "absl::InitializeLog")
+
+
+def test_the_command_prints_no_tensorflow_start_up_lines(tmp_path):
+    """`python -m keras_ptloss` on TensorFlow, without a log level: its own
+    process prints none of TensorFlow's start-up lines (a program that
+    imports the package does: see the next tests)."""
+    env = _tensorflow_env()
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_ptloss", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"keras-ptloss {__version__}"
+    assert not [m for m in STARTUP_MARKS if m in done.stderr], done.stderr
+
+
+def test_the_console_script_is_quiet_and_registers_the_classes(tmp_path):
+    """As the `keras-ptloss` script (its `sys.argv[0]`): no start-up lines,
+    and the package's serializable classes are registered for loading."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['/venv/bin/keras-ptloss', '--version']\n"
+        "from keras_ptloss.cli import main\n"
+        "import keras\n"
+        "print(keras.saving.get_registered_object('keras_ptloss>PTLoss'))\n"
+        "sys.exit(main())\n"
+    )
+    done = _python(code, _tensorflow_env(), tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "keras_ptloss.losses.PTLoss" in done.stdout
+    assert f"keras-ptloss {__version__}" in done.stdout
+    assert not [m for m in STARTUP_MARKS if m in done.stderr], done.stderr
+
+
+def test_importing_the_package_changes_no_setting_beyond_keras(tmp_path):
+    """A program that imports `keras_ptloss` keeps its own logging: on
+    TensorFlow it still sees the start-up lines, and `os.environ` changes
+    only as `import keras` alone changes it (TensorFlow may set variables)."""
+    code = (
+        "import os\n"
+        "import keras\n"
+        "after_keras = dict(os.environ)\n"
+        "import keras_ptloss\n"
+        "print(after_keras == dict(os.environ))\n"
+    )
+    done = _python(code, _tensorflow_env(), tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert "oneDNN" in done.stderr
+
+
+def test_import_quietly_drops_notices_and_keeps_errors(tmp_path):
+    """A module that prints start-up notices, a warning and an error line
+    through file descriptor 2, then fails: all but the notices show, and
+    the import error propagates."""
+    (tmp_path / "noisy_module.py").write_text(
+        "import os, warnings\n"
+        f"for line in {NOISE!r}:\n"
+        "    os.write(2, (line + '\\n').encode())\n"
+        "os.write(2, b'E0000 00:00:1.0 1 op.cc:1] an error line\\n')\n"
+        "warnings.warn('a real warning')\n"
+        "raise ImportError('boom')\n"
+    )
+    code = (
+        "import sys\n"
+        "from keras_ptloss.cli import import_quietly\n"
+        "print('before', file=sys.stderr, flush=True)\n"
+        "import_quietly('noisy_module')\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)])
+    )
+    done = _python(code, env, tmp_path)
+    assert done.returncode == 1
+    # What importing the package itself printed (TensorFlow's notices on
+    # that backend: a plain import is not filtered) comes before "before".
+    err = done.stderr.split("before\n", 1)[1]
+    for line in NOISE:
+        assert line not in err
+    assert "an error line" in err
+    assert "UserWarning: a real warning" in err
+    assert err.rstrip().endswith("ImportError: boom")
+    # Standard error works again after the import.
+    assert err.index("an error line") < err.index("Traceback")

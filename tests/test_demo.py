@@ -32,7 +32,9 @@ STUDENTS = (
     "KD",
     "PTLoss, training-free",
     "PTLoss, searched",
+    "PTLoss, searched, standardised",
 )
+SEARCHES = {"PTLoss, searched": False, "PTLoss, searched, standardised": True}
 
 
 def demo_argv():
@@ -70,25 +72,25 @@ def quick_run(tmp_path_factory):
     return cwd, out, results, err, proc.pid
 
 
-def test_the_demo_process_prints_no_tensorflow_start_up_notices(quick_run):
-    """TensorFlow's import-time notices carry the id of the process that
-    printed them: none may come from the demo's own process (the child the
-    command starts). Those of the command's process itself, which imports
-    the package before the command line runs, are counted apart."""
-    err, pid = quick_run[3:]
-    notices = re.findall(
-        r"^I\d{4} [\d:.]+ +(\d+) (?:port|cpu_feature_guard)\.cc",
-        err,
-        flags=re.MULTILINE,
-    )
-    assert {int(found) for found in notices} <= {pid}
-    other = [line for line in err.splitlines() if not is_startup_noise(line)]
-    assert not any("Error" in line or "Traceback" in line for line in other)
+def test_the_command_prints_no_tensorflow_start_up_notices(quick_run):
+    """Neither the command's own process (which imports the package, and
+    Keras with it, before the command line runs) nor the demo's child
+    prints TensorFlow's start-up notices, whatever the backend (the demo
+    seeds TensorFlow too when it is installed)."""
+    err = quick_run[3]
+    assert [line for line in err.splitlines() if is_startup_noise(line)] == []
+    for mark in ("oneDNN", "cpu_feature_guard", "absl::InitializeLog"):
+        assert mark not in err
+    assert "Error" not in err and "Traceback" not in err
 
 
 def test_readme_demo_command_runs_the_unlabelled_regime(quick_run):
     _, out, results = quick_run[:3]
     assert f"backend: {BACKEND} (KERAS_BACKEND={BACKEND})" in out
+    # On torch the demo's program uses one thread unless OMP_NUM_THREADS
+    # says otherwise (the library's functions leave threads alone).
+    threads = os.environ.get("OMP_NUM_THREADS") or "1"
+    assert (f", {threads} CPU thread(s)" in out) is (BACKEND == "torch")
     sizes = results["sizes"]
     n = demo.QUICK["num_samples"]
     assert sum(sizes.values()) == n
@@ -98,7 +100,9 @@ def test_readme_demo_command_runs_the_unlabelled_regime(quick_run):
     assert f"{sizes['transfer']} unlabelled transfer" in out
     # Teacher progress bars, then the search summary of the first seed.
     assert "Epoch 2/2" in out and "━" in out
-    assert "Student-aware search:" in out and "winner:" in out
+    for name in SEARCHES:
+        assert f"{name}: Student-aware search:" in out
+    assert "winner:" in out
     assert "T tuned over {1, 2, 4}" in out
 
 
@@ -134,20 +138,25 @@ def test_budgets_and_choices(quick_run):
         kd_cost = run["KD"]["student_epochs"]
         assert kd_cost <= grid * epochs
         # The search gets no more than KD's tuning budget.
-        assert run["PTLoss, searched"]["student_epochs"] <= grid * epochs
-        assert run["search"]["cost"]["budget"] == grid * epochs
         assert run["KD"]["choice"] in {"T=1", "T=2", "T=4"}
-        winner = run["search"]["winner"]
-        label = run["search"]["candidates"][winner]["label"]
-        assert run["PTLoss, searched"]["choice"] == label
+        for name, standardize in SEARCHES.items():
+            search = run[name]["search"]
+            assert run[name]["student_epochs"] <= grid * epochs
+            assert search["cost"]["budget"] == grid * epochs
+            candidates = search["candidates"]
+            assert {c["standardize"] for c in candidates} == {standardize}
+            label = candidates[search["winner"]]["label"]
+            assert run[name]["choice"] == label
+            assert label.endswith(" LS") is standardize
 
 
 def test_demo_writes_the_plots_it_prints(quick_run):
     cwd, out, _ = quick_run[:3]
     import matplotlib.image
 
-    paths = [cwd / "ptloss-demo" / name for name in ("demo.png", "search.png")]
-    assert f"plots: {paths[0].resolve()}, {paths[1].resolve()}" in out
+    names = ("demo.png", "search.png", "search-standardised.png")
+    paths = [cwd / "ptloss-demo" / name for name in names]
+    assert "plots: " + ", ".join(str(p.resolve()) for p in paths) in out
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         image = matplotlib.image.imread(path)
@@ -246,9 +255,117 @@ def test_summarize_gives_mean_and_sample_std():
             for name, v in zip(STUDENTS, values, strict=True)
         }
 
-    runs = [run([0.5, 0.6, 0.7, 0.8]), run([0.7, 0.8, 0.9, 1.0])]
+    runs = [run([0.5, 0.6, 0.7, 0.8, 0.9]), run([0.7, 0.8, 0.9, 1.0, 0.6])]
     summary = demo.summarize(runs)
     assert summary["KD"]["accuracy"]["mean"] == pytest.approx(0.7)
     assert summary["KD"]["accuracy"]["std"] == pytest.approx(np.sqrt(0.02))
     assert summary["KD"]["nll"]["values"] == [1.2, 1.6]
     assert summary["student alone"]["choices"] == ["c0.5", "c0.7"]
+
+
+def _verdict_expected(values, score, higher, scale):
+    """The verdict's best method and its paired difference, by numpy."""
+    means = {name: np.mean(v) for name, v in values.items()}
+    best = (max if higher else min)(means, key=means.get)
+    if best == "KD":
+        rest = {n: m for n, m in means.items() if n != "KD"}
+        other = (max if higher else min)(rest, key=rest.get)
+    else:
+        other = "KD"
+    diff = scale * (np.array(values[best]) - np.array(values[other]))
+    return best, other, diff.mean(), diff.std(ddof=1)
+
+
+def test_demo_prints_a_verdict_computed_from_its_numbers(quick_run):
+    _, out, results = quick_run[:3]
+    assert "\n".join(results["verdict"]) in out
+    runs = results["runs"]
+    lines = results["verdict"][1:]
+    for line, (score, higher, scale) in zip(
+        lines, (("accuracy", True, 100), ("nll", False, 1)), strict=False
+    ):
+        values = {
+            name: [r[name]["scores"][score] for r in runs] for name in STUDENTS
+        }
+        best, other, mean, std = _verdict_expected(values, score, higher, scale)
+        assert f": {best} (" in line
+        assert f"; {best} - {other}: " in line
+        if not (mean == 0 and std == 0):
+            # The printed numbers, to their printed precision.
+            printed = re.search(r": ([+-][\d.]+) ± ([\d.]+)", line)
+            half_unit = 0.05 if scale == 100 else 0.0005
+            assert abs(float(printed.group(1)) - mean) <= half_unit + 1e-9
+            assert abs(float(printed.group(2)) - std) <= half_unit + 1e-9
+            word = "larger than" if abs(mean) > std else "within"
+            assert f"({word} its spread over seeds)" in line
+    assert lines[2].startswith("  distillation (test accuracy): KD - student")
+
+
+def _summary(values):
+    """A `summarize`-shaped dict from per-method per-seed scores."""
+    return {
+        name: {
+            key: {"mean": float(np.mean(v[key])), "values": list(v[key])}
+            for key in ("accuracy", "nll")
+        }
+        for name, v in values.items()
+    }
+
+
+def test_verdict_names_the_best_and_compares_it_with_kd():
+    acc = {
+        "student alone": [0.50, 0.52, 0.51],
+        "KD": [0.68, 0.67, 0.69],
+        "PTLoss, training-free": [0.67, 0.67, 0.68],
+        "PTLoss, searched": [0.69, 0.66, 0.70],
+        "PTLoss, searched, standardised": [0.71, 0.70, 0.72],
+    }
+    nll = {
+        "student alone": [1.5, 1.6, 1.55],
+        "KD": [1.0, 1.1, 0.9],
+        "PTLoss, training-free": [1.0, 1.0, 1.0],
+        "PTLoss, searched": [0.95, 1.12, 0.91],
+        "PTLoss, searched, standardised": [2.0, 2.1, 2.2],
+    }
+    summary = _summary(
+        {n: {"accuracy": acc[n], "nll": nll[n]} for n in STUDENTS}
+    )
+    lines = demo.verdict(summary)
+    assert lines[0].endswith("mean ± std over 3 seed(s)):")
+    # Accuracy: standardised - KD = 3, 3, 3 points: std 0, larger.
+    assert lines[1] == (
+        "  best test accuracy: PTLoss, searched, standardised (71.0 %); "
+        "PTLoss, searched, standardised - KD: +3.0 ± 0.0 points "
+        "(larger than its spread over seeds)"
+    )
+    # NLL: searched - KD = -0.05, +0.02, +0.01: mean -0.00667, within.
+    d = np.array([0.95, 1.12, 0.91]) - np.array([1.0, 1.1, 0.9])
+    best = np.mean(nll["PTLoss, searched"])
+    assert lines[2] == (
+        f"  best test NLL: PTLoss, searched ({best:.3f} nats); "
+        f"PTLoss, searched - KD: {d.mean():+.3f} ± "
+        f"{d.std(ddof=1):.3f} nats (within its spread over seeds)"
+    )
+    d = 100 * (np.array(acc["KD"]) - np.array(acc["student alone"]))
+    assert lines[3] == (
+        "  distillation (test accuracy): KD - student alone: "
+        f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points "
+        "(larger than its spread over seeds)"
+    )
+
+
+def test_verdict_when_kd_is_best_compares_with_the_runner_up():
+    acc = {name: [0.5, 0.6] for name in STUDENTS}
+    acc["KD"] = [0.7, 0.8]
+    acc["PTLoss, searched"] = [0.7, 0.8]
+    summary = _summary(
+        {n: {"accuracy": acc[n], "nll": [1.0]} for n in STUDENTS}
+    )
+    summary_one = _summary(
+        {n: {"accuracy": acc[n][:1], "nll": [1.0]} for n in STUDENTS}
+    )
+    line = demo.verdict(summary)[1]
+    assert line.startswith("  best test accuracy: KD (75.0 %); KD - PTLoss, ")
+    assert line.endswith(": +0.0 points (the same on every seed)")
+    line = demo.verdict(summary_one)[3]
+    assert line.endswith("(one seed: no spread to compare with)")

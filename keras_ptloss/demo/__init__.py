@@ -1,4 +1,4 @@
-"""MNIST-1D distillation demo: where distillation matters, four students.
+"""MNIST-1D distillation demo: where distillation matters, five students.
 
 Runs offline, end to end, on the backend named by `KERAS_BACKEND` (Keras's
 default, tensorflow, when it is unset), in the regime of the accuracy
@@ -9,16 +9,19 @@ benchmark's `mnist1d_unlabelled` setting:
    larger unlabelled transfer split, a labelled validation split and a
    test split;
 2. trains a 1-D CNN teacher on the labelled split, once;
-3. for each student seed, trains the same MLP student four ways: alone
+3. for each student seed, trains the same MLP student five ways: alone
    on the labelled split; with KD on the transfer split, its temperature
    tuned on the validation split; with PTLoss coefficients chosen without
    training (`select_coefficients`); with PTLoss chosen by the
    student-aware search (`search_coefficients`, the budget of KD's
-   tuning);
-4. prints the search's summary and a table of test accuracy, NLL, ECE and
+   tuning), on the logits (the README's choice for likelihood) and on
+   standardised logits (`standardize=True`, its choice for accuracy);
+4. prints the searches' summaries, a table of test accuracy, NLL, ECE and
    Brier score (mean ± std over the seeds) with what each method chose
-   and spent, and writes two plots and the numbers (`results.json`) to
-   the output directory.
+   and spent, and a verdict computed from it (the best method on accuracy
+   and on NLL, its difference from KD seed by seed and whether it exceeds
+   the spread over seeds), and writes three plots and the numbers
+   (`results.json`) to the output directory.
 
 Usage: `python -m keras_ptloss demo [--quick] [--output-dir DIR] ...` (or
 `python -m keras_ptloss.demo ...`). The demo is not part of the library's
@@ -48,6 +51,8 @@ _LAZY_NAMES = {
     "expected_calibration_error": "keras_ptloss.demo.report",
     "format_table": "keras_ptloss.demo.report",
     "reliability": "keras_ptloss.demo.report",
+    "paired_difference": "keras_ptloss.demo.report",
+    "verdict": "keras_ptloss.demo.report",
     "write_plot": "keras_ptloss.demo.report",
 }
 
@@ -64,11 +69,13 @@ __all__ = [
     "make_student",
     "make_teacher",
     "options_from_args",
+    "paired_difference",
     "reliability",
     "run",
     "run_from_args",
     "scores",
     "summarize",
+    "verdict",
     "write_plot",
 ]
 

@@ -1,4 +1,4 @@
-"""The demo's run: data, teacher, four ways to train a student, the report.
+"""The demo's run: data, teacher, five ways to train a student, the report.
 
 Every distilled student is trained by `search_coefficients`' population
 trainer, with the same initial weights and batch order per seed, so the
@@ -11,7 +11,10 @@ candidates they try):
   KD's chosen temperature, then one student trained with those
   coefficients;
 - PTLoss, searched: `search_coefficients` with its default candidates (KD
-  included) and the same budget of student-epochs as KD's tuning.
+  included) and the same budget of student-epochs as KD's tuning (the
+  README's choice for likelihood and calibration);
+- PTLoss, searched, standardised: the same search on z-scored logits
+  (`standardize=True`, the README's choice for top-1 accuracy).
 """
 
 import json
@@ -28,12 +31,20 @@ from keras_ptloss.demo.options import DEFAULTS
 from keras_ptloss.demo.options import QUICK
 from keras_ptloss.demo.options import check_options
 from keras_ptloss.demo.report import METHODS
+from keras_ptloss.demo.report import SEARCHES
 from keras_ptloss.demo.report import expected_calibration_error
 from keras_ptloss.demo.report import format_table
+from keras_ptloss.demo.report import verdict
 from keras_ptloss.demo.report import write_plot
 from keras_ptloss.search import Candidate
 from keras_ptloss.search import search_coefficients
 from keras_ptloss.selection import select_coefficients
+
+# The plot of each search (first seed) in the output directory.
+SEARCH_PLOTS = {
+    "PTLoss, searched": "search.png",
+    "PTLoss, searched, standardised": "search-standardised.png",
+}
 
 
 def options_from_args(args):
@@ -150,14 +161,21 @@ def scores(probs, labels):
 
 
 def backend_description():
-    """The backend in use and where the choice came from."""
+    """The backend in use, where the choice came from, and on torch its
+    number of CPU threads."""
     name = keras.backend.backend()
     if os.environ.get("KERAS_BACKEND"):
-        return f"{name} (KERAS_BACKEND={os.environ['KERAS_BACKEND']})"
-    return (
-        f"{name} (KERAS_BACKEND unset: Keras's configured default; "
-        "Keras ships with tensorflow)"
-    )
+        text = f"{name} (KERAS_BACKEND={os.environ['KERAS_BACKEND']})"
+    else:
+        text = (
+            f"{name} (KERAS_BACKEND unset: Keras's configured default; "
+            "Keras ships with tensorflow)"
+        )
+    if name == "torch":
+        import torch
+
+        text += f", {torch.get_num_threads()} CPU thread(s)"
+    return text
 
 
 def _predict(model, x):
@@ -186,10 +204,11 @@ def run(**options):
         A dict with `backend`, `options`, `sizes` (examples per split),
         `teacher` (its test scores), `runs` (one dict per student seed:
         per method its test `scores`, `seconds`, `student_epochs` and
-        `choice`; the search's `to_dict()` under `search`), `summary`
-        (per method the mean and standard deviation over seeds of each
-        score), `table`, `plot`, `search_plot` and `json` (paths of the
-        written files) and `seconds` (wall time).
+        `choice`; each search's `to_dict()` under its method's
+        `search`), `summary` (per method the mean and standard deviation
+        over seeds of each score), `table`, `verdict` (`report.verdict`'s
+        lines), `plot`, `search_plots` (one per search, first seed) and
+        `json` (paths of the written files) and `seconds` (wall time).
     """
     unknown = set(options) - set(DEFAULTS)
     if unknown:
@@ -293,9 +312,11 @@ def run(**options):
         "  PTLoss, training-free: select_coefficients at KD's T "
         f"({epochs} student-epochs)\n"
         "  PTLoss, searched: search_coefficients, budget "
-        f"{budget} student-epochs (= KD's tuning)"
+        f"{budget} student-epochs (= KD's tuning)\n"
+        "  PTLoss, searched, standardised: the same on z-scored logits "
+        "(standardize=True)"
     )
-    runs, probs_seed0, search_plot = [], {}, None
+    runs, probs_seed0, search_plots = [], {}, []
     for index in range(o["seeds"]):
         seed = o["seed"] + index
         run_ = {"seed": seed}
@@ -355,17 +376,23 @@ def run(**options):
             student_epochs=picked.cost["student_epochs"],
         )
 
-        searched = search(
-            seed, temperatures=temps, mode=o["mode"], budget=budget
-        )
-        probs["PTLoss, searched"] = _predict(searched.student, x_test)
-        winner = searched.candidates[searched.winner]
-        run_["PTLoss, searched"] = dict(
-            choice=winner.label,
-            seconds=searched.cost["seconds"],
-            student_epochs=searched.cost["student_epochs"],
-        )
-        run_["search"] = searched.to_dict()
+        searches = {}
+        for name, standardize in SEARCHES.items():
+            found = search(
+                seed,
+                temperatures=temps,
+                mode=o["mode"],
+                budget=budget,
+                standardize=standardize,
+            )
+            probs[name] = _predict(found.student, x_test)
+            run_[name] = dict(
+                choice=found.candidates[found.winner].label,
+                seconds=found.cost["seconds"],
+                student_epochs=found.cost["student_epochs"],
+                search=found.to_dict(),
+            )
+            searches[name] = found
         for name in METHODS[1:]:
             run_[name]["scores"] = scores(probs[name], y_test)
         runs.append(run_)
@@ -377,20 +404,24 @@ def run(**options):
         _say(f"\nseed {seed}: {line}")
         if index == 0:
             probs_seed0 = dict(probs, teacher=teacher_probs)
-            _say(searched.summary())
-            search_plot = out_dir / "search.png"
-            searched.plot(search_plot)
-        else:
-            _say(
-                f"  search winner: {winner.label}, cost "
-                f"{searched.cost['student_epochs']:g} student-epochs, "
-                f"{searched.cost['seconds']:.1f} s"
-            )
+        for name, found in searches.items():
+            if index == 0:
+                _say(f"{name}: {found.summary()}")
+                search_plots.append(out_dir / SEARCH_PLOTS[name])
+                found.plot(search_plots[-1])
+            else:
+                _say(
+                    f"  {name}: winner {run_[name]['choice']}, cost "
+                    f"{found.cost['student_epochs']:g} student-epochs, "
+                    f"{found.cost['seconds']:.1f} s"
+                )
 
     summary = summarize(runs)
     table = format_table(teacher_scores, summary, len(runs))
     _say(f"\n=== results on the test split ({sizes['test']} examples)")
     _say(table)
+    lines = verdict(summary)
+    _say("\n" + "\n".join(lines))
     plot_path = out_dir / "demo.png"
     write_plot(
         plot_path,
@@ -408,15 +439,16 @@ def run(**options):
         runs=runs,
         summary=summary,
         table=table,
+        verdict=lines,
         plot=str(plot_path.resolve()),
-        search_plot=str(search_plot.resolve()),
+        search_plots=[str(path.resolve()) for path in search_plots],
         json=str((out_dir / "results.json").resolve()),
         seconds=seconds,
     )
     Path(result["json"]).write_text(
         json.dumps(result, indent=2, default=_plain) + "\n"
     )
-    _say(f"\nplots: {result['plot']}, {result['search_plot']}")
+    _say(f"\nplots: {', '.join([result['plot'], *result['search_plots']])}")
     _say(f"numbers: {result['json']}")
     _say(f"total time: {seconds:.1f} s")
     return result

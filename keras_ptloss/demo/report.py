@@ -8,14 +8,27 @@ METHODS = (
     "KD",
     "PTLoss, training-free",
     "PTLoss, searched",
+    "PTLoss, searched, standardised",
 )
+# The two student-aware searches: method name -> `standardize`.
+SEARCHES = {
+    "PTLoss, searched": False,
+    "PTLoss, searched, standardised": True,
+}
 COLORS = {
     "teacher": "black",
     "student alone": "tab:blue",
     "KD": "tab:orange",
     "PTLoss, training-free": "tab:green",
     "PTLoss, searched": "tab:red",
+    "PTLoss, searched, standardised": "tab:purple",
 }
+# The scores the verdict ranks by: key, label, scale, unit of a value, unit
+# of a difference, whether higher is better.
+VERDICT_SCORES = (
+    ("accuracy", "test accuracy", 100, " %", " points", True),
+    ("nll", "test NLL", 1, " nats", " nats", False),
+)
 
 
 def reliability(probs, labels, bins=10):
@@ -129,3 +142,77 @@ def write_plot(path, runs, test_probs, labels, title):
     ax_rel.legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
+
+
+def paired_difference(summary, score, first, second):
+    """Mean and std over seeds of `first - second` on one score.
+
+    The methods share each seed's initial weights and batch order, so the
+    difference is taken seed by seed.
+
+    Returns:
+        `(mean, std)`; `std` is the sample standard deviation (`ddof=1`),
+        `nan` for a single seed.
+    """
+    a = np.asarray(summary[first][score]["values"], dtype="float64")
+    b = np.asarray(summary[second][score]["values"], dtype="float64")
+    diff = a - b
+    std = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), std
+
+
+def _compare(summary, score, scale, unit, first, second):
+    mean, std = paired_difference(summary, score, first, second)
+    digits = 1 if scale == 100 else 3
+    text = f"{first} - {second}: {scale * mean:+.{digits}f}"
+    if np.isnan(std):
+        return f"{text}{unit} (one seed: no spread to compare with)"
+    if mean == 0 and std == 0:
+        return f"{text}{unit} (the same on every seed)"
+    if abs(mean) > std:
+        where = "larger than its spread over seeds"
+    else:
+        where = "within its spread over seeds"
+    return f"{text} ± {scale * std:.{digits}f}{unit} ({where})"
+
+
+def verdict(summary):
+    """Lines saying what the table shows, computed from its numbers.
+
+    For each score of `VERDICT_SCORES` (test accuracy, test NLL): which
+    student method is best on the mean over seeds, and its difference from
+    KD (from the runner-up when KD is best), seed by seed; plus KD's
+    difference from the student alone (whether distillation helped). A
+    difference is "larger than its spread" when its mean exceeds the
+    standard deviation of the per-seed differences in absolute value.
+
+    Args:
+        summary: `pipeline.summarize`'s dict.
+
+    Returns:
+        A list of strings.
+    """
+    students = METHODS[1:]
+    num_seeds = len(summary[students[0]]["accuracy"]["values"])
+    lines = [
+        f"verdict (from the table; differences seed by seed, mean ± std over "
+        f"{num_seeds} seed(s)):"
+    ]
+    for score, label, scale, value_unit, unit, higher in VERDICT_SCORES:
+        sign = -1.0 if higher else 1.0
+        ranked = sorted(
+            students, key=lambda n: sign * summary[n][score]["mean"]
+        )
+        best = ranked[0]
+        other = "KD" if best != "KD" else ranked[1]
+        digits = 1 if scale == 100 else 3
+        value = scale * summary[best][score]["mean"]
+        lines.append(
+            f"  best {label}: {best} ({value:.{digits}f}{value_unit}); "
+            + _compare(summary, score, scale, unit, best, other)
+        )
+    lines.append(
+        "  distillation (test accuracy): "
+        + _compare(summary, "accuracy", 100, " points", "KD", "student alone")
+    )
+    return lines
