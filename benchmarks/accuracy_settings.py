@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.special  # noqa: E402
+from accuracy_data import digits_splits  # noqa: E402
+from accuracy_data import gaussian_splits  # noqa: E402
 from keras import ops  # noqa: E402
 
 import keras_ptloss as kp  # noqa: E402
@@ -388,9 +390,7 @@ def _build_setting(name, profile):
         setting.test = data["test"]
         return setting
     if name == "digits":
-        data = kp.load_digits(
-            {"train": 0.5, "validation": 0.2, "test": 0.3}, seed=0
-        )
+        data = digits_splits()
         setting = Setting(name, "sklearn digits, transfer = train set", "", 10)
         x_train, y_train = data["train"]
         setting.teacher_data = (x_train, y_train)
@@ -402,21 +402,7 @@ def _build_setting(name, profile):
         setting.test = data["test"]
         return setting
     if name == "gaussian":
-        splits, task = kp.make_gaussian_mixture(
-            profile["gaussian_samples"],
-            fractions={
-                "train": 0.2,
-                "transfer": 0.4,
-                "validation": 0.1,
-                "test": 0.3,
-            },
-            seed=0,
-            num_classes=10,
-            num_features=16,
-            components_per_class=2,
-            separation=1.0,
-            scale=1.3,
-        )
+        splits, task = gaussian_splits(profile["gaussian_samples"])
         setting = Setting(
             name, "Gaussian mixture (exact p*), unlabelled transfer", "", 10
         )
