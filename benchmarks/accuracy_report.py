@@ -473,7 +473,7 @@ def write_report(json_path, md_path, png_path, profile_name, backend):
         lines += _study_table(summary, _link(study_path) if study_png else None)
         lines += _targets(summary)
         lines += _search_targets(summary)
-    lines += _sweep_section(everything, profile)
+    lines += sweep_section(everything, profile)
     if profile_name == "full":
         lines += [""] + _cross_check_section(records, meta)
     timing.write_markdown(md_path, "\n".join(lines))
@@ -494,7 +494,7 @@ def sweep_summary(everything):
     return {n: everything[n] for n in TEACHER_SWEEP if n in everything}
 
 
-def _sweep_section(everything, profile):
+def sweep_section(everything, profile):
     sweep = sweep_summary(everything)
     if not sweep:
         return []
