@@ -45,14 +45,16 @@ MAIN_SETTINGS = (
     "mnist1d_noisy",
 )
 # The teacher-scale sweep: MNIST-1D, unlabelled transfer split, the same
-# student and splits, three teachers from weak to strong (the middle one is
-# `mnist1d_unlabelled`'s CNN).
+# student and splits, teachers in order of test accuracy (the fourth is
+# `mnist1d_unlabelled`'s CNN; the wide MLP is an over-confident one).
 TEACHER_SWEEP = (
     "mnist1d_teacher_small",
+    "mnist1d_teacher_mlp_wide",
+    "mnist1d_teacher_cnn_small",
     "mnist1d_unlabelled",
     "mnist1d_teacher_large",
 )
-SWEEP_ADDED = ("mnist1d_teacher_small", "mnist1d_teacher_large")
+SWEEP_ADDED = tuple(n for n in TEACHER_SWEEP if n != "mnist1d_unlabelled")
 # The methods of the sweep's added settings: the student alone, every tuned
 # baseline, PTLoss M = 5 training-free (shared) and searched.
 SWEEP_METHODS = [
@@ -259,14 +261,14 @@ def mlp(num_features, hidden, num_classes):
     return keras.Sequential(layers)
 
 
-def mnist1d_cnn(length, num_classes):
+def mnist1d_cnn(length, num_classes, channels=32):
     return keras.Sequential(
         [
             keras.Input((length,)),
             keras.layers.Reshape((length, 1)),
-            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-            keras.layers.Conv1D(32, 5, strides=2, activation="relu"),
-            keras.layers.Conv1D(32, 5, strides=2, activation="relu"),
+            keras.layers.Conv1D(channels, 5, padding="same", activation="relu"),
+            keras.layers.Conv1D(channels, 5, strides=2, activation="relu"),
+            keras.layers.Conv1D(channels, 5, strides=2, activation="relu"),
             keras.layers.Flatten(),
             keras.layers.Dense(num_classes),
         ]
@@ -294,6 +296,14 @@ def mnist1d_cnn_large(length, num_classes):
 # CNN of the main settings.
 MNIST1D_TEACHERS = {
     "mnist1d_teacher_small": (lambda: mlp(40, [32], 10), "MLP 40-32-10"),
+    "mnist1d_teacher_mlp_wide": (
+        lambda: mlp(40, [256, 256], 10),
+        "MLP 40-256-256-10",
+    ),
+    "mnist1d_teacher_cnn_small": (
+        lambda: mnist1d_cnn(40, 10, channels=8),
+        "CNN (3 Conv1D x 8 channels)",
+    ),
     "mnist1d_teacher_large": (
         lambda: mnist1d_cnn_large(40, 10),
         "CNN (2 Conv1D + 2 strided Conv1D x 64 channels, dense 128)",
@@ -365,6 +375,10 @@ def _build_setting(name, profile):
                 "labels",
                 "mnist1d_teacher_small": "MNIST-1D, unlabelled transfer "
                 "split, small MLP teacher",
+                "mnist1d_teacher_mlp_wide": "MNIST-1D, unlabelled "
+                "transfer split, wide MLP teacher",
+                "mnist1d_teacher_cnn_small": "MNIST-1D, unlabelled "
+                "transfer split, small CNN teacher",
                 "mnist1d_teacher_large": "MNIST-1D, unlabelled transfer "
                 "split, large CNN teacher",
             }[name],
