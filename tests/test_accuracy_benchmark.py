@@ -179,32 +179,34 @@ def test_teacher_sweep_settings_differ_only_in_their_teacher():
         name: accuracy_settings.build_setting(name, TINY_MNIST1D)
         for name in accuracy_settings.TEACHER_SWEEP
     }
-    small, middle, large = built.values()
-    assert len({s.teacher_desc for s in built.values()}) == 3
-    assert len({s.student_desc for s in built.values()}) == 1
+    reference = built.pop("mnist1d_unlabelled")
+    sweep = len(accuracy_settings.TEACHER_SWEEP)
+    descriptions = {s.teacher_desc for s in built.values()}
+    assert len(descriptions | {reference.teacher_desc}) == sweep
+    assert {s.student_desc for s in built.values()} == {reference.student_desc}
     builders = {s.make_teacher for s in built.values()}
-    assert len(builders) == 3
-    for other in (small, large):
+    assert len(builders | {reference.make_teacher}) == sweep
+    for other in built.values():
         for split in ("teacher_data", "validation", "test", "alone"):
             for a, b in zip(
-                getattr(middle, split), getattr(other, split), strict=True
+                getattr(reference, split), getattr(other, split), strict=True
             ):
                 np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(middle.transfer[0], other.transfer[0])
+        np.testing.assert_array_equal(reference.transfer[0], other.transfer[0])
         assert other.transfer[1] is None  # unlabelled: teacher argmax
-        assert other.transfer[2] == middle.transfer[2] == "teacher argmax"
+        assert other.transfer[2] == reference.transfer[2] == "teacher argmax"
     # The added settings run the sweep's methods without the grid/study;
-    # the middle one keeps the full profile.
+    # the reference (the CNN of the main tables) keeps the full profile.
     full = accuracy_settings.FULL
     for name in accuracy_settings.SWEEP_ADDED:
         assert name in full["settings"]
         profile = accuracy_settings.setting_profile(full, name)
         assert profile["methods"] == accuracy_settings.SWEEP_METHODS
         assert profile["grid"] == [] and profile["search_study"] == []
-    middle_profile = accuracy_settings.setting_profile(
+    reference_profile = accuracy_settings.setting_profile(
         full, "mnist1d_unlabelled"
     )
-    assert middle_profile["methods"] == "all" and middle_profile["grid"]
+    assert reference_profile["methods"] == "all" and reference_profile["grid"]
     # Overrides only select records: they do not change the fingerprint.
     assert accuracy_harness.profile_fingerprint(
         full
@@ -249,8 +251,8 @@ def test_sweep_section_reports_seed_means_spreads_and_costs(rng):
     records, accuracies = {}, {}
     for i, name in enumerate(accuracy_settings.TEACHER_SWEEP):
         records[key(name, "teacher")] = {
-            "test_accuracy": 0.5 + 0.2 * i,
-            "test_mean_confidence": 0.55 + 0.2 * i,
+            "test_accuracy": 0.5 + 0.1 * i,
+            "test_mean_confidence": 0.55 + 0.1 * i,
             "test_nll": 1.0 - 0.3 * i,
             "test_ece": 0.01 * (i + 1),
             "train_accuracy": 0.6,
@@ -307,6 +309,9 @@ def test_sweep_section_reports_seed_means_spreads_and_costs(rng):
             cell = f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}"
             assert cell in row, (cell, row)
     teacher_row = next(r for r in lines if r.startswith("| test accuracy"))
-    assert teacher_row.endswith("| 50.0 | 70.0 | 90.0 |")
+    count = len(accuracy_settings.TEACHER_SWEEP)
+    expected = " | ".join(f"{50 + 10 * i:.1f}" for i in range(count))
+    assert teacher_row.endswith(f"| {expected} |")
     confidence_row = next(r for r in lines if "mean max prob" in r)
-    assert confidence_row.endswith("| 0.550 | 0.750 | 0.950 |")
+    expected = " | ".join(f"{0.55 + 0.1 * i:.3f}" for i in range(count))
+    assert confidence_row.endswith(f"| {expected} |")
