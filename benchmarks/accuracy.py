@@ -15,7 +15,17 @@ Settings (all offline, see `keras_ptloss.datasets`):
   distance to p*;
 - `mnist1d_noisy`: an unreliable CNN teacher trained on MNIST-1D labels
   with 40% symmetric noise; unlabelled transfer split; the student alone is
-  trained on the noisy labels.
+  trained on the noisy labels;
+- the teacher-scale sweep, `mnist1d_teacher_small`,
+  `mnist1d_teacher_mlp_wide`, `mnist1d_teacher_cnn_small` and
+  `mnist1d_teacher_large`: `mnist1d_unlabelled` (same splits, student and
+  budgets) with a small MLP, an over-confident wide MLP, a small CNN and a
+  wider, deeper CNN teacher;
+  the student alone, every tuned baseline and PTLoss M = 5 training-free
+  and searched (no coefficient grid or search study: the profile's
+  `setting_overrides`). Reported in their own section beside the CNN
+  teacher of `mnist1d_unlabelled`, with each teacher's test accuracy, mean
+  confidence and ECE and the searches' cost beside KD's tuning.
 
 Methods: student alone (cross-entropy), KD, KD + CE, DKD, logit-standardised
 KD, Poly-1, PTLoss of order M in {1, 2, 5}, shared and class-wise, with
@@ -51,6 +61,9 @@ command line.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/accuracy.py          # the table
+    KERAS_BACKEND=jax python benchmarks/accuracy.py --settings \
+        mnist1d_teacher_small mnist1d_teacher_mlp_wide \
+        mnist1d_teacher_cnn_small mnist1d_unlabelled mnist1d_teacher_large
     KERAS_BACKEND=torch python benchmarks/accuracy.py --cross-check
     python benchmarks/accuracy.py --quick                    # tiny, ~2 min
     python benchmarks/accuracy.py --report-only              # markdown only

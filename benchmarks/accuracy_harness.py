@@ -38,6 +38,7 @@ from accuracy_settings import hp_key
 from accuracy_settings import logits_of
 from accuracy_settings import method_names
 from accuracy_settings import nll_of
+from accuracy_settings import setting_profile
 from accuracy_settings import subsample_grid
 from accuracy_settings import train_teacher
 from keras import ops
@@ -337,9 +338,12 @@ def _short(text, width=60):
 
 def profile_fingerprint(profile):
     """Hash of everything a stored result depends on (not the settings
-    list or the number of seeds, which only select records)."""
+    list, the number of seeds or the per-setting overrides, which only
+    select records)."""
     relevant = {
-        k: v for k, v in profile.items() if k not in ("settings", "seeds")
+        k: v
+        for k, v in profile.items()
+        if k not in ("settings", "seeds", "setting_overrides")
     }
     relevant["code"] = CODE_VERSION
     text = json.dumps(relevant, sort_keys=True)
@@ -367,6 +371,7 @@ class Progress:
 
 
 def run_setting(name, profile_name, profile, store, backend, log):
+    profile = setting_profile(profile, name)
     setting = build_setting(name, profile)
     key = lambda *parts: record_key(profile_name, backend, name, *parts)  # noqa: E731
     log(f"{name}: training the teacher")

@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.special  # noqa: E402
+from accuracy_data import digits_splits  # noqa: E402
+from accuracy_data import gaussian_splits  # noqa: E402
 from keras import ops  # noqa: E402
 
 import keras_ptloss as kp  # noqa: E402
@@ -34,14 +36,51 @@ BACKENDS = ("jax", "tensorflow", "torch")
 # Profiles: sizes and budgets. `full` reproduces the published table.
 # --------------------------------------------------------------------------
 
+# The five settings of the main tables.
+MAIN_SETTINGS = (
+    "mnist1d_self",
+    "mnist1d_unlabelled",
+    "digits",
+    "gaussian",
+    "mnist1d_noisy",
+)
+# The teacher-scale sweep: MNIST-1D, unlabelled transfer split, the same
+# student and splits, teachers in order of test accuracy (the fourth is
+# `mnist1d_unlabelled`'s CNN; the wide MLP is an over-confident one).
+TEACHER_SWEEP = (
+    "mnist1d_teacher_small",
+    "mnist1d_teacher_mlp_wide",
+    "mnist1d_teacher_cnn_small",
+    "mnist1d_unlabelled",
+    "mnist1d_teacher_large",
+)
+SWEEP_ADDED = tuple(n for n in TEACHER_SWEEP if n != "mnist1d_unlabelled")
+# The methods of the sweep's added settings: the student alone, every tuned
+# baseline, PTLoss M = 5 training-free (shared) and searched.
+SWEEP_METHODS = [
+    "ce",
+    "kd",
+    "kd_ce",
+    "dkd",
+    "lskd",
+    "poly1",
+    "pt_m5_shared",
+    "pt_m5_searched",
+    "pt_m5_searched_std",
+]
+# Per-setting profile entries that may be overridden: they only choose
+# which records a setting produces (methods, the coefficient grid, the
+# search study), never how a record is computed.
+SELECTION_KEYS = ("methods", "grid", "search_study")
+
 FULL = {
-    "settings": [
-        "mnist1d_self",
-        "mnist1d_unlabelled",
-        "digits",
-        "gaussian",
-        "mnist1d_noisy",
-    ],
+    "settings": [*MAIN_SETTINGS, *SWEEP_ADDED],
+    # Per setting: overrides of SELECTION_KEYS (the sweep's added settings
+    # skip the grid and the search study).
+    "setting_overrides": {
+        name: {"methods": SWEEP_METHODS, "grid": [], "search_study": []}
+        for name in SWEEP_ADDED
+    },
     "mnist1d_samples": 30000,
     "mnist1d_fractions": {
         "train": 0.15,
@@ -169,6 +208,18 @@ FAMILY_DATA = {
 }
 
 
+def setting_profile(profile, name):
+    """The profile as setting `name` runs it (its overrides applied)."""
+    overrides = profile.get("setting_overrides", {}).get(name, {})
+    unknown = sorted(set(overrides) - set(SELECTION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"setting_overrides[{name!r}] may only set {SELECTION_KEYS}; "
+            f"received {unknown}"
+        )
+    return dict(profile, **overrides)
+
+
 def method_names(profile):
     if profile["methods"] == "all":
         return list(METHODS)
@@ -210,19 +261,58 @@ def mlp(num_features, hidden, num_classes):
     return keras.Sequential(layers)
 
 
-def mnist1d_cnn(length, num_classes):
+def mnist1d_cnn(length, num_classes, channels=32):
     return keras.Sequential(
         [
             keras.Input((length,)),
             keras.layers.Reshape((length, 1)),
-            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-            keras.layers.Conv1D(32, 5, strides=2, activation="relu"),
-            keras.layers.Conv1D(32, 5, strides=2, activation="relu"),
+            keras.layers.Conv1D(channels, 5, padding="same", activation="relu"),
+            keras.layers.Conv1D(channels, 5, strides=2, activation="relu"),
+            keras.layers.Conv1D(channels, 5, strides=2, activation="relu"),
             keras.layers.Flatten(),
             keras.layers.Dense(num_classes),
         ]
     )
 
+
+def mnist1d_cnn_large(length, num_classes):
+    """A wider, deeper CNN than `mnist1d_cnn` (4 Conv1D x 64, dense 128)."""
+    return keras.Sequential(
+        [
+            keras.Input((length,)),
+            keras.layers.Reshape((length, 1)),
+            keras.layers.Conv1D(64, 5, padding="same", activation="relu"),
+            keras.layers.Conv1D(64, 5, padding="same", activation="relu"),
+            keras.layers.Conv1D(64, 5, strides=2, activation="relu"),
+            keras.layers.Conv1D(64, 5, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(num_classes),
+        ]
+    )
+
+
+# MNIST-1D teachers: setting -> (builder, description). The default is the
+# CNN of the main settings.
+MNIST1D_TEACHERS = {
+    "mnist1d_teacher_small": (lambda: mlp(40, [32], 10), "MLP 40-32-10"),
+    "mnist1d_teacher_mlp_wide": (
+        lambda: mlp(40, [256, 256], 10),
+        "MLP 40-256-256-10",
+    ),
+    "mnist1d_teacher_cnn_small": (
+        lambda: mnist1d_cnn(40, 10, channels=8),
+        "CNN (3 Conv1D x 8 channels)",
+    ),
+    "mnist1d_teacher_large": (
+        lambda: mnist1d_cnn_large(40, 10),
+        "CNN (2 Conv1D + 2 strided Conv1D x 64 channels, dense 128)",
+    ),
+}
+MNIST1D_DEFAULT_TEACHER = (
+    lambda: mnist1d_cnn(40, 10),
+    "CNN (3 Conv1D x 32 channels)",
+)
 
 # --------------------------------------------------------------------------
 # Settings: data, teacher, student.
@@ -283,6 +373,14 @@ def _build_setting(name, profile):
                 "mnist1d_unlabelled": "MNIST-1D, unlabelled transfer split",
                 "mnist1d_noisy": "MNIST-1D, teacher trained on 40% noisy "
                 "labels",
+                "mnist1d_teacher_small": "MNIST-1D, unlabelled transfer "
+                "split, small MLP teacher",
+                "mnist1d_teacher_mlp_wide": "MNIST-1D, unlabelled "
+                "transfer split, wide MLP teacher",
+                "mnist1d_teacher_cnn_small": "MNIST-1D, unlabelled "
+                "transfer split, small CNN teacher",
+                "mnist1d_teacher_large": "MNIST-1D, unlabelled transfer "
+                "split, large CNN teacher",
             }[name],
             "",
             10,
@@ -293,8 +391,9 @@ def _build_setting(name, profile):
                 y_train, 0.4, num_classes=10, seed=0
             )
         setting.teacher_data = (x_train, teacher_labels)
-        setting.make_teacher = lambda: mnist1d_cnn(40, 10)
-        setting.teacher_desc = "CNN (3 Conv1D x 32 channels)"
+        setting.make_teacher, setting.teacher_desc = MNIST1D_TEACHERS.get(
+            name, MNIST1D_DEFAULT_TEACHER
+        )
         if name == "mnist1d_self":
             setting.transfer = (x_train, y_train, "true labels")
             setting.alone = (x_train, y_train)
@@ -305,9 +404,7 @@ def _build_setting(name, profile):
         setting.test = data["test"]
         return setting
     if name == "digits":
-        data = kp.load_digits(
-            {"train": 0.5, "validation": 0.2, "test": 0.3}, seed=0
-        )
+        data = digits_splits()
         setting = Setting(name, "sklearn digits, transfer = train set", "", 10)
         x_train, y_train = data["train"]
         setting.teacher_data = (x_train, y_train)
@@ -319,21 +416,7 @@ def _build_setting(name, profile):
         setting.test = data["test"]
         return setting
     if name == "gaussian":
-        splits, task = kp.make_gaussian_mixture(
-            profile["gaussian_samples"],
-            fractions={
-                "train": 0.2,
-                "transfer": 0.4,
-                "validation": 0.1,
-                "test": 0.3,
-            },
-            seed=0,
-            num_classes=10,
-            num_features=16,
-            components_per_class=2,
-            separation=1.0,
-            scale=1.3,
-        )
+        splits, task = gaussian_splits(profile["gaussian_samples"])
         setting = Setting(
             name, "Gaussian mixture (exact p*), unlabelled transfer", "", 10
         )
@@ -416,6 +499,11 @@ def train_teacher(setting, profile):
             .mean()
         ),
         "validation_mean_confidence": float(setting.val_probs.max(1).mean()),
+        "test_mean_confidence": float(
+            scipy.special.softmax(setting.teacher_logits["test"], 1)
+            .max(1)
+            .mean()
+        ),
         "seconds": seconds,
     }
     if setting.bayes is not None:

@@ -45,6 +45,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from accuracy_data import digits_splits  # noqa: E402
+from accuracy_data import gaussian_splits  # noqa: E402
 from timing import run_backend_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,33 +81,15 @@ QUICK = dict(
 def load_setting(name, profile):
     """`{"alone": (x, y), "transfer": x, "test": (x, y), "teacher": (x, y)}`
     of the accuracy benchmark's setting `name` (same splits and seeds)."""
-    import keras_ptloss as kp
-
     if name == "digits":
-        data = kp.load_digits(
-            {"train": 0.5, "validation": 0.2, "test": 0.3}, seed=0
-        )
+        data = digits_splits()
         return dict(
             teacher=data["train"],
             alone=data["train"],
             transfer=data["train"][0],
             test=data["test"],
         )
-    splits, _ = kp.make_gaussian_mixture(
-        profile["gaussian_samples"],
-        fractions={
-            "train": 0.2,
-            "transfer": 0.4,
-            "validation": 0.1,
-            "test": 0.3,
-        },
-        seed=0,
-        num_classes=10,
-        num_features=16,
-        components_per_class=2,
-        separation=1.0,
-        scale=1.3,
-    )
+    splits, _ = gaussian_splits(profile["gaussian_samples"])
     return dict(
         teacher=splits["train"],
         alone=splits["train"],

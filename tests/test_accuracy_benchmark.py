@@ -164,3 +164,154 @@ def test_nll_and_ece_match_their_definitions(rng):
     assert accuracy_settings.ece_of(logits, labels, 15) == pytest.approx(
         expected
     )
+
+
+# A tiny MNIST-1D profile for the teacher-scale sweep's settings.
+TINY_MNIST1D = dict(
+    accuracy_settings.QUICK,
+    mnist1d_samples=600,
+    teacher_epochs={"mnist1d": 1, "digits": 1, "gaussian": 1},
+)
+
+
+def test_teacher_sweep_settings_differ_only_in_their_teacher():
+    built = {
+        name: accuracy_settings.build_setting(name, TINY_MNIST1D)
+        for name in accuracy_settings.TEACHER_SWEEP
+    }
+    reference = built.pop("mnist1d_unlabelled")
+    sweep = len(accuracy_settings.TEACHER_SWEEP)
+    descriptions = {s.teacher_desc for s in built.values()}
+    assert len(descriptions | {reference.teacher_desc}) == sweep
+    assert {s.student_desc for s in built.values()} == {reference.student_desc}
+    builders = {s.make_teacher for s in built.values()}
+    assert len(builders | {reference.make_teacher}) == sweep
+    for other in built.values():
+        for split in ("teacher_data", "validation", "test", "alone"):
+            for a, b in zip(
+                getattr(reference, split), getattr(other, split), strict=True
+            ):
+                np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(reference.transfer[0], other.transfer[0])
+        assert other.transfer[1] is None  # unlabelled: teacher argmax
+        assert other.transfer[2] == reference.transfer[2] == "teacher argmax"
+    # The added settings run the sweep's methods without the grid/study;
+    # the reference (the CNN of the main tables) keeps the full profile.
+    full = accuracy_settings.FULL
+    for name in accuracy_settings.SWEEP_ADDED:
+        assert name in full["settings"]
+        profile = accuracy_settings.setting_profile(full, name)
+        assert profile["methods"] == accuracy_settings.SWEEP_METHODS
+        assert profile["grid"] == [] and profile["search_study"] == []
+    reference_profile = accuracy_settings.setting_profile(
+        full, "mnist1d_unlabelled"
+    )
+    assert reference_profile["methods"] == "all" and reference_profile["grid"]
+    # Overrides only select records: they do not change the fingerprint.
+    assert accuracy_harness.profile_fingerprint(
+        full
+    ) == accuracy_harness.profile_fingerprint(dict(full, setting_overrides={}))
+    with pytest.raises(ValueError, match="student_epochs"):
+        accuracy_settings.setting_profile(
+            dict(full, setting_overrides={"x": {"student_epochs": 1}}), "x"
+        )
+
+
+def test_recorded_teacher_metrics_match_numpy(one_thread):
+    setting = accuracy_settings.build_setting(
+        "mnist1d_teacher_small", TINY_MNIST1D
+    )
+    stats = accuracy_settings.train_teacher(setting, TINY_MNIST1D)
+    x_test, y_test = setting.test
+    logits = np.asarray(
+        keras.ops.convert_to_numpy(setting.teacher(x_test)), "float64"
+    )
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    probs = shifted / shifted.sum(1, keepdims=True)
+    assert stats["test_accuracy"] == pytest.approx(
+        np.mean(probs.argmax(1) == y_test), abs=1e-12
+    )
+    assert stats["test_mean_confidence"] == pytest.approx(
+        probs.max(1).mean(), rel=1e-5
+    )
+    assert stats["test_nll"] == pytest.approx(
+        -np.mean(np.log(probs[np.arange(len(y_test)), y_test])), rel=1e-5
+    )
+
+
+def test_sweep_section_reports_seed_means_spreads_and_costs(rng):
+    key = lambda *parts: accuracy_harness.record_key("full", "jax", *parts)  # noqa: E731
+    profile = dict(accuracy_settings.FULL, seeds=5)
+    methods = {
+        "ce": {},
+        "kd": {"temperature": 2.0},
+        "pt_m5_shared": {"coefficients": [0.5, 0, 0, 0, 0], "temperature": 2.0},
+        "pt_m5_searched": {"coefficients": [1.0], "temperature": 4.0},
+    }
+    records, accuracies = {}, {}
+    for i, name in enumerate(accuracy_settings.TEACHER_SWEEP):
+        records[key(name, "teacher")] = {
+            "test_accuracy": 0.5 + 0.1 * i,
+            "test_mean_confidence": 0.55 + 0.1 * i,
+            "test_nll": 1.0 - 0.3 * i,
+            "test_ece": 0.01 * (i + 1),
+            "train_accuracy": 0.6,
+            "seconds": 3.0,
+        }
+        records[key(name, "setting")] = {
+            "teacher": f"teacher {i}",
+            "student_epochs": 4,
+        }
+        records[key(name, "chosen")] = methods
+        for method, hp in methods.items():
+            values = rng.uniform(0.3, 0.9, size=5)
+            accuracies[name, method] = values
+            parts = accuracy_report.run_parts(method, hp)
+            for seed, value in enumerate(values):
+                records[key(name, "run", *parts, f"seed={seed}")] = {
+                    "test_accuracy": float(value),
+                    "test_nll": 1.0,
+                    "test_ece": 0.02,
+                    "seconds": 1.0,
+                }
+        grid = [{"temperature": 1.0}, {"temperature": 2.0}]
+        records[key(name, "tuning", "kd")] = {"grid": grid}
+        for hp in grid:
+            parts = accuracy_report.run_parts("kd", hp)
+            tune = f"seed={accuracy_settings.TUNE_SEED}"
+            records.setdefault(key(name, "run", *parts, tune), {})
+            records[key(name, "run", *parts, tune)]["seconds"] = 3.5
+        records[key(name, "selection", "pt_m5_shared", "T=2.0")] = {
+            "wall_time": 0.25
+        }
+        records[key(name, "search", "pt_m5_searched")] = {
+            "candidates": [{"label": "KD T=1"}, {"label": "first-order"}],
+            "winner": 1,
+            "cost": {"student_epochs": 7},
+            "seconds": 12.0,
+        }
+    profile["settings"] = list(accuracy_settings.TEACHER_SWEEP)
+    summary = accuracy_report.summarize(records, "full", "jax", profile)
+    text = "\n".join(accuracy_report.sweep_section(summary, profile))
+    lines = text.splitlines()
+    for name in accuracy_settings.TEACHER_SWEEP:
+        assert f"`{name}`" in text
+        # KD's tuning: 2 trainings x 4 epochs, 2 x 3.5 s; the search's cost.
+        row = next(r for r in lines if r.startswith(f"| `{name}` | 8 / 7 |"))
+        assert "| 0 / 0.2 |" in row and "| 7 / 12 (first-order) |" in row
+    for method, label in (
+        ("ce", "Student alone (CE)"),
+        ("pt_m5_searched", "PTLoss M=5 searched"),
+    ):
+        row = next(r for r in lines if r.startswith(f"| {label} |"))
+        for name in accuracy_settings.TEACHER_SWEEP:
+            values = accuracies[name, method]
+            cell = f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}"
+            assert cell in row, (cell, row)
+    teacher_row = next(r for r in lines if r.startswith("| test accuracy"))
+    count = len(accuracy_settings.TEACHER_SWEEP)
+    expected = " | ".join(f"{50 + 10 * i:.1f}" for i in range(count))
+    assert teacher_row.endswith(f"| {expected} |")
+    confidence_row = next(r for r in lines if "mean max prob" in r)
+    expected = " | ".join(f"{0.55 + 0.1 * i:.3f}" for i in range(count))
+    assert confidence_row.endswith(f"| {expected} |")
