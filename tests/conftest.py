@@ -1,6 +1,11 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's models are tiny: one thread per op spares the hand-off between
+# threads that dominates them on 2 cores (torch: 55 s -> 31 s for
+# test_callbacks.py, TensorFlow: 23 s -> 18 s). Set before any backend loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
