@@ -378,20 +378,22 @@ def run_seed(profile, data, seed, store, key, log, methods=None):
         ),
         ("kd_ce",): ([(zero, t, False) for t in TEMPERATURES], 0.5),
     }
-    for methods, (members, weight) in grids.items():
-        if all(done(method) for method in methods):
+    for group, (members, weight) in grids.items():
+        if all(done(method) for method in group):
             continue
         start = time.perf_counter()
         students = train_members(profile, data, members, seed, weight)
-        seconds = (time.perf_counter() - start) / len(methods)
-        for i, method in enumerate(methods):
-            group = slice(3 * i, 3 * i + 3)
-            best, scores = best_on_validation(students[group], data)
+        seconds = (time.perf_counter() - start) / len(group)
+        for i, method in enumerate(group):
+            if done(method):
+                continue
+            part = slice(3 * i, 3 * i + 3)
+            best, scores = best_on_validation(students[part], data)
             finish(
                 method,
-                students[group][best],
+                students[part][best],
                 {
-                    "temperature": members[group][best][1],
+                    "temperature": members[part][best][1],
                     "validation_nll": scores,
                     "seconds": seconds,
                 },
