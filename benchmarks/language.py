@@ -724,9 +724,12 @@ def markdown(summary, profile_name):
             note = "T = " + ", ".join(
                 f"{r['temperature']:g}" for r in row["runs"]
             )
+        title = METHOD_TITLES[method]
+        if len(row["runs"]) != n:
+            title += f" ({len(row['runs'])} seeds)"
         table.append(
             [
-                METHOD_TITLES[method],
+                title,
                 _fmt(stats["accuracy"]),
                 _fmt(stats["perplexity"], 3),
                 _fmt(stats["kl"]),
