@@ -21,6 +21,7 @@ ORDER = [
     "search_speed",
     "vocab_scale",
     "accuracy",
+    "language",
     "cross_backend",
 ]
 HEADER = """# Benchmarks

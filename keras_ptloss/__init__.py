@@ -53,10 +53,12 @@ from keras_ptloss.version import __version__
 # Public names loaded on first use (PEP 562), by the module that holds them.
 _LAZY_NAMES = {
     "GaussianMixture": "keras_ptloss.datasets",
+    "HiddenMarkovLanguage": "keras_ptloss.datasets",
     "load_digits": "keras_ptloss.datasets",
     "load_mnist1d": "keras_ptloss.datasets",
     "load_tfds": "keras_ptloss.datasets",
     "make_gaussian_mixture": "keras_ptloss.datasets",
+    "make_language": "keras_ptloss.datasets",
     "noisy_labels": "keras_ptloss.datasets",
     "split_dataset": "keras_ptloss.datasets",
 }

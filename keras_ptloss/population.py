@@ -41,10 +41,14 @@ class StudentPopulation(keras.Model):
     with `w = student_loss_weight` (hard labels `y` needed when `w > 0`).
     `y` passed to `fit` is the teacher logits `(batch, K)`, or, with hard
     labels, `concatenate([teacher_logits, one_hot(labels)], axis=-1)`.
+    Sequence students (logits `(batch, S, K)`, e.g. a Transformer language
+    model) take teacher logits `(batch, S, K)` and are scored by the mean
+    over positions; every position counts (no mask).
 
     Args:
         members: list of `N >= 1` built student models with identical weight
-            shapes, each mapping `x` to logits `(batch, K)`.
+            shapes, each mapping `x` to logits `(batch, K)` or
+            `(batch, S..., K)`.
         coefficients: array `(N, K, M)` or `(N, M)` (shared over classes).
         temperatures: array `(N,)` of positive temperatures.
         standardize: array `(N,)` of bools; defaults to all `False`.
@@ -154,15 +158,25 @@ class StudentPopulation(keras.Model):
         )
 
     def member_losses(self, y, y_pred):
-        """Per-example, per-member loss, shape `(batch, N)`."""
+        """Per-example, per-member loss, shape `(batch, N)`.
+
+        Sequence members (logits `(batch, S..., K)`, so `y_pred` is
+        `(batch, N, S..., K)` and `y` is `(batch, S..., K)`) get the mean
+        of their per-position losses: every position counts.
+        """
         z = ops.cast(y_pred, "float32")
         num_classes = z.shape[-1]
+        # Singleton axes for the positions between members and classes.
+        positions = (1,) * (len(z.shape) - 3)
         y = ops.cast(y, "float32")
-        teacher = y[:, :num_classes] if self.with_labels else y
-        teacher = teacher[:, None, :]
+        teacher = y[..., :num_classes] if self.with_labels else y
+        teacher = ops.expand_dims(teacher, 1)
         if self.any_standardize:
             flags = (
-                ops.reshape(ops.convert_to_tensor(self.standardize), (1, -1, 1))
+                ops.reshape(
+                    ops.convert_to_tensor(self.standardize),
+                    (1, -1, *positions, 1),
+                )
                 > 0
             )
             teacher = ops.where(
@@ -170,15 +184,20 @@ class StudentPopulation(keras.Model):
             )
             z = ops.where(flags, standardize_logits(z, self.delta), z)
         temps = ops.reshape(
-            ops.convert_to_tensor(self.temperatures), (1, -1, 1)
+            ops.convert_to_tensor(self.temperatures), (1, -1, *positions, 1)
         )
         log_p = ops.log_softmax(teacher / temps, axis=-1)
         log_q = ops.log_softmax(z / temps, axis=-1)
         p = ops.exp(log_p)
         one_minus_q = -ops.expm1(log_q)
         # Horner's rule, as in `pt_loss`: (N, K) columns broadcast against
-        # (batch, N, K).
-        columns = ops.unstack(ops.convert_to_tensor(self.coefficients), axis=-1)
+        # (batch, N, S..., K).
+        columns = [
+            ops.reshape(column, (-1, *positions, column.shape[-1]))
+            for column in ops.unstack(
+                ops.convert_to_tensor(self.coefficients), axis=-1
+            )
+        ]
         inner = columns[-1]
         for column in reversed(columns[:-1]):
             inner = column + one_minus_q * inner
@@ -186,11 +205,13 @@ class StudentPopulation(keras.Model):
         losses = ops.sum(terms, axis=-1) * ops.square(temps[..., 0])
         if self.with_labels:
             weight = ops.convert_to_tensor(self.student_loss_weight)
-            one_hot = y[:, None, num_classes:]
+            one_hot = ops.expand_dims(y[..., num_classes:], 1)
             # The hard-label term never sees the standardisation.
             log_q1 = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
             ce = -ops.sum(one_hot * log_q1, axis=-1)
             losses = (1.0 - weight) * losses + weight * ce
+        if positions:
+            losses = ops.mean(losses, axis=tuple(range(2, len(z.shape) - 1)))
         return losses
 
     def compute_loss(

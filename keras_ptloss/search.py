@@ -450,8 +450,11 @@ def search_coefficients(
             call must give the same architecture.
         x: the transfer inputs, shape `(N, ...)`.
         teacher: a teacher `keras.Model` (run once on `x`), or its outputs
-            on `x`, shape `(N, K)`.
-        validation_data: `(x_val, y_val)` with integer labels.
+            on `x`, shape `(N, K)`; for sequence models (e.g. a language
+            model predicting every next token) `(N, S, K)`, each member's
+            loss then being the mean over all positions (no mask).
+        validation_data: `(x_val, y_val)` with integer labels, `(N_val,)`
+            or, for sequences, `(N_val, S)` (scored over all positions).
         order: `M >= 1`.
         epochs: epochs of the winner's full training.
         budget: most student-epochs to spend (a student-epoch is one epoch
@@ -541,7 +544,13 @@ def search_coefficients(
         teacher, x, x_val, validation_teacher, teacher_from_logits, batch_size
     )
     num_classes = logits.shape[-1]
-    y_val = check_labels(y_val, x_val.shape[0], num_classes, "validation_data")
+    # Sequence outputs `(N, S..., K)`: validation labels `(N_val, S...)`,
+    # scored over every position.
+    positions = logits.shape[1:-1]
+    y_val = _check_position_labels(y_val, x_val.shape[0], positions)
+    y_val = check_labels(
+        y_val.reshape(-1), y_val.size, num_classes, "validation_data"
+    )
     targets = logits.astype("float32")
     if weight > 0:
         if labels is None:
@@ -550,11 +559,16 @@ def search_coefficients(
                 f"`student_loss_weight` > 0. Received: labels=None, "
                 f"student_loss_weight={weight}"
             )
-        hard = check_labels(labels, x.shape[0], num_classes, "labels")
+        hard = _check_position_labels(labels, x.shape[0], positions, "labels")
+        hard = check_labels(
+            hard.reshape(-1), hard.size, num_classes, "labels"
+        ).reshape(hard.shape)
         one_hot = np.eye(num_classes, dtype="float32")[hard]
         targets = np.concatenate([targets, one_hot], axis=-1)
     if candidates is None:
-        val_probs = None if val_logits is None else softmax(val_logits)
+        val_probs = None
+        if val_logits is not None:
+            val_probs = softmax(val_logits.reshape(-1, num_classes))
         candidates = propose_candidates(
             val_probs,
             y_val,
@@ -625,7 +639,9 @@ def search_coefficients(
         trained = rung["epochs"]
         outputs = _predict(population, x_val)
         scores = [
-            float(score_fn(y_val, softmax(outputs[:, j])))
+            float(
+                score_fn(y_val, softmax(outputs[:, j].reshape(-1, num_classes)))
+            )
             for j in range(len(alive))
         ]
         ranked = sorted(
@@ -926,23 +942,36 @@ def _teacher_logits(
     else:
         outputs = teacher
     logits = _as_logits(outputs, from_logits, "teacher")
-    if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+    if logits.ndim < 2 or logits.shape[0] != x.shape[0]:
         raise ValueError(
-            f"`teacher` outputs must have shape ({x.shape[0]}, K), one row "
-            f"per example of `x`. Received: shape {logits.shape}"
+            f"`teacher` outputs must have shape ({x.shape[0]}, K) (or "
+            f"({x.shape[0]}, S, K) for sequences), one row per example of "
+            f"`x`. Received: shape {logits.shape}"
         )
     val_logits = None
     if validation_teacher is not None:
         val_logits = _as_logits(
             validation_teacher, from_logits, "validation_teacher"
         )
-        if val_logits.shape != (x_val.shape[0], logits.shape[-1]):
+        expected = (x_val.shape[0], *logits.shape[1:])
+        if val_logits.shape != expected:
             raise ValueError(
-                "`validation_teacher` must have shape "
-                f"({x_val.shape[0]}, {logits.shape[-1]}). Received: shape "
-                f"{val_logits.shape}"
+                f"`validation_teacher` must have shape {expected}. Received: "
+                f"shape {val_logits.shape}"
             )
     return logits, val_logits
+
+
+def _check_position_labels(values, count, positions, name="validation_data"):
+    """Labels of shape `(count, *positions)` as an array (values unchecked)."""
+    labels = np.asarray(to_numpy(values))
+    if labels.shape != (count, *positions):
+        raise ValueError(
+            f"`{name}` labels must have shape {(count, *positions)}, one per "
+            f"example (and position) of the teacher outputs. Received: shape "
+            f"{labels.shape}"
+        )
+    return labels
 
 
 def _as_logits(values, from_logits, name):

@@ -30,6 +30,15 @@ FAST_PARAMETERS = {
     "03_compile_with_precomputed_teacher.ipynb": dict(
         EPOCHS=2, NUM_CANDIDATES=16
     ),
+    "04_token_distillation_top_k.ipynb": dict(
+        NUM_SEQUENCES=100,
+        LENGTH=8,
+        VOCAB_SIZE=64,
+        TEACHER_EPOCHS=1,
+        STUDENT_EPOCHS=1,
+        TOP_K=8,
+        NUM_CANDIDATES=16,
+    ),
 }
 NOTEBOOKS = sorted(FAST_PARAMETERS)
 

@@ -600,3 +600,125 @@ def test_population_config_round_trips():
     assert float(to_numpy(restored.student_loss_weight)) == 0.25
     x = np.zeros((4, NUM_FEATURES), "float32")
     assert tuple(restored(x).shape) == (4, 2, NUM_CLASSES)
+
+
+SEQ_VOCAB, SEQ_LENGTH = 7, 5
+
+
+def build_sequence_student():
+    """A tiny causal sequence model: logits `(batch, S, K)` per position."""
+    initializer = keras.initializers.GlorotUniform(seed=4)
+    inputs = keras.Input((SEQ_LENGTH,), dtype="int32")
+    h = keras.layers.Embedding(
+        SEQ_VOCAB, 4, embeddings_initializer=initializer
+    )(inputs)
+    h = keras.layers.Conv1D(
+        6,
+        2,
+        padding="causal",
+        activation="tanh",
+        kernel_initializer=initializer,
+    )(h)
+    outputs = keras.layers.Dense(SEQ_VOCAB, kernel_initializer=initializer)(h)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture
+def sequences():
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, SEQ_VOCAB, size=(120, SEQ_LENGTH + 1))
+    shift = rng.normal(size=(SEQ_VOCAB, SEQ_VOCAB)) * 2.0
+    teacher = shift[tokens[:, :-1]].astype("float32")
+    return {
+        "x": tokens[:96, :-1].astype("int32"),
+        "teacher": teacher[:96],
+        "x_val": tokens[96:, :-1].astype("int32"),
+        "y_val": tokens[96:, 1:].astype("int32"),
+    }
+
+
+def test_sequence_member_losses_are_the_mean_over_positions(sequences):
+    students = [build_sequence_student() for _ in range(2)]
+    population = StudentPopulation(
+        students, np.stack([EPS_A, 0 * EPS_A]), [2.0, 1.0], [False, True]
+    )
+    x, t = sequences["x"][:8], sequences["teacher"][:8]
+    z = to_numpy(population(x))
+    assert z.shape == (8, 2, SEQ_LENGTH, SEQ_VOCAB)
+    losses = to_numpy(population.member_losses(t, z))
+    assert losses.shape == (8, 2)
+    flat_t = t.reshape(-1, SEQ_VOCAB)
+    first = np_pt_loss(flat_t, z[:, 0].reshape(-1, SEQ_VOCAB), EPS_A, 2.0, True)
+    assert_allclose(losses[:, 0], first.reshape(8, -1).mean(1), rtol=1e-4)
+    second = np_pt_loss(
+        np_standardize(flat_t),
+        np_standardize(z[:, 1].reshape(-1, SEQ_VOCAB)),
+        np.zeros(2),
+        1.0,
+        True,
+    )
+    assert_allclose(
+        losses[:, 1], second.reshape(8, -1).mean(1), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_sequence_search_winner_equals_its_separate_training(sequences):
+    """Language-model students: (batch, S, K) outputs, labels (N_val, S)."""
+    candidates = [
+        Candidate(np.zeros(2), 2.0),
+        Candidate(np.array([2.0, 0.0]), 1.0),
+        Candidate(np.array([-0.5, 0.0]), 2.0),
+    ]
+    result = search_coefficients(
+        build_sequence_student,
+        sequences["x"],
+        sequences["teacher"],
+        (sequences["x_val"], sequences["y_val"]),
+        order=2,
+        epochs=3,
+        candidates=candidates,
+        eta=2,
+        keep_kd=False,
+        metric="nll",
+        batch_size=16,
+        seed=2,
+        verbose=0,
+    )
+    assert len(result.ranking) >= 2
+    keras.utils.set_random_seed(2)
+    alone = build_sequence_student()
+    alone.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=PTLoss(
+            result.coefficients, result.temperature, teacher_from_logits=True
+        ),
+    )
+    order_rng = np.random.default_rng(2)
+    for _ in range(3):
+        order = order_rng.permutation(len(sequences["x"]))
+        alone.fit(
+            sequences["x"][order],
+            sequences["teacher"][order],
+            batch_size=16,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    assert_same_weights(result.student, alone)
+    # The reported score is the validation NLL over every position.
+    probs = np_softmax(to_numpy(alone(sequences["x_val"])))
+    picked = np.take_along_axis(probs, sequences["y_val"][..., None], -1)
+    assert_allclose(result.score, -np.mean(np.log(picked)), rtol=1e-4)
+
+
+def test_sequence_labels_of_the_wrong_shape_are_refused(sequences):
+    with pytest.raises(ValueError, match="validation_data"):
+        search_coefficients(
+            build_sequence_student,
+            sequences["x"],
+            sequences["teacher"],
+            (sequences["x_val"], sequences["y_val"][:, 0]),
+            order=2,
+            epochs=1,
+            verbose=0,
+        )

@@ -7,18 +7,23 @@ Loaders of real data (`keras_ptloss.datasets.loaders`):
 - `load_tfds`: any prepared TensorFlow Datasets split, as arrays;
 - `split_dataset`: cuts arrays into named, disjoint splits.
 
-Synthetic data for experiments (`keras_ptloss.datasets.synthetic`):
+Synthetic data for experiments (`keras_ptloss.datasets.synthetic`,
+`keras_ptloss.datasets.language`):
 
 - `make_gaussian_mixture` / `GaussianMixture`: a task whose Bayes
   probabilities `p*(x)` are known exactly;
 - `noisy_labels`: corrupted training labels for a deliberately unreliable
-  teacher.
+  teacher;
+- `make_language` / `HiddenMarkovLanguage`: token sequences whose
+  next-token distribution `p*(next | prefix)` is known exactly.
 
 This package sits outside the library's import path: `import keras_ptloss`
 does not load it; `keras_ptloss.load_mnist1d` and the other top-level names
 load it on first use.
 """
 
+from keras_ptloss.datasets.language import HiddenMarkovLanguage
+from keras_ptloss.datasets.language import make_language
 from keras_ptloss.datasets.loaders import load_digits
 from keras_ptloss.datasets.loaders import load_mnist1d
 from keras_ptloss.datasets.loaders import load_tfds
@@ -29,10 +34,12 @@ from keras_ptloss.datasets.synthetic import noisy_labels
 
 __all__ = [
     "GaussianMixture",
+    "HiddenMarkovLanguage",
     "load_digits",
     "load_mnist1d",
     "load_tfds",
     "make_gaussian_mixture",
+    "make_language",
     "noisy_labels",
     "split_dataset",
 ]
