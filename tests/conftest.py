@@ -2,10 +2,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite's models are tiny: one thread per op spares the hand-off between
-# threads that dominates them on 2 cores (torch: 55 s -> 31 s for
-# test_callbacks.py, TensorFlow: 23 s -> 18 s). Set before any backend loads.
+# threads that dominates them on 2 cores (measured: torch 55 s -> 31 s for
+# test_callbacks.py, TensorFlow 23 s -> 18 s, JAX 150 s -> 122 s for
+# test_search/test_distiller/test_chunked). Set before any backend loads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false"
+    ).strip()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
