@@ -32,8 +32,15 @@ of a seed, so the differences are paired). Results are appended to the JSON
 as they finish (an interrupted run resumes); the markdown is generated from
 the JSON.
 
+Two conditions (profiles), reported side by side: `full` (condition A: a
+mildly over-confident teacher, a student far from convergence, budgets of
+three trainings) and `overconfident` (condition B: a teacher trained about
+twice as long on half the sequences, a student trained longer, KD tuned
+over four temperatures and the search given the same four trainings).
+
 Usage:
-    KERAS_BACKEND=jax python benchmarks/language.py           # full, ~30 min
+    KERAS_BACKEND=jax python benchmarks/language.py           # A, ~25 min
+    KERAS_BACKEND=jax python benchmarks/language.py --condition overconfident
     python benchmarks/language.py --quick                      # tiny
     python benchmarks/language.py --report-only
 """
@@ -114,7 +121,31 @@ QUICK = {
     "selection_positions": 64,
     "seeds": 2,
 }
-PROFILES = {"full": FULL, "quick": QUICK}
+# A second condition where PTLoss's premise is stronger: a clearly more
+# over-confident teacher (about twice the steps on half the training
+# sequences: 30 epochs at batch 32 on 800), a student trained closer to
+# convergence (10 epochs at batch 32 on 512 fresh sequences: 160 steps
+# against 96) and a search budget large enough that all 15 candidates reach
+# the first cut (four trainings). KD is tuned over four temperatures, the
+# same budget; the costlier LS-KD and KD + CE rows are left out by default.
+OVERCONFIDENT = {
+    **FULL,
+    "sequences": {"train": 800, "transfer": 512, "validation": 192},
+    "teacher": {"d_model": 64, "heads": 4, "layers": 2, "epochs": 30},
+    "student_epochs": 10,
+    "batch_size": 32,
+    "kd_temperatures": (1.0, 1.5, 2.0, 4.0),
+    "tune_budget": 4,
+    "methods": ("student", "kd", "pt_selected", "pt_search"),
+    "teacher_curve": True,
+}
+PROFILES = {"full": FULL, "quick": QUICK, "overconfident": OVERCONFIDENT}
+# The conditions reported side by side (profile names, as in the records).
+CONDITIONS = {
+    "full": "A: mildly over-confident teacher, student far from convergence",
+    "overconfident": "B: strongly over-confident teacher, student trained "
+    "longer, larger search budget",
+}
 METHOD_TITLES = {
     "student": "Student alone (CE on sampled tokens)",
     "kd": "KD (T tuned)",
@@ -222,13 +253,33 @@ def profile_fingerprint(profile):
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def teacher_fingerprint(profile):
+    """Fingerprint of what the teacher depends on (its data and training),
+    so conditions differing only in the students share the cached teacher."""
+    keys = (
+        "language",
+        "length",
+        "sequences",
+        "test_sequences",
+        "teacher",
+        "batch_size",
+        "learning_rate",
+        "data_seed",
+    )
+    relevant = {k: profile[k] for k in keys}
+    text = json.dumps(relevant, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def train_teacher(profile, splits, log, cache_dir=None):
-    """The teacher, trained (or loaded from the cache of this profile)."""
+    """The teacher, trained (or loaded from the cache of this profile), the
+    seconds it took and its validation perplexity after each epoch (`None`
+    when loaded)."""
     config = profile["teacher"]
     vocab = profile["language"]["vocab_size"]
     cache = Path(cache_dir or tempfile.gettempdir()) / (
         f"keras_ptloss_language_teacher_{keras.backend.backend()}_"
-        f"{profile_fingerprint(profile)}.weights.h5"
+        f"{teacher_fingerprint(profile)}.weights.h5"
     )
     keras.utils.set_random_seed(profile["data_seed"])
     teacher = transformer(
@@ -241,24 +292,35 @@ def train_teacher(profile, splits, log, cache_dir=None):
     )
     if cache.exists():
         teacher.load_weights(cache)
-        return teacher, 0.0
+        return teacher, 0.0, None
     start = time.perf_counter()
     teacher.compile(
         optimizer=keras.optimizers.Adam(profile["learning_rate"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     x, y = splits["train"]
-    teacher.fit(
+    # The validation perplexity after each epoch, when the profile asks for
+    # it (how far past its best the teacher is trained).
+    with_curve = profile.get("teacher_curve", False)
+    history = teacher.fit(
         x,
         y,
         batch_size=profile["batch_size"],
         epochs=config["epochs"],
+        validation_data=splits["validation"] if with_curve else None,
         verbose=0,
     )
     teacher.save_weights(cache)
     seconds = time.perf_counter() - start
     log(f"teacher trained in {seconds:.0f} s")
-    return teacher, seconds
+    if not with_curve:
+        return teacher, seconds, None
+    curve = [math.exp(v) for v in history.history["val_loss"]]
+    log(
+        f"teacher validation perplexity: best {min(curve):.3f} (epoch "
+        f"{int(np.argmin(curve)) + 1}), last {curve[-1]:.3f}"
+    )
+    return teacher, seconds, curve
 
 
 # --------------------------------------------------------------------------
@@ -349,6 +411,9 @@ def run_seed(profile, data, seed, store, key, log, methods=None):
     order = profile["order"]
     zero = np.zeros(order)
     epochs = profile["student_epochs"]
+    temperatures = profile.get("kd_temperatures", TEMPERATURES)
+    if methods is None:
+        methods = profile.get("methods")
     test_x, test_y = data["test"]
 
     def finish(method, student, extra):
@@ -371,12 +436,13 @@ def run_seed(profile, data, seed, store, key, log, methods=None):
 
     # The methods of one loss family (KD and LS-KD: no hard labels) that
     # are still to run train side by side in one population (one compiled
-    # step); each is tuned over its own three members.
+    # step); each is tuned over its own members (one per temperature).
     grids = {
-        "kd": ([(zero, t, False) for t in TEMPERATURES], 0.0),
-        "lskd": ([(zero, t, True) for t in TEMPERATURES], 0.0),
-        "kd_ce": ([(zero, t, False) for t in TEMPERATURES], 0.5),
+        "kd": ([(zero, t, False) for t in temperatures], 0.0),
+        "lskd": ([(zero, t, True) for t in temperatures], 0.0),
+        "kd_ce": ([(zero, t, False) for t in temperatures], 0.5),
     }
+    size = len(temperatures)
     for group in (("kd", "lskd"), ("kd_ce",)):
         pending = [method for method in group if not done(method)]
         if not pending:
@@ -387,7 +453,7 @@ def run_seed(profile, data, seed, store, key, log, methods=None):
         students = train_members(profile, data, members, seed, weight)
         seconds = (time.perf_counter() - start) / len(pending)
         for i, method in enumerate(pending):
-            part = slice(3 * i, 3 * i + 3)
+            part = slice(size * i, size * (i + 1))
             best, scores = best_on_validation(students[part], data)
             finish(
                 method,
@@ -487,7 +553,7 @@ def run_seed(profile, data, seed, store, key, log, methods=None):
 
 def run(args):
     backend = keras.backend.backend()
-    profile_name = "quick" if args.quick else "full"
+    profile_name = args.profile_name
     profile = dict(PROFILES[profile_name])
     if args.seeds:
         profile["seeds"] = args.seeds
@@ -518,7 +584,7 @@ def run(args):
             sys.stdout.flush()
 
     splits, language = make_data(profile)
-    teacher, teacher_seconds = train_teacher(
+    teacher, teacher_seconds, teacher_curve = train_teacher(
         profile, splits, log, args.cache_dir
     )
     x, transfer_y = splits["transfer"]
@@ -550,6 +616,8 @@ def run(args):
             language.next_token_probs(splits["train"][0], "float32"),
         )
         teacher_record["seconds"] = teacher_seconds
+        if teacher_curve is not None:
+            teacher_record["validation_perplexity"] = teacher_curve
         bayes = metrics_of(np.log(np.maximum(p_star, 1e-30)), test_y, p_star)
         bayes["entropy_rate"] = language.entropy_rate(test_x)
         store.put(reference_key, {"teacher": teacher_record, "bayes": bayes})
@@ -660,7 +728,9 @@ def _signed(stat, digits=4):
     return f"{stat['mean']:+.{digits}f} ± {stat['se']:.{digits}f}"
 
 
-def markdown(summary, profile_name):
+def markdown(summary, profile_name, heading="##"):
+    """The section of one condition (its setup, references, the table and
+    the paired differences to KD, the verdict)."""
     meta, reference, rows = (
         summary["meta"],
         summary["reference"],
@@ -674,8 +744,22 @@ def markdown(summary, profile_name):
     command = shlex.join(
         timing.drop_options(shlex.split(meta["command"]), ["--methods"])
     )
+    temperatures = list(profile.get("kd_temperatures", TEMPERATURES))
+    budget = profile["tune_budget"]
+    if len(temperatures) == budget:
+        budgets = (
+            f"the searches spend the same {budget} x "
+            f"{profile['student_epochs']} student-epochs"
+        )
+    else:
+        budgets = (
+            f"the searches spend {budget} x {profile['student_epochs']} "
+            "student-epochs"
+        )
+    title = CONDITIONS.get(profile_name)
     lines = [
-        "## Language model distillation with exact p*",
+        f"{heading} Language model distillation with exact p*"
+        + (f" — condition {title}" if title else ""),
         "",
         f"Generated by `{command}` ({meta['date']}; "
         f"{meta['machine']['cpu']}; profile `{profile_name}`).",
@@ -688,17 +772,18 @@ def markdown(summary, profile_name):
         f"{profile['length']} predicted tokens. Teacher: causal Transformer "
         f"(d={profile['teacher']['d_model']}, {profile['teacher']['layers']} "
         f"layers) trained {profile['teacher']['epochs']} epochs on "
-        f"{profile['sequences']['train']} sequences. Student: Transformer "
+        f"{profile['sequences']['train']} sequences (batch "
+        f"{profile['batch_size']}). Student: Transformer "
         f"(d={profile['student']['d_model']}, {profile['student']['layers']} "
         f"layer) distilled for {profile['student_epochs']} epochs on "
         f"{profile['sequences']['transfer']} fresh sequences with the "
         f"teacher's pre-computed logits; tuning on "
         f"{profile['sequences']['validation']} validation sequences (NLL); "
         f"metrics on {profile['test_sequences']} test sequences, every "
-        f"position. Tuned baselines: T in {list(TEMPERATURES)} "
-        f"({profile['tune_budget']} student trainings); the searches spend "
-        f"the same {profile['tune_budget']} x {profile['student_epochs']} "
-        f"student-epochs; the training-free PTLoss (order "
+        f"position. Tuned baselines: T in {temperatures} "
+        f"({len(temperatures)} student trainings); {budgets} "
+        f"(candidates at T in {list(TEMPERATURES)}, first-order strengths "
+        f"{list(profile['strengths'])}); the training-free PTLoss (order "
         f"{profile['order']}) uses KD's tuned T. {n} seeds (student "
         f"initialisation and batch order; the teacher and data are fixed). "
         f"Mean ± std over seeds (SE = std / sqrt(n)).",
@@ -709,7 +794,8 @@ def markdown(summary, profile_name):
         f"{bayes['ece']:.4f}. Teacher: accuracy {teacher['accuracy']:.4f}, "
         f"perplexity {teacher['perplexity']:.3f}, KL(p* ‖ teacher) "
         f"{teacher['kl']:.4f}, ECE {teacher['ece']:.4f} (train perplexity "
-        f"{teacher['train']['perplexity']:.3f}: over-confident).",
+        f"{teacher['train']['perplexity']:.3f}: over-confident)."
+        + _curve_note(teacher),
         "",
     ]
     table = []
@@ -793,19 +879,101 @@ def markdown(summary, profile_name):
     return "\n".join(lines)
 
 
+def _curve_note(teacher):
+    curve = teacher.get("validation_perplexity")
+    if not curve:
+        return ""
+    best = int(np.argmin(curve))
+    return (
+        f" Its validation perplexity was lowest after epoch {best + 1} of "
+        f"{len(curve)} ({curve[best]:.3f}) and ends at {curve[-1]:.3f}."
+    )
+
+
+def side_by_side(summaries):
+    """One table: every method's perplexity and KL in each condition, with
+    the paired difference to that condition's tuned KD."""
+    names = list(summaries)
+    methods = [
+        m
+        for m in METHOD_TITLES
+        if any(m in s["rows"] for s in summaries.values())
+    ]
+    headers = ["method"]
+    for name in names:
+        headers += [f"{name}: perplexity (Δ KD)", f"{name}: KL (Δ KD)"]
+    table = []
+    for method in methods:
+        cells = [METHOD_TITLES[method]]
+        for name in names:
+            row = summaries[name]["rows"].get(method)
+            if row is None:
+                cells += ["—", "—"]
+                continue
+            for metric, digits in (("perplexity", 2), ("kl", 3)):
+                mean = row["stats"][metric]["mean"]
+                cell = f"{mean:.{digits}f}"
+                if "vs_kd" in row:
+                    diff = row["vs_kd"][metric]
+                    cell += (
+                        f" ({diff['mean']:+.{digits}f} ± "
+                        f"{diff['se']:.{digits}f})"
+                    )
+                cells.append(cell)
+        table.append(cells)
+    return timing.markdown_table(
+        headers, table, align="l" + "r" * (len(headers) - 1)
+    )
+
+
+def report_text(summaries):
+    """The markdown of every condition found: one section, or, with both
+    conditions, a side-by-side summary followed by each condition's own."""
+    if len(summaries) == 1:
+        ((name, summary),) = summaries.items()
+        return markdown(summary, name)
+    lines = [
+        "## Language model distillation with exact p*",
+        "",
+        "Two conditions on the same synthetic language; each is detailed "
+        "below. Conditions: "
+        + "; ".join(f"`{name}` = {CONDITIONS[name]}" for name in summaries)
+        + ". Mean over seeds; in brackets the paired difference to the "
+        "condition's tuned KD (mean ± SE; negative is better).",
+        "",
+        side_by_side(summaries),
+    ]
+    for name, summary in summaries.items():
+        lines += ["", markdown(summary, name, heading="###")]
+    return "\n".join(lines)
+
+
 def write_report(json_path, markdown_path, profile_name, backend):
+    """Writes the markdown (the quick profile alone, or every condition
+    with results) and returns the summary of `profile_name`."""
     records = Store(json_path).data().get("records", {})
-    summary = summarize(records, profile_name, backend)
-    if summary is None:
+    names = [profile_name] if profile_name not in CONDITIONS else CONDITIONS
+    summaries = {}
+    for name in names:
+        summary = summarize(records, name, backend)
+        if summary is not None:
+            summaries[name] = summary
+    if profile_name not in summaries:
         print(f"no {profile_name} results for {backend} in {json_path}")
         return None
-    timing.write_markdown(markdown_path, markdown(summary, profile_name))
-    return summary
+    timing.write_markdown(markdown_path, report_text(summaries))
+    return summaries[profile_name]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny profile")
+    parser.add_argument(
+        "--condition",
+        choices=sorted(CONDITIONS),
+        default="full",
+        help="which condition to run (the report shows every one found)",
+    )
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--silent", action="store_true")
@@ -833,10 +1001,12 @@ def main(argv=None):
     args.json = output / f"{NAME}.json"
     backend = keras.backend.backend()
     timing.configure_threads(backend, args.threads)
+    args.profile_name = "quick" if args.quick else args.condition
     if not args.report_only:
         run(args)
-    profile_name = "quick" if args.quick else "full"
-    return write_report(args.json, output / f"{NAME}.md", profile_name, backend)
+    return write_report(
+        args.json, output / f"{NAME}.md", args.profile_name, backend
+    )
 
 
 if __name__ == "__main__":

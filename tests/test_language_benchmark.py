@@ -132,3 +132,69 @@ def test_quick_run_writes_json_and_markdown_and_resumes(tmp_path):
     text = (tmp_path / "language.md").read_text()
     assert "KL(p* ‖ student)" in text and "Target met" in text
     assert "--quick --seeds 1" in text
+
+
+def _records(name, kd_values, pt_values):
+    """Stored records of one condition: meta, references, two methods."""
+    metrics = {
+        "accuracy": 0.1,
+        "expected_accuracy": 0.1,
+        "nll": 3.0,
+        "perplexity": 20.0,
+        "kl": 0.0,
+        "ece": 0.01,
+    }
+    key = f"{name}|jax|"
+    records = {
+        key + "meta": {
+            "command": f"python language.py --condition {name}",
+            "date": "today",
+            "machine": {"cpu": "cpu"},
+            "profile": dict(language.PROFILES[name], seeds=len(kd_values)),
+        },
+        key + "reference": {
+            "teacher": dict(
+                metrics, train=metrics, validation_perplexity=[30.0, 25.0, 40.0]
+            ),
+            "bayes": dict(metrics, entropy_rate=3.0),
+        },
+    }
+    for method, values in (("kd", kd_values), ("pt_search", pt_values)):
+        for seed, (kl, ppl) in enumerate(values):
+            records[f"{key}run|{seed}|{method}"] = dict(
+                metrics, kl=kl, perplexity=ppl, temperature=1.0, winner="w"
+            )
+    return records
+
+
+def test_report_puts_both_conditions_side_by_side(tmp_path):
+    kd_a, pt_a = [(1.0, 70.0), (1.2, 72.0)], [(1.1, 71.0), (1.2, 74.0)]
+    kd_b, pt_b = [(2.0, 90.0), (2.2, 94.0)], [(1.5, 80.0), (1.9, 85.0)]
+    records = {
+        **_records("full", kd_a, pt_a),
+        **_records("overconfident", kd_b, pt_b),
+    }
+    path = tmp_path / "language.json"
+    path.write_text(json.dumps({"records": records}))
+    summary = language.write_report(
+        path, tmp_path / "language.md", "overconfident", "jax"
+    )
+    # The summary returned is the condition asked for.
+    diff = summary["rows"]["pt_search"]["vs_kd"]["kl"]
+    assert math.isclose(diff["mean"], (-0.5 - 0.3) / 2)
+    assert math.isclose(diff["se"], np.std([-0.5, -0.3], ddof=1) / math.sqrt(2))
+    text = (tmp_path / "language.md").read_text()
+    # One side-by-side table with both conditions' paired differences:
+    # condition A: perplexity +1, +2 (mean +1.50, SE 0.50); condition B:
+    # -10, -9 (mean -9.50, SE 0.50).
+    header = next(line for line in text.splitlines() if "Δ KD" in line)
+    assert "full: perplexity" in header and "overconfident: KL" in header
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| PTLoss, searched") and "(+1.50 ± 0.50)" in line
+    )
+    assert "(-9.50 ± 0.50)" in row
+    assert text.count("Target met") == 2
+    # The teacher's validation curve: best after epoch 2 of 3.
+    assert "lowest after epoch 2 of 3 (25.000)" in text
