@@ -505,35 +505,26 @@ def sweep_section(everything, profile):
     columns = [f"`{n}`" for n in names]
     teachers = [sweep[n]["teacher"] for n in names]
 
-    def teacher_cell(t, key, fmt):
-        return fmt(t[key]) if key in t else "-"
+    def percent(v):
+        return f"{100 * v:.1f}"
 
+    teacher_fields = [
+        ("test accuracy (%)", "test_accuracy", percent),
+        (
+            "test mean confidence (mean max prob)",
+            "test_mean_confidence",
+            "{:.3f}".format,
+        ),
+        ("test NLL", "test_nll", "{:.3f}".format),
+        ("test ECE (%)", "test_ece", percent),
+        ("train accuracy (%)", "train_accuracy", percent),
+        ("training time (s)", "seconds", "{:.0f}".format),
+    ]
     teacher_rows = [
-        ["teacher"] + [sweep[n]["setting"]["teacher"] for n in names],
-        ["test accuracy (%)"]
-        + [
-            teacher_cell(t, "test_accuracy", lambda v: f"{100 * v:.1f}")
-            for t in teachers
-        ],
-        ["test mean confidence (mean max prob)"]
-        + [
-            teacher_cell(t, "test_mean_confidence", lambda v: f"{v:.3f}")
-            for t in teachers
-        ],
-        ["test NLL"]
-        + [teacher_cell(t, "test_nll", lambda v: f"{v:.3f}") for t in teachers],
-        ["test ECE (%)"]
-        + [
-            teacher_cell(t, "test_ece", lambda v: f"{100 * v:.1f}")
-            for t in teachers
-        ],
-        ["train accuracy (%)"]
-        + [
-            teacher_cell(t, "train_accuracy", lambda v: f"{100 * v:.1f}")
-            for t in teachers
-        ],
-        ["training time (s)"]
-        + [teacher_cell(t, "seconds", lambda v: f"{v:.0f}") for t in teachers],
+        ["teacher"] + [sweep[n]["setting"]["teacher"] for n in names]
+    ] + [
+        [label] + [fmt(t[key]) if key in t else "-" for t in teachers]
+        for label, key, fmt in teacher_fields
     ]
     methods = [
         m for m in SWEEP_METHODS if any(m in sweep[n]["rows"] for n in names)
