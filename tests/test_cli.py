@@ -118,14 +118,7 @@ def test_backend_line_names_the_environment_variable(monkeypatch):
 def test_demo_package_runs_as_a_module(tmp_path):
     """`python -m keras_ptloss.demo` is the same command as `... demo`."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_ptloss.demo", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    done = _run(["-m", "keras_ptloss.demo", "--help"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("usage: python -m keras_ptloss demo")
     for option in ("--quick", "--num-samples", "--output-dir"):
@@ -176,13 +169,7 @@ def test_real_tensorflow_start_up_lines_are_all_recognised():
     """Whatever TensorFlow prints on import at level 2 is start-up noise
     (and it does print something: the filter is needed)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax")
-    done = subprocess.run(
-        [sys.executable, "-c", "import tensorflow as tf; tf.constant(1) + 1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    done = _run(["-c", "import tensorflow as tf; tf.constant(1) + 1"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stderr.splitlines()
     assert lines, "TensorFlow printed nothing: the filter may be obsolete"
@@ -252,15 +239,20 @@ def test_started_as_command(argv, orig_argv, expected):
     assert cli.started_as_command(argv, orig_argv) is expected
 
 
-def _python(code, env, cwd):
+def _run(args, env, cwd=None):
+    """`python ARGS` in a subprocess, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         env=env,
         timeout=300,
     )
+
+
+def _python(code, env, cwd):
+    return _run(["-c", code], env, cwd)
 
 
 def _tensorflow_env():
@@ -278,14 +270,7 @@ def test_the_command_prints_no_tensorflow_start_up_lines(tmp_path):
     process prints none of TensorFlow's start-up lines (a program that
     imports the package does: see the next tests)."""
     env = _tensorflow_env()
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_ptloss", "--version"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    done = _run(["-m", "keras_ptloss", "--version"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == f"keras-ptloss {__version__}"
     assert not [m for m in STARTUP_MARKS if m in done.stderr], done.stderr
