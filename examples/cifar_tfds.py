@@ -205,8 +205,18 @@ def _residual_block(x, filters, stride, name):
     )(y)
     y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
     if stride != 1 or shortcut.shape[-1] != filters:
+        # A 1x1 convolution with stride s is a 1x1 convolution of every s-th
+        # pixel: written so, because torch 2.13's CPU build crashes in the
+        # backward of a strided 1x1 channels-last convolution with fewer
+        # than 8 input channels on processors without AVX-512 (oneDNN's
+        # AVX2 kernels; reproduced with ONEDNN_MAX_CPU_ISA=AVX2). Same
+        # weights, same outputs, on every backend.
+        if stride != 1:
+            shortcut = keras.layers.AveragePooling2D(
+                pool_size=1, strides=stride, name=f"{name}_subsample"
+            )(shortcut)
         shortcut = keras.layers.Conv2D(
-            filters, 1, strides=stride, use_bias=False, name=f"{name}_proj"
+            filters, 1, use_bias=False, name=f"{name}_proj"
         )(shortcut)
         shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(
             shortcut

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import scipy.special
 
+from tests.utils import run_program
+
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "accuracy.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import accuracy  # noqa: E402
@@ -28,15 +31,14 @@ def one_thread():
         torch.set_num_threads(previous)
 
 
-def test_quick_run_writes_json_markdown_and_plot_and_resumes(
-    tmp_path, one_thread
-):
+def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
     backend = keras.backend.backend()
-    accuracy.main(["--quick", "--output-dir", str(tmp_path), "--silent"])
+    argv = [SCRIPT, "--quick", "--output-dir", tmp_path, "--silent"]
+    run_program(*argv)
     records = json.loads((tmp_path / "accuracy.json").read_text())["records"]
     # Resuming trains nothing new: every run is found in the JSON.
     before = dict(records)
-    accuracy.main(["--quick", "--output-dir", str(tmp_path), "--silent"])
+    run_program(*argv)
     after = json.loads((tmp_path / "accuracy.json").read_text())["records"]
     runs = {k: v for k, v in after.items() if "|run|" in k}
     assert {k: before[k] for k in runs} == runs

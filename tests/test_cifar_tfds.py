@@ -8,6 +8,7 @@ backend, not the accuracy (mock images are noise).
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -15,12 +16,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from tests.utils import run_program
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+EXAMPLE = ROOT / "examples" / "cifar_tfds.py"
+
+
 def _load_example():
-    path = ROOT / "examples" / "cifar_tfds.py"
-    spec = importlib.util.spec_from_file_location("cifar_tfds", path)
+    spec = importlib.util.spec_from_file_location("cifar_tfds", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -63,13 +68,30 @@ def test_load_cifar_reads_both_datasets_through_tfds(name, classes):
     assert teacher.count_params() > student.count_params()
 
 
+# The whole program runs in a child process, so that a crash inside a
+# backend (a segfault, an abort) fails this test alone instead of ending
+# the whole backend's pytest run. `ONEDNN_MAX_CPU_ISA=AVX2` makes oneDNN
+# take the kernels of processors without AVX-512 (many AMD EPYCs), where
+# torch 2.13's strided 1x1 convolution backward used to crash.
+WHOLE_RUN = """
+import importlib.util, sys
+import tensorflow_datasets as tfds
+
+from tests.utils import run_program
+spec = importlib.util.spec_from_file_location("cifar_tfds", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+with tfds.testing.mock_data(num_examples=48):
+    module.main(sys.argv[2:])
+"""
+
+
 def test_whole_comparison_runs_on_mock_cifar100(tmp_path):
     output = tmp_path / "results.json"
-    with tfds.testing.mock_data(num_examples=48):
-        results = cifar_tfds.main(
-            ["--dataset", "cifar100", *TINY, "--output", str(output)]
-        )
-    assert json.loads(output.read_text()) == json.loads(json.dumps(results))
+    args = ["--dataset", "cifar100", *TINY, "--output", str(output)]
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    run_program("-c", WHOLE_RUN, EXAMPLE, *args, env=env)
+    results = json.loads(output.read_text())
     assert results["backend"] == keras.backend.backend()
     assert results["num_classes"] == 100
     assert results["input_shape"] == [32, 32, 3]
@@ -81,6 +103,23 @@ def test_whole_comparison_runs_on_mock_cifar100(tmp_path):
         assert 0.0 <= value <= 1.0
     coefficients = np.asarray(results["selection"]["coefficients"])
     assert coefficients.shape == (5,) and np.all(np.isfinite(coefficients))
+
+
+def test_strided_projection_is_a_strided_one_by_one_convolution(rng):
+    """The teacher's shortcut (every other pixel, then a 1x1 convolution)
+    computes what a 1x1 convolution with stride 2 computes."""
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    block = keras.Model(
+        inputs, cifar_tfds._residual_block(inputs, 5, 2, name="b")
+    )
+    kernel = block.get_layer("b_proj").kernel
+    kernel.assign(rng.normal(size=(1, 1, 3, 5)).astype("float32"))
+    shortcut = keras.Model(inputs, block.get_layer("b_proj").output).predict(
+        x, verbose=0
+    )
+    expected = x[:, ::2, ::2, :] @ keras.ops.convert_to_numpy(kernel)[0, 0]
+    np.testing.assert_allclose(shortcut, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_augmentation_keeps_shapes_and_labels():

@@ -1,10 +1,16 @@
 """Shared test helpers: independent numpy references and tiny models."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import scipy.special
 
 BACKEND = keras.backend.backend()
+ROOT = Path(__file__).resolve().parent.parent
 JIT_MODES = (True, False)
 
 
@@ -210,3 +216,31 @@ def readme_commands(readme_path=None):
 # and torch.compile cost 5-40 s per compiled step on a 2-core machine. The
 # tests of values changed during `fit` use JIT_MODES on every backend.
 FIT_JIT_MODES = JIT_MODES if BACKEND == "jax" else ("auto",)
+
+
+def run_program(*args, env=None, cwd=None, timeout=600):
+    """`python ARGS` in a child process; fails the test, with the exit status
+    and the end of standard error, unless it exits 0.
+
+    Whole programs (examples, benchmarks) run so: a crash inside a backend
+    (a segfault, an abort) then fails one test instead of ending the whole
+    backend's pytest run.
+    """
+    # The child imports this checkout's package, whatever is installed.
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH")])
+    )
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, (
+        f"`python {' '.join(map(str, args))[:200]}` ended with exit status "
+        f"{done.returncode}\n{done.stderr[-3000:]}"
+    )
+    return done

@@ -1,0 +1,77 @@
+"""scripts/test.sh: a backend whose pytest dies is named and fails the run.
+
+Runs the script on a throw-away project of two tests (no Keras imported),
+one of which kills its own process on one backend only.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TESTS = """
+import os
+import signal
+
+
+def test_passes():
+    pass
+
+
+def test_dies_on_torch():
+    if os.environ["KERAS_BACKEND"] == "torch":
+        os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "test.sh", tmp_path / "scripts")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_probe.py").write_text(TESTS)
+    return tmp_path
+
+
+def _run(project, backends):
+    env = dict(os.environ, BACKENDS=backends)
+    env["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), env["PATH"]]
+    )
+    return subprocess.run(
+        ["bash", "scripts/test.sh", "-q", "-p", "no:faulthandler"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_backend_whose_pytest_dies_is_named_and_fails_the_run(project):
+    done = _run(project, "jax torch")
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert (
+        "torch: pytest did not finish (exit status 139, killed by signal 11 "
+        "(SIGSEGV); no report)"
+    ) in lines
+    assert (
+        "jax: {'tests': 2, 'failures': 0, 'errors': 0, 'skipped': 0} "
+        "(exit status 0, ok)" in lines
+    )
+    assert "total: 2 passed, 1 failed, 0 skipped" in lines
+    assert lines[-1] == "FAILED: pytest did not finish on torch"
+
+
+def test_backends_that_finish_pass(project):
+    done = _run(project, "jax tensorflow")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        done.stdout.splitlines()[-1] == "total: 4 passed, 0 failed, 0 skipped"
+    )
