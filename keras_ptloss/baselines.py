@@ -807,6 +807,11 @@ class LSKDLoss(_VariableHyperparameters):
     On teacher logits this is `KDLoss(standardize=True)` (with
     `delta = 1e-7`).
 
+    It needs at least 3 classes: with 2 the z-scores of the two logits are
+    `±1/sqrt(2)` whatever their difference, so the student gets no
+    gradient and stays at chance; a call with 2 classes raises
+    `ValueError` (use `KDLoss` for binary problems).
+
     The temperature lives in a non-trainable variable (`loss.variables`);
     change it with `set_temperature`.
 

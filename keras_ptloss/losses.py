@@ -80,12 +80,19 @@ def standardize_logits(logits, delta=STANDARDIZE_DELTA):
     reference code (`torch.std`'s default) and of torchdistill. Constant
     logits map to zeros.
 
+    Needs `K >= 3` classes: the z-scores of two logits are `±1/sqrt(2)`
+    whatever their difference, so with `K = 2` a standardised loss gives
+    the student no gradient (its students stay at chance); `K < 3` raises.
+
     Args:
-        logits: tensor of shape `(..., K)`.
+        logits: tensor of shape `(..., K)`, `K >= 3`.
         delta: small non-negative number added to the standard deviation.
 
     Returns:
         A float tensor of the shape of `logits`.
+
+    Raises:
+        ValueError: if the class axis is known and has fewer than 3 entries.
 
     Example:
 
@@ -95,6 +102,7 @@ def standardize_logits(logits, delta=STANDARDIZE_DELTA):
     [[-1.0, 0.0, 1.0]]
     """
     logits = upcast(logits)
+    check_standardizable(logits.shape[-1])
     centred = logits - ops.mean(logits, axis=-1, keepdims=True)
     # Sample variance (divisor K - 1); a single class has no spread.
     num_classes = ops.cast(ops.shape(logits)[-1], logits.dtype)
@@ -107,6 +115,19 @@ def standardize_logits(logits, delta=STANDARDIZE_DELTA):
     denominator = std + ops.cast(delta, std.dtype)
     denominator = ops.where(denominator > 0, denominator, 1.0)
     return centred / denominator
+
+
+def check_standardizable(num_classes, name="logits"):
+    """Refuses logit standardisation with fewer than 3 classes (see
+    `standardize_logits`); `num_classes=None` (not yet known) passes."""
+    if num_classes is not None and num_classes < 3:
+        raise ValueError(
+            "Logit standardisation needs at least 3 classes: with 2, the "
+            "z-scores of the two logits are +-1/sqrt(2) whatever their "
+            "difference, so the standardised loss gives the student no "
+            "gradient. Use plain KD/PTLoss (standardize=False) for binary "
+            f"problems. Received: {name} with {num_classes} class(es)"
+        )
 
 
 def _is_python_one(value):
@@ -639,7 +660,9 @@ class KDLoss(_TemperedLoss):
             the teacher's last layer.
         standardize: z-score the teacher's and the student's logits over
             classes before tempering (the logit standardisation of Sun et
-            al.; needs logits on both sides). Defaults to `False`.
+            al.; needs logits on both sides and at least 3 classes: with
+            2 the student gets no gradient, and a call raises).
+            Defaults to `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"kd_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
@@ -747,7 +770,9 @@ class PTLoss(_TemperedLoss):
         standardize: z-score the teacher's and the student's logits over
             classes before tempering (the logit standardisation of Sun et
             al.; needs logits on both sides). With zero coefficients this
-            is `keras_ptloss.LSKDLoss`. Defaults to `False`.
+            is `keras_ptloss.LSKDLoss`. Needs at least 3 classes (with 2
+            the student gets no gradient, and a call raises). Defaults
+            to `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"pt_loss"`.
         dtype: dtype of the computation; half-precision inputs are always

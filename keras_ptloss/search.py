@@ -44,14 +44,16 @@ from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
+from keras_ptloss.calibration import calibrate as calibrate_model
 from keras_ptloss.losses import PTLoss
+from keras_ptloss.losses import check_standardizable
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.selection import select_coefficients
 
-DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0)
+# KD's usual tuning grid, so that the KD anchor is as strong as tuned KD.
+DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 DEFAULT_STRENGTHS = (-2.0, -0.5, 0.5, 2.0, 8.0)
 METRICS = ("accuracy", "nll")
-STANDARDIZE = (False, True, "search")
 MODES = ("shared", "classwise")
 _LOG_TINY = float(np.log(np.finfo("float32").tiny))
 
@@ -79,6 +81,11 @@ class Candidate:
     def is_kd(self):
         """Whether this is plain KD (`eps = 0`, no standardisation)."""
         return not self.standardize and not np.any(self.coefficients)
+
+    @property
+    def is_lskd(self):
+        """Whether this is LS-KD (`eps = 0` on standardised logits)."""
+        return self.standardize and not np.any(self.coefficients)
 
     @property
     def label(self):
@@ -117,10 +124,19 @@ class SearchResult:
         temperature: its temperature.
         standardize: whether it z-scores the logits.
         loss: a ready `PTLoss` with these settings.
-        student: the winner's student, trained for the full `epochs`.
+        student: the winner's student, trained for the full `epochs`, and
+            calibrated (a `keras_ptloss.CalibratedModel`: its logits divided
+            by one temperature fitted on the validation split) unless the
+            search ran with `calibrate=False`.
+        uncalibrated_student: the winner's student as trained (the model
+            that `student` wraps).
+        calibration: what the calibration measured on the validation split
+            (`CalibratedModel.calibration`: the temperature, NLL and ECE
+            before and after); `{}` with `calibrate=False`.
         score: its validation score at the end.
-        kd_score: the best `eps = 0` member's validation score at the end
-            (`None` when KD was not kept to the last rung).
+        kd_score: the best plain KD member's (`eps = 0`) validation score
+            at the end (`None` when none was kept to the last rung).
+        lskd_score: the same for LS-KD (`eps = 0` on z-scored logits).
         metric: the metric's name; `higher_is_better` its direction.
         candidates: every candidate tried, in priority order.
         ranking: one dict per rung: `{"rung", "epochs", "members":
@@ -136,8 +152,11 @@ class SearchResult:
     standardize: bool
     loss: PTLoss
     student: keras.Model
+    uncalibrated_student: keras.Model
+    calibration: dict
     score: float
     kd_score: float | None
+    lskd_score: float | None
     metric: str
     higher_is_better: bool
     candidates: tuple
@@ -171,9 +190,19 @@ class SearchResult:
         lines.append(
             f"  winner: {winner.label}, {self.metric} {self.score:.4f}"
         )
-        if self.kd_score is not None:
+        for name, score in (
+            ("KD (eps = 0)", self.kd_score),
+            ("LS-KD (eps = 0, z-scored logits)", self.lskd_score),
+        ):
+            if score is not None:
+                lines.append(f"  {name} at the same epochs: {score:.4f}")
+        if self.calibration:
+            c = self.calibration
             lines.append(
-                f"  KD (eps = 0) at the same epochs: {self.kd_score:.4f}"
+                f"  calibrated: T = {c['temperature']:.3g} fitted on the "
+                f"validation split; NLL {c['nll_before']:.4f} -> "
+                f"{c['nll_after']:.4f}, ECE {c['ece_before']:.4f} -> "
+                f"{c['ece_after']:.4f} (accuracy unchanged)"
             )
         lines.append(
             f"  cost: {self.cost['student_epochs']:g} student-epochs of "
@@ -192,6 +221,8 @@ class SearchResult:
             "standardize": self.standardize,
             "score": self.score,
             "kd_score": self.kd_score,
+            "lskd_score": self.lskd_score,
+            "calibration": dict(self.calibration),
             "metric": self.metric,
             "higher_is_better": self.higher_is_better,
             "winner": self.winner,
@@ -334,7 +365,8 @@ def propose_candidates(
     validation probabilities are given; class-wise too with
     `mode="classwise"`), and `eps = (s, 0, ..., 0)` for each `s` in
     `strengths`. With `standardize="search"` every candidate also comes on
-    z-scored logits; with `True` only that way.
+    z-scored logits, beside its twin on the logits (`eps = 0` on z-scored
+    logits is LS-KD); with `True` only that way.
 
     Args:
         validation_teacher: teacher probabilities `(N, K)` on the validation
@@ -344,12 +376,13 @@ def propose_candidates(
         temperatures: temperatures to try.
         strengths: first-order coefficients `s` to try (nonzero).
         mode: `"shared"` or `"classwise"` (adds the class-wise pick).
-        standardize: `False`, `True` or `"search"`.
+        standardize: `False`, `True` or `"search"` (z-scored logits need
+            at least 3 classes).
         seed: seed of `select_coefficients`.
 
     Returns:
-        A list of `Candidate`; the KD ones first, then the picks, then the
-        directions by increasing `|s|`.
+        A list of `Candidate`; the `eps = 0` ones first (KD, then LS-KD),
+        then the picks, then the directions by increasing `|s|`.
 
     Example:
 
@@ -363,10 +396,12 @@ def propose_candidates(
     temperatures = _check_temperatures(temperatures)
     strengths = _check_strengths(strengths)
     mode = check_choice(mode, "mode", MODES)
-    standardize = _check_standardize(standardize)
+    standardize = _check_standardize(standardize, allow_auto=False)
     picks = []
     if validation_teacher is not None:
         probs = check_probabilities(validation_teacher, "validation_teacher")
+        if standardize:
+            check_standardizable(probs.shape[-1], "validation_teacher")
         labels = check_labels(
             validation_labels,
             probs.shape[0],
@@ -390,19 +425,26 @@ def propose_candidates(
                     (np.asarray(picked.coefficients), temperature, "selection")
                 )
     zero = np.zeros((order,))
-    base = [(zero, t, "kd") for t in temperatures] + picks
+    flags = {False: (False,), True: (True,), "search": (False, True)}
+    flags = flags[standardize]
+    # Priority order (a budget drops candidates from the end): the eps = 0
+    # anchors (KD, then LS-KD), the picks, then the directions by |s|,
+    # each on the logits and on z-scored logits side by side.
+    anchors = [
+        Candidate(zero.copy(), float(t), flag, "kd")
+        for flag in flags
+        for t in temperatures
+    ]
+    others = list(picks)
     for s in sorted(strengths, key=lambda s: (abs(s), s)):
         direction = zero.copy()
         direction[0] = s
-        base += [(direction, t, "direction") for t in temperatures]
-    flags = {False: (False,), True: (True,), "search": (False, True)}
-    candidates = []
-    for flag in flags[standardize]:
-        candidates += [
-            Candidate(np.asarray(c, dtype="float64"), float(t), flag, source)
-            for c, t, source in base
-        ]
-    return candidates
+        others += [(direction, t, "direction") for t in temperatures]
+    return anchors + [
+        Candidate(np.asarray(c, dtype="float64"), float(t), flag, source)
+        for c, t, source in others
+        for flag in flags
+    ]
 
 
 def search_coefficients(
@@ -417,7 +459,7 @@ def search_coefficients(
     temperatures=DEFAULT_TEMPERATURES,
     strengths=DEFAULT_STRENGTHS,
     mode="shared",
-    standardize=False,
+    standardize="auto",
     candidates=None,
     teacher_from_logits=True,
     validation_teacher=None,
@@ -430,6 +472,7 @@ def search_coefficients(
     optimizer=None,
     batch_size=64,
     seed=0,
+    calibrate=True,
     verbose=1,
 ):
     """Chooses PTLoss coefficients by training the students they give.
@@ -440,9 +483,15 @@ def search_coefficients(
     starting from the same weights and seeing the same batches. Successive
     halving keeps the best `1 / eta` on `validation_data` after each rung
     (weights and optimiser state carried over) and trains the last rung to
-    `epochs`; the best `eps = 0` member is kept to the end with
-    `keep_kd=True`, so the winner scores at least as well as plain KD on
-    the validation split.
+    `epochs`. By default the candidates cover the logits and z-scored
+    logits (`standardize="auto"`) at KD's usual temperatures (1 to 8), and
+    the best plain KD member and the best LS-KD member (both `eps = 0`)
+    are kept to the last rung (`keep_kd=True`), so the winner scores at
+    least as well as both on the validation split. The winner is the best
+    on `metric` (ties go to the lower validation NLL), and its student is
+    returned calibrated (`calibrate=True`: one temperature fitted on the
+    validation split by NLL, see `keras_ptloss.calibrate`; accuracy
+    unchanged).
 
     Args:
         build_student: function with no arguments returning a fresh,
@@ -465,9 +514,11 @@ def search_coefficients(
             if the planned rungs would exceed it at the speed measured so
             far, the halving skips to the last rung (the best members,
             trained to `epochs`; that rung always runs).
-        temperatures, strengths, mode, standardize: see
-            `propose_candidates` (`standardize` in `(False, True,
-            "search")`).
+        temperatures, strengths, mode: see `propose_candidates`.
+        standardize: `"auto"` (default): candidates on the logits and on
+            z-scored logits, the latter only with `K >= 3` classes (with 2
+            they give the student no gradient); `"search"` both (refused
+            with `K = 2`), `True` z-scored only, `False` logits only.
         candidates: your own list of `Candidate` (replaces the proposal).
         teacher_from_logits: whether the teacher's outputs (its model's, or
             the arrays given) are logits (default) or probabilities.
@@ -481,12 +532,15 @@ def search_coefficients(
             `(y_true, probs) -> float`.
         higher_is_better: direction of a callable `metric` (required then).
         eta: halving factor `>= 2`.
-        keep_kd: keep the best `eps = 0` member to the last rung.
+        keep_kd: keep the best `eps = 0` members (KD, and LS-KD when
+            z-scored logits are searched) to the last rung.
         optimizer: a Keras optimizer (cloned from its config for each
             rung) or a function returning one; defaults to `Adam(1e-3)`.
             Global-norm clipping is refused: it would couple the members.
         batch_size: batch size.
         seed: seed of the initial weights and of the batch order.
+        calibrate: return the winner's student calibrated (default) on
+            `validation_data`; `False` returns it as trained.
         verbose: `0` silent, `1` a progress bar and the summary, `2` the
             summary only.
 
@@ -532,6 +586,7 @@ def search_coefficients(
     weight = check_number(student_loss_weight, "student_loss_weight", 0.0, 1.0)
     standardize = _check_standardize(standardize)
     score_fn, metric_name, higher = _check_metric(metric, higher_is_better)
+    calibrate = check_bool(calibrate, "calibrate")
     make_optimizer = _optimizer_factory(optimizer)
     if not callable(build_student):
         raise ValueError(
@@ -551,6 +606,7 @@ def search_coefficients(
     y_val = check_labels(
         y_val.reshape(-1), y_val.size, num_classes, "validation_data"
     )
+    standardize = _resolve_standardize(standardize, num_classes)
     targets = logits.astype("float32")
     if weight > 0:
         if labels is None:
@@ -580,10 +636,15 @@ def search_coefficients(
             seed,
         )
     candidates = _check_candidates(candidates, order, num_classes)
-    has_kd = keep_kd and any(c.is_kd for c in candidates)
-    num_final = 2 if has_kd and len(candidates) > 1 else 1
+    # The eps = 0 anchors kept to the last rung: plain KD and LS-KD.
+    kinds = [
+        kind
+        for kind in (_is_kd, _is_lskd)
+        if keep_kd and any(kind(c) for c in candidates)
+    ]
+    num_final = min(len(candidates), len(kinds) + 1)
     candidates, schedule = _fit_budget(
-        candidates, epochs, eta, num_final, budget
+        candidates, epochs, eta, num_final, budget, kinds
     )
 
     keras.utils.set_random_seed(seed)
@@ -638,15 +699,20 @@ def search_coefficients(
             progress.update(spent)
         trained = rung["epochs"]
         outputs = _predict(population, x_val)
-        scores = [
-            float(
-                score_fn(y_val, softmax(outputs[:, j].reshape(-1, num_classes)))
-            )
+        probs = [
+            softmax(outputs[:, j].reshape(-1, num_classes))
             for j in range(len(alive))
         ]
+        scores = [float(score_fn(y_val, p)) for p in probs]
+        nlls = [_nll(y_val, p) for p in probs]
+        # Ties on the metric go to the lower validation NLL.
         ranked = sorted(
             range(len(alive)),
-            key=lambda j: (-scores[j] if higher else scores[j], alive[j]),
+            key=lambda j: (
+                -scores[j] if higher else scores[j],
+                nlls[j],
+                alive[j],
+            ),
         )
         ranking.append(
             {
@@ -657,6 +723,7 @@ def search_coefficients(
                         "candidate": alive[j],
                         "label": candidates[alive[j]].label,
                         "score": scores[j],
+                        "nll": nlls[j],
                     }
                     for j in ranked
                 ],
@@ -670,13 +737,12 @@ def search_coefficients(
             if elapsed + rate * planned > time_budget:
                 schedule = schedule[: index + 1] + schedule[-1:]
         if index + 1 < len(schedule):
-            keep = [alive[j] for j in ranked[: schedule[index + 1]["members"]]]
-            if has_kd and not any(candidates[i].is_kd for i in keep):
-                best_kd = next(
-                    alive[j] for j in ranked if candidates[alive[j]].is_kd
-                )
-                keep[-1] = best_kd
-            alive = sorted(keep)
+            alive = _with_anchors(
+                [alive[j] for j in ranked],
+                schedule[index + 1]["members"],
+                kinds,
+                candidates,
+            )
             previous_optimizer = optimizer_now
             previous_variables = population.trainable_variables
         index += 1
@@ -685,7 +751,21 @@ def search_coefficients(
 
     final = ranking[-1]["members"]
     best = candidates[final[0]["candidate"]]
-    kd_scores = [m["score"] for m in final if candidates[m["candidate"]].is_kd]
+    anchor_scores = [
+        next(
+            (m["score"] for m in final if kind(candidates[m["candidate"]])),
+            None,
+        )
+        for kind in (_is_kd, _is_lskd)
+    ]
+    winner = students[final[0]["candidate"]]
+    student, calibration = winner, {}
+    if calibrate:
+        labels_val = y_val.reshape(x_val.shape[0], *positions)
+        student = calibrate_model(
+            winner, (x_val, labels_val), batch_size=batch_size
+        )
+        calibration = student.calibration
     result = SearchResult(
         coefficients=best.coefficients.copy(),
         temperature=best.temperature,
@@ -696,9 +776,12 @@ def search_coefficients(
             teacher_from_logits=teacher_from_logits,
             standardize=best.standardize,
         ),
-        student=students[final[0]["candidate"]],
+        student=student,
+        uncalibrated_student=winner,
+        calibration=calibration,
         score=final[0]["score"],
-        kd_score=kd_scores[0] if kd_scores else None,
+        kd_score=anchor_scores[0],
+        lskd_score=anchor_scores[1],
         metric=metric_name,
         higher_is_better=higher,
         candidates=tuple(candidates),
@@ -791,15 +874,29 @@ def _check_budget(budget, epochs):
     return budget
 
 
-def _check_standardize(value):
+def _check_standardize(value, allow_auto=True):
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if value == "search":
+    if value == "search" or (allow_auto and value == "auto"):
         return value
-    raise ValueError(
-        "`standardize` must be False, True or 'search'. Received: "
-        f"standardize={value!r}"
+    choices = (
+        "False, True, 'search' or 'auto'"
+        if allow_auto
+        else ("False, True or 'search'")
     )
+    raise ValueError(
+        f"`standardize` must be {choices}. Received: standardize={value!r}"
+    )
+
+
+def _resolve_standardize(value, num_classes):
+    """`"auto"`: both kinds of logits, z-scored ones only where they are
+    not degenerate (`K >= 3`); an explicit request at `K = 2` raises."""
+    if value == "auto":
+        return "search" if num_classes >= 3 else False
+    if value:
+        check_standardizable(num_classes, "teacher outputs")
+    return value
 
 
 def _check_temperatures(values):
@@ -874,21 +971,44 @@ def _check_candidates(candidates, order, num_classes):
                 ),
             )
         )
+    if any(c.standardize for c in checked):
+        check_standardizable(num_classes, "teacher outputs")
     return checked
 
 
-def _fit_budget(candidates, epochs, eta, num_final, budget):
-    """Drops candidates from the end until the halving schedule fits."""
+def _is_kd(candidate):
+    return candidate.is_kd
+
+
+def _is_lskd(candidate):
+    return candidate.is_lskd
+
+
+def _with_anchors(ranked, count, kinds, candidates):
+    """The best `count` of `ranked` (candidate indices, best first), the
+    best one of each anchor kind among them, in index order."""
+    anchors = []
+    for kind in kinds:
+        best = next((i for i in ranked if kind(candidates[i])), None)
+        if best is not None and best not in anchors:
+            anchors.append(best)
+    rest = [i for i in ranked if i not in anchors]
+    return sorted(anchors[:count] + rest[: max(count - len(anchors), 0)])
+
+
+def _fit_budget(candidates, epochs, eta, num_final, budget, kinds):
+    """Drops candidates from the end until the halving schedule fits (the
+    first anchor of each kind stays)."""
     count = len(candidates)
     while True:
         schedule = halving_schedule(count, epochs, eta, min(num_final, count))
         if schedule_cost(schedule) <= budget or count == 1:
             break
         count -= 1
-    kept = candidates[:count]
-    if num_final == 2 and count > 1 and not any(c.is_kd for c in kept):
-        kd = next(c for c in candidates if c.is_kd)
-        kept[-1] = kd
+    kept = [
+        candidates[i]
+        for i in _with_anchors(range(len(candidates)), count, kinds, candidates)
+    ]
     if schedule_cost(schedule) > budget:
         return kept, [{"members": 1, "epochs": epochs}]
     # Spend what is left of the budget on a later first cut.

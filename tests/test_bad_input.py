@@ -551,6 +551,28 @@ CASES = [
         lambda: noisy_labels(Y_VAL, 0.1, num_classes=2),
         r"labels.*2",
     ),
+    # Standardised logits of two classes are always +-1/sqrt(2).
+    (
+        "lskd_two_classes",
+        lambda: LSKDLoss(teacher_from_logits=True)(
+            LOGITS[:, :2], LOGITS[:, :2]
+        ),
+        r"at least 3 classes.*Received: logits with 2 class",
+    ),
+    (
+        "ptloss_standardize_two_classes",
+        lambda: PTLoss(standardize=True, teacher_from_logits=True)(
+            LOGITS[:, :2], LOGITS[:, :2]
+        ),
+        r"at least 3 classes.*Received: logits with 2 class",
+    ),
+    (
+        "kdloss_standardize_two_classes",
+        lambda: KDLoss(standardize=True, teacher_from_logits=True)(
+            LOGITS[:, :2], LOGITS[:, :2]
+        ),
+        r"at least 3 classes.*Received: logits with 2 class",
+    ),
 ]
 
 

@@ -722,3 +722,184 @@ def test_sequence_labels_of_the_wrong_shape_are_refused(sequences):
             epochs=1,
             verbose=0,
         )
+
+
+# --------------------------------------------------------------------------
+# The default pipeline: logits and z-scored logits, KD and LS-KD anchors,
+# ties by NLL, a calibrated winner.
+
+
+def _default_search(data, **kwargs):
+    arguments = dict(
+        order=2,
+        epochs=3,
+        strengths=(2.0,),
+        batch_size=60,
+        verbose=0,
+    )
+    arguments.update(kwargs)
+    return search_coefficients(
+        build_student,
+        data["x"],
+        data["teacher"],
+        (data["x_val"], data["y_val"]),
+        **arguments,
+    )
+
+
+def test_default_proposal_covers_both_logits_and_kds_temperatures(data):
+    candidates = propose_candidates(
+        order=2, strengths=(2.0,), standardize="search"
+    )
+    # The eps = 0 anchors first: KD at every temperature, then LS-KD.
+    assert [c.label for c in candidates[:8]] == [
+        "KD T=1",
+        "KD T=2",
+        "KD T=4",
+        "KD T=8",
+        "KD T=1 LS",
+        "KD T=2 LS",
+        "KD T=4 LS",
+        "KD T=8 LS",
+    ]
+    assert all(c.is_kd for c in candidates[:4])
+    assert all(c.is_lskd for c in candidates[4:8])
+    # Then each direction on the logits beside its z-scored twin.
+    assert [c.label for c in candidates[8:10]] == [
+        "eps1=+2 T=1",
+        "eps1=+2 T=1 LS",
+    ]
+
+
+def test_kd_and_lskd_are_kept_to_the_last_rung_and_never_beaten(data):
+    result = _default_search(data, budget=40, calibrate=False)
+    assert {c.temperature for c in result.candidates} == {1.0, 2.0, 4.0, 8.0}
+    assert any(c.standardize for c in result.candidates)
+    last = [
+        result.candidates[m["candidate"]] for m in result.ranking[-1]["members"]
+    ]
+    assert sum(c.is_kd for c in last) == 1
+    assert sum(c.is_lskd for c in last) == 1
+    assert len(last) == 3
+    assert result.score >= result.kd_score
+    assert result.score >= result.lskd_score
+    summary = result.summary()
+    assert "LS-KD (eps = 0, z-scored logits) at the same epochs" in summary
+
+
+def test_even_a_budget_for_two_candidates_keeps_both_anchors(data):
+    candidates = [Candidate(np.array([s, 0.0]), 2.0) for s in (1.0, 2.0)]
+    candidates += [
+        Candidate(np.zeros(2), 2.0),
+        Candidate(np.zeros(2), 2.0, standardize=True),
+    ]
+    result = _default_search(
+        data, candidates=candidates, epochs=2, budget=5, calibrate=False
+    )
+    # 3 candidates fit (3@1, 2 kept... ): the two anchors always among them.
+    kinds = [(c.is_kd, c.is_lskd) for c in result.candidates]
+    assert (True, False) in kinds and (False, True) in kinds
+
+
+def test_ties_on_the_metric_go_to_the_lower_validation_nll(data):
+    """With a metric on which every member ties, the ranking is by NLL."""
+
+    def constant(y_true, probs):
+        return 0.5
+
+    result = _default_search(
+        data,
+        metric=constant,
+        higher_is_better=True,
+        temperatures=(1.0, 4.0),
+        calibrate=False,
+    )
+    for rung in result.ranking:
+        nlls = [m["nll"] for m in rung["members"]]
+        assert nlls == sorted(nlls)
+    # The recorded NLL is the student's, computed independently.
+    member = result.ranking[-1]["members"][0]
+    logits = to_numpy(result.student(data["x_val"]))
+    probs = np_softmax(logits)
+    expected = -np.mean(np.log(probs[np.arange(len(probs)), data["y_val"]]))
+    np.testing.assert_allclose(member["nll"], expected, rtol=1e-4)
+
+
+def test_the_winner_comes_calibrated_on_the_validation_split(data):
+    import scipy.optimize
+    import scipy.special
+
+    result = _default_search(data, budget=20)
+    raw = to_numpy(result.uncalibrated_student(data["x_val"])).astype("float64")
+    y = data["y_val"]
+
+    def nll(log_t):
+        log_q = scipy.special.log_softmax(raw / np.exp(log_t), axis=-1)
+        return -np.mean(log_q[np.arange(len(y)), y])
+
+    best = scipy.optimize.minimize_scalar(
+        nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded"
+    )
+    np.testing.assert_allclose(
+        result.calibration["temperature"], np.exp(best.x), rtol=2e-3
+    )
+    calibrated = to_numpy(result.student(data["x_val"]))
+    np.testing.assert_allclose(
+        calibrated, raw / result.calibration["temperature"], rtol=1e-4
+    )
+    assert np.array_equal(calibrated.argmax(-1), raw.argmax(-1))
+    assert result.calibration["nll_after"] <= result.calibration["nll_before"]
+    assert "calibrated: T = " in result.summary()
+    assert result.to_dict()["calibration"] == result.calibration
+
+
+def test_calibrate_false_returns_the_student_as_trained(data):
+    result = _default_search(data, budget=20, calibrate=False)
+    assert result.student is result.uncalibrated_student
+    assert result.calibration == {}
+    assert "calibrated" not in result.summary()
+
+
+def two_class_data(data):
+    binary = dict(data)
+    binary["teacher"] = data["teacher"][:, :2]
+    binary["y_val"] = data["teacher_val"][:, :2].argmax(-1)
+    return binary
+
+
+def test_two_classes_search_the_logits_only_by_default(data):
+    binary = two_class_data(data)
+
+    def build_binary():
+        return tiny_classifier(NUM_FEATURES, 2, hidden=8, seed=3)
+
+    result = search_coefficients(
+        build_binary,
+        binary["x"],
+        binary["teacher"],
+        (binary["x_val"], binary["y_val"]),
+        order=2,
+        epochs=2,
+        strengths=(2.0,),
+        batch_size=60,
+        calibrate=False,
+        verbose=0,
+    )
+    assert not any(c.standardize for c in result.candidates)
+    assert result.lskd_score is None and result.kd_score is not None
+
+
+@pytest.mark.parametrize("standardize", [True, "search"])
+def test_two_classes_refuse_standardised_logits(data, standardize):
+    binary = two_class_data(data)
+    with pytest.raises(ValueError, match="at least 3 classes.*Received: .*2"):
+        search_coefficients(
+            lambda: tiny_classifier(NUM_FEATURES, 2, hidden=8, seed=3),
+            binary["x"],
+            binary["teacher"],
+            (binary["x_val"], binary["y_val"]),
+            order=2,
+            epochs=2,
+            standardize=standardize,
+            verbose=0,
+        )
