@@ -22,6 +22,11 @@ from keras_ptloss.baselines import lskd_loss
 from keras_ptloss.baselines import pack_targets
 from keras_ptloss.baselines import poly1_loss
 from keras_ptloss.baselines import unpack_targets
+from keras_ptloss.calibration import CalibratedModel
+from keras_ptloss.calibration import TemperatureScaling
+from keras_ptloss.calibration import calibrate
+from keras_ptloss.calibration import expected_calibration_error
+from keras_ptloss.calibration import fit_temperature
 from keras_ptloss.callbacks import ReestimateCoefficients
 from keras_ptloss.coefficients import convexity_margin
 from keras_ptloss.distiller import Distiller
@@ -107,6 +112,12 @@ __all__ = [
     "sparse_proxy_teacher",
     "sparse_pt_loss",
     "unpack_top_k",
+    # calibration (temperature scaling)
+    "CalibratedModel",
+    "TemperatureScaling",
+    "calibrate",
+    "expected_calibration_error",
+    "fit_temperature",
     # data (loaded on first use)
     *_LAZY_NAMES,
 ]
