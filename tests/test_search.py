@@ -228,7 +228,7 @@ def test_winner_equals_its_separate_full_training(data):
         result.coefficients, result.temperature, teacher_from_logits=True
     )
     alone = train_alone(loss, data["x"], data["teacher"], 4, 32, seed=5)
-    assert_same_weights(result.student, alone)
+    assert_same_weights(result.uncalibrated_student, alone)
 
 
 def test_standardized_winner_comes_with_a_standardized_loss(data):
@@ -253,7 +253,7 @@ def test_standardized_winner_comes_with_a_standardized_loss(data):
     )
     assert result.standardize and result.loss.standardize
     alone = train_alone(result.loss, data["x"], data["teacher"], 2, 32, seed=2)
-    assert_same_weights(result.student, alone)
+    assert_same_weights(result.uncalibrated_student, alone)
 
 
 def test_search_mixes_hard_labels_into_every_member(data):
@@ -284,7 +284,7 @@ def test_search_mixes_hard_labels_into_every_member(data):
         [data["teacher"], np.eye(NUM_CLASSES)[data["labels"]]], axis=-1
     ).astype("float32")
     alone = train_alone(mixed, data["x"], targets, 2, 40, seed=2)
-    assert_same_weights(result.student, alone)
+    assert_same_weights(result.uncalibrated_student, alone)
 
 
 def biased_to(cls):
@@ -460,7 +460,9 @@ def test_result_is_ready_to_use(data, tmp_path):
     assert_allclose(result.loss.coefficients, result.coefficients)
     assert not result.higher_is_better
     # The reported score is the student's own validation NLL.
-    probs = np_softmax(np_mlp_logits(result.student, data["x_val"]))
+    probs = np_softmax(
+        np_mlp_logits(result.uncalibrated_student, data["x_val"])
+    )
     nll = -np.mean(np.log(probs[np.arange(60), data["y_val"]]))
     assert result.score == pytest.approx(nll, rel=1e-4)
     encoded = json.loads(json.dumps(result.to_dict()))
@@ -704,7 +706,7 @@ def test_sequence_search_winner_equals_its_separate_training(sequences):
             shuffle=False,
             verbose=0,
         )
-    assert_same_weights(result.student, alone)
+    assert_same_weights(result.uncalibrated_student, alone)
     # The reported score is the validation NLL over every position.
     probs = np_softmax(to_numpy(alone(sequences["x_val"])))
     picked = np.take_along_axis(probs, sequences["y_val"][..., None], -1)
@@ -778,8 +780,7 @@ def test_kd_and_lskd_are_kept_to_the_last_rung_and_never_beaten(data):
     last = [
         result.candidates[m["candidate"]] for m in result.ranking[-1]["members"]
     ]
-    assert sum(c.is_kd for c in last) == 1
-    assert sum(c.is_lskd for c in last) == 1
+    assert any(c.is_kd for c in last) and any(c.is_lskd for c in last)
     assert len(last) == 3
     assert result.score >= result.kd_score
     assert result.score >= result.lskd_score
@@ -819,7 +820,7 @@ def test_ties_on_the_metric_go_to_the_lower_validation_nll(data):
         assert nlls == sorted(nlls)
     # The recorded NLL is the student's, computed independently.
     member = result.ranking[-1]["members"][0]
-    logits = to_numpy(result.student(data["x_val"]))
+    logits = to_numpy(result.uncalibrated_student(data["x_val"]))
     probs = np_softmax(logits)
     expected = -np.mean(np.log(probs[np.arange(len(probs)), data["y_val"]]))
     np.testing.assert_allclose(member["nll"], expected, rtol=1e-4)
