@@ -30,6 +30,7 @@ from keras_ptloss.calibration import fit_temperature
 from keras_ptloss.callbacks import ReestimateCoefficients
 from keras_ptloss.coefficients import convexity_margin
 from keras_ptloss.distiller import Distiller
+from keras_ptloss.interop import KDDistillation
 from keras_ptloss.interop import PTLossDistillation
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
@@ -54,6 +55,7 @@ from keras_ptloss.sparse import sparse_proxy_teacher
 from keras_ptloss.sparse import sparse_pt_loss
 from keras_ptloss.sparse import unpack_top_k
 from keras_ptloss.version import __version__
+from keras_ptloss.vocabulary import align_vocabulary
 
 # Public names loaded on first use (PEP 562), by the module that holds them.
 _LAZY_NAMES = {
@@ -90,6 +92,7 @@ __all__ = [
     "unpack_targets",
     # training
     "Distiller",
+    "KDDistillation",
     "PTLossDistillation",
     "ReestimateCoefficients",
     # proxy teacher and coefficient selection
@@ -118,6 +121,8 @@ __all__ = [
     "calibrate",
     "expected_calibration_error",
     "fit_temperature",
+    # teacher and student vocabularies
+    "align_vocabulary",
     # data (loaded on first use)
     *_LAZY_NAMES,
 ]

@@ -260,3 +260,26 @@ def shapes_match(a, b):
     return len(a) == len(b) and all(
         x is None or y is None or x == y for x, y in zip(a, b, strict=True)
     )
+
+
+def vocabulary_hint(teacher_shape, student_shape):
+    """What to do when only the class (vocabulary) axes of two shapes differ.
+
+    Returns:
+        A sentence for an error message pointing to
+        `keras_ptloss.align_vocabulary`, or `""` when the shapes differ
+        elsewhere too (or do not differ on the last axis).
+    """
+    a, b = tuple(teacher_shape), tuple(student_shape)
+    if not a or not b or not shapes_match(a[:-1], b[:-1]):
+        return ""
+    if a[-1] is None or b[-1] is None or a[-1] == b[-1]:
+        return ""
+    return (
+        f" The teacher has {a[-1]} classes and the student {b[-1]}: if "
+        "their vocabularies differ only by padding (ids the tokenizer never "
+        "produces) or by order, align the teacher's outputs first with "
+        f"`keras_ptloss.align_vocabulary(teacher_outputs, {b[-1]}, "
+        "vocab_size=...)` (or `id_map=...`), or pass `vocab_size`/`id_map` "
+        "to `keras_ptloss.Distiller`."
+    )

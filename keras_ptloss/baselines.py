@@ -33,6 +33,7 @@ from keras import ops
 from keras_ptloss._checks import check_bool
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_temperature
+from keras_ptloss._checks import vocabulary_hint
 from keras_ptloss.losses import LOG_ZERO
 from keras_ptloss.losses import kd_loss
 from keras_ptloss.losses import kl_terms
@@ -210,7 +211,8 @@ def _check_teacher_shape(teacher, y_pred):
         raise ValueError(
             "The teacher outputs and `y_pred` (student outputs) must have "
             "the same shape (batch, ..., num_classes). Received: "
-            f"teacher.shape={true_shape}, y_pred.shape={pred_shape}"
+            f"teacher.shape={true_shape}, y_pred.shape={pred_shape}."
+            + vocabulary_hint(true_shape, pred_shape)
         )
 
 

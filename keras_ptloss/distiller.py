@@ -18,6 +18,7 @@ from keras import ops
 from keras_ptloss import teacher_outputs as offline
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import shapes_match
+from keras_ptloss._checks import vocabulary_hint
 from keras_ptloss.baselines import TARGET_KEYS
 from keras_ptloss.baselines import DKDLoss
 from keras_ptloss.baselines import KDCELoss
@@ -25,6 +26,10 @@ from keras_ptloss.baselines import LSKDLoss
 from keras_ptloss.baselines import Poly1Loss
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
+from keras_ptloss.vocabulary import apply_alignment
+from keras_ptloss.vocabulary import check_alignment
+from keras_ptloss.vocabulary import check_alignment_arguments
+from keras_ptloss.vocabulary import check_padding_mass
 
 # Re-exported for users of the batch format.
 STUDENT_INPUTS = offline.STUDENT_INPUTS
@@ -227,6 +232,14 @@ class Distiller(keras.Model):
     returns data in which each batch carries its teacher outputs; `fit` on
     that data runs no teacher forward pass.
 
+    Vocabularies that differ by padding or order (language models): with
+    `vocab_size` or `id_map`, the teacher's outputs (online or cached) are
+    put on the student's vocabulary before the loss, as by
+    `keras_ptloss.align_vocabulary`: the teacher's padding is dropped and
+    the student's padding gets no teacher mass. Sizes that padding cannot
+    explain raise when the Distiller is built; cached numpy teacher outputs
+    are checked for real probability on the dropped ids when `fit` starts.
+
     Args:
         teacher: a trained `keras.Model` with one output of shape
             `(batch, ..., K)`. It is frozen (`trainable = False`) here and
@@ -242,6 +255,16 @@ class Distiller(keras.Model):
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
         temperature: optional new temperature `T > 0`, assigned to the
             loss. Defaults to `None`: the loss's own temperature.
+        vocab_size: the number of real token ids (`len(tokenizer)`) when
+            the teacher's and the student's output layers are padded beyond
+            it to different sizes; both must have at least `vocab_size`
+            logits. Defaults to `None`.
+        id_map: integer array of shape `(n,)`: the teacher id of each of
+            the student's ids `0..n-1`, for a re-ordered vocabulary.
+            Defaults to `None`. Pass at most one of `vocab_size` and
+            `id_map`; with a padded student (more logits than the ids that
+            get teacher mass), the loss cannot use `standardize=True`
+            (`LSKDLoss`), which would z-score the masked logits.
         name: model name. Defaults to `"distiller"`.
         **kwargs: passed to `keras.Model`.
 
@@ -269,11 +292,18 @@ class Distiller(keras.Model):
         distillation_loss,
         student_loss_weight=0.5,
         temperature=None,
+        vocab_size=None,
+        id_map=None,
         name="distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        _check_models(teacher, student, distillation_loss)
+        self.vocab_size, self.id_map = check_alignment_arguments(
+            vocab_size, id_map
+        )
+        _check_models(
+            teacher, student, distillation_loss, self.vocab_size, self.id_map
+        )
         resolve_loss_flags(
             distillation_loss, teacher, student, "distillation_loss"
         )
@@ -366,6 +396,25 @@ class Distiller(keras.Model):
             return ops.stop_gradient(x[TEACHER_OUTPUTS])
         return ops.stop_gradient(self.teacher(x, training=False))
 
+    def _aligned_teacher_outputs(self, teacher_outputs, y_pred):
+        """Teacher outputs on the student's vocabulary (`vocab_size`/`id_map`).
+
+        Unchanged when the Distiller has no alignment. Not checked here (the
+        sizes were checked when the Distiller was built).
+        """
+        if self.vocab_size is None and self.id_map is None:
+            return teacher_outputs
+        num_real = self.vocab_size
+        if num_real is None:
+            num_real = int(self.id_map.size)
+        return apply_alignment(
+            teacher_outputs,
+            int(y_pred.shape[-1]),
+            num_real,
+            self.id_map,
+            _teacher_from_logits(self.distillation_loss),
+        )
+
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
@@ -373,7 +422,7 @@ class Distiller(keras.Model):
             y_pred = self(x, training=training)
         # The Loss applies the reduction, the sample weights, masks and the
         # tf.distribute scaling like the compiled loss does.
-        targets = self.teacher_outputs(x)
+        targets = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)
         if needs_labels(self.distillation_loss):
             _require_labels(y)
             targets = {TARGET_KEYS[0]: targets, TARGET_KEYS[1]: y}
@@ -460,8 +509,29 @@ class Distiller(keras.Model):
             _require_labels(y)
         _check_labels(self.student, y)
         offline.check_offline_arrays(x, _static_shape(self.teacher, "outputs"))
+        self._check_offline_padding(x)
         _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
+
+    def _check_offline_padding(self, x):
+        """Cached numpy teacher outputs put no real mass on dropped ids."""
+        if self.vocab_size is None and self.id_map is None:
+            return
+        if not offline.is_offline_batch(x):
+            return
+        outputs = x[TEACHER_OUTPUTS]
+        if not isinstance(outputs, np.ndarray):
+            return
+        num_real = check_alignment(
+            outputs.shape[-1], None, self.vocab_size, self.id_map
+        )
+        check_padding_mass(
+            outputs,
+            num_real,
+            self.id_map,
+            _teacher_from_logits(self.distillation_loss),
+            "teacher_outputs",
+        )
 
     # ------------------------------------------------------------------
     # Offline distillation and saving.
@@ -553,6 +623,8 @@ class Distiller(keras.Model):
                 self.distillation_loss
             ),
             student_loss_weight=float(self._student_loss_weight.numpy()),
+            vocab_size=self.vocab_size,
+            id_map=None if self.id_map is None else self.id_map.tolist(),
         )
         return config
 
@@ -566,7 +638,7 @@ class Distiller(keras.Model):
         return cls(**config)
 
 
-def _check_models(teacher, student, distillation_loss):
+def _check_models(teacher, student, distillation_loss, vocab_size, id_map):
     for role, model in (("teacher", teacher), ("student", student)):
         if not isinstance(model, keras.Model):
             raise ValueError(
@@ -581,14 +653,38 @@ def _check_models(teacher, student, distillation_loss):
         )
     teacher_shape = _static_shape(teacher, "outputs")
     student_shape = _static_shape(student, "outputs")
-    if teacher_shape is not None and student_shape is not None:
-        if not shapes_match(teacher_shape, student_shape):
-            raise ValueError(
-                "`teacher` and `student` must have outputs of the same "
-                "shape (batch, ..., num_classes). Received: teacher "
-                f"output shape {teacher_shape}, student output shape "
-                f"{student_shape}"
-            )
+    if teacher_shape is None or student_shape is None:
+        return
+    aligned = vocab_size is not None or id_map is not None
+    if not shapes_match(teacher_shape, student_shape) and (
+        not aligned or not shapes_match(teacher_shape[:-1], student_shape[:-1])
+    ):
+        raise ValueError(
+            "`teacher` and `student` must have outputs of the same "
+            "shape (batch, ..., num_classes)"
+            + (", up to the vocabulary axis" if aligned else "")
+            + f". Received: teacher output shape {teacher_shape}, student "
+            f"output shape {student_shape}."
+            + ("" if aligned else vocabulary_hint(teacher_shape, student_shape))
+        )
+    teacher_size, student_size = teacher_shape[-1], student_shape[-1]
+    if not aligned or teacher_size is None or student_size is None:
+        return
+    num_real = check_alignment(teacher_size, student_size, vocab_size, id_map)
+    masked = student_size > num_real
+    standardizes = isinstance(distillation_loss, LSKDLoss) or getattr(
+        distillation_loss, "standardize", False
+    )
+    if masked and standardizes:
+        raise ValueError(
+            "`distillation_loss` z-scores the logits (standardize=True), "
+            "which would include the -1e30 logits that give the student's "
+            f"padding (its ids {num_real}..{student_size - 1}) no teacher "
+            "mass. Use a loss without standardize, or a student without "
+            "padding. Received: standardize=True, "
+            f"student vocabulary size {student_size}, ids with teacher mass "
+            f"{num_real}"
+        )
 
 
 def _fit_kwargs(args, kwargs):
@@ -715,3 +811,8 @@ def _is_data_set(x):
         or isinstance(x, keras.utils.PyDataset)
         or inspect.isgenerator(x)
     )
+
+
+def _teacher_from_logits(loss):
+    """How the loss reads the teacher (`True` for losses that do not say)."""
+    return bool(getattr(loss, "teacher_from_logits", True))

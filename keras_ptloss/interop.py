@@ -2,8 +2,10 @@
 
 Keras's own `Distiller` (Keras >= 3.12) takes `DistillationLoss` objects
 whose `compute_loss(teacher_outputs, student_outputs)` returns a scalar.
-`PTLossDistillation` wraps a `PTLoss` (or `KDLoss`) in that interface. It is
-also a `keras.layers.Layer` that tracks the loss's variables (coefficients,
+`PTLossDistillation` wraps a `PTLoss` (or `KDLoss`) in that interface, and
+`KDDistillation` is Hinton's KD in it (the fix for the default of
+`keras.distillation.LogitsDistillation`, which is not KD). Both are
+`keras.layers.Layer`s that track the loss's variables (coefficients,
 temperature), so the `Distiller` holds them as model state: changing them
 (`loss.set_coefficients(...)`, `loss.set_temperature(...)`) during `fit`
 reaches the compiled step on every backend, and they are saved with the
@@ -94,4 +96,119 @@ class PTLossDistillation(
     def from_config(cls, config):
         config = dict(config)
         config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_ptloss")
+class KDDistillation(PTLossDistillation):
+    """Hinton's knowledge distillation as a `keras.distillation` loss.
+
+    From the teacher's logits `t` and the student's logits `s`:
+
+        L = T**2 * mean_batch KL(softmax(t / T) || softmax(s / T))
+
+    computed by `keras_ptloss.KDLoss` with log-softmax (no clipping). A
+    drop-in for `keras.distillation.LogitsDistillation(temperature=T)` in
+    `keras.distillation.Distiller`, which it fixes: in Keras 3.15.1 that
+    loss's default `loss="kl_divergence"` resolves to the function
+    `keras.losses.kl_divergence`, not a `keras.losses.KLDivergence`
+    instance, so its softmax-and-`T**2` branch is skipped and it computes
+
+        mean_batch sum_k c(t_k / T) * log(c(t_k / T) / c(s_k / T))
+
+    on the tempered logits themselves, `c` clipping to `[1e-7, 1]`: not a
+    divergence between distributions, not invariant to a shift of the
+    logits, and without the `T**2` factor. On 8 x 10 random logits (scale
+    3, T = 3) it gives 28.53 where KD is 5.54; after adding 10 to every
+    logit, 0.012. `KDDistillation(temperature=T)` computes KD. (Keras's
+    `LogitsDistillation(T, loss=keras.losses.KLDivergence())` takes the
+    softmax branch too, with probabilities clipped at 1e-7.)
+
+    The temperature lives in the `KDLoss`'s non-trainable variable, tracked
+    by the Distiller (`kd.loss.set_temperature(...)` during `fit` takes
+    effect at the next step) and saved with its weights.
+
+    Args:
+        temperature: softmax temperature `T > 0`. Defaults to `3.0` (as
+            `LogitsDistillation`).
+        teacher_from_logits: whether the teacher outputs logits. Defaults
+            to `True` (as `LogitsDistillation`, which reads logits); checked
+            against the teacher's last layer when the Distiller is built
+            (`None`: read from it; `False` for a softmax teacher).
+        from_logits: whether the student outputs logits. Defaults to
+            `True`.
+        chunk_size: `None` (default), or rows (tokens) per chunk of the
+            memory-lean path for large vocabularies (see `KDLoss`).
+        name: optional layer name.
+
+    Returns:
+        `compute_loss(teacher_outputs, student_outputs)` returns the loss
+        above as a scalar: the mean over the batch (and any sequence axes)
+        of `T**2 * KL` per example.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_ptloss import KDDistillation
+    >>> rng = np.random.default_rng(0)
+    >>> t = (3 * rng.normal(size=(8, 10))).astype("float32")
+    >>> s = (3 * rng.normal(size=(8, 10))).astype("float32")
+    >>> kd = KDDistillation(temperature=3.0)
+    >>> round(float(kd.compute_loss(t, s)), 4)
+    5.5407
+    >>> round(float(kd.compute_loss(t + 10, s + 10)), 4)  # shift-invariant
+    5.5407
+    >>> keras_default = keras.distillation.LogitsDistillation(temperature=3.0)
+    >>> round(float(keras_default.compute_loss(t, s)), 2)  # not KD
+    28.53
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> distiller = keras.distillation.Distiller(
+    ...     teacher, student, KDDistillation(temperature=3.0))
+    >>> distiller.compile(
+    ...     optimizer="adam", loss="sparse_categorical_crossentropy")
+    >>> x, y = np.ones((8, 4)), np.zeros((8,), "int32")
+    >>> _ = distiller.fit(x, y, epochs=1, verbose=0)
+
+    Reference:
+        Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+        Network", 2015.
+    """
+
+    def __init__(
+        self,
+        temperature=3.0,
+        teacher_from_logits=True,
+        from_logits=True,
+        chunk_size=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            KDLoss(
+                temperature=temperature,
+                from_logits=from_logits,
+                teacher_from_logits=teacher_from_logits,
+                chunk_size=chunk_size,
+            ),
+            name=name,
+            **kwargs,
+        )
+
+    @property
+    def temperature(self):
+        """The temperature `T` as a Python float (the loss's variable)."""
+        return self.loss.temperature
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "temperature": self.loss.temperature,
+            "teacher_from_logits": self.loss.teacher_from_logits,
+            "from_logits": self.loss.from_logits,
+            "chunk_size": self.loss.chunk_size,
+        }
+
+    @classmethod
+    def from_config(cls, config):
         return cls(**config)

@@ -21,6 +21,7 @@ from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import shapes_match
+from keras_ptloss._checks import vocabulary_hint
 from keras_ptloss.coefficients import as_coefficient_array
 from keras_ptloss.coefficients import check_convex
 
@@ -140,7 +141,8 @@ def _check_shapes(y_true, y_pred, coefficients=None):
         raise ValueError(
             "`y_true` (teacher outputs) and `y_pred` (student outputs) must "
             "have the same shape (batch, ..., num_classes). Received: "
-            f"y_true.shape={true_shape}, y_pred.shape={pred_shape}"
+            f"y_true.shape={true_shape}, y_pred.shape={pred_shape}."
+            + vocabulary_hint(true_shape, pred_shape)
         )
     if coefficients is not None and len(coefficients.shape) == 2:
         rows, num_classes = coefficients.shape[0], pred_shape[-1]

@@ -101,6 +101,35 @@ def pack_top_k(indices, log_probs):
     return np.concatenate([indices, log_probs], axis=-1).astype("float32")
 
 
+def check_host_indices(y_true, y_pred):
+    """Numpy packed targets: every top-k index is one of the student's ids.
+
+    Backend tensors are not read back (a device sync every training step).
+    """
+    if not isinstance(y_true, (np.ndarray, list, tuple)):
+        return
+    if isinstance(y_pred, (np.ndarray, list, tuple)):
+        shape = np.shape(y_pred)
+    else:
+        shape = tuple(y_pred.shape)
+    num_classes = shape[-1] if shape else None
+    packed = as_float_array(y_true, "y_true")
+    indices = np.round(packed[..., : packed.shape[-1] // 2])
+    if num_classes is None or indices.size == 0:
+        return
+    if indices.max() >= num_classes:
+        raise ValueError(
+            "The top-k teacher's class ids (`y_true`, packed by "
+            "`pack_top_k`) must be ids of the student's "
+            f"{num_classes} classes. Received: id {int(indices.max())} for "
+            f"y_pred with {num_classes} classes. For a teacher whose "
+            "vocabulary is padded beyond the student's or ordered "
+            "differently, build the targets with `keras_ptloss."
+            "teacher_outputs.precompute_top_k(..., vocab_size=...)` (or "
+            "`id_map=...`), which keeps no padded id."
+        )
+
+
 def unpack_top_k(packed):
     """`(indices, log_probs)` tensors from a packed `(..., 2k)` target."""
     packed = ops.convert_to_tensor(packed)
@@ -181,6 +210,7 @@ def sparse_pt_loss(y_true, y_pred, coefficients, temperature=1.0):
     >>> abs(float(sparse_pt_loss(packed, logits, [0.0])[0])) < 1e-6
     True
     """
+    check_host_indices(y_true, y_pred)
     y_pred = upcast(y_pred)
     indices, log_p = unpack_top_k(y_true)
     log_p = ops.cast(log_p, y_pred.dtype)
@@ -266,6 +296,8 @@ class SparsePTLoss(PTLoss):
             )
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        # Loss.__call__ turns numpy inputs into tensors: check them first.
+        check_host_indices(y_true, y_pred)
         return keras.losses.Loss.__call__(
             self, y_true, y_pred, sample_weight=sample_weight
         )

@@ -337,6 +337,8 @@ def precompute_top_k(
     from_logits=True,
     batch_size=32,
     cache=None,
+    vocab_size=None,
+    id_map=None,
 ):
     """The teacher's top-k log-probabilities for array inputs, packed.
 
@@ -346,8 +348,16 @@ def precompute_top_k(
     for `keras_ptloss.sparse.SparsePTLoss` (`pack_top_k`). Only the packed
     outputs are held, never the whole `(..., K)` outputs. The optional
     `.npz` cache has the fingerprints of `precompute_arrays`'s (teacher
-    weights, inputs, outputs) plus `k` and the temperature, all checked on
-    reading.
+    weights, inputs, outputs) plus `k`, the temperature and the vocabulary
+    alignment, all checked on reading.
+
+    With `vocab_size` or `id_map` (`keras_ptloss.align_vocabulary`), the
+    top k are taken among the student's real ids only: the teacher's
+    padding ids (`>= vocab_size`), or its ids outside `id_map`, are dropped
+    after checking that each row puts at most 1e-3 of probability on them,
+    and the kept indices are student ids (`id_map` positions), so a cached
+    index never points at a padding id. The probabilities are those of the
+    softmax over the kept ids (the dropped mass is at most 1e-3).
 
     Args:
         teacher: the teacher `keras.Model`.
@@ -357,40 +367,72 @@ def precompute_top_k(
         from_logits: whether the teacher returns logits.
         batch_size: batch size of the teacher pass.
         cache: optional `.npz` path, read when it exists, written otherwise.
+        vocab_size: the number of real token ids (`len(tokenizer)`) when
+            the teacher's output layer is padded beyond it. Defaults to
+            `None`.
+        id_map: integer array of shape `(n,)`: the teacher id of each
+            student id `0..n-1`, for a re-ordered vocabulary. Defaults to
+            `None`. Pass at most one of `vocab_size` and `id_map`.
 
     Returns:
         A float32 numpy array of shape `(num_examples, ..., 2k)`.
     """
     from keras_ptloss.sparse import pack_top_k
     from keras_ptloss.sparse import top_k_log_probs
+    from keras_ptloss.vocabulary import apply_alignment
+    from keras_ptloss.vocabulary import check_alignment
+    from keras_ptloss.vocabulary import check_alignment_arguments
+    from keras_ptloss.vocabulary import check_padding_mass
 
     check_int(batch_size, "batch_size", minimum=1)
     k = check_int(k, "k", minimum=1)
     temperature = float(temperature)
+    vocab_size, id_map = check_alignment_arguments(vocab_size, id_map)
+    alignment = _alignment_fingerprint(vocab_size, id_map)
     if cache is not None and os.path.exists(cache):
         packed = load_cache(cache, teacher, x)
         with np.load(cache, allow_pickle=False) as archive:
-            stored = (
-                int(archive["top_k"]) if "top_k" in archive else None,
-                float(archive["top_k_temperature"])
+            stored = {
+                "k": int(archive["top_k"]) if "top_k" in archive else None,
+                "temperature": float(archive["top_k_temperature"])
                 if "top_k_temperature" in archive
                 else None,
-            )
-        if stored != (k, temperature):
+                # Caches written before alignments existed have none.
+                "alignment": int(archive["top_k_alignment"])
+                if "top_k_alignment" in archive
+                else _alignment_fingerprint(None, None),
+            }
+        wanted = {"k": k, "temperature": temperature, "alignment": alignment}
+        if stored != wanted:
+            same = stored["alignment"] == alignment
             raise ValueError(
-                "The teacher-output cache holds other top-k outputs "
-                f"(k, temperature) = {stored}; delete it to recompute. "
-                f"Received: k={k}, temperature={temperature}, "
-                f"cache={cache!r}"
+                "The teacher-output cache holds other top-k outputs (k="
+                f"{stored['k']}, temperature={stored['temperature']}, "
+                f"{'the same' if same else 'another'} vocabulary "
+                "alignment); delete it to recompute. Received: "
+                f"k={k}, temperature={temperature}, vocab_size={vocab_size}, "
+                f"id_map={_describe_id_map(id_map)}, cache={cache!r}"
             )
         return packed
     num = num_examples(x)
     parts = []
+    num_real = None
     for start in range(0, num, batch_size):
         batch = keras.tree.map_structure(
             lambda a, start=start: a[start : start + batch_size], x
         )
         outputs = to_numpy(teacher(batch, training=False))
+        if vocab_size is not None or id_map is not None:
+            if num_real is None:
+                num_real = check_alignment(
+                    outputs.shape[-1], None, vocab_size, id_map
+                )
+            check_padding_mass(
+                outputs, num_real, id_map, from_logits, "teacher_outputs"
+            )
+            outputs = apply_alignment(
+                outputs, num_real, num_real, id_map, from_logits
+            )
         parts.append(
             pack_top_k(*top_k_log_probs(outputs, k, temperature, from_logits))
         )
@@ -404,5 +446,20 @@ def precompute_top_k(
             outputs_fingerprint=np.uint32(fingerprint(packed)),
             top_k=np.int64(k),
             top_k_temperature=np.float64(temperature),
+            top_k_alignment=np.uint32(alignment),
         )
     return packed
+
+
+def _alignment_fingerprint(vocab_size, id_map):
+    """An int identifying a vocabulary alignment (none: `(None, None)`)."""
+    return fingerprint(
+        [
+            np.int64(-1 if vocab_size is None else vocab_size),
+            np.zeros(0, "int64") if id_map is None else id_map,
+        ]
+    )
+
+
+def _describe_id_map(id_map):
+    return None if id_map is None else f"<{id_map.size} ids>"
