@@ -302,8 +302,15 @@ def test_standardize_logits_uses_the_sample_std_of_the_lskd_reference():
     # sqrt(2/3)), so the z-scores are (-1, 0, 1).
     z = standardize_logits(np.array([[1.0, 2.0, 3.0]]), 0.0)
     assert_allclose(z, [[-1.0, 0.0, 1.0]], atol=1e-6)
-    # A single class has no spread: zeros, not NaN.
-    assert_allclose(standardize_logits(np.array([[5.0]]), 0.0), [[0.0]])
+    # Constant logits have no spread: zeros, not NaN.
+    assert_allclose(standardize_logits(np.full((1, 3), 5.0), 0.0), [[0.0] * 3])
+
+
+@pytest.mark.parametrize("num_classes", [1, 2])
+def test_standardize_logits_refuses_fewer_than_three_classes(num_classes):
+    # Two logits always standardise to +-1/sqrt(2), whatever their gap.
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        standardize_logits(np.array([[3.0, -1.0][:num_classes]]))
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
