@@ -35,6 +35,8 @@ from accuracy_settings import family_hyperparameters
 from accuracy_settings import hp_key
 from accuracy_settings import subsample_grid
 
+from keras_ptloss.calibration import DEFAULT_BOUNDS as CALIBRATION_BOUNDS
+
 # --------------------------------------------------------------------------
 # Report: summaries and markdown from the JSON.
 # --------------------------------------------------------------------------
@@ -748,6 +750,7 @@ def _compute_text(records, profile_name, backend):
     """Summed stored training times: robust to resumed or split runs."""
     prefix = record_key(profile_name, backend, "")
     students, teachers, searches, count = 0.0, 0.0, 0.0, 0
+    pipelines, calls = 0.0, 0
     for key, record in records.items():
         if not key.startswith(prefix):
             continue
@@ -758,10 +761,17 @@ def _compute_text(records, profile_name, backend):
             teachers += record["seconds"]
         elif "|search|" in key:
             searches += record["seconds"]
+        elif "|pipeline|" in key:
+            pipelines += record["seconds"]
+            calls += 1
+    pipeline_text = (
+        f"{calls} pipeline calls ({pipelines / 60:.1f} min), " if calls else ""
+    )
     return (
         f"{count} student trainings ({students / 60:.1f} min), teachers "
         f"({teachers / 60:.1f} min), searches ({searches / 60:.1f} min), "
-        "summed over the stored records (the run resumes from the JSON and "
+        + pipeline_text
+        + "summed over the stored records (the run resumes from the JSON and "
         "may be split over processes with `--settings`; a shared 2-core "
         "machine)."
     )
@@ -1138,6 +1148,24 @@ def _calibrated_table(
         rows.append([METHODS[method][0]] + cells)
     if not any_value:
         return []
+    at_bound = [
+        f"{METHODS[method][0]} on `{n}` seed {seed} (T = {t:.3g})"
+        for n, e in summary.items()
+        for method, row in e["rows"].items()
+        for seed, run in row["by_seed"].items()
+        if "calibration" in run
+        for t in [run["calibration"]["temperature"]]
+        if any(abs(t - b) <= 1e-3 * b for b in CALIBRATION_BOUNDS)
+    ]
+    note = []
+    if at_bound:
+        note = [
+            "Temperatures at a bound of `calibrate`'s search "
+            f"{CALIBRATION_BOUNDS} (the NLL may still fall beyond it): "
+            + "; ".join(at_bound)
+            + ".",
+            "",
+        ]
     return [
         title,
         "",
@@ -1151,6 +1179,7 @@ def _calibrated_table(
         "",
         timing.markdown_table(["method"] + names, rows, "l" + "r" * len(names)),
         "",
+        *note,
     ]
 
 
@@ -1728,7 +1757,6 @@ def _pipeline_accuracy_table(summary, profile):
     ]
     notes = []
     for method in _pipeline_methods(summary):
-        means = []
         cells = []
         for n in names:
             e = summary[n]
@@ -1751,7 +1779,6 @@ def _pipeline_accuracy_table(summary, profile):
             if best is not None and list(e["rows"])[best] == method:
                 text = f"**{text}**"
             cells.append(text)
-            means.append(row["test"][0])
         rows.append([METHODS[method][0]] + cells)
     reasons = {
         reason
@@ -1767,9 +1794,10 @@ def _pipeline_accuracy_table(summary, profile):
         _num_classes(e) == 2 and "dkd" in e["rows"] for e in summary.values()
     ):
         notes.append(
-            "² DKD at K = 2: with one non-target class NCKD is empty, so "
-            "DKD = α · KD (here α = 1): β has no effect and its tuning "
-            "explores T only (see 'K = 2 and K = 3' below)."
+            "² DKD at K = 2: with one non-target class NCKD is 0, so "
+            "DKD = α · KD (here α = 1): β changes the gradients only at "
+            "rounding level and its tuning explores T only (see 'K = 2 "
+            "and K = 3' below)."
         )
     return [
         f"### Test accuracy (%), mean ± std over {profile['seeds']} seeds",
@@ -1907,7 +1935,10 @@ def _small_k_notes(summary):
                 + "; ".join(
                     f"T = {t:g}: " + ", ".join(v) for t, v in by_t.items()
                 )
-                + " (β is inert at K = 2: DKD = KD)"
+                + " (at K = 2 NCKD = 0: β changes the gradients only at "
+                "rounding level, so the spread across β at one T, same "
+                "seed, is that rounding grown over training, not an "
+                "effect of β)"
             )
             kd = rows.get("kd")
             dkd = rows.get("dkd")
