@@ -25,13 +25,19 @@ Settings (all offline, see `keras_ptloss.datasets`):
   and searched (no coefficient grid or search study: the profile's
   `setting_overrides`). Reported in their own section beside the CNN
   teacher of `mnist1d_unlabelled`, with each teacher's test accuracy, mean
-  confidence and ECE and the searches' cost beside KD's tuning.
+  confidence and ECE and the searches' cost beside KD's tuning;
+- `mnist1d_k2`, `mnist1d_k2_noisy`, `mnist1d_k3`, `mnist1d_k3_noisy`
+  (profile `pipeline` only): `mnist1d_unlabelled` (and `mnist1d_noisy`)
+  with the digits grouped into K = 2 or 3 super-classes.
 
 Methods: student alone (cross-entropy), KD, KD + CE, DKD, logit-standardised
 KD, Poly-1, PTLoss of order M in {1, 2, 5}, shared and class-wise, with
 coefficients from `keras_ptloss.select_coefficients`, and PTLoss M = 5 with
 coefficients and temperature from `keras_ptloss.search_coefficients` (the
-student-aware search, on the teacher's logits and on standardised ones).
+student-aware search, on the teacher's logits and on standardised ones),
+and the default pipeline: `search_coefficients` with its defaults, one call
+per seed, its own calibrated student. A method the library refuses for a
+setting (LS-KD at K = 2) is recorded as not applicable, with the reason.
 Every tuned method gets the same budget of student trainings on the
 validation split (the profile's `tune_budget`); the selected PTLoss rows use
 KD's tuned temperature and choose their coefficients by the proxy teacher,
@@ -40,7 +46,13 @@ Every method trains through `keras_ptloss.Distiller` on pre-computed teacher
 outputs, one Distiller (one compiled step) per setting and loss family,
 whose loss holds the hyper-parameters in variables; a run re-initialises the
 student and the optimizer state. Test NLL and ECE are recorded beside the
-accuracy.
+accuracy, before and after temperature scaling fitted on the validation
+split (`keras_ptloss.calibrate`).
+
+The `pipeline` profile (`--profile pipeline`) runs the default pipeline
+against the student alone, the tuned KD, KD + CE, DKD and LS-KD and the
+plain search on `mnist1d_unlabelled`, `mnist1d_noisy` and the K = 2 / 3
+settings; its section of the markdown computes the issue's targets.
 
 Selection quality: the student trained with the selected M = 1 shared
 coefficient against every point of a coefficient grid (the oracle is the
@@ -65,6 +77,7 @@ Usage:
         mnist1d_teacher_small mnist1d_teacher_mlp_wide \
         mnist1d_teacher_cnn_small mnist1d_unlabelled mnist1d_teacher_large
     KERAS_BACKEND=torch python benchmarks/accuracy.py --cross-check
+    KERAS_BACKEND=jax python benchmarks/accuracy.py --profile pipeline
     python benchmarks/accuracy.py --quick                    # tiny, ~2 min
     python benchmarks/accuracy.py --report-only              # markdown only
 """
@@ -86,9 +99,10 @@ from accuracy_harness import Store  # noqa: E402
 from accuracy_harness import record_key  # noqa: E402
 from accuracy_harness import run  # noqa: E402
 from accuracy_report import write_report  # noqa: E402
+from accuracy_settings import ALL_SETTINGS  # noqa: E402
 from accuracy_settings import BACKENDS  # noqa: E402
-from accuracy_settings import FULL  # noqa: E402
 from accuracy_settings import NAME  # noqa: E402
+from accuracy_settings import PROFILES  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Command line.
@@ -113,6 +127,14 @@ def parse_args(argv=None):
         help="the smaller fixed-hyper-parameter run used to compare "
         "backends; appended to the same JSON as the full table",
     )
+    mode.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="run this profile (--quick and --cross-check are 'quick' and "
+        "'cross'); 'pipeline': the default search_coefficients pipeline "
+        "against the tuned baselines at K = 10, 2 and 3, appended to the "
+        "same JSON as the full table, with its own section",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -121,7 +143,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--settings",
         nargs="+",
-        choices=FULL["settings"],
+        choices=ALL_SETTINGS,
         help="run only these settings (default: the profile's)",
     )
     parser.add_argument(
@@ -137,9 +159,11 @@ def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    args.profile = (
-        "quick" if args.quick else "cross" if args.cross_check else "full"
-    )
+    if args.profile is None:
+        args.profile = (
+            "quick" if args.quick else "cross" if args.cross_check else "full"
+        )
+    args.quick = args.profile == "quick"
     if args.output_dir is None:
         args.output_dir = timing.QUICK_RESULTS if args.quick else timing.RESULTS
     args.json = args.output_dir / f"{NAME}.json"
@@ -166,11 +190,11 @@ def main(argv=None):
     limit_threads(1)
     if not args.report_only:
         run(args)
-    # The markdown section belongs to the full table (cross-check runs only
-    # add their section to it).
+    # The markdown section belongs to the full table (cross-check and
+    # pipeline runs only add their sections to it).
     report_profile = "quick" if args.quick else "full"
     report_backend = backend
-    if args.profile == "cross" or args.report_only:
+    if args.profile in ("cross", "pipeline") or args.report_only:
         report_backend = _main_backend(args.json, report_profile, backend)
     write_report(args.json, args.md, args.png, report_profile, report_backend)
     print(f"wrote {args.json}, {args.md}")

@@ -26,6 +26,7 @@ from accuracy_settings import GRIDS
 from accuracy_settings import MAX_ORDER
 from accuracy_settings import METHODS
 from accuracy_settings import NAME
+from accuracy_settings import PIPELINE
 from accuracy_settings import PROFILES
 from accuracy_settings import SEARCH_STANDARDIZE
 from accuracy_settings import TUNE_SEED
@@ -79,6 +80,29 @@ def make_loss(family, num_classes):
     if family == "poly":
         return kp.Poly1Loss(epsilon=0.0)
     raise ValueError(f"unknown loss family {family!r}")
+
+
+def not_applicable(method, num_classes):
+    """Why `method` cannot train a `num_classes`-class student, or None.
+
+    The method's loss is evaluated once on a dummy batch, so the reason is
+    the library's own refusal (logit standardisation, hence LS-KD and the
+    standardised search, needs K >= 3). The pipeline chooses its kinds of
+    logits itself (`standardize="auto"`): always applicable.
+    """
+    family = METHODS[method][1]
+    if family == "pipeline":
+        return None
+    loss = make_loss(family, num_classes)
+    teacher = np.zeros((1, num_classes), "float32")
+    targets = teacher
+    if getattr(loss, "needs_labels", False):  # as the Distiller passes them
+        targets = {"teacher": teacher, "label": np.zeros((1,), "int32")}
+    try:
+        loss(targets, teacher)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def padded_coefficients(coefficients, num_classes):
@@ -219,16 +243,29 @@ class Trainer:
         return record
 
 
-def student_record(setting, student, ece_bins):
-    """Validation and test accuracy, test NLL and ECE of a student."""
+def student_record(setting, student, ece_bins, calibrated=None):
+    """Validation and test accuracy, test NLL and ECE of a student, and
+    its test NLL and ECE after temperature scaling.
+
+    The calibration is `keras_ptloss.calibrate(student, validation split)`
+    (one temperature fitted by NLL on the validation split; accuracy
+    unchanged) for every method, or `calibrated`, a `CalibratedModel` of
+    `student` made the same way (the pipeline's own).
+    """
     val_logits = logits_of(student, setting.validation[0])
     test_logits = logits_of(student, setting.test[0])
     labels = setting.test[1]
+    if calibrated is None:
+        calibrated = kp.calibrate(student, setting.validation)
+    calibrated_logits = logits_of(calibrated, setting.test[0])
     record = {
         "validation_accuracy": accuracy_of(val_logits, setting.validation[1]),
         "test_accuracy": accuracy_of(test_logits, labels),
         "test_nll": nll_of(test_logits, labels),
         "test_ece": ece_of(test_logits, labels, ece_bins),
+        "test_nll_calibrated": nll_of(calibrated_logits, labels),
+        "test_ece_calibrated": ece_of(calibrated_logits, labels, ece_bins),
+        "calibration": calibrated.calibration,
     }
     if setting.bayes is not None:
         record.update(
@@ -260,6 +297,7 @@ def search(setting, profile, standardize):
         optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
         batch_size=profile["batch_size"],
         seed=TUNE_SEED,
+        calibrate=False,
         verbose=0,
         **profile["search"],
     )
@@ -269,6 +307,48 @@ def search(setting, profile, standardize):
     record["winner_record"] = student_record(
         setting, result.student, profile["ece_bins"]
     )
+    return record
+
+
+def pipeline(setting, profile, seed):
+    """The default pipeline on one seed: a JSON-ready record.
+
+    `search_coefficients` with its defaults (candidates on the logits and,
+    with K >= 3, on z-scored logits; T in 1..8; KD and LS-KD kept to the
+    last rung; ties by validation NLL; the winner calibrated on the
+    validation split), given only what every method gets: the training
+    recipe (optimizer, batch size, epochs), the validation split and the
+    baselines' tuning budget (`tune_budget` full trainings, in
+    student-epochs), which here includes the winner's own training. The
+    student measured is the call's: `uncalibrated_student` as trained and
+    `student` calibrated.
+    """
+    epochs = setting.student_epochs
+    start = time.perf_counter()
+    result = kp.search_coefficients(
+        setting.make_student,
+        setting.transfer[0],
+        setting.teacher_logits["transfer"].astype("float32"),
+        setting.validation,
+        epochs=epochs,
+        budget=profile["tune_budget"] * epochs,
+        validation_teacher=setting.teacher_logits["validation"],
+        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
+        batch_size=profile["batch_size"],
+        seed=seed,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    record = student_record(
+        setting,
+        result.uncalibrated_student,
+        profile["ece_bins"],
+        calibrated=result.student,
+    )
+    record["seconds"] = seconds
+    search_record = result.to_dict()
+    search_record["seconds"] = seconds
+    record["search"] = search_record
     return record
 
 
@@ -402,7 +482,14 @@ def run_setting(name, profile_name, profile, store, backend, log):
         },
     )
     trainer = Trainer(setting, profile)
-    methods = method_names(profile)
+    methods = []
+    for method in method_names(profile):
+        reason = not_applicable(method, setting.num_classes)
+        if reason is None:
+            methods.append(method)
+            continue
+        store.put(key("not_applicable", method), {"reason": reason})
+        log(f"{name}: {method} not applicable: {reason}")
     seeds = list(range(profile["seeds"]))
 
     def train(method, hp, seed, purpose):
@@ -453,7 +540,11 @@ def run_setting(name, profile_name, profile, store, backend, log):
     val_x, val_y = setting.validation
     selections = {}
     for method in methods:
-        if not method.startswith("pt_") or method in SEARCH_STANDARDIZE:
+        if (
+            not method.startswith("pt_")
+            or method in SEARCH_STANDARDIZE
+            or method == PIPELINE
+        ):
             continue
         order = int(method.split("_")[1][1:])
         mode = method.split("_")[2]
@@ -516,8 +607,30 @@ def run_setting(name, profile_name, profile, store, backend, log):
             "temperature": result["temperature"],
         }
 
+    # 2c. The default pipeline: one call per seed, its own student.
+    if PIPELINE in methods:
+        for seed in seeds:
+            k = key("pipeline", PIPELINE, f"seed={seed}")
+            record = store.get(k)
+            if record is None:
+                record = pipeline(setting, profile, seed)
+                store.put(k, record)
+                result = record["search"]
+                log(
+                    f"{name}: pipeline seed={seed}: "
+                    f"{result['candidates'][result['winner']]['label']}, "
+                    f"test {record['test_accuracy']:.4f}, calibrated ECE "
+                    f"{record['test_ece']:.4f} -> "
+                    f"{record['test_ece_calibrated']:.4f} "
+                    f"({record['seconds']:.1f} s, "
+                    f"{result['cost']['student_epochs']} student-epochs)"
+                )
+        chosen[PIPELINE] = {}
+
     # 3. Final runs: every method, chosen hyper-parameters, all seeds.
     for method in methods:
+        if method == PIPELINE:
+            continue
         for seed in seeds:
             train(method, chosen[method], seed, "final")
     store.put(key("chosen"), {m: chosen[m] for m in methods})

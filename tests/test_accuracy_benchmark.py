@@ -62,6 +62,25 @@ def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
             assert run["kl_to_bayes"] >= 0.0
             assert run["test_nll"] > 0.0
             assert 0.0 <= run["test_ece"] <= 1.0
+            # Every student is also measured after temperature scaling.
+            assert run["test_nll_calibrated"] > 0.0
+            assert 0.0 <= run["test_ece_calibrated"] <= 1.0
+            assert run["calibration"]["temperature"] > 0.0
+            assert run["calibration"]["nll_after"] <= (
+                run["calibration"]["nll_before"] + 1e-9
+            )
+    # The default pipeline: one search per seed, its own (calibrated)
+    # student, within the baselines' tuning budget.
+    pipeline = summary["rows"][accuracy_settings.PIPELINE]
+    assert sorted(pipeline["by_seed"]) == list(range(2))
+    for run in pipeline["runs"]:
+        search = run["search"]
+        epochs = summary["setting"]["student_epochs"]
+        budget = accuracy_settings.QUICK["tune_budget"] * epochs
+        assert search["cost"]["budget"] == budget
+        assert 0 < search["cost"]["student_epochs"] <= budget
+        assert search["calibration"] == run["calibration"]
+        assert any(c["standardize"] for c in search["candidates"])  # K = 10
     # PTLoss coefficients come from select_coefficients and are recorded.
     selection = summary["rows"]["pt_m5_classwise"]["selection"]
     assert len(selection["coefficients"]) == 10
@@ -94,6 +113,8 @@ def test_quick_run_writes_json_markdown_and_plot_and_resumes(tmp_path):
     assert "PTLoss M=5 shared" in markdown and "Spearman" in markdown
     assert "PTLoss M=5 searched" in markdown and "ECE" in markdown
     assert "Targets of the student-aware search" in markdown
+    assert "PTLoss pipeline (default search, calibrated)" in markdown
+    assert "after temperature scaling" in markdown
     for name in ("accuracy_selection.png", "accuracy_search.png"):
         png = tmp_path / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -174,6 +195,15 @@ TINY_MNIST1D = dict(
     mnist1d_samples=600,
     teacher_epochs={"mnist1d": 1, "digits": 1, "gaussian": 1},
 )
+
+
+# The same sizes for a whole (one-seed, one-epoch) run of a setting.
+TINY_MNIST1D_SIZES = {
+    "mnist1d_samples": 600,
+    "student_hidden": {"mnist1d": [8], "digits": [8], "gaussian": [8]},
+    "student_epochs": {"mnist1d": 1, "digits": 1, "gaussian": 1},
+    "teacher_epochs": {"mnist1d": 1, "digits": 1, "gaussian": 1},
+}
 
 
 def test_teacher_sweep_settings_differ_only_in_their_teacher():
@@ -317,3 +347,284 @@ def test_sweep_section_reports_seed_means_spreads_and_costs(rng):
     confidence_row = next(r for r in lines if "mean max prob" in r)
     expected = " | ".join(f"{0.55 + 0.1 * i:.3f}" for i in range(count))
     assert confidence_row.endswith(f"| {expected} |")
+
+
+# --------------------------------------------------------------------------
+# The default pipeline profile: K = 2 / K = 3 settings, calibration, targets.
+
+
+@pytest.mark.parametrize(
+    "name, num_classes, noisy",
+    [
+        ("mnist1d_k2", 2, False),
+        ("mnist1d_k2_noisy", 2, True),
+        ("mnist1d_k3", 3, False),
+        ("mnist1d_k3_noisy", 3, True),
+    ],
+)
+def test_superclass_settings_have_k_classes_and_mnist1d_splits(
+    name, num_classes, noisy
+):
+    setting = accuracy_settings.build_setting(name, TINY_MNIST1D)
+    reference = accuracy_settings.build_setting(
+        "mnist1d_unlabelled", TINY_MNIST1D
+    )
+    assert setting.num_classes == num_classes
+    assert setting.make_student().output_shape == (None, num_classes)
+    assert setting.make_teacher().output_shape == (None, num_classes)
+    assert setting.student_desc.endswith(f"-{num_classes}")
+    # Super-classes of the digits: {0-4, 5-9} or {0-3, 4-6, 7-9}.
+    edges = {2: [5], 3: [4, 7]}[num_classes]
+    for split in ("validation", "test"):
+        x, y = getattr(setting, split)
+        x_ref, digits = getattr(reference, split)
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, np.digitize(digits, edges))
+    # Unlabelled transfer, as in mnist1d_unlabelled.
+    np.testing.assert_array_equal(setting.transfer[0], reference.transfer[0])
+    assert setting.transfer[1] is None
+    x_train, teacher_labels = setting.teacher_data
+    np.testing.assert_array_equal(x_train, reference.teacher_data[0])
+    clean = np.digitize(reference.teacher_data[1], edges)
+    flipped = teacher_labels != clean
+    assert flipped.sum() == (round(0.4 * clean.size) if noisy else 0)
+    assert set(np.unique(teacher_labels)) <= set(range(num_classes))
+    np.testing.assert_array_equal(setting.alone[1], teacher_labels)
+    assert name in accuracy_settings.PROFILES["pipeline"]["settings"]
+
+
+def test_lskd_is_not_applicable_at_two_classes_and_dkd_equals_kd(rng):
+    def reasons(k):
+        return {
+            m: accuracy_harness.not_applicable(m, k)
+            for m in accuracy_settings.METHODS
+        }
+
+    two = reasons(2)
+    refused = {m for m, reason in two.items() if reason is not None}
+    assert refused == {"lskd", accuracy_settings.SEARCHED_STD}
+    assert "at least 3 classes" in two["lskd"]
+    assert all(reason is None for reason in reasons(3).values())
+    # At K = 2 DKD's non-target part is empty: DKD = alpha * KD whatever
+    # beta (the report's note), against T^2 KL(p_T || q_T) in numpy.
+    teacher = rng.normal(size=(6, 2))
+    student = rng.normal(size=(6, 2))
+    labels = teacher.argmax(1)
+    targets = accuracy_harness.kp.pack_targets(teacher, labels)
+    temperature = 4.0
+    p = scipy.special.softmax(teacher / temperature, axis=1)
+    log_q = scipy.special.log_softmax(student / temperature, axis=1)
+    kl = np.sum(p * (np.log(p) - log_q), axis=1)
+    expected = temperature**2 * kl.mean()
+    for beta in (1.0, 8.0):
+        loss = accuracy_harness.kp.DKDLoss(
+            alpha=1.0, beta=beta, temperature=4.0, teacher_from_logits=True
+        )
+        value = float(keras.ops.convert_to_numpy(loss(targets, student)))
+        assert value == pytest.approx(expected, rel=1e-5)
+
+
+def test_student_record_calibrates_on_validation_like_numpy(rng):
+    x_val = rng.normal(size=(300, 4)).astype("float32")
+    x_test = rng.normal(size=(400, 4)).astype("float32")
+    kernel = rng.normal(scale=3.0, size=(4, 3)).astype("float32")
+
+    def labels(x):  # noisy labels: the model is over-confident
+        logits = x @ kernel / 4.0 + rng.gumbel(size=(len(x), 3))
+        return logits.argmax(1).astype("int32")
+
+    setting = accuracy_settings.Setting("toy", "toy", "", 3)
+    setting.validation = (x_val, labels(x_val))
+    setting.test = (x_test, labels(x_test))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.set_weights([kernel, np.zeros(3, "float32")])
+    record = accuracy_harness.student_record(setting, model, 15)
+
+    def nll(logits, y):
+        log_p = scipy.special.log_softmax(logits, axis=1)
+        return -np.mean(log_p[np.arange(len(y)), y])
+
+    val_logits = x_val.astype("float64") @ kernel
+    test_logits = x_test.astype("float64") @ kernel
+    # The temperature minimising the validation NLL, by a fine grid.
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 20001))
+    best = grid[
+        np.argmin([nll(val_logits / t, setting.validation[1]) for t in grid])
+    ]
+    temperature = record["calibration"]["temperature"]
+    assert temperature == pytest.approx(best, rel=1e-3)
+    assert temperature > 1.0
+    y_test = setting.test[1]
+    assert record["test_nll"] == pytest.approx(
+        nll(test_logits, y_test), rel=1e-5
+    )
+    assert record["test_nll_calibrated"] == pytest.approx(
+        nll(test_logits / temperature, y_test), rel=1e-5
+    )
+    assert record["test_ece_calibrated"] == pytest.approx(
+        accuracy_settings.ece_of(test_logits / temperature, y_test), abs=1e-6
+    )
+    # Accuracy is unchanged by the scaling.
+    assert record["test_accuracy"] == pytest.approx(
+        np.mean((test_logits / temperature).argmax(1) == y_test)
+    )
+
+
+def _pipeline_records(accuracies, eces, not_applicable=()):
+    """Hand-made records of the pipeline profile: `accuracies[setting][
+    method]` and `eces[setting][method]` are per-seed lists."""
+    key = lambda *parts: accuracy_harness.record_key("pipeline", "jax", *parts)  # noqa: E731
+    records = {key("meta"): {"pipeline|jax": {"command": "x", "date": "d"}}}
+    for name, methods in accuracies.items():
+        k = 2 if "k2" in name else 10
+        records[key(name, "teacher")] = {
+            "test_accuracy": 0.9,
+            "test_ece": 0.05,
+            "seconds": 1.0,
+        }
+        records[key(name, "setting")] = {
+            "title": name,
+            "student": f"MLP 40-64-64-{k}",
+            "student_epochs": 4,
+            "teacher_train_size": 1,
+            "transfer_size": 2,
+            "validation_size": 3,
+            "test_size": 4,
+        }
+        chosen = {}
+        for method, values in methods.items():
+            hp = {} if method in ("ce", "pt_pipeline") else {"temperature": 2.0}
+            chosen[method] = hp
+            for seed, value in enumerate(values):
+                run = {
+                    "test_accuracy": value,
+                    "test_nll": 0.5,
+                    "test_ece": 0.05,
+                    "test_nll_calibrated": 0.4,
+                    "test_ece_calibrated": eces[name][method][seed],
+                    "calibration": {"temperature": 1.5},
+                    "seconds": 1.0,
+                }
+                if method == accuracy_settings.PIPELINE:
+                    run["search"] = {
+                        "candidates": [
+                            {"label": "KD T=2", "standardize": False}
+                        ],
+                        "winner": 0,
+                        "cost": {"student_epochs": 24, "budget": 24},
+                        "seconds": 5.0,
+                    }
+                    records[key(name, "pipeline", method, f"seed={seed}")] = run
+                else:
+                    parts = accuracy_report.run_parts(method, hp)
+                    records[key(name, "run", *parts, f"seed={seed}")] = run
+        records[key(name, "chosen")] = chosen
+        for method in not_applicable:
+            records[key(name, "not_applicable", method)] = {
+                "reason": "needs at least 3 classes"
+            }
+    return records
+
+
+def test_pipeline_targets_are_computed_from_paired_seeds(rng):
+    seeds = 5
+    settings = ("mnist1d_unlabelled", "mnist1d_k2")
+    accuracies, eces = {}, {}
+    for name in settings:
+        kd = rng.uniform(0.6, 0.7, size=seeds)
+        accuracies[name] = {
+            "kd": kd,
+            "kd_ce": kd + rng.normal(0.01, 0.002, size=seeds),
+            "pt_pipeline": kd + rng.normal(0.02, 0.002, size=seeds),
+        }
+        eces[name] = {
+            "kd": rng.uniform(0.01, 0.02, size=seeds),
+            "kd_ce": rng.uniform(0.01, 0.02, size=seeds),
+            "pt_pipeline": rng.uniform(0.01, 0.02, size=seeds),
+        }
+    # In the K = 2 setting the pipeline is clearly below KD + CE (well
+    # beyond one standard error), still above KD, and badly calibrated.
+    k2 = accuracies["mnist1d_k2"]
+    k2["kd_ce"] = k2["kd"] + 0.05
+    k2["pt_pipeline"] = k2["kd"] + rng.normal(0.005, 0.002, size=seeds)
+    eces["mnist1d_k2"]["pt_pipeline"] = eces["mnist1d_k2"]["kd"] + 0.03
+    records = _pipeline_records(accuracies, eces, not_applicable=["lskd"])
+    profile = dict(
+        accuracy_settings.PROFILES["pipeline"], settings=list(settings)
+    )
+    summary = accuracy_report.summarize(records, "pipeline", "jax", profile)
+    targets = accuracy_report.pipeline_targets(summary)
+
+    over_kd = []
+    for name in settings:
+        a = accuracies[name]
+        best = max(("kd", "kd_ce"), key=lambda m: a[m].mean())
+        d = a["pt_pipeline"] - a[best]
+        se = d.std(ddof=1) / np.sqrt(seeds)
+        entry = targets["settings"][name]
+        assert entry["best"] == best
+        assert entry["vs_best"][0] == pytest.approx(d.mean())
+        assert entry["vs_best"][1] == pytest.approx(se)
+        assert entry["vs_best"][2] == seeds
+        assert entry["within_se"] == (d.mean() >= -se)
+        over_kd.append((a["pt_pipeline"] - a["kd"]).mean())
+        ece = eces[name]
+        assert entry["ece"] == pytest.approx(
+            (ece["pt_pipeline"].mean(), ece["kd"].mean())
+        )
+    assert targets["settings"]["mnist1d_unlabelled"]["within_se"]
+    assert not targets["settings"]["mnist1d_k2"]["within_se"]
+    assert targets["never_below_best"] is False
+    assert targets["mean_over_kd"] == pytest.approx(np.mean(over_kd))
+    assert targets["over_kd"] == (np.mean(over_kd) >= 0.01)
+    assert targets["ece"] is False
+
+    lines = accuracy_report.pipeline_section(records, "jax")
+    text = "\n".join(lines)
+    assert (
+        "KERAS_BACKEND=jax python benchmarks/accuracy.py --profile pipeline"
+        in text
+    )
+    assert "**missed** in `mnist1d_k2`" in text
+    assert "n/a¹" in text and "needs at least 3 classes" in text
+    assert "missing: `mnist1d_noisy`" in text  # the profile's other settings
+    verdicts = [line for line in lines if line.startswith("- At least +1.0")]
+    assert ("**met**" in verdicts[0]) == bool(np.mean(over_kd) >= 0.01)
+
+
+def test_pipeline_profile_runs_a_two_class_setting(tmp_path, one_thread):
+    profile = dict(
+        accuracy_settings.PROFILES["pipeline"],
+        **TINY_MNIST1D_SIZES,
+        settings=["mnist1d_k2"],
+        methods=["kd", "lskd", accuracy_settings.PIPELINE],
+        seeds=1,
+        tune_budget=1,
+    )
+    store = accuracy_harness.Store(tmp_path / "accuracy.json")
+    accuracy_harness.run_setting(
+        "mnist1d_k2", "pipeline", profile, store, "jax", lambda message: None
+    )
+    records = store.data()["records"]
+    key = lambda *parts: accuracy_harness.record_key(  # noqa: E731
+        "pipeline", "jax", "mnist1d_k2", *parts
+    )
+    # LS-KD is refused by the library at K = 2: recorded, not trained.
+    assert (
+        "at least 3 classes" in records[key("not_applicable", "lskd")]["reason"]
+    )
+    assert set(records[key("chosen")]) == {"kd", accuracy_settings.PIPELINE}
+    assert not any("|pt_std|" in k for k in records)
+    # The pipeline searched the logits only (standardize="auto" at K = 2),
+    # within one full training, and returned its student calibrated.
+    run = records[key("pipeline", accuracy_settings.PIPELINE, "seed=0")]
+    search = run["search"]
+    assert not any(c["standardize"] for c in search["candidates"])
+    epochs = TINY_MNIST1D_SIZES["student_epochs"]["mnist1d"]
+    assert (
+        search["cost"]["student_epochs"] <= epochs == search["cost"]["budget"]
+    )
+    assert search["calibration"] == run["calibration"]
+    assert 0.0 <= run["test_ece_calibrated"] <= 1.0
+    summary = accuracy_report.summarize(records, "pipeline", "jax", profile)
+    assert summary["mnist1d_k2"]["not_applicable"].keys() == {"lskd"}
