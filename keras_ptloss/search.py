@@ -27,6 +27,7 @@ the best on a labelled validation split.
 """
 
 import dataclasses
+import itertools
 import math
 import time
 import warnings
@@ -52,6 +53,10 @@ from keras_ptloss.selection import select_coefficients
 
 # KD's usual tuning grid, so that the KD anchor is as strong as tuned KD.
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+# On z-scored logits (standard deviation 1 per row) useful temperatures are
+# lower: tuned LS-KD picked T = 0.5 on MNIST-1D, and T = 8 flattens the
+# teacher to near uniform (BENCHMARKS.md, the default pipeline).
+DEFAULT_STANDARDIZED_TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
 DEFAULT_STRENGTHS = (-2.0, -0.5, 0.5, 2.0, 8.0)
 METRICS = ("accuracy", "nll")
 MODES = ("shared", "classwise")
@@ -357,6 +362,7 @@ def propose_candidates(
     mode="shared",
     standardize=False,
     seed=0,
+    standardized_temperatures=DEFAULT_STANDARDIZED_TEMPERATURES,
 ):
     """Candidates for `search_coefficients`, most promising first.
 
@@ -364,9 +370,11 @@ def propose_candidates(
     `select_coefficients` on the validation split (when the teacher's
     validation probabilities are given; class-wise too with
     `mode="classwise"`), and `eps = (s, 0, ..., 0)` for each `s` in
-    `strengths`. With `standardize="search"` every candidate also comes on
-    z-scored logits, beside its twin on the logits (`eps = 0` on z-scored
-    logits is LS-KD); with `True` only that way.
+    `strengths`. With `standardize="search"` the same comes on z-scored
+    logits too (`eps = 0` there is LS-KD), at `standardized_temperatures`,
+    each beside its twin on the logits; with `True` only on z-scored logits.
+    The training-free picks are made for the teacher's own probabilities,
+    so they come on the logits only.
 
     Args:
         validation_teacher: teacher probabilities `(N, K)` on the validation
@@ -379,6 +387,8 @@ def propose_candidates(
         standardize: `False`, `True` or `"search"` (z-scored logits need
             at least 3 classes).
         seed: seed of `select_coefficients`.
+        standardized_temperatures: temperatures of the candidates on
+            z-scored logits.
 
     Returns:
         A list of `Candidate`; the `eps = 0` ones first (KD, then LS-KD),
@@ -394,11 +404,17 @@ def propose_candidates(
     """
     order = check_int(order, "order", 1)
     temperatures = _check_temperatures(temperatures)
+    standardized_temperatures = _check_temperatures(
+        standardized_temperatures, "standardized_temperatures"
+    )
     strengths = _check_strengths(strengths)
     mode = check_choice(mode, "mode", MODES)
     standardize = _check_standardize(standardize, allow_auto=False)
+    flags = {False: (False,), True: (True,), "search": (False, True)}
+    flags = flags[standardize]
+    grids = {False: temperatures, True: standardized_temperatures}
     picks = []
-    if validation_teacher is not None:
+    if validation_teacher is not None and False in flags:
         probs = check_probabilities(validation_teacher, "validation_teacher")
         if standardize:
             check_standardizable(probs.shape[-1], "validation_teacher")
@@ -422,29 +438,34 @@ def propose_candidates(
                     num_candidates=64,
                 )
                 picks.append(
-                    (np.asarray(picked.coefficients), temperature, "selection")
+                    Candidate(
+                        np.asarray(picked.coefficients, dtype="float64"),
+                        float(temperature),
+                        False,
+                        "selection",
+                    )
                 )
     zero = np.zeros((order,))
-    flags = {False: (False,), True: (True,), "search": (False, True)}
-    flags = flags[standardize]
     # Priority order (a budget drops candidates from the end): the eps = 0
     # anchors (KD, then LS-KD), the picks, then the directions by |s|,
-    # each on the logits and on z-scored logits side by side.
-    anchors = [
+    # each on the logits beside its twin on z-scored logits.
+    candidates = [
         Candidate(zero.copy(), float(t), flag, "kd")
         for flag in flags
-        for t in temperatures
+        for t in grids[flag]
     ]
-    others = list(picks)
+    candidates += picks
     for s in sorted(strengths, key=lambda s: (abs(s), s)):
         direction = zero.copy()
         direction[0] = s
-        others += [(direction, t, "direction") for t in temperatures]
-    return anchors + [
-        Candidate(np.asarray(c, dtype="float64"), float(t), flag, source)
-        for c, t, source in others
-        for flag in flags
-    ]
+        twins = itertools.zip_longest(*(grids[flag] for flag in flags))
+        candidates += [
+            Candidate(direction.copy(), float(t), flag, "direction")
+            for pair in twins
+            for flag, t in zip(flags, pair, strict=True)
+            if t is not None
+        ]
+    return candidates
 
 
 def search_coefficients(
@@ -460,6 +481,7 @@ def search_coefficients(
     strengths=DEFAULT_STRENGTHS,
     mode="shared",
     standardize="auto",
+    standardized_temperatures=DEFAULT_STANDARDIZED_TEMPERATURES,
     candidates=None,
     teacher_from_logits=True,
     validation_teacher=None,
@@ -484,7 +506,8 @@ def search_coefficients(
     halving keeps the best `1 / eta` on `validation_data` after each rung
     (weights and optimiser state carried over) and trains the last rung to
     `epochs`. By default the candidates cover the logits and z-scored
-    logits (`standardize="auto"`) at KD's usual temperatures (1 to 8), and
+    logits (`standardize="auto"`), at KD's usual temperatures (1 to 8) on
+    the logits and at 0.5 to 4 on z-scored logits (LS-KD's range), and
     the best plain KD member and the best LS-KD member (both `eps = 0`)
     are kept to the last rung (`keep_kd=True`), so the winner scores at
     least as well as both on the validation split. The winner is the best
@@ -514,7 +537,8 @@ def search_coefficients(
             if the planned rungs would exceed it at the speed measured so
             far, the halving skips to the last rung (the best members,
             trained to `epochs`; that rung always runs).
-        temperatures, strengths, mode: see `propose_candidates`.
+        temperatures, strengths, mode, standardized_temperatures: see
+            `propose_candidates`.
         standardize: `"auto"` (default): candidates on the logits and on
             z-scored logits, the latter only with `K >= 3` classes (with 2
             they give the student no gradient); `"search"` both (refused
@@ -634,6 +658,7 @@ def search_coefficients(
             mode,
             standardize,
             seed,
+            standardized_temperatures,
         )
     candidates = _check_candidates(candidates, order, num_classes)
     # The eps = 0 anchors kept to the last rung: plain KD and LS-KD.
@@ -899,9 +924,9 @@ def _resolve_standardize(value, num_classes):
     return value
 
 
-def _check_temperatures(values):
-    values = _as_tuple(values, "temperatures")
-    return tuple(check_temperature(t, "temperatures") for t in values)
+def _check_temperatures(values, name="temperatures"):
+    values = _as_tuple(values, name)
+    return tuple(check_temperature(t, name) for t in values)
 
 
 def _check_strengths(values):

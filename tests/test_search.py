@@ -517,9 +517,19 @@ def test_proposal_always_includes_kd_and_the_training_free_pick(data):
         strengths=(2.0, -1.0),
         mode="classwise",
         standardize="search",
+        standardized_temperatures=(0.5, 1.0),
     )
     plain = [c for c in candidates if not c.standardize]
-    assert len(candidates) == 2 * len(plain)
+    scored = [c for c in candidates if c.standardize]
+    # z-scored: LS-KD and the directions at their own temperatures, no picks.
+    assert [c.label for c in scored] == [
+        "KD T=0.5 LS",
+        "KD T=1 LS",
+        "eps1=-1 T=0.5 LS",
+        "eps1=-1 T=1 LS",
+        "eps1=+2 T=0.5 LS",
+        "eps1=+2 T=1 LS",
+    ]
     kd = [c for c in plain if c.source == "kd"]
     assert [c.temperature for c in kd] == [1.0, 3.0]
     assert all(np.array_equal(c.coefficients, np.zeros(2)) for c in kd)
@@ -759,34 +769,49 @@ def _default_search(data, **kwargs):
     )
 
 
-def test_default_proposal_covers_both_logits_and_kds_temperatures(data):
+def test_default_proposal_covers_both_logits_and_both_grids(data):
+    probs = np_softmax(data["teacher_val"])
     candidates = propose_candidates(
-        order=2, strengths=(2.0,), standardize="search"
+        probs, data["y_val"], order=2, strengths=(2.0,), standardize="search"
     )
-    # The eps = 0 anchors first: KD at every temperature, then LS-KD.
+    # The eps = 0 anchors first: KD at KD's temperatures, then LS-KD at
+    # lower ones (z-scored logits have unit spread).
     assert [c.label for c in candidates[:8]] == [
         "KD T=1",
         "KD T=2",
         "KD T=4",
         "KD T=8",
+        "KD T=0.5 LS",
         "KD T=1 LS",
         "KD T=2 LS",
         "KD T=4 LS",
-        "KD T=8 LS",
     ]
     assert all(c.is_kd for c in candidates[:4])
     assert all(c.is_lskd for c in candidates[4:8])
+    # The training-free picks (for the teacher's own probabilities) on the
+    # logits only, one per temperature.
+    picks = [c for c in candidates if c.source == "selection"]
+    assert [c.temperature for c in picks] == [1.0, 2.0, 4.0, 8.0]
+    assert not any(c.standardize for c in picks)
     # Then each direction on the logits beside its z-scored twin.
-    assert [c.label for c in candidates[8:10]] == [
+    directions = [c.label for c in candidates if c.source == "direction"]
+    assert directions == [
         "eps1=+2 T=1",
+        "eps1=+2 T=0.5 LS",
+        "eps1=+2 T=2",
         "eps1=+2 T=1 LS",
+        "eps1=+2 T=4",
+        "eps1=+2 T=2 LS",
+        "eps1=+2 T=8",
+        "eps1=+2 T=4 LS",
     ]
 
 
 def test_kd_and_lskd_are_kept_to_the_last_rung_and_never_beaten(data):
     result = _default_search(data, budget=40, calibrate=False)
-    assert {c.temperature for c in result.candidates} == {1.0, 2.0, 4.0, 8.0}
-    assert any(c.standardize for c in result.candidates)
+    plain = {c.temperature for c in result.candidates if not c.standardize}
+    scored = {c.temperature for c in result.candidates if c.standardize}
+    assert plain == {1.0, 2.0, 4.0, 8.0} and scored == {0.5, 1.0, 2.0, 4.0}
     last = [
         result.candidates[m["candidate"]] for m in result.ranking[-1]["members"]
     ]
