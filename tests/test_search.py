@@ -525,10 +525,10 @@ def test_proposal_always_includes_kd_and_the_training_free_pick(data):
     assert [c.label for c in scored] == [
         "KD T=0.5 LS",
         "KD T=1 LS",
-        "eps1=-1 T=0.5 LS",
-        "eps1=-1 T=1 LS",
         "eps1=+2 T=0.5 LS",
         "eps1=+2 T=1 LS",
+        "eps1=-1 T=0.5 LS",
+        "eps1=-1 T=1 LS",
     ]
     kd = [c for c in plain if c.source == "kd"]
     assert [c.temperature for c in kd] == [1.0, 3.0]
@@ -543,7 +543,8 @@ def test_proposal_always_includes_kd_and_the_training_free_pick(data):
     directions = [
         c.coefficients.tolist() for c in plain if c.source == "direction"
     ]
-    assert directions == [[-1.0, 0.0]] * 2 + [[2.0, 0.0]] * 2
+    # Largest perturbation first.
+    assert directions == [[2.0, 0.0]] * 2 + [[-1.0, 0.0]] * 2
 
 
 def different_widths():
