@@ -384,6 +384,7 @@ def _run_teacher(name, description, labels, data, budget, o):
             x_transfer,
             logits["transfer"],
             validation,
+            order=o["order"],
             epochs=epochs,
             budget=budget,
             validation_teacher=logits["validation"],
@@ -435,12 +436,7 @@ def _run_teacher(name, description, labels, data, budget, o):
                 student_epochs=found.cost["student_epochs"],
             )
 
-        found = search(
-            seed,
-            order=o["order"],
-            mode=o["mode"],
-            temperatures=o["temperatures"],
-        )
+        found = search(seed, mode=o["mode"], temperatures=o["temperatures"])
         models["PTLoss"] = found.student
         run_["PTLoss"] = dict(
             choice=found.candidates[found.winner].label,
