@@ -39,14 +39,21 @@ def test_demo_help_lists_its_options(capsys):
     for option in (
         "--quick",
         "--num-samples",
+        "--labelled-fraction",
+        "--validation-fraction",
+        "--test-fraction",
+        "--noise-rate",
         "--teacher-epochs",
         "--student-epochs",
         "--order",
         "--mode",
         "--temperatures",
         "--seeds",
+        "--batch-size",
+        "--learning-rate",
         "--output-dir",
         "--seed",
+        "--verbose",
     ):
         assert option in out
 

@@ -1,14 +1,18 @@
 """The demo: the README's command, in quick mode, end to end.
 
 `quick_run` runs the command the README shows (taken from the README
-itself, so the two cannot drift apart) with `--quick`, in a subprocess on
-the backend under test and without `TF_CPP_MIN_LOG_LEVEL` (as a user runs
-it), and the tests check everything the demo promises: the setting, the
-search summary, the table over seeds (recomputed here from the per-seed
-numbers it saves), the plots and the JSON.
+itself, so the two cannot drift apart) with `--quick`, once for the
+module, in a subprocess on the backend under test and without
+`TF_CPP_MIN_LOG_LEVEL` (as a user runs it), and the tests check
+everything the demo promises: the two teachers, the default search and
+the baselines' budgets, the calibration of every student, the tables
+over seeds and the verdict (recomputed here from the per-seed numbers it
+saves), the plots and the JSON.
 """
 
+import inspect
 import json
+import logging
 import os
 import re
 import shlex
@@ -21,20 +25,16 @@ import numpy as np
 import pytest
 
 from keras_ptloss import demo
+from keras_ptloss import search_coefficients
 from keras_ptloss.cli import build_parser
 from keras_ptloss.cli import is_startup_noise
 from tests.utils import readme_commands
 
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parent.parent
-STUDENTS = (
-    "student alone",
-    "KD",
-    "PTLoss, training-free",
-    "PTLoss, searched",
-    "PTLoss, searched, standardised",
-)
-SEARCHES = {"PTLoss, searched": False, "PTLoss, searched, standardised": True}
+TEACHERS = ("clean", "noisy")
+STUDENTS = ("student alone", "KD", "LS-KD", "PTLoss")
+SCORES = ("accuracy", "nll_raw", "nll_calibrated", "ece_raw", "ece_calibrated")
 
 
 def demo_argv():
@@ -72,6 +72,12 @@ def quick_run(tmp_path_factory):
     return cwd, out, results, err, proc.pid
 
 
+def per_seed(results, teacher, method, score):
+    """One score of one method over the seeds, from the saved runs."""
+    runs = results["teachers"][teacher]["runs"]
+    return np.array([r[method]["scores"][score] for r in runs])
+
+
 def test_the_command_prints_no_tensorflow_start_up_notices(quick_run):
     """Neither the command's own process (which imports the package, and
     Keras with it, before the command line runs) nor the demo's child
@@ -82,9 +88,40 @@ def test_the_command_prints_no_tensorflow_start_up_notices(quick_run):
     for mark in ("oneDNN", "cpu_feature_guard", "absl::InitializeLog"):
         assert mark not in err
     assert "Error" not in err and "Traceback" not in err
+    # Each calibrated student is a new model with its own predict step.
+    assert "retracing" not in err
 
 
-def test_readme_demo_command_runs_the_unlabelled_regime(quick_run):
+def test_the_demo_program_hides_only_the_retracing_warning():
+    from keras_ptloss.demo.__main__ import quiet_retracing_notices
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    logger = logging.getLogger("tensorflow")
+    filters, keep = list(logger.filters), Keep()
+    logger.addHandler(keep)
+    try:
+        quiet_retracing_notices()
+        quiet_retracing_notices()
+        assert len(logger.filters) == len(filters) + 1
+        logger.warning(
+            "5 out of the last 13 calls to <function f> triggered "
+            "tf.function retracing. Tracing is expensive."
+        )
+        logger.warning("another warning")
+        assert keep.messages == ["another warning"]
+    finally:
+        logger.removeHandler(keep)
+        logger.filters[:] = filters
+
+
+def test_readme_demo_command_runs_a_clean_and_a_noisy_teacher(quick_run):
     _, out, results = quick_run[:3]
     assert f"backend: {BACKEND} (KERAS_BACKEND={BACKEND})" in out
     # On torch the demo's program uses one thread unless OMP_NUM_THREADS
@@ -97,64 +134,109 @@ def test_readme_demo_command_runs_the_unlabelled_regime(quick_run):
     expected = dict(labelled=0.15, transfer=0.55, validation=0.1, test=0.2)
     for name, fraction in expected.items():
         assert abs(sizes[name] - n * fraction) <= 1, (name, sizes)
+    flipped = round(demo.DEFAULTS["noise_rate"] * sizes["labelled"])
+    assert f"{flipped} of them flipped for the noisy teacher" in out
     assert f"{sizes['transfer']} unlabelled transfer" in out
-    # Teacher progress bars, then the search summary of the first seed.
+    assert list(results["teachers"]) == list(TEACHERS)
+    assert (
+        "40% of its labels flipped"
+        in results["teachers"]["noisy"]["description"]
+    )
+    # Teacher progress bars, then each teacher's search summary.
     assert "Epoch 2/2" in out and "━" in out
-    for name in SEARCHES:
-        assert f"{name}: Student-aware search:" in out
-    assert "winner:" in out
-    assert "T tuned over {1, 2, 4}" in out
+    assert out.count("PTLoss: Student-aware search:") == len(TEACHERS)
+    assert out.count("  calibrated: T = ") == len(TEACHERS)
+    assert "T tuned over {1, 2}" in out
 
 
-def test_demo_prints_the_table_it_saves_with_mean_and_std(quick_run):
+def test_demo_defaults_are_the_search_defaults():
+    """The full demo runs `search_coefficients` as a user gets it."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(search_coefficients).parameters.items()
+    }
+    for key in ("order", "mode", "temperatures"):
+        assert demo.DEFAULTS[key] == defaults[key], key
+    assert defaults["standardize"] == "auto" and defaults["calibrate"] is True
+
+
+def test_demo_prints_the_tables_it_saves_with_mean_and_std(quick_run):
     _, out, results = quick_run[:3]
     assert results["backend"] == BACKEND
-    assert results["table"] in out
-    runs = results["runs"]
-    assert [r["seed"] for r in runs] == list(range(demo.QUICK["seeds"]))
-    rows = results["table"].splitlines()[2:]
-    assert [row.split("|")[1].strip() for row in rows] == list(demo.METHODS)
-    teacher = results["teacher"]
-    assert f"| {100 * teacher['accuracy']:.1f} |" in rows[0]
-    for name, row in zip(STUDENTS, rows[1:], strict=True):
-        accuracy = np.array([r[name]["scores"]["accuracy"] for r in runs])
-        nll = np.array([r[name]["scores"]["nll"] for r in runs])
-        assert np.all((0 <= accuracy) & (accuracy <= 1))
-        assert np.all(np.isfinite(nll)) and np.all(nll >= 0)
-        cells = [c.strip() for c in row.split("|")]
-        assert cells[2] == (
-            f"{100 * accuracy.mean():.1f} ± {100 * accuracy.std(ddof=1):.1f}"
-        )
-        assert cells[3] == f"{nll.mean():.3f} ± {nll.std(ddof=1):.3f}"
+    for teacher in TEACHERS:
+        entry = results["teachers"][teacher]
+        assert entry["table"] in out
+        runs = entry["runs"]
+        assert [r["seed"] for r in runs] == list(range(demo.QUICK["seeds"]))
+        rows = entry["table"].splitlines()[2:]
+        names = [row.split("|")[1].strip() for row in rows]
+        assert names == ["teacher", *STUDENTS]
+        cells = [c.strip() for c in rows[0].split("|")]
+        assert cells[2] == f"{100 * entry['scores']['accuracy']:.1f}"
+        assert cells[3:7] == [f"{entry['scores'][k]:.3f}" for k in SCORES[1:]]
+        for name, row in zip(STUDENTS, rows[1:], strict=True):
+            cells = [c.strip() for c in row.split("|")]
+            accuracy = per_seed(results, teacher, name, "accuracy")
+            assert np.all((0 <= accuracy) & (accuracy <= 1))
+            assert cells[2] == (
+                f"{100 * accuracy.mean():.1f} ± "
+                f"{100 * accuracy.std(ddof=1):.1f}"
+            )
+            for cell, key in zip(cells[3:7], SCORES[1:], strict=True):
+                values = per_seed(results, teacher, name, key)
+                assert np.all(np.isfinite(values)) and np.all(values >= 0)
+                expected = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+                assert cell == expected, (teacher, name, key)
+
+
+def test_every_student_is_calibrated_on_the_validation_split(quick_run):
+    _, _, results = quick_run[:3]
+    n_val = results["sizes"]["validation"]
+    for teacher in TEACHERS:
+        entry = results["teachers"][teacher]
+        for fit in [entry["calibration"]] + [
+            r[name]["calibration"] for r in entry["runs"] for name in STUDENTS
+        ]:
+            assert fit["num_examples"] == n_val
+            assert fit["temperature"] > 0
+            # The fitted T minimises the validation NLL; T = 1 is in range.
+            assert fit["nll_after"] <= fit["nll_before"] + 1e-6
+        for run in entry["runs"]:
+            # PTLoss: the search's own calibration, as returned to a user.
+            assert (
+                run["PTLoss"]["calibration"]
+                == run["PTLoss"]["search"]["calibration"]
+            )
 
 
 def test_budgets_and_choices(quick_run):
     _, _, results = quick_run[:3]
     epochs = demo.QUICK["student_epochs"]
-    grid = len(demo.DEFAULTS["temperatures"])
-    for run in results["runs"]:
-        assert run["student alone"]["student_epochs"] == epochs
-        assert run["PTLoss, training-free"]["student_epochs"] == epochs
-        kd_cost = run["KD"]["student_epochs"]
-        assert kd_cost <= grid * epochs
-        # The search gets no more than KD's tuning budget.
-        assert run["KD"]["choice"] in {"T=1", "T=2", "T=4"}
-        for name, standardize in SEARCHES.items():
-            search = run[name]["search"]
-            assert run[name]["student_epochs"] <= grid * epochs
-            assert search["cost"]["budget"] == grid * epochs
+    temperatures = demo.QUICK["temperatures"]
+    budget = len(temperatures) * epochs
+    assert results["budget"] == budget
+    kd_choices = {f"T={t:g}" for t in temperatures}
+    for teacher in TEACHERS:
+        for run in results["teachers"][teacher]["runs"]:
+            assert run["student alone"]["student_epochs"] == epochs
+            for name in ("KD", "LS-KD", "PTLoss"):
+                assert epochs <= run[name]["student_epochs"] <= budget
+            assert run["KD"]["choice"] in kd_choices
+            assert run["LS-KD"]["choice"] in kd_choices
+            search = run["PTLoss"]["search"]
+            assert search["cost"]["budget"] == budget
+            # The default pipeline: logits and z-scored logits together.
             candidates = search["candidates"]
-            assert {c["standardize"] for c in candidates} == {standardize}
+            assert {c["standardize"] for c in candidates} == {False, True}
             label = candidates[search["winner"]]["label"]
-            assert run[name]["choice"] == label
-            assert label.endswith(" LS") is standardize
+            assert run["PTLoss"]["choice"] == label
 
 
 def test_demo_writes_the_plots_it_prints(quick_run):
     cwd, out, _ = quick_run[:3]
     import matplotlib.image
 
-    names = ("demo.png", "search.png", "search-standardised.png")
+    names = ("demo.png", "search-clean.png", "search-noisy.png")
     paths = [cwd / "ptloss-demo" / name for name in names]
     assert "plots: " + ", ".join(str(p.resolve()) for p in paths) in out
     for path in paths:
@@ -187,11 +269,21 @@ def test_quick_flag_sets_small_sizes_and_explicit_options_win():
     assert full == demo.DEFAULTS
     mixed = demo.options_from_args(
         parser.parse_args(
-            ["demo", "--quick", "--teacher-epochs", "7", "--temperatures", "3"]
+            [
+                "demo",
+                "--quick",
+                "--teacher-epochs",
+                "7",
+                "--temperatures",
+                "3",
+                "--noise-rate",
+                "0.2",
+            ]
         )
     )
     assert mixed["teacher_epochs"] == 7
     assert mixed["temperatures"] == (3.0,)
+    assert mixed["noise_rate"] == 0.2
     assert mixed["student_epochs"] == demo.QUICK["student_epochs"]
 
 
@@ -204,6 +296,8 @@ def test_quick_flag_sets_small_sizes_and_explicit_options_win():
         (dict(seeds=0), "seeds"),
         (dict(validation_fraction=1.5), "validation_fraction"),
         (dict(labelled_fraction=0.7, test_fraction=0.2), "labelled_fraction"),
+        (dict(noise_rate=0.0), "noise_rate"),
+        (dict(noise_rate=0.9), "noise_rate"),
         (dict(temperatures=(1.0, 0.0)), "temperatures"),
         (dict(temperatures=()), "temperatures"),
         (dict(learning_rate=-1.0), "learning_rate"),
@@ -226,28 +320,30 @@ def test_reliability_bins_match_a_hand_count():
     np.testing.assert_allclose(conf[[5, 8, 9]], [0.55, 0.85, 0.935])
     np.testing.assert_allclose(acc[[5, 8, 9]], [1.0, 1.0, 0.5])
     assert np.isnan(conf[0]) and np.isnan(acc[0])
-    # ECE by hand: (1 |1 - 0.55| + 1 |1 - 0.85| + 2 |0.5 - 0.935|) / 4.
-    expected = (0.45 + 0.15 + 2 * 0.435) / 4
-    assert demo.expected_calibration_error(probs, labels) == pytest.approx(
-        expected
-    )
 
 
 def test_scores_match_hand_computed_values():
-    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    raw = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    calibrated = np.array([[0.5, 0.3, 0.2], [0.2, 0.35, 0.45]])
     labels = np.array([0, 1])
-    s = demo.scores(probs, labels)
+    s = demo.scores(raw, calibrated, labels)
     assert s["accuracy"] == 0.5
-    assert s["nll"] == pytest.approx(-(np.log(0.7) + np.log(0.3)) / 2)
-    brier = ((0.3**2 + 0.2**2 + 0.1**2) + (0.1**2 + 0.7**2 + 0.6**2)) / 2
-    assert s["brier"] == pytest.approx(brier)
+    assert s["nll_raw"] == pytest.approx(-(np.log(0.7) + np.log(0.3)) / 2)
+    assert s["nll_calibrated"] == pytest.approx(
+        -(np.log(0.5) + np.log(0.35)) / 2
+    )
+    # 15 equal bins: one right at 0.7 and one wrong at 0.6, apart.
+    assert s["ece_raw"] == pytest.approx((abs(1 - 0.7) + abs(0 - 0.6)) / 2)
+    assert s["ece_calibrated"] == pytest.approx(
+        (abs(1 - 0.5) + abs(0 - 0.45)) / 2
+    )
 
 
 def test_summarize_gives_mean_and_sample_std():
     def run(values):
         return {
             name: {
-                "scores": dict(accuracy=v, nll=2 * v, ece=0.1, brier=v / 2),
+                "scores": {key: i * v for i, key in enumerate(SCORES, 1)},
                 "seconds": 1.0,
                 "student_epochs": 5,
                 "choice": f"c{v}",
@@ -255,50 +351,66 @@ def test_summarize_gives_mean_and_sample_std():
             for name, v in zip(STUDENTS, values, strict=True)
         }
 
-    runs = [run([0.5, 0.6, 0.7, 0.8, 0.9]), run([0.7, 0.8, 0.9, 1.0, 0.6])]
+    runs = [run([0.5, 0.6, 0.7, 0.8]), run([0.7, 0.8, 0.9, 1.0])]
     summary = demo.summarize(runs)
     assert summary["KD"]["accuracy"]["mean"] == pytest.approx(0.7)
     assert summary["KD"]["accuracy"]["std"] == pytest.approx(np.sqrt(0.02))
-    assert summary["KD"]["nll"]["values"] == [1.2, 1.6]
+    assert summary["KD"]["nll_raw"]["values"] == [1.2, 1.6]
     assert summary["student alone"]["choices"] == ["c0.5", "c0.7"]
+    assert set(summary["PTLoss"]) == {
+        *SCORES,
+        "seconds",
+        "student_epochs",
+        "choices",
+    }
 
 
-def _verdict_expected(values, score, higher, scale):
-    """The verdict's best method and its paired difference, by numpy."""
-    means = {name: np.mean(v) for name, v in values.items()}
-    best = (max if higher else min)(means, key=means.get)
-    if best == "KD":
-        rest = {n: m for n, m in means.items() if n != "KD"}
-        other = (max if higher else min)(rest, key=rest.get)
-    else:
-        other = "KD"
-    diff = scale * (np.array(values[best]) - np.array(values[other]))
-    return best, other, diff.mean(), diff.std(ddof=1)
+def _printed(line, baseline):
+    """The mean and spread printed for `PTLoss - baseline` in a line."""
+    match = re.search(
+        rf"PTLoss - {baseline}: ([+-][\d.]+)(?: ± ([\d.]+))?", line
+    )
+    return float(match.group(1)), match.group(2) and float(match.group(2))
 
 
 def test_demo_prints_a_verdict_computed_from_its_numbers(quick_run):
     _, out, results = quick_run[:3]
     assert "\n".join(results["verdict"]) in out
-    runs = results["runs"]
-    lines = results["verdict"][1:]
-    for line, (score, higher, scale) in zip(
-        lines, (("accuracy", True, 100), ("nll", False, 1)), strict=False
-    ):
-        values = {
-            name: [r[name]["scores"][score] for r in runs] for name in STUDENTS
-        }
-        best, other, mean, std = _verdict_expected(values, score, higher, scale)
-        assert f": {best} (" in line
-        assert f"; {best} - {other}: " in line
-        if not (mean == 0 and std == 0):
-            # The printed numbers, to their printed precision.
-            printed = re.search(r": ([+-][\d.]+) ± ([\d.]+)", line)
+    lines = iter(results["verdict"][1:])
+    outcomes = {}
+    for teacher in TEACHERS:
+        for score, label, scale in (
+            ("accuracy", "test accuracy", 100),
+            ("nll_calibrated", "calibrated test NLL", 1),
+        ):
+            line = next(lines)
+            assert line.startswith(f"  {teacher} teacher, {label}: ")
             half_unit = 0.05 if scale == 100 else 0.0005
-            assert abs(float(printed.group(1)) - mean) <= half_unit + 1e-9
-            assert abs(float(printed.group(2)) - std) <= half_unit + 1e-9
-            word = "larger than" if abs(mean) > std else "within"
-            assert f"({word} its spread over seeds)" in line
-    assert lines[2].startswith("  distillation (test accuracy): KD - student")
+            ptloss = per_seed(results, teacher, "PTLoss", score)
+            for baseline in ("KD", "LS-KD"):
+                diff = scale * (
+                    ptloss - per_seed(results, teacher, baseline, score)
+                )
+                mean, std = diff.mean(), diff.std(ddof=1)
+                printed_mean, printed_std = _printed(line, baseline)
+                assert abs(printed_mean - mean) <= half_unit + 1e-9
+                if score == "accuracy":
+                    # +1 ahead, -1 behind by more than the spread, 0 within.
+                    sign = int(mean > std) - int(mean < -std)
+                    outcomes.setdefault(teacher, []).append(sign)
+                if mean == 0 and std == 0:
+                    assert f"PTLoss - {baseline}: +0.0" in line
+                    continue
+                assert abs(printed_std - std) <= half_unit + 1e-9
+    last = next(lines)
+    for teacher, signs in outcomes.items():
+        if min(signs) < 0:
+            verb = "falls behind"
+        elif min(signs) > 0:
+            verb = "helps"
+        else:
+            verb = "ties"
+        assert f"{verb} with the {teacher} teacher" in last
 
 
 def _summary(values):
@@ -306,66 +418,87 @@ def _summary(values):
     return {
         name: {
             key: {"mean": float(np.mean(v[key])), "values": list(v[key])}
-            for key in ("accuracy", "nll")
+            for key in v
         }
         for name, v in values.items()
     }
 
 
-def test_verdict_names_the_best_and_compares_it_with_kd():
-    acc = {
+def _summaries(accuracy, nll=None):
+    """`verdict`'s input: per teacher, per method, accuracy (and NLL)."""
+    return {
+        teacher: _summary(
+            {
+                name: {
+                    "accuracy": acc[name],
+                    "nll_calibrated": (nll or {})
+                    .get(teacher, {})
+                    .get(name, [1.0] * len(acc[name])),
+                }
+                for name in STUDENTS
+            }
+        )
+        for teacher, acc in accuracy.items()
+    }
+
+
+def test_verdict_compares_ptloss_with_both_baselines_per_teacher():
+    clean = {
         "student alone": [0.50, 0.52, 0.51],
         "KD": [0.68, 0.67, 0.69],
-        "PTLoss, training-free": [0.67, 0.67, 0.68],
-        "PTLoss, searched": [0.69, 0.66, 0.70],
-        "PTLoss, searched, standardised": [0.71, 0.70, 0.72],
+        "LS-KD": [0.71, 0.70, 0.70],
+        "PTLoss": [0.71, 0.69, 0.71],
     }
-    nll = {
-        "student alone": [1.5, 1.6, 1.55],
-        "KD": [1.0, 1.1, 0.9],
-        "PTLoss, training-free": [1.0, 1.0, 1.0],
-        "PTLoss, searched": [0.95, 1.12, 0.91],
-        "PTLoss, searched, standardised": [2.0, 2.1, 2.2],
+    noisy = {
+        "student alone": [0.40, 0.41, 0.42],
+        "KD": [0.55, 0.56, 0.57],
+        "LS-KD": [0.54, 0.55, 0.55],
+        "PTLoss": [0.60, 0.62, 0.61],
     }
-    summary = _summary(
-        {n: {"accuracy": acc[n], "nll": nll[n]} for n in STUDENTS}
-    )
-    lines = demo.verdict(summary)
+    nll = {"noisy": {"KD": [1.0, 1.1, 0.9], "PTLoss": [0.95, 1.12, 0.91]}}
+    lines = demo.verdict(_summaries({"clean": clean, "noisy": noisy}, nll))
     assert lines[0].endswith("mean ± std over 3 seed(s)):")
-    # Accuracy: standardised - KD = 3, 3, 3 points: std 0, larger.
+    d_kd = 100 * (np.array(clean["PTLoss"]) - np.array(clean["KD"]))
+    d_ls = 100 * (np.array(clean["PTLoss"]) - np.array(clean["LS-KD"]))
     assert lines[1] == (
-        "  best test accuracy: PTLoss, searched, standardised (71.0 %); "
-        "PTLoss, searched, standardised - KD: +3.0 ± 0.0 points "
-        "(larger than its spread over seeds)"
+        f"  clean teacher, test accuracy: PTLoss - KD: {d_kd.mean():+.1f} ± "
+        f"{d_kd.std(ddof=1):.1f} points (larger than its spread); "
+        f"PTLoss - LS-KD: {d_ls.mean():+.1f} ± {d_ls.std(ddof=1):.1f} "
+        "points (within its spread)"
     )
-    # NLL: searched - KD = -0.05, +0.02, +0.01: mean -0.00667, within.
-    d = np.array([0.95, 1.12, 0.91]) - np.array([1.0, 1.1, 0.9])
-    best = np.mean(nll["PTLoss, searched"])
     assert lines[2] == (
-        f"  best test NLL: PTLoss, searched ({best:.3f} nats); "
-        f"PTLoss, searched - KD: {d.mean():+.3f} ± "
-        f"{d.std(ddof=1):.3f} nats (within its spread over seeds)"
+        "  clean teacher, calibrated test NLL: PTLoss - KD: +0.000 nats (the "
+        "same on every seed); PTLoss - LS-KD: +0.000 nats (the same on every "
+        "seed)"
     )
-    d = 100 * (np.array(acc["KD"]) - np.array(acc["student alone"]))
-    assert lines[3] == (
-        "  distillation (test accuracy): KD - student alone: "
-        f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points "
-        "(larger than its spread over seeds)"
+    d = np.array(nll["noisy"]["PTLoss"]) - np.array(nll["noisy"]["KD"])
+    assert lines[4].startswith(
+        f"  noisy teacher, calibrated test NLL: PTLoss - KD: {d.mean():+.3f} "
+        f"± {d.std(ddof=1):.3f} nats (within its spread); "
     )
+    assert lines[5] == (
+        "  in this run, PTLoss ties with the clean teacher and helps with the "
+        "noisy teacher"
+    )
+    assert lines[6].startswith("  (on test accuracy: helps = ahead of both")
 
 
-def test_verdict_when_kd_is_best_compares_with_the_runner_up():
-    acc = {name: [0.5, 0.6] for name in STUDENTS}
-    acc["KD"] = [0.7, 0.8]
-    acc["PTLoss, searched"] = [0.7, 0.8]
-    summary = _summary(
-        {n: {"accuracy": acc[n], "nll": [1.0]} for n in STUDENTS}
-    )
-    summary_one = _summary(
-        {n: {"accuracy": acc[n][:1], "nll": [1.0]} for n in STUDENTS}
-    )
-    line = demo.verdict(summary)[1]
-    assert line.startswith("  best test accuracy: KD (75.0 %); KD - PTLoss, ")
-    assert line.endswith(": +0.0 points (the same on every seed)")
-    line = demo.verdict(summary_one)[3]
-    assert line.endswith("(one seed: no spread to compare with)")
+def test_teacher_outcome_needs_both_baselines_beaten_and_a_spread():
+    base = {"student alone": [0.5, 0.5], "KD": [0.6, 0.7]}
+
+    def outcome(ls_kd, ptloss):
+        summary = _summaries(
+            {"t": dict(base, **{"LS-KD": ls_kd, "PTLoss": ptloss})}
+        )
+        return demo.teacher_outcome(summary["t"])
+
+    # Ahead of both by more than the spread of the paired differences.
+    assert outcome([0.6, 0.7], [0.65, 0.76]) == "helps"
+    # Ahead of KD, level with LS-KD.
+    assert outcome([0.65, 0.76], [0.65, 0.76]) == "ties"
+    # Behind LS-KD on every seed.
+    assert outcome([0.7, 0.8], [0.65, 0.76]) == "hurts"
+    one_seed = _summaries({"t": {n: [0.6] for n in STUDENTS}})
+    assert demo.teacher_outcome(one_seed["t"]) is None
+    line = demo.verdict(one_seed)[-2]
+    assert "cannot be judged (one seed) with the t teacher" in line

@@ -1,20 +1,23 @@
-"""The demo's run: data, teacher, five ways to train a student, the report.
+"""The demo's run: data, two teachers, four students each, the report.
 
-Every distilled student is trained by `search_coefficients`' population
-trainer, with the same initial weights and batch order per seed, so the
-methods differ only in their losses (and KD and the search in how many
-candidates they try):
+For each teacher (a 1-D CNN trained on the labelled split, clean or with
+noisy labels) and each student seed, the same MLP student is trained four
+ways. Every distilled student is trained by `search_coefficients`'
+population trainer, with the same initial weights and batch order per
+seed (common random numbers), so the methods differ only in their losses
+and in which candidates they try, with the same budget of student-epochs:
 
 - KD: `eps = 0` at each temperature of the grid, the best on validation
   accuracy kept (`search_coefficients` restricted to KD candidates);
-- PTLoss, training-free: `select_coefficients` on the validation split at
-  KD's chosen temperature, then one student trained with those
-  coefficients;
-- PTLoss, searched: `search_coefficients` with its default candidates (KD
-  included) and the same budget of student-epochs as KD's tuning (the
-  README's choice for likelihood and calibration);
-- PTLoss, searched, standardised: the same search on z-scored logits
-  (`standardize=True`, the README's choice for top-1 accuracy).
+- LS-KD: the same on z-scored logits (`eps = 0`, `standardize=True`);
+- PTLoss: `search_coefficients` with its defaults (logits and z-scored
+  logits, KD and LS-KD among the candidates, the winner calibrated) and
+  KD's tuning budget;
+- the student alone: cross-entropy on the teacher's labelled split.
+
+Every student is then calibrated the same way: one temperature fitted on
+the validation split (`keras_ptloss.calibrate`; the search does it for
+PTLoss's winner), and scored on the test split before and after.
 """
 
 import json
@@ -26,25 +29,21 @@ import keras
 import numpy as np
 
 from keras_ptloss._checks import softmax
+from keras_ptloss.calibration import calibrate
+from keras_ptloss.calibration import expected_calibration_error
 from keras_ptloss.datasets.loaders import load_mnist1d
+from keras_ptloss.datasets.synthetic import noisy_labels
 from keras_ptloss.demo.options import DEFAULTS
 from keras_ptloss.demo.options import QUICK
 from keras_ptloss.demo.options import check_options
 from keras_ptloss.demo.report import METHODS
-from keras_ptloss.demo.report import SEARCHES
-from keras_ptloss.demo.report import expected_calibration_error
+from keras_ptloss.demo.report import SCORES
+from keras_ptloss.demo.report import TEACHERS
 from keras_ptloss.demo.report import format_table
 from keras_ptloss.demo.report import verdict
 from keras_ptloss.demo.report import write_plot
 from keras_ptloss.search import Candidate
 from keras_ptloss.search import search_coefficients
-from keras_ptloss.selection import select_coefficients
-
-# The plot of each search (first seed) in the output directory.
-SEARCH_PLOTS = {
-    "PTLoss, searched": "search.png",
-    "PTLoss, searched, standardised": "search-standardised.png",
-}
 
 
 def options_from_args(args):
@@ -147,16 +146,30 @@ def make_student(num_features, num_classes, seed=None):
     )
 
 
-def scores(probs, labels):
-    """Test accuracy, NLL, ECE (10 equal-width bins) and Brier score."""
+def scores(probs, calibrated, labels):
+    """Accuracy, and NLL and ECE (15 equal-width bins) raw and calibrated.
+
+    Args:
+        probs: the model's probabilities `(N, K)` as trained.
+        calibrated: its probabilities after temperature scaling.
+        labels: integer labels `(N,)`.
+
+    Returns:
+        A dict with the keys of `report.SCORES`; the accuracy is the raw
+        model's (temperature scaling keeps the argmax).
+    """
     labels = np.asarray(labels)
-    picked = probs[np.arange(len(labels)), labels]
-    one_hot = np.eye(probs.shape[-1])[labels]
+
+    def nll(p):
+        picked = p[np.arange(len(labels)), labels]
+        return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
+
     return dict(
         accuracy=float(np.mean(np.argmax(probs, axis=-1) == labels)),
-        nll=float(-np.mean(np.log(np.maximum(picked, 1e-12)))),
-        ece=expected_calibration_error(probs, labels),
-        brier=float(np.mean(np.sum((probs - one_hot) ** 2, axis=-1))),
+        nll_raw=nll(probs),
+        nll_calibrated=nll(calibrated),
+        ece_raw=expected_calibration_error(probs, labels),
+        ece_calibrated=expected_calibration_error(calibrated, labels),
     )
 
 
@@ -178,13 +191,17 @@ def backend_description():
     return text
 
 
-def _predict(model, x):
-    # Eager calls: `predict` would trace a new function for every student.
+def _logits(model, x):
+    # Eager calls: `predict` would trace a new function for every model.
     logits = [
         keras.ops.convert_to_numpy(model(x[i : i + 2048], training=False))
         for i in range(0, len(x), 2048)
     ]
-    return softmax(np.concatenate(logits).astype("float64"))
+    return np.concatenate(logits).astype("float64")
+
+
+def _predict(model, x):
+    return softmax(_logits(model, x))
 
 
 def _say(text=""):
@@ -195,20 +212,23 @@ def run(**options):
     """Runs the demo; returns its results as a dict (also `results.json`).
 
     Args:
-        **options: any of `DEFAULTS`' keys (`num_samples`, `seeds`,
-            `student_epochs`, `order`, `mode`, `temperatures`,
+        **options: any of `DEFAULTS`' keys (`num_samples`, `noise_rate`,
+            `seeds`, `student_epochs`, `order`, `mode`, `temperatures`,
             `output_dir`, `seed`, `verbose`, ...); unspecified ones take
             their default.
 
     Returns:
         A dict with `backend`, `options`, `sizes` (examples per split),
-        `teacher` (its test scores), `runs` (one dict per student seed:
-        per method its test `scores`, `seconds`, `student_epochs` and
-        `choice`; each search's `to_dict()` under its method's
-        `search`), `summary` (per method the mean and standard deviation
-        over seeds of each score), `table`, `verdict` (`report.verdict`'s
-        lines), `plot`, `search_plots` (one per search, first seed) and
-        `json` (paths of the written files) and `seconds` (wall time).
+        `budget` (student-epochs of each tuned method), `teachers` (per
+        teacher, `"clean"` and `"noisy"`: its `description`, test `scores`
+        and validation `calibration`; `runs`, one dict per student seed
+        with, per method, its test `scores`, `choice`, `calibration` (the
+        fit on the validation split), `student_epochs` and `seconds`, and
+        PTLoss's `search` (`SearchResult.to_dict()`); `summary`, per method
+        the mean and standard deviation over seeds of each score; and its
+        `table`), `verdict` (`report.verdict`'s lines), `plot`,
+        `search_plots` (PTLoss's search per teacher, first seed) and `json`
+        (paths of the written files), and `seconds` (wall time).
     """
     unknown = set(options) - set(DEFAULTS)
     if unknown:
@@ -233,212 +253,69 @@ def run(**options):
         o["seed"],
     )
     x_lab, y_lab = data["labelled"]
-    x_transfer = data["transfer"][0]
-    x_val, y_val = data["validation"]
-    x_test, y_test = data["test"]
-    num_features, num_classes = x_lab.shape[1], 10
     sizes = {name: int(len(split[0])) for name, split in data.items()}
+    noisy, flipped = noisy_labels(
+        y_lab, o["noise_rate"], num_classes=10, seed=o["seed"]
+    )
+    labels = {"clean": y_lab, "noisy": noisy}
+    budget = len(o["temperatures"]) * o["student_epochs"]
+    grid = ", ".join(f"{t:g}" for t in o["temperatures"])
     _say(
-        f"data: {sizes['labelled']} labelled (teacher, student alone), "
+        f"data: {sizes['labelled']} labelled (teachers, student alone; "
+        f"{int(flipped.sum())} of them flipped for the noisy teacher), "
         f"{sizes['transfer']} unlabelled transfer (distillation), "
-        f"{sizes['validation']} labelled validation (KD's temperature, "
-        f"PTLoss's coefficients), {sizes['test']} test"
-    )
-
-    _say(
-        f"\n=== teacher: 1-D CNN on the labelled split, {o['teacher_epochs']} "
-        "epochs"
-    )
-    keras.utils.set_random_seed(o["seed"])
-    teacher = make_teacher(num_features, num_classes, o["seed"])
-    _compile(teacher, o["learning_rate"])
-    teacher.fit(
-        x_lab,
-        y_lab,
-        epochs=o["teacher_epochs"],
-        batch_size=o["batch_size"],
-        verbose=o["verbose"],
-    )
-    teacher_logits = {
-        name: np.asarray(
-            teacher.predict(x, batch_size=2048, verbose=0), dtype="float64"
-        )
-        for name, x in (
-            ("transfer", x_transfer),
-            ("validation", x_val),
-            ("test", x_test),
-        )
-    }
-    teacher_probs = softmax(teacher_logits["test"])
-    teacher_scores = scores(teacher_probs, y_test)
-    _say(f"teacher test accuracy {100 * teacher_scores['accuracy']:.1f} %")
-
-    epochs = o["student_epochs"]
-    temps = o["temperatures"]
-    budget = len(temps) * epochs
-
-    def build_student():
-        return make_student(num_features, num_classes)
-
-    def optimizer():
-        return keras.optimizers.Adam(o["learning_rate"])
-
-    def search(seed, **kwargs):
-        return search_coefficients(
-            build_student,
-            x_transfer,
-            teacher_logits["transfer"],
-            (x_val, y_val),
-            order=o["order"],
-            epochs=epochs,
-            validation_teacher=teacher_logits["validation"],
-            optimizer=optimizer,
-            batch_size=o["batch_size"],
-            seed=seed,
-            verbose=0,
-            **kwargs,
-        )
-
-    kd_candidates = [
-        Candidate(np.zeros(o["order"]), t, source="kd") for t in temps
-    ]
-    grid = ", ".join(f"{t:g}" for t in temps)
-    _say(
-        f"\n=== students: MLP 40-64-64-10, {epochs} epochs, {o['seeds']} "
-        "seed(s) (initial weights and batch order; same data and teacher)\n"
-        "  student alone: cross-entropy on the labelled split\n"
+        f"{sizes['validation']} labelled validation (tuning, search, "
+        f"calibration), {sizes['test']} test\n"
+        f"students: MLP 40-64-64-10, {o['student_epochs']} epochs, "
+        f"{o['seeds']} seed(s) (initial weights and batch order, shared by "
+        "the methods); all calibrated on the validation split\n"
+        "  student alone: cross-entropy on the teacher's labelled split\n"
         f"  KD: T tuned over {{{grid}}} on validation accuracy ({budget} "
         "student-epochs)\n"
-        "  PTLoss, training-free: select_coefficients at KD's T "
-        f"({epochs} student-epochs)\n"
-        "  PTLoss, searched: search_coefficients, budget "
-        f"{budget} student-epochs (= KD's tuning)\n"
-        "  PTLoss, searched, standardised: the same on z-scored logits "
-        "(standardize=True)"
+        f"  LS-KD: KD on z-scored logits, T tuned over {{{grid}}} (the same "
+        "budget)\n"
+        "  PTLoss: search_coefficients with its defaults (logits and "
+        f"z-scored logits, T in {{{grid}}}, KD and LS-KD kept to the last "
+        "rung, the winner calibrated), the same budget"
     )
-    runs, probs_seed0, search_plots = [], {}, []
-    for index in range(o["seeds"]):
-        seed = o["seed"] + index
-        run_ = {"seed": seed}
+    teachers, test_probs, search_plots = {}, {}, []
+    for name, description in TEACHERS.items():
+        description = description.format(noise=o["noise_rate"])
+        result, probs, found = _run_teacher(
+            name, description, labels[name], data, budget, o
+        )
+        teachers[name] = result
+        test_probs[name] = probs
+        search_plots.append(out_dir / f"search-{name}.png")
+        found.plot(search_plots[-1])
 
-        t0 = time.perf_counter()
-        keras.utils.set_random_seed(seed)
-        alone = make_student(num_features, num_classes)
-        _compile(alone, o["learning_rate"])
-        alone.fit(
-            x_lab,
-            y_lab,
-            epochs=epochs,
-            batch_size=o["batch_size"],
-            verbose=0,
+    num_seeds = o["seeds"]
+    for name, result in teachers.items():
+        teacher = result["scores"]
+        _say(
+            f"\n=== {name} teacher (test accuracy "
+            f"{100 * teacher['accuracy']:.1f} %): its students on the test "
+            f"split ({sizes['test']} examples)"
         )
-        probs = {"student alone": _predict(alone, x_test)}
-        run_["student alone"] = dict(
-            choice="-",
-            seconds=time.perf_counter() - t0,
-            student_epochs=epochs,
-        )
-
-        kd = search(seed, candidates=kd_candidates, budget=budget)
-        probs["KD"] = _predict(kd.student, x_test)
-        run_["KD"] = dict(
-            choice=f"T={kd.temperature:g}",
-            seconds=kd.cost["seconds"],
-            student_epochs=kd.cost["student_epochs"],
-        )
-
-        t0 = time.perf_counter()
-        selection = select_coefficients(
-            softmax(teacher_logits["validation"]),
-            y_val,
-            order=o["order"],
-            mode=o["mode"],
-            temperature=kd.temperature,
-            seed=seed,
-            verbose=0,
-        )
-        picked = search(
-            seed,
-            candidates=[
-                Candidate(
-                    np.asarray(selection.coefficients),
-                    kd.temperature,
-                    source="selection",
-                )
-            ],
-            budget=epochs,
-        )
-        probs["PTLoss, training-free"] = _predict(picked.student, x_test)
-        run_["PTLoss, training-free"] = dict(
-            choice=_eps(selection.coefficients, kd.temperature),
-            coefficients=np.asarray(selection.coefficients).tolist(),
-            seconds=time.perf_counter() - t0,
-            student_epochs=picked.cost["student_epochs"],
-        )
-
-        searches = {}
-        for name, standardize in SEARCHES.items():
-            found = search(
-                seed,
-                temperatures=temps,
-                mode=o["mode"],
-                budget=budget,
-                standardize=standardize,
-            )
-            probs[name] = _predict(found.student, x_test)
-            run_[name] = dict(
-                choice=found.candidates[found.winner].label,
-                seconds=found.cost["seconds"],
-                student_epochs=found.cost["student_epochs"],
-                search=found.to_dict(),
-            )
-            searches[name] = found
-        for name in METHODS[1:]:
-            run_[name]["scores"] = scores(probs[name], y_test)
-        runs.append(run_)
-
-        line = ", ".join(
-            f"{name} {100 * run_[name]['scores']['accuracy']:.1f} %"
-            for name in METHODS[1:]
-        )
-        _say(f"\nseed {seed}: {line}")
-        if index == 0:
-            probs_seed0 = dict(probs, teacher=teacher_probs)
-        for name, found in searches.items():
-            if index == 0:
-                _say(f"{name}: {found.summary()}")
-                search_plots.append(out_dir / SEARCH_PLOTS[name])
-                found.plot(search_plots[-1])
-            else:
-                _say(
-                    f"  {name}: winner {run_[name]['choice']}, cost "
-                    f"{found.cost['student_epochs']:g} student-epochs, "
-                    f"{found.cost['seconds']:.1f} s"
-                )
-
-    summary = summarize(runs)
-    table = format_table(teacher_scores, summary, len(runs))
-    _say(f"\n=== results on the test split ({sizes['test']} examples)")
-    _say(table)
-    lines = verdict(summary)
+        _say(result["table"])
+    lines = verdict({name: r["summary"] for name, r in teachers.items()})
     _say("\n" + "\n".join(lines))
     plot_path = out_dir / "demo.png"
     write_plot(
         plot_path,
-        runs,
-        probs_seed0,
-        y_test,
-        title=f"PTLoss demo on MNIST-1D ({keras.backend.backend()})",
+        teachers,
+        test_probs,
+        data["test"][1],
+        title=f"PTLoss demo on MNIST-1D ({keras.backend.backend()}, "
+        f"{num_seeds} seed(s))",
     )
     seconds = time.perf_counter() - start
     result = dict(
         backend=keras.backend.backend(),
         options=o,
         sizes=sizes,
-        teacher=teacher_scores,
-        runs=runs,
-        summary=summary,
-        table=table,
+        budget=budget,
+        teachers=teachers,
         verdict=lines,
         plot=str(plot_path.resolve()),
         search_plots=[str(path.resolve()) for path in search_plots],
@@ -454,19 +331,167 @@ def run(**options):
     return result
 
 
+def _run_teacher(name, description, labels, data, budget, o):
+    """One teacher and its students over the seeds.
+
+    Returns:
+        `(result, probs, search)`: the teacher's entry of `run`'s
+        `teachers`, the calibrated test probabilities of the first seed
+        (`{model: (N, K)}`, the teacher's too) and PTLoss's search of the
+        first seed.
+    """
+    x_lab = data["labelled"][0]
+    x_transfer = data["transfer"][0]
+    validation = data["validation"]
+    x_test, y_test = data["test"]
+    num_features, num_classes = x_lab.shape[1], 10
+    epochs = o["student_epochs"]
+
+    _say(f"\n=== {name} teacher: {description}, {o['teacher_epochs']} epochs")
+    keras.utils.set_random_seed(o["seed"])
+    teacher = make_teacher(num_features, num_classes, o["seed"])
+    _compile(teacher, o["learning_rate"])
+    teacher.fit(
+        x_lab,
+        labels,
+        epochs=o["teacher_epochs"],
+        batch_size=o["batch_size"],
+        verbose=o["verbose"],
+    )
+    logits = {
+        split: _logits(teacher, x)
+        for split, x in (
+            ("transfer", x_transfer),
+            ("validation", validation[0]),
+            ("test", x_test),
+        )
+    }
+    calibrated_teacher = calibrate(teacher, validation, batch_size=2048)
+    teacher_probs = softmax(logits["test"])
+    teacher_calibrated = softmax(
+        logits["test"] / calibrated_teacher.temperature
+    )
+    teacher_scores = scores(teacher_probs, teacher_calibrated, y_test)
+    _say(
+        f"{name} teacher: test accuracy "
+        f"{100 * teacher_scores['accuracy']:.1f} %, calibration T = "
+        f"{calibrated_teacher.temperature:.3g}"
+    )
+
+    def search(seed, **kwargs):
+        return search_coefficients(
+            lambda: make_student(num_features, num_classes),
+            x_transfer,
+            logits["transfer"],
+            validation,
+            order=o["order"],
+            epochs=epochs,
+            budget=budget,
+            validation_teacher=logits["validation"],
+            optimizer=lambda: keras.optimizers.Adam(o["learning_rate"]),
+            batch_size=o["batch_size"],
+            seed=seed,
+            verbose=0,
+            **kwargs,
+        )
+
+    zero = np.zeros(o["order"])
+    anchors = {
+        "KD": [Candidate(zero, t, False, "kd") for t in o["temperatures"]],
+        "LS-KD": [Candidate(zero, t, True, "kd") for t in o["temperatures"]],
+    }
+    runs, first_probs, first_search = [], {}, None
+    for index in range(o["seeds"]):
+        seed = o["seed"] + index
+        run_ = {"seed": seed}
+        models = {}
+
+        t0 = time.perf_counter()
+        keras.utils.set_random_seed(seed)
+        alone = make_student(num_features, num_classes)
+        _compile(alone, o["learning_rate"])
+        alone.fit(
+            x_lab,
+            labels,
+            epochs=epochs,
+            batch_size=o["batch_size"],
+            verbose=0,
+        )
+        models["student alone"] = calibrate(alone, validation, batch_size=2048)
+        run_["student alone"] = dict(
+            choice="-",
+            seconds=time.perf_counter() - t0,
+            student_epochs=epochs,
+        )
+
+        for method, candidates in anchors.items():
+            t0 = time.perf_counter()
+            found = search(seed, candidates=candidates, calibrate=False)
+            models[method] = calibrate(
+                found.student, validation, batch_size=2048
+            )
+            run_[method] = dict(
+                choice=f"T={found.temperature:g}",
+                seconds=time.perf_counter() - t0,
+                student_epochs=found.cost["student_epochs"],
+            )
+
+        found = search(seed, mode=o["mode"], temperatures=o["temperatures"])
+        models["PTLoss"] = found.student
+        run_["PTLoss"] = dict(
+            choice=found.candidates[found.winner].label,
+            seconds=found.cost["seconds"],
+            student_epochs=found.cost["student_epochs"],
+            search=found.to_dict(),
+        )
+
+        probs = {}
+        for method, model in models.items():
+            raw = _predict(model.model, x_test)
+            probs[method] = _predict(model, x_test)
+            run_[method]["scores"] = scores(raw, probs[method], y_test)
+            run_[method]["calibration"] = model.calibration
+        runs.append(run_)
+        line = ", ".join(
+            f"{method} {100 * run_[method]['scores']['accuracy']:.1f} %"
+            + (
+                ""
+                if method == "student alone"
+                else f" ({run_[method]['choice']})"
+            )
+            for method in METHODS
+        )
+        _say(f"seed {seed}: {line}")
+        if index == 0:
+            first_probs = dict(probs, teacher=teacher_calibrated)
+            first_search = found
+            _say(f"PTLoss: {found.summary()}")
+
+    summary = summarize(runs)
+    result = dict(
+        description=description,
+        scores=teacher_scores,
+        calibration=calibrated_teacher.calibration,
+        runs=runs,
+        summary=summary,
+        table=format_table(teacher_scores, summary, len(runs)),
+    )
+    return result, first_probs, first_search
+
+
 def summarize(runs):
     """Per method, the mean and standard deviation over seeds of each score.
 
     Returns:
         `{method: {score: {"mean": m, "std": s, "values": [...]}, ...,
         "seconds": mean seconds, "student_epochs": mean, "choices":
-        [choice per seed]}}`; `std` is the sample standard deviation
-        (`ddof=1`; 0 for a single seed).
+        [choice per seed]}}` for the scores of `report.SCORES`; `std` is
+        the sample standard deviation (`ddof=1`; 0 for a single seed).
     """
     summary = {}
-    for name in METHODS[1:]:
+    for name in METHODS:
         entry = {}
-        for key in ("accuracy", "nll", "ece", "brier"):
+        for key in SCORES:
             values = np.array([r[name]["scores"][key] for r in runs])
             entry[key] = dict(
                 mean=float(values.mean()),
@@ -480,13 +505,6 @@ def summarize(runs):
         entry["choices"] = [r[name]["choice"] for r in runs]
         summary[name] = entry
     return summary
-
-
-def _eps(coefficients, temperature):
-    """A short label: the first coefficient (the mean over classes when
-    class-wise) and the temperature; `results.json` has them all."""
-    first = float(np.mean(np.asarray(coefficients)[..., 0]))
-    return f"eps1={first:+.2f} T={temperature:g}"
 
 
 def _compile(model, learning_rate):

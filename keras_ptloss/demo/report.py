@@ -1,39 +1,32 @@
-"""The demo's report: scores, the results table, the plot."""
+"""The demo's report: scores, the tables, the verdict, the plot."""
 
 import numpy as np
 
 from keras_ptloss import calibration
 
-METHODS = (
-    "teacher",
-    "student alone",
-    "KD",
-    "PTLoss, training-free",
-    "PTLoss, searched",
-    "PTLoss, searched, standardised",
-)
-# The two student-aware searches: method name -> `standardize`.
-SEARCHES = {
-    "PTLoss, searched": False,
-    "PTLoss, searched, standardised": True,
+# The two teachers: name -> what it is (the noise rate is filled in).
+TEACHERS = {
+    "clean": "1-D CNN trained on the labelled split",
+    "noisy": "the same CNN trained on the labelled split with {noise:.0%} of "
+    "its labels flipped (symmetric noise)",
 }
+# The students of each teacher, in table order.
+METHODS = ("student alone", "KD", "LS-KD", "PTLoss")
+# The tuned baselines PTLoss is compared with, seed by seed.
+BASELINES = ("KD", "LS-KD")
+# The scores of every model on the test split: accuracy (the same before
+# and after calibration), NLL and ECE of the raw and calibrated model.
+SCORES = ("accuracy", "nll_raw", "nll_calibrated", "ece_raw", "ece_calibrated")
 COLORS = {
     "teacher": "black",
     "student alone": "tab:blue",
     "KD": "tab:orange",
-    "PTLoss, training-free": "tab:green",
-    "PTLoss, searched": "tab:red",
-    "PTLoss, searched, standardised": "tab:purple",
+    "LS-KD": "tab:green",
+    "PTLoss": "tab:red",
 }
-# The scores the verdict ranks by: key, label, scale, unit of a value, unit
-# of a difference, whether higher is better.
-VERDICT_SCORES = (
-    ("accuracy", "test accuracy", 100, " %", " points", True),
-    ("nll", "test NLL", 1, " nats", " nats", False),
-)
 
 
-def reliability(probs, labels, bins=10):
+def reliability(probs, labels, bins=calibration.ECE_BINS):
     """Confidence, accuracy and count per confidence bin (equal width).
 
     The bins of `keras_ptloss.expected_calibration_error`.
@@ -50,100 +43,107 @@ def reliability(probs, labels, bins=10):
     return np.array(conf), np.array(acc), np.array(count)
 
 
-def expected_calibration_error(probs, labels, bins=10):
-    """ECE: `sum_b (n_b / N) |accuracy_b - confidence_b|` over `bins`.
-
-    `keras_ptloss.expected_calibration_error` with the demo's 10 bins.
-    """
-    return calibration.expected_calibration_error(probs, labels, num_bins=bins)
-
-
 def _cell(entry, scale, digits):
     mean, std = scale * entry["mean"], scale * entry["std"]
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def format_table(teacher, summary, num_seeds):
-    """A markdown table of test accuracy, NLL, ECE and Brier per method.
+    """A markdown table of one teacher's students on the test split.
 
     Args:
-        teacher: the teacher's scores (one model, no spread).
+        teacher: the teacher's scores (`SCORES`; one model, no spread).
         summary: `pipeline.summarize`'s dict (mean and std over seeds).
         num_seeds: how many seeds the means are over.
 
     Returns:
-        The table as a string; the students' rows show mean ± standard
-        deviation over the seeds, the chosen setting per seed, and the
+        The table as a string: test accuracy, NLL and ECE of each model as
+        trained ("raw") and calibrated (temperature scaling fitted on the
+        validation split); the students' rows show mean ± standard
+        deviation over the seeds, the setting chosen per seed, and the
         student-epochs and seconds each method spent per seed.
     """
     lines = [
         f"| model (mean ± std over {num_seeds} seed(s)) | test accuracy (%) "
-        "| test NLL | test ECE | test Brier | chosen (per seed) "
-        "| student-epochs | seconds |",
-        "|---|---:|---:|---:|---:|---|---:|---:|",
-        f"| teacher | {100 * teacher['accuracy']:.1f} | {teacher['nll']:.3f} "
-        f"| {teacher['ece']:.3f} | {teacher['brier']:.3f} | - | - | - |",
+        "| NLL raw | NLL calibrated | ECE raw | ECE calibrated "
+        "| chosen (per seed) | student-epochs | seconds |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        f"| teacher | {100 * teacher['accuracy']:.1f} "
+        + "".join(f"| {teacher[key]:.3f} " for key in SCORES[1:])
+        + "| - | - | - |",
     ]
-    for name in METHODS[1:]:
+    for name in METHODS:
         e = summary[name]
         choices = sorted(set(e["choices"]), key=e["choices"].index)
         lines.append(
             f"| {name} | {_cell(e['accuracy'], 100, 1)} "
-            f"| {_cell(e['nll'], 1, 3)} | {_cell(e['ece'], 1, 3)} "
-            f"| {_cell(e['brier'], 1, 3)} | {'; '.join(choices)} "
+            + "".join(f"| {_cell(e[key], 1, 3)} " for key in SCORES[1:])
+            + f"| {'; '.join(choices)} "
             f"| {e['student_epochs']:g} | {e['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
 
-def write_plot(path, runs, test_probs, labels, title):
-    """Writes test accuracy per seed and a reliability diagram to a PNG.
+def write_plot(path, teachers, test_probs, labels, title):
+    """Writes test accuracy per seed and reliability diagrams to a PNG.
+
+    One row per teacher: the students' test accuracy (one dot per seed),
+    and the reliability diagram of the calibrated models of the first
+    seed (the teacher's too).
 
     Args:
         path: the PNG file to write.
-        runs: the demo's runs (one dict per seed with each method's
-            `scores`).
-        test_probs: `{method: probabilities (N, K) on the test split}` of
-            the first seed (and the teacher).
+        teachers: `{teacher: {"runs": [...], ...}}`, the demo's per-teacher
+            results (each run with each method's `scores`).
+        test_probs: `{teacher: {model: calibrated probabilities (N, K)}}`
+            on the test split, first seed.
         labels: test labels, shape `(N,)`.
         title: the figure's title.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    ax_acc, ax_rel = fig.subplots(1, 2)
-    names = METHODS[1:]
-    for i, name in enumerate(names):
-        values = 100 * np.array([r[name]["scores"]["accuracy"] for r in runs])
-        ax_acc.scatter(
-            np.full(len(values), i), values, color=COLORS[name], zorder=3
+    fig = Figure(figsize=(12, 4.2 * len(teachers)), layout="constrained")
+    axes = fig.subplots(len(teachers), 2, squeeze=False)
+    for (ax_acc, ax_rel), (teacher, result) in zip(
+        axes, teachers.items(), strict=True
+    ):
+        for i, name in enumerate(METHODS):
+            values = 100 * np.array(
+                [r[name]["scores"]["accuracy"] for r in result["runs"]]
+            )
+            ax_acc.scatter(
+                np.full(len(values), i), values, color=COLORS[name], zorder=3
+            )
+            ax_acc.hlines(values.mean(), i - 0.3, i + 0.3, color=COLORS[name])
+        ax_acc.set_xticks(range(len(METHODS)))
+        ax_acc.set_xticklabels(METHODS, fontsize=8)
+        ax_acc.set_ylabel("test accuracy (%)")
+        ax_acc.set_title(
+            f"{teacher} teacher: one dot per seed, line = mean", fontsize=10
         )
-        ax_acc.hlines(values.mean(), i - 0.3, i + 0.3, color=COLORS[name])
-    ax_acc.set_xticks(range(len(names)))
-    ax_acc.set_xticklabels([n.replace(", ", "\n") for n in names], fontsize=8)
-    ax_acc.set_ylabel("test accuracy (%)")
-    ax_acc.set_title("students: one dot per seed, line = mean")
 
-    ax_rel.plot([0, 1], [0, 1], color="0.7", lw=1, label="calibrated")
-    for name in METHODS:
-        if name not in test_probs:
-            continue
-        conf, acc, _ = reliability(test_probs[name], labels)
-        keep = ~np.isnan(conf)
-        ax_rel.plot(
-            conf[keep],
-            acc[keep],
-            marker="o",
-            ms=3,
-            color=COLORS[name],
-            label=name,
+        ax_rel.plot([0, 1], [0, 1], color="0.7", lw=1, label="calibrated")
+        for name in ("teacher", *METHODS):
+            conf, acc, _ = reliability(test_probs[teacher][name], labels)
+            keep = ~np.isnan(conf)
+            ax_rel.plot(
+                conf[keep],
+                acc[keep],
+                marker="o",
+                ms=3,
+                color=COLORS[name],
+                label=name,
+            )
+        ax_rel.set_xlim(0, 1)
+        ax_rel.set_ylim(0, 1)
+        ax_rel.set_xlabel(f"confidence ({calibration.ECE_BINS} equal bins)")
+        ax_rel.set_ylabel("accuracy")
+        ax_rel.set_title(
+            f"{teacher} teacher: reliability after calibration (test split, "
+            "first seed)",
+            fontsize=10,
         )
-    ax_rel.set_xlim(0, 1)
-    ax_rel.set_ylim(0, 1)
-    ax_rel.set_xlabel("confidence (10 equal-width bins)")
-    ax_rel.set_ylabel("accuracy")
-    ax_rel.set_title("reliability on the test split (first seed)")
-    ax_rel.legend(loc="upper left", fontsize=8)
+        ax_rel.legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
 
@@ -165,58 +165,105 @@ def paired_difference(summary, score, first, second):
     return float(diff.mean()), std
 
 
-def _compare(summary, score, scale, unit, first, second):
-    mean, std = paired_difference(summary, score, first, second)
-    digits = 1 if scale == 100 else 3
-    text = f"{first} - {second}: {scale * mean:+.{digits}f}"
+def outcome(mean, std):
+    """`"ahead"`, `"behind"` or `"within"` its spread; `None` (one seed).
+
+    A paired difference is ahead (behind) when its mean is above (below)
+    zero by more than the standard deviation of the per-seed differences.
+    """
     if np.isnan(std):
-        return f"{text}{unit} (one seed: no spread to compare with)"
+        return None
+    if abs(mean) > std:
+        return "ahead" if mean > 0 else "behind"
+    return "within"
+
+
+def _compare(summary, score, scale, unit, baseline):
+    mean, std = paired_difference(summary, score, "PTLoss", baseline)
+    digits = 1 if scale == 100 else 3
+    text = f"PTLoss - {baseline}: {scale * mean:+.{digits}f}"
+    if np.isnan(std):
+        return f"{text}{unit} (one seed: no spread)"
     if mean == 0 and std == 0:
         return f"{text}{unit} (the same on every seed)"
-    if abs(mean) > std:
-        where = "larger than its spread over seeds"
-    else:
-        where = "within its spread over seeds"
+    where = {
+        "ahead": "larger than its spread",
+        "behind": "larger than its spread",
+        "within": "within its spread",
+    }[outcome(mean, std)]
     return f"{text} ± {scale * std:.{digits}f}{unit} ({where})"
 
 
-def verdict(summary):
-    """Lines saying what the table shows, computed from its numbers.
+def teacher_outcome(summary):
+    """What PTLoss does against the tuned baselines on test accuracy.
 
-    For each score of `VERDICT_SCORES` (test accuracy, test NLL): which
-    student method is best on the mean over seeds, and its difference from
-    KD (from the runner-up when KD is best), seed by seed; plus KD's
-    difference from the student alone (whether distillation helped). A
-    difference is "larger than its spread" when its mean exceeds the
-    standard deviation of the per-seed differences in absolute value.
+    Returns:
+        `"helps"` when it is ahead of every baseline of `BASELINES` by more
+        than the spread of the paired differences, `"hurts"` when it is
+        behind one of them by more than that, `"ties"` otherwise, and
+        `None` with a single seed (no spread to compare with).
+    """
+    results = [
+        outcome(*paired_difference(summary, "accuracy", "PTLoss", baseline))
+        for baseline in BASELINES
+    ]
+    if None in results:
+        return None
+    if "behind" in results:
+        return "hurts"
+    if all(r == "ahead" for r in results):
+        return "helps"
+    return "ties"
+
+
+def verdict(summaries):
+    """Lines saying what the tables show, computed from their numbers.
+
+    Per teacher: PTLoss minus each tuned baseline (KD, LS-KD), seed by
+    seed, on test accuracy and on calibrated test NLL; a difference is
+    "larger than its spread" when its mean exceeds the standard deviation
+    of the per-seed differences in absolute value. Then one line says, per
+    teacher, whether PTLoss helps, ties or falls behind on test accuracy
+    (`teacher_outcome`), and the last what those words mean.
 
     Args:
-        summary: `pipeline.summarize`'s dict.
+        summaries: `{teacher: pipeline.summarize's dict}`.
 
     Returns:
         A list of strings.
     """
-    students = METHODS[1:]
-    num_seeds = len(summary[students[0]]["accuracy"]["values"])
+    first = next(iter(summaries.values()))
+    num_seeds = len(first["PTLoss"]["accuracy"]["values"])
     lines = [
-        f"verdict (from the table; differences seed by seed, mean ± std over "
-        f"{num_seeds} seed(s)):"
+        "verdict (from the tables; PTLoss minus each tuned baseline, seed by "
+        f"seed, mean ± std over {num_seeds} seed(s)):"
     ]
-    for score, label, scale, value_unit, unit, higher in VERDICT_SCORES:
-        sign = -1.0 if higher else 1.0
-        ranked = sorted(
-            students, key=lambda n: sign * summary[n][score]["mean"]
-        )
-        best = ranked[0]
-        other = "KD" if best != "KD" else ranked[1]
-        digits = 1 if scale == 100 else 3
-        value = scale * summary[best][score]["mean"]
-        lines.append(
-            f"  best {label}: {best} ({value:.{digits}f}{value_unit}); "
-            + _compare(summary, score, scale, unit, best, other)
-        )
-    lines.append(
-        "  distillation (test accuracy): "
-        + _compare(summary, "accuracy", 100, " points", "KD", "student alone")
-    )
+    for teacher, summary in summaries.items():
+        for score, label, scale, unit in (
+            ("accuracy", "test accuracy", 100, " points"),
+            ("nll_calibrated", "calibrated test NLL", 1, " nats"),
+        ):
+            lines.append(
+                f"  {teacher} teacher, {label}: "
+                + "; ".join(
+                    _compare(summary, score, scale, unit, baseline)
+                    for baseline in BASELINES
+                )
+            )
+    verbs = {
+        "helps": "helps",
+        "ties": "ties",
+        "hurts": "falls behind",
+        None: "cannot be judged (one seed)",
+    }
+    parts = [
+        f"{verbs[teacher_outcome(summary)]} with the {teacher} teacher"
+        for teacher, summary in summaries.items()
+    ]
+    lines += [
+        f"  in this run, PTLoss {' and '.join(parts)}",
+        "  (on test accuracy: helps = ahead of both KD and LS-KD by more than "
+        "the spread; falls behind = behind either by more than it; ties = "
+        "otherwise)",
+    ]
     return lines
