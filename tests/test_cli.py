@@ -48,6 +48,7 @@ def test_demo_help_lists_its_options(capsys):
         "--order",
         "--mode",
         "--temperatures",
+        "--standardized-temperatures",
         "--seeds",
         "--batch-size",
         "--learning-rate",

@@ -155,9 +155,12 @@ def test_demo_defaults_are_the_search_defaults():
         name: p.default
         for name, p in inspect.signature(search_coefficients).parameters.items()
     }
-    for key in ("order", "mode", "temperatures"):
+    for key in ("order", "mode", "temperatures", "standardized_temperatures"):
         assert demo.DEFAULTS[key] == defaults[key], key
     assert defaults["standardize"] == "auto" and defaults["calibrate"] is True
+    # Every tuned method gets the search's default budget.
+    assert defaults["budget"] is None  # i.e. 6 * epochs
+    assert demo.TUNE_BUDGET == 6
 
 
 def test_demo_prints_the_tables_it_saves_with_mean_and_std(quick_run):
@@ -213,16 +216,17 @@ def test_budgets_and_choices(quick_run):
     _, _, results = quick_run[:3]
     epochs = demo.QUICK["student_epochs"]
     temperatures = demo.QUICK["temperatures"]
-    budget = len(temperatures) * epochs
+    budget = 6 * epochs
     assert results["budget"] == budget
     kd_choices = {f"T={t:g}" for t in temperatures}
+    ls_choices = {f"T={t:g}" for t in demo.QUICK["standardized_temperatures"]}
     for teacher in TEACHERS:
         for run in results["teachers"][teacher]["runs"]:
             assert run["student alone"]["student_epochs"] == epochs
             for name in ("KD", "LS-KD", "PTLoss"):
                 assert epochs <= run[name]["student_epochs"] <= budget
             assert run["KD"]["choice"] in kd_choices
-            assert run["LS-KD"]["choice"] in kd_choices
+            assert run["LS-KD"]["choice"] in ls_choices
             search = run["PTLoss"]["search"]
             assert search["cost"]["budget"] == budget
             # The default pipeline: logits and z-scored logits together.

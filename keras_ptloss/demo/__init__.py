@@ -40,6 +40,7 @@ import importlib
 
 from keras_ptloss.demo.options import DEFAULTS
 from keras_ptloss.demo.options import QUICK
+from keras_ptloss.demo.options import TUNE_BUDGET
 from keras_ptloss.demo.options import add_arguments
 from keras_ptloss.demo.options import check_options
 
@@ -74,6 +75,7 @@ __all__ = [
     "QUICK",
     "SCORES",
     "TEACHERS",
+    "TUNE_BUDGET",
     "add_arguments",
     "backend_description",
     "check_options",

@@ -8,11 +8,13 @@ starting TensorFlow.
 # Defaults of the full demo (the `mnist1d_unlabelled` and `mnist1d_noisy`
 # regimes of the accuracy benchmark: a teacher trained on a small labelled
 # split, clean or with 40 % of its labels flipped, a student distilled on a
-# larger unlabelled one), and the overrides of `--quick`. `order`, `mode`
-# and `temperatures` are `search_coefficients`' defaults (a test checks).
-# `student_epochs=10`: with KD's budget (one training per temperature) the
-# halving schedule fits 11 of the search's candidates at 10 epochs, 6 (only
-# the KD and LS-KD ones) at 15; two teachers stay under 5 minutes.
+# larger unlabelled one), and the overrides of `--quick`. `order`, `mode`,
+# `temperatures` (KD's grid) and `standardized_temperatures` (LS-KD's) are
+# `search_coefficients`' defaults, and every tuned method gets its default
+# budget, six trainings' worth of student-epochs (a test checks). At 10
+# student epochs that budget fits 23 of the search's candidates (the KD
+# and LS-KD anchors, the training-free picks, eps_1 = 8 and part of
+# eps_1 = 2); two teachers stay under 5 minutes.
 DEFAULTS = dict(
     num_samples=20000,
     labelled_fraction=0.15,
@@ -27,6 +29,7 @@ DEFAULTS = dict(
     order=5,
     mode="shared",
     temperatures=(1.0, 2.0, 4.0, 8.0),
+    standardized_temperatures=(0.5, 1.0, 2.0, 4.0),
     output_dir="ptloss-demo",
     seed=0,
     verbose=1,
@@ -42,7 +45,11 @@ QUICK = dict(
     seeds=2,
     batch_size=50,
     temperatures=(1.0, 2.0),
+    standardized_temperatures=(1.0, 2.0),
 )
+# Student-epochs of each tuned method: six full trainings' worth, the
+# budget `search_coefficients` spends by default.
+TUNE_BUDGET = 6
 MODES = ("shared", "classwise")
 
 
@@ -155,9 +162,17 @@ def add_arguments(parser):
         "--temperatures",
         type=_temperatures,
         default=None,
-        help="comma-separated temperatures: the tuning grid of KD and of "
-        f"LS-KD, and the search's (default {_shown(d['temperatures'])}, "
-        "the search's own)",
+        help="comma-separated temperatures: KD's tuning grid and the "
+        f"search's on the logits (default {_shown(d['temperatures'])}, the "
+        "search's own)",
+    )
+    parser.add_argument(
+        "--standardized-temperatures",
+        type=_temperatures,
+        default=None,
+        help="comma-separated temperatures: LS-KD's tuning grid and the "
+        "search's on z-scored logits (default "
+        f"{_shown(d['standardized_temperatures'])}, the search's own)",
     )
     parser.add_argument(
         "--output-dir",
@@ -226,16 +241,17 @@ def check_options(o):
             f"test_fraction={o['test_fraction']}"
         )
     check_number(o["learning_rate"], "learning_rate", 0, low_open=True)
-    try:
-        temperatures = tuple(o["temperatures"])
-    except TypeError:
-        raise ValueError(
-            "`temperatures` must be a list of numbers. Received: "
-            f"temperatures={o['temperatures']!r}"
-        ) from None
-    if not temperatures:
-        raise ValueError("`temperatures` must not be empty. Received: ()")
-    for t in temperatures:
-        check_temperature(t, "temperatures")
+    for name in ("temperatures", "standardized_temperatures"):
+        try:
+            temperatures = tuple(o[name])
+        except TypeError:
+            raise ValueError(
+                f"`{name}` must be a list of numbers. Received: "
+                f"{name}={o[name]!r}"
+            ) from None
+        if not temperatures:
+            raise ValueError(f"`{name}` must not be empty. Received: ()")
+        for t in temperatures:
+            check_temperature(t, name)
     check_choice(o["mode"], "mode", MODES)
     check_int(o["verbose"], "verbose", 0, 2)

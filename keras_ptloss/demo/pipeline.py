@@ -35,6 +35,7 @@ from keras_ptloss.datasets.loaders import load_mnist1d
 from keras_ptloss.datasets.synthetic import noisy_labels
 from keras_ptloss.demo.options import DEFAULTS
 from keras_ptloss.demo.options import QUICK
+from keras_ptloss.demo.options import TUNE_BUDGET
 from keras_ptloss.demo.options import check_options
 from keras_ptloss.demo.report import METHODS
 from keras_ptloss.demo.report import SCORES
@@ -239,7 +240,8 @@ def run(**options):
     o = dict(DEFAULTS)
     o.update(options)
     check_options(o)
-    o["temperatures"] = tuple(float(t) for t in o["temperatures"])
+    for name in ("temperatures", "standardized_temperatures"):
+        o[name] = tuple(float(t) for t in o[name])
     start = time.perf_counter()
     out_dir = Path(o["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,8 +260,9 @@ def run(**options):
         y_lab, o["noise_rate"], num_classes=10, seed=o["seed"]
     )
     labels = {"clean": y_lab, "noisy": noisy}
-    budget = len(o["temperatures"]) * o["student_epochs"]
+    budget = TUNE_BUDGET * o["student_epochs"]
     grid = ", ".join(f"{t:g}" for t in o["temperatures"])
+    ls_grid = ", ".join(f"{t:g}" for t in o["standardized_temperatures"])
     _say(
         f"data: {sizes['labelled']} labelled (teachers, student alone; "
         f"{int(flipped.sum())} of them flipped for the noisy teacher), "
@@ -270,13 +273,14 @@ def run(**options):
         f"{o['seeds']} seed(s) (initial weights and batch order, shared by "
         "the methods); all calibrated on the validation split\n"
         "  student alone: cross-entropy on the teacher's labelled split\n"
-        f"  KD: T tuned over {{{grid}}} on validation accuracy ({budget} "
-        "student-epochs)\n"
-        f"  LS-KD: KD on z-scored logits, T tuned over {{{grid}}} (the same "
-        "budget)\n"
-        "  PTLoss: search_coefficients with its defaults (logits and "
-        f"z-scored logits, T in {{{grid}}}, KD and LS-KD kept to the last "
-        "rung, the winner calibrated), the same budget"
+        f"  KD: T tuned over {{{grid}}} on validation accuracy by successive "
+        f"halving ({budget} student-epochs, six trainings' worth)\n"
+        f"  LS-KD: KD on z-scored logits, T tuned over {{{ls_grid}}} (the "
+        "same budget)\n"
+        "  PTLoss: search_coefficients with its defaults (logits at T in "
+        f"{{{grid}}} and z-scored logits at T in {{{ls_grid}}}, KD and "
+        "LS-KD kept to the last rung, the winner calibrated), the same "
+        "budget"
     )
     teachers, test_probs, search_plots = {}, {}, []
     for name, description in TEACHERS.items():
@@ -398,7 +402,10 @@ def _run_teacher(name, description, labels, data, budget, o):
     zero = np.zeros(o["order"])
     anchors = {
         "KD": [Candidate(zero, t, False, "kd") for t in o["temperatures"]],
-        "LS-KD": [Candidate(zero, t, True, "kd") for t in o["temperatures"]],
+        "LS-KD": [
+            Candidate(zero, t, True, "kd")
+            for t in o["standardized_temperatures"]
+        ],
     }
     runs, first_probs, first_search = [], {}, None
     for index in range(o["seeds"]):
@@ -436,7 +443,12 @@ def _run_teacher(name, description, labels, data, budget, o):
                 student_epochs=found.cost["student_epochs"],
             )
 
-        found = search(seed, mode=o["mode"], temperatures=o["temperatures"])
+        found = search(
+            seed,
+            mode=o["mode"],
+            temperatures=o["temperatures"],
+            standardized_temperatures=o["standardized_temperatures"],
+        )
         models["PTLoss"] = found.student
         run_["PTLoss"] = dict(
             choice=found.candidates[found.winner].label,
