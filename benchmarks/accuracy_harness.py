@@ -314,8 +314,9 @@ def pipeline(setting, profile, seed):
     """The default pipeline on one seed: a JSON-ready record.
 
     `search_coefficients` with its defaults (candidates on the logits and,
-    with K >= 3, on z-scored logits; T in 1..8; KD and LS-KD kept to the
-    last rung; ties by validation NLL; the winner calibrated on the
+    with K >= 3, on z-scored logits; T in 1..8 on the logits, 0.5..4 on
+    z-scored logits; KD and LS-KD kept to the last rung; ties by
+    validation NLL; the winner calibrated on the
     validation split), given only what every method gets: the training
     recipe (optimizer, batch size, epochs), the validation split and the
     baselines' tuning budget (`tune_budget` full trainings, in

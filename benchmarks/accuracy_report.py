@@ -1618,8 +1618,9 @@ def pipeline_section(records, backend):
         "## Accuracy: the default pipeline at K = 10, 2 and 3",
         "",
         "The default `search_coefficients` pipeline (candidates on the "
-        "logits and, with K ≥ 3, on z-scored logits; T ∈ {1, 2, 4, 8}; KD "
-        "and LS-KD kept to the last rung; winner by validation accuracy, "
+        "logits at T ∈ {1, 2, 4, 8} and, with K ≥ 3, on z-scored logits at "
+        "T ∈ {0.5, 1, 2, 4}; KD and LS-KD kept to the last rung; winner by "
+        "validation accuracy, "
         "ties by NLL; returned calibrated) against the tuned baselines and "
         "the plain search, with every student also calibrated the same way "
         "(profile `pipeline`, in the same JSON as the tables above).",

@@ -24,7 +24,7 @@ target is >= 3 on this CPU.
 Second, the default pipeline against KD's tuning, side by side in the same
 process, with the same student-epochs: (c) `pipeline`:
 `keras_ptloss.search_coefficients` with its defaults (logits and z-scored
-logits, T in 1..8, the winner calibrated on the validation split: the
+logits, T in 1..8 and 0.5..4, the winner calibrated on the validation split: the
 calibration is timed too) and a budget of `--tune-budget` full trainings of
 `--epochs` epochs; (d) `kd_tuning`: `--tune-budget` separate students, each
 built and compiled with `KDLoss` at one temperature of KD's grid (1, 2, 3,
@@ -432,8 +432,8 @@ def to_markdown(data):
         f"- Command: `{data['command']}`",
         f"- Date: {data['date']}",
         f"- Machine: {data['machine']['cpu']}; {data['machine']['platform']}"
-        f"; Python {data['machine']['python']}; shared with other jobs "
-        "while measured",
+        f"; Python {data['machine']['python']}; "
+        + _load_line(data.get("load_average")),
         "- Packages: "
         + ", ".join(
             f"{k} {v}" for k, v in data["machine"]["packages"].items() if v
@@ -514,7 +514,7 @@ def _pipeline_markdown(data):
         "### The default pipeline against KD's tuning",
         "",
         "(c) `search_coefficients` with its defaults (logits and z-scored "
-        "logits, T in 1..8, the winner calibrated on the validation split) "
+        "logits, T in 1..8 and 0.5..4, the winner calibrated on the validation split) "
         f"and a budget of {s['tune_budget']} full trainings of "
         f"{s['epochs']} epochs, against (d) KD's tuning: "
         f"{s['tune_budget']} students, each built, compiled with `KDLoss` "
@@ -541,6 +541,13 @@ def _pipeline_markdown(data):
     ]
 
 
+def _load_line(load):
+    if load is None:
+        return "load average not recorded"
+    start, end = (", ".join(f"{v:.2f}" for v in load[k]) for k in load)
+    return f"load average (1, 5, 15 min) {start} before, {end} after"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -551,12 +558,16 @@ def main(argv=None):
         timing.rewrite_markdown(folder, NAME, to_markdown)
         return
     worker_argv = timing.drop_options(argv, {"--backends", "--backend-timeout"})
+    # Load averages (1, 5, 15 min) before and after: timings are comparable
+    # only from a machine that ran nothing else meanwhile.
+    load_start = os.getloadavg()
     results = [
         run_subprocess(backend, worker_argv, args.backend_timeout)
         for backend in args.backends
     ]
     data = {
         **timing.results_header(NAME, __file__, argv),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "settings": {
             "members": args.members,
             "samples": args.samples,

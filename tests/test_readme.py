@@ -16,6 +16,7 @@ import keras
 import pytest
 import tomllib
 
+from keras_ptloss import CalibratedModel
 from tests.utils import readme_commands
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,11 +111,14 @@ if keras.backend.backend() == "jax":
         assert student.loss.order == 5
         assert tuple(distiller.coefficients.shape) == (5,)
         search = namespace["search"]
-        assert namespace["loss"].standardize and search.standardize
         assert search.cost["student_epochs"] <= 6 * 5
+        calibrated = namespace["calibrated"]
+        assert isinstance(calibrated, CalibratedModel)
+        assert calibrated.temperature == search.calibration["temperature"]
         out = capsys.readouterr().out
         assert "Coefficient selection" in out
         assert "Student-aware search" in out
+        assert "calibrated: T = " in out
 
 
 def test_readme_states_the_default_backend():
