@@ -24,9 +24,9 @@ target is >= 3 on this CPU.
 Second, the default pipeline against KD's tuning, side by side in the same
 process, with the same student-epochs: (c) `pipeline`:
 `keras_ptloss.search_coefficients` with its defaults (logits and z-scored
-logits, T in 1..8 and 0.5..4, the winner calibrated on the validation split: the
-calibration is timed too) and a budget of `--tune-budget` full trainings of
-`--epochs` epochs; (d) `kd_tuning`: `--tune-budget` separate students, each
+logits, T in 1..8 and 0.5..4, the winner calibrated on the validation
+split: the calibration is timed too) and a budget of `--tune-budget` full
+trainings of `--epochs` epochs; (d) `kd_tuning`: `--tune-budget` separate students, each
 built and compiled with `KDLoss` at one temperature of KD's grid (1, 2, 3,
 4, 6, 8, evenly subsampled), trained `--epochs` epochs and scored on the
 validation split (the best kept), which is how KD is tuned by hand. Both
@@ -514,7 +514,8 @@ def _pipeline_markdown(data):
         "### The default pipeline against KD's tuning",
         "",
         "(c) `search_coefficients` with its defaults (logits and z-scored "
-        "logits, T in 1..8 and 0.5..4, the winner calibrated on the validation split) "
+        "logits, T in 1..8 and 0.5..4, the winner calibrated on the "
+        "validation split) "
         f"and a budget of {s['tune_budget']} full trainings of "
         f"{s['epochs']} epochs, against (d) KD's tuning: "
         f"{s['tune_budget']} students, each built, compiled with `KDLoss` "
