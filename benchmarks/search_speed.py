@@ -24,14 +24,14 @@ target is >= 3 on this CPU.
 Second, the default pipeline against KD's tuning, side by side in the same
 process, with the same student-epochs: (c) `pipeline`:
 `keras_ptloss.search_coefficients` with its defaults (logits and z-scored
-logits, T in 1..8 and 0.5..4, the winner calibrated on the validation
-split: the calibration is timed too) and a budget of `--tune-budget` full
-trainings of `--epochs` epochs; (d) `kd_tuning`: `--tune-budget` separate
-students, each built and compiled with `KDLoss` at one temperature of KD's grid (1, 2, 3,
-4, 6, 8, evenly subsampled), trained `--epochs` epochs and scored on the
+logits, T in 1..8 and 0.5..4, the winner calibrated on the validation split:
+the calibration is timed too) and a budget of `--tune-budget` full trainings
+of `--epochs` epochs; (d) `kd_tuning`: `--tune-budget` separate students,
+each built and compiled with `KDLoss` at one temperature of KD's grid (1, 2,
+3, 4, 6, 8, evenly subsampled), trained `--epochs` epochs and scored on the
 validation split (the best kept), which is how KD is tuned by hand. Both
-include their compilation (a user pays it). Each round runs (c) and (d) in
-a fresh random order; the ratio is the median over rounds of (c) / (d).
+include their compilation (a user pays it). Each round runs (c) and (d) in a
+fresh random order; the ratio is the median over rounds of (c) / (d).
 
 The teacher logits come from a randomly initialised wider MLP: their values
 do not change the cost of a step (the validation labels are MNIST-1D's).
