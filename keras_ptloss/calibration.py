@@ -34,7 +34,7 @@ from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
-from keras_ptloss.distiller import final_activation
+from keras_ptloss.distiller import check_output_kind
 
 __all__ = [
     "CalibratedModel",
@@ -312,7 +312,7 @@ def calibrate(
     """
     _check_model(model)
     from_logits = check_bool(from_logits, "from_logits")
-    _check_output_kind(model, from_logits)
+    check_output_kind(model, from_logits, "model", "from_logits")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     bounds = _check_bounds(bounds)
     x, y, mask, mask_name = _unpack(validation_data, mask)
@@ -493,23 +493,6 @@ def _check_model(model):
         raise ValueError(
             "`model` must be a keras.Model. Received: "
             f"model={model!r} of type {type(model).__name__}"
-        )
-
-
-def _check_output_kind(model, from_logits):
-    """Raises if `from_logits` contradicts the model's last layer."""
-    kind, layer_name = final_activation(model)
-    if kind == "softmax" and from_logits:
-        raise ValueError(
-            f"The model's last layer ({layer_name!r}) applies a softmax, so "
-            "it outputs probabilities: pass `from_logits=False`. Received: "
-            "from_logits=True"
-        )
-    if kind == "linear" and not from_logits:
-        raise ValueError(
-            f"The model's last layer ({layer_name!r}) has no activation, so "
-            "it outputs logits: pass `from_logits=True`. Received: "
-            "from_logits=False"
         )
 
 

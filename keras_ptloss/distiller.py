@@ -63,39 +63,51 @@ def final_activation(model):
     return None, layer.name
 
 
-def check_output_kind(model, outputs_logits, role, flag, loss_arg):
-    """Raises if a model's last layer contradicts a loss's logits flag.
+def check_output_kind(model, outputs_logits, role, flag, loss_arg=None):
+    """Raises if a model's last layer contradicts a logits flag.
 
     A last layer without activation outputs logits; a softmax last layer
     outputs probabilities. Reading one as the other silently computes a wrong
-    loss, so the contradiction is reported where the models meet the loss.
+    loss (or calibration), so the contradiction is reported where the model
+    meets the flag.
 
     Args:
-        model: the teacher or student `keras.Model`.
-        outputs_logits: what the loss assumes about `model`'s outputs.
-        role: `"teacher"` or `"student"`, for the message.
-        flag: the loss argument holding the assumption (`"from_logits"` or
+        model: the teacher, student or calibrated `keras.Model`.
+        outputs_logits: what the flag assumes about `model`'s outputs.
+        role: `"teacher"`, `"student"` or `"model"`, for the message.
+        flag: the argument holding the assumption (`"from_logits"` or
             `"teacher_from_logits"`).
-        loss_arg: the name of the argument that received the loss.
+        loss_arg: the name of the argument that received the loss whose
+            flag it is, or `None` when `flag` was passed directly.
     """
     kind, layer_name = final_activation(model)
     if kind is None:
         return
     if kind == "linear" and not outputs_logits:
+        given, fix = _flag_phrases(flag, False, loss_arg)
         raise ValueError(
             f"The {role}'s last layer ({layer_name!r}) has no activation, so "
-            f"the {role} outputs logits, but `{loss_arg}` was built with "
-            f"{flag}=False (it expects probabilities). Build the loss with "
-            f"{flag}=True, e.g. `PTLoss(..., {flag}=True)`. Received: "
-            f"{flag}=False"
+            f"the {role} outputs logits, but {given} (it expects "
+            f"probabilities). {fix}. Received: {flag}=False"
         )
     if kind == "softmax" and outputs_logits:
+        given, fix = _flag_phrases(flag, True, loss_arg)
         raise ValueError(
             f"The {role}'s last layer ({layer_name!r}) applies a softmax, so "
-            f"the {role} outputs probabilities, but `{loss_arg}` was built "
-            f"with {flag}=True (it expects logits). Build the loss with "
-            f"{flag}=False, or remove the softmax. Received: {flag}=True"
+            f"the {role} outputs probabilities, but {given} (it expects "
+            f"logits). {fix}, or remove the softmax. Received: {flag}=True"
         )
+
+
+def _flag_phrases(flag, value, loss_arg):
+    """What was given and how to fix it, for `check_output_kind`."""
+    if loss_arg is None:
+        return f"{flag}={value} was passed", f"Pass `{flag}={not value}`"
+    return (
+        f"`{loss_arg}` was built with {flag}={value}",
+        f"Build the loss with {flag}={not value}, e.g. "
+        f"`PTLoss(..., {flag}={not value})`",
+    )
 
 
 def teacher_emits_logits(teacher, teacher_from_logits=None, loss_arg="loss"):
