@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_ptloss import SparsePTLoss
 from keras_ptloss import pack_top_k
@@ -44,7 +45,12 @@ def pair(rng):
 
 def _log(p):
     with np.errstate(divide="ignore"):
-        return np.where(p > 0, np.log(p), LOG_ZERO).astype("float32")
+        return _tensor(np.where(p > 0, np.log(p), LOG_ZERO))
+
+
+def _tensor(values):
+    # The core takes the tensors its public callers made.
+    return ops.convert_to_tensor(np.asarray(values, "float32"))
 
 
 @pytest.mark.parametrize("shape", [(M,), (K, M)], ids=["shared", "classwise"])
@@ -53,7 +59,7 @@ def test_terms_and_derivative_match_numpy(rng, pair, shape):
     eps = rng.uniform(-0.1, 0.5, size=shape)
     expected, expected_g = np_terms(p, q, eps)
     got_p, terms, g = perturbed_terms(
-        _log(p), _log(q), eps.astype("float32"), derivative=True
+        _log(p), _log(q), _tensor(eps), derivative=True
     )
     assert_allclose(got_p, p, atol=1e-7)
     assert_allclose(terms, expected, atol=1e-6)
@@ -80,7 +86,7 @@ def test_member_axis_of_coefficients_is_one_more_batch_axis(rng, pair):
     _, terms = perturbed_terms(
         _log(p_members),
         _log(q_members),
-        members[:, None].astype("float32"),
+        _tensor(members[:, None]),
     )
     for n in range(3):
         expected, _ = np_terms(p, np.roll(q, n, axis=-1), members[n])
