@@ -235,8 +235,8 @@ def worker_selection(tokens, classes, k, repeats, dense):
 
     from keras_ptloss import select_coefficients
     from keras_ptloss._checks import softmax
-    from keras_ptloss.sparse import select_sparse_coefficients
     from keras_ptloss.sparse import top_k_log_probs
+    from keras_ptloss.sparse_selection import select_sparse_coefficients
 
     teacher, labels = selection_task(tokens, classes)
     start = time.perf_counter()
