@@ -475,6 +475,8 @@ class Distiller(keras.Model):
         """The teacher's outputs for a batch (cached ones for offline data)."""
         if offline.is_offline_batch(x):
             outputs = x[TEACHER_OUTPUTS]
+            # Checked on the traced batch for data sets (`fit` checks
+            # arrays before it starts).
             offline.check_output_shape(
                 outputs, _static_shape(self.teacher, "outputs")
             )
@@ -563,13 +565,19 @@ class Distiller(keras.Model):
     # Training: `keras.Model.fit`, after the checks that need all the data.
 
     def fit(self, x=None, y=None, batch_size=None, **kwargs):
-        """`keras.Model.fit`, with numpy arrays checked first.
+        """`keras.Model.fit`, with array data checked before it starts.
 
-        Two checks need all of `fit`'s data, which no step of Keras's
-        training loop sees (each step sees one batch, traced by jit):
+        These checks need `fit`'s arguments or must run before Keras's
+        training loop, which no other hook of a Keras model allows: each
+        step sees one batch, traced by jit, and on JAX an error raised
+        while a step is traced leaves the model's variables (the teacher's
+        weights too) emptied. For arrays (numpy or backend tensors):
 
+        - A distillation loss that reads labels (`needs_labels`) needs `y`.
         - Integer labels `y` must be class indices of the student (a label
           out of range would give a NaN or a silently wrong one-hot loss).
+        - Offline data (from `precompute_teacher`) must hold teacher
+          outputs of the teacher's output shape.
         - Under a `keras.distribution` layout on JAX (e.g.
           `keras.distribution.DataParallel`), every batch, the last one and
           the validation batches too, must divide by the number of devices
@@ -589,8 +597,15 @@ class Distiller(keras.Model):
         Returns:
             The `keras.callbacks.History` of `keras.Model.fit`.
         """
-        _check_labels(self.student, y)
-        _check_divisible(self, x, batch_size, kwargs)
+        if _is_arrays(x):
+            if needs_labels(self.distillation_loss):
+                _require_labels(y)
+            _check_labels(self.student, y)
+            if offline.is_offline_batch(x):
+                offline.check_output_shape(
+                    x[TEACHER_OUTPUTS], _static_shape(self.teacher, "outputs")
+                )
+            _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
 
     # ------------------------------------------------------------------
@@ -809,12 +824,9 @@ def _check_divisible(model, x, batch_size, kwargs):
     layout, devices = _num_replicas(model)
     if devices <= 1 or kwargs.get("steps_per_epoch") is not None:
         return
-    try:
-        num = offline.num_examples(x)
-    except (AttributeError, IndexError, TypeError):
-        return  # a data set: its batches are the user's to size
     if not isinstance(keras.tree.flatten(x)[0], np.ndarray):
         return
+    num = offline.num_examples(x)
     batch = 32 if batch_size is None else batch_size
     split = kwargs.get("validation_split") or 0.0
     num_train = int(math.ceil(num * (1.0 - split))) if split else num
@@ -866,6 +878,12 @@ def _unscale_for_distribution(value):
     if replicas > 1:
         value = value * ops.cast(replicas, value.dtype)
     return value
+
+
+def _is_arrays(x):
+    """Arrays or a structure of them (not a data set or a generator)."""
+    leaves = keras.tree.flatten(x)
+    return bool(leaves) and all(hasattr(leaf, "shape") for leaf in leaves)
 
 
 def _teacher_from_logits(loss):

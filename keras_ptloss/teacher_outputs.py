@@ -190,14 +190,15 @@ def load_cache(path, teacher, x):
 
 
 def check_output_shape(outputs, output_shape):
-    """Cached teacher outputs of a batch have the teacher's output shape.
+    """Cached teacher outputs have the teacher's output shape.
 
-    Checked on the static shapes of a batch, when a training or test step
-    is traced (the number of outputs per example is checked by Keras's
-    data adapters, which refuse arrays of different lengths).
+    Only the axes after the batch axis are compared (one output per input
+    example is checked by Keras's data adapters, which refuse arrays of
+    different lengths).
 
     Args:
-        outputs: the batch's `teacher_outputs` (array or tensor).
+        outputs: `teacher_outputs` of offline data or of one batch (an
+            array, a tensor or a symbolic tensor).
         output_shape: the teacher's static output shape, `(None, ..., K)`,
             or `None` (unknown: nothing is checked).
     """
@@ -212,7 +213,7 @@ def check_output_shape(outputs, output_shape):
         raise ValueError(
             "The cached teacher outputs must have the teacher's output shape "
             f"{tuple(output_shape)} (one output per input example). "
-            f"Received: teacher_outputs of shape {shape} in a batch"
+            f"Received: teacher_outputs of shape {shape}"
         )
 
 
