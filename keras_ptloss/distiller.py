@@ -1,11 +1,14 @@
 """`Distiller`: a teacher-student `keras.Model` trained with PTLoss or KD.
 
-The distillation loss owns its state (PTLoss's coefficients, the
-temperature) in non-trainable variables; the Distiller tracks them as model
-state and calls the loss itself, so a callback that changes the loss
-(`loss.set_coefficients`, `loss.set_temperature`) changes the next step on
-every backend, with or without jit (docs/design.md, "Keras traps"). Offline
-teacher outputs live in `keras_ptloss.teacher_outputs`.
+The distillation loss keeps its state (PTLoss's coefficients, the
+temperature) in non-trainable variables. The Distiller trains its own copy
+of the loss it is given, tracks the copy's variables as model state and
+calls it itself, so a callback that changes it
+(`distiller.distillation_loss.set_coefficients`, `distiller.set_temperature`)
+changes the next step on every backend, with or without jit
+(docs/design.md, "Keras traps"). Like `keras.distillation.Distiller`, it
+keeps the student loss given to `compile` and weighs it in `compute_loss`.
+Offline teacher outputs live in `keras_ptloss.teacher_outputs`.
 """
 
 import math
@@ -450,6 +453,7 @@ class Distiller(keras.Model):
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def get_compile_config(self):
+        """Keras's compile config, with the student loss given to `compile`."""
         config = super().get_compile_config()
         if config:  # compiled
             config["loss"] = keras.saving.serialize_keras_object(
@@ -458,8 +462,9 @@ class Distiller(keras.Model):
         return config
 
     def compile_from_config(self, config):
+        """Compiles again from `get_compile_config()` (when loading)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
+        if self.built and self.optimizer is not None:
             # The optimizer's variables exist before the saved ones load.
             self.optimizer.build(self.trainable_variables)
 
