@@ -608,7 +608,9 @@ class Distiller(keras.Model):
             _check_labels(self.student, y)
             if offline.is_offline_batch(x):
                 offline.check_output_shape(
-                    x[TEACHER_OUTPUTS], _static_shape(self.teacher, "outputs")
+                    x[TEACHER_OUTPUTS],
+                    _static_shape(self.teacher, "outputs"),
+                    offline.num_examples(x[STUDENT_INPUTS]),
                 )
             _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)

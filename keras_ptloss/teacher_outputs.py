@@ -189,31 +189,28 @@ def load_cache(path, teacher, x):
     return outputs
 
 
-def check_output_shape(outputs, output_shape):
-    """Cached teacher outputs have the teacher's output shape.
-
-    Only the axes after the batch axis are compared (one output per input
-    example is checked by Keras's data adapters, which refuse arrays of
-    different lengths).
+def check_output_shape(outputs, output_shape, num_inputs=None):
+    """Cached teacher outputs: one of the teacher's output shape per input.
 
     Args:
         outputs: `teacher_outputs` of offline data or of one batch (an
             array, a tensor or a symbolic tensor).
         output_shape: the teacher's static output shape, `(None, ..., K)`,
-            or `None` (unknown: nothing is checked).
+            or `None` (unknown: the shape is not checked).
+        num_inputs: the number of input examples, or `None` (a batch,
+            whose inputs and outputs come from arrays of one length).
     """
-    if output_shape is None:
-        return
     shape = tuple(outputs.shape)
-    expected = tuple(output_shape[1:])
-    if len(shape) != len(output_shape) or any(
+    expected = (num_inputs,) + tuple(output_shape or shape)[1:]
+    if len(shape) != len(expected) or any(
         a is not None and b is not None and a != b
-        for a, b in zip(shape[1:], expected, strict=True)
+        for a, b in zip(shape, expected, strict=True)
     ):
         raise ValueError(
-            "The cached teacher outputs must have the teacher's output shape "
-            f"{tuple(output_shape)} (one output per input example). "
-            f"Received: teacher_outputs of shape {shape}"
+            "The cached teacher outputs must hold one teacher output per "
+            f"input example: expected shape {expected}. Received: "
+            f"teacher_outputs.shape={shape}"
+            + ("" if num_inputs is None else f" for {num_inputs} inputs")
         )
 
 

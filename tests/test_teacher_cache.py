@@ -111,15 +111,15 @@ def test_offline_arrays_with_partial_or_corrupted_outputs_are_rejected(data):
     x, y = data
     distiller = _offline_distiller()
     offline, y_off, _ = distiller.precompute_teacher(x, y)
-    # Fewer teacher outputs than inputs: Keras's data adapter refuses them.
     partial = dict(offline, teacher_outputs=offline["teacher_outputs"][:20])
-    with pytest.raises(ValueError, match=r"(?s)'x' sizes: 32, 20"):
+    with pytest.raises(
+        ValueError, match=r"expected shape \(32, 3\).*\(20, 3\) for 32"
+    ):
         distiller.fit(partial, y_off, epochs=1, verbose=0)
-    # Outputs of another shape.
     wrong_classes = dict(
         offline, teacher_outputs=np.zeros((N, K + 1), "float32")
     )
-    with pytest.raises(ValueError, match=r"\(None, 3\).*shape \(32, 4\)"):
+    with pytest.raises(ValueError, match=r"\(32, 3\).*\(32, 4\)"):
         distiller.fit(wrong_classes, y_off, epochs=1, verbose=0)
     # A teacher whose outputs are not finite: refused where they are made.
     teacher = distiller.teacher
@@ -133,7 +133,7 @@ def test_offline_arrays_with_partial_or_corrupted_outputs_are_rejected(data):
     import tensorflow as tf
 
     batches = tf.data.Dataset.from_tensor_slices((wrong_classes, y_off))
-    with pytest.raises(ValueError, match=r"\(None, 3\).*shape \(\w+, 4\)"):
+    with pytest.raises(ValueError, match=r"\(None, 3\).*\(\w+, 4\)"):
         distiller.evaluate(batches.batch(16), verbose=0)
 
 
