@@ -53,7 +53,7 @@ BENCHMARKS = {
 
 # TensorFlow's start-up notices (informational; printed on import, before
 # `TF_CPP_MIN_LOG_LEVEL` applies to the oneDNN one). Matched whole-line.
-STARTUP_NOISE = (
+_STARTUP_NOISE = (
     re.compile(
         r"WARNING: All log messages before absl::InitializeLog\(\) is "
         r"called are written to STDERR"
@@ -69,9 +69,9 @@ STARTUP_NOISE = (
 
 def is_startup_noise(line):
     """Whether a line of standard error is one of TensorFlow's start-up
-    notices (see `STARTUP_NOISE`)."""
+    notices (see `_STARTUP_NOISE`)."""
     text = line.rstrip("\r\n")
-    return any(pattern.fullmatch(text) for pattern in STARTUP_NOISE)
+    return any(pattern.fullmatch(text) for pattern in _STARTUP_NOISE)
 
 
 def import_quietly(name, stderr=None):
@@ -147,7 +147,7 @@ def run_quietly(cmd, env=None, stderr=None):
     return child.wait()
 
 
-def run_demo(argv):
+def _run_demo(argv):
     """Runs `python -m keras_ptloss.demo argv...` in a child process.
 
     The child imports this copy of the package (its folder leads
@@ -248,7 +248,7 @@ def build_parser():
     return parser
 
 
-def run_benchmark(name, args):
+def _run_benchmark(name, args):
     """Runs `benchmarks/<script>.py args...`; returns its exit status."""
     script = benchmarks_dir() / BENCHMARKS[name]
     if not script.is_file():
@@ -282,10 +282,10 @@ def main(argv=None):
         forwarded = list(args.args)
         if forwarded[:1] == ["--"]:
             forwarded = forwarded[1:]
-        return run_benchmark(args.name, forwarded)
+        return _run_benchmark(args.name, forwarded)
     # The options were checked by the parser above; the child parses the
     # same ones (everything after the subcommand).
-    return run_demo(argv[argv.index("demo") + 1 :])
+    return _run_demo(argv[argv.index("demo") + 1 :])
 
 
 # The command's own process imports Keras quietly, then registers the
