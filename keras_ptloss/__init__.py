@@ -9,8 +9,9 @@ by their registered names (`keras_ptloss>PTLoss`, ...): a registration
 happens when its module is imported, and `keras.saving.load_model` finds
 no other way to them. It imports nothing else: not the command line
 (`keras_ptloss.cli`), the demo (`keras_ptloss.demo`) or the data helpers
-(`keras_ptloss.datasets`, a subpackage imported on its own), and it
-changes no logging, environment variable or file descriptor.
+(`keras_ptloss.datasets`, a subpackage imported on its own), and beyond
+what importing Keras does it changes no logging setting, environment
+variable or file descriptor.
 
 The command's own process (`python -m keras_ptloss`, the `keras-ptloss`
 script) runs this file before its own code; there these modules are left
