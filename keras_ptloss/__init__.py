@@ -7,7 +7,7 @@ defines it on first use (PEP 562), e.g. `keras_ptloss.PTLoss` or
 `import keras_ptloss` imports the modules whose classes Keras deserializes
 by their registered names (`keras_ptloss>PTLoss`, ...): a registration
 happens when its module is imported, and `keras.saving.load_model` finds
-no other way to them. It imports nothing else: not the command line
+no other way to them. It does not import the command line
 (`keras_ptloss.cli`), the demo (`keras_ptloss.demo`) or the data helpers
 (`keras_ptloss.datasets`, a subpackage imported on its own), and beyond
 what importing Keras does it changes no logging setting, environment
