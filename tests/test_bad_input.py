@@ -19,14 +19,14 @@ from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
 from keras_ptloss import closeness
 from keras_ptloss import kd_loss
-from keras_ptloss import load_digits
-from keras_ptloss import load_mnist1d
-from keras_ptloss import make_gaussian_mixture
-from keras_ptloss import noisy_labels
 from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
-from keras_ptloss import split_dataset
+from keras_ptloss.datasets import load_digits
+from keras_ptloss.datasets import load_mnist1d
+from keras_ptloss.datasets import make_gaussian_mixture
+from keras_ptloss.datasets import noisy_labels
+from keras_ptloss.datasets import split_dataset
 from keras_ptloss.proxy import temper
 from tests.utils import tiny_classifier
 

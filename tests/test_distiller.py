@@ -13,9 +13,9 @@ from keras_ptloss import Distiller
 from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
-from keras_ptloss import load_mnist1d
 from keras_ptloss import teacher_outputs
 from keras_ptloss._checks import fingerprint
+from keras_ptloss.datasets import load_mnist1d
 from tests.utils import FIT_JIT_MODES
 from tests.utils import JIT_MODES
 from tests.utils import assert_allclose
