@@ -324,6 +324,39 @@ def calibrate(
             "`model` must have one output. Received: a model with outputs "
             f"{keras.tree.map_structure(np.shape, outputs)}"
         )
+    return _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds)
+
+
+def calibrate_outputs(model, outputs, labels, from_logits=True):
+    """`calibrate` for a caller that already holds the model's outputs.
+
+    The same checks of `model` and the same fit as
+    `calibrate(model, (x, labels))` with `outputs = model.predict(x)`,
+    without running the model again (`search_coefficients` scored its
+    winner on the validation split already).
+
+    Args:
+        model: the `keras.Model` to wrap.
+        outputs: its outputs on the validation inputs, `(batch, ..., K)`.
+        labels: integer class ids of shape `outputs.shape[:-1]`.
+        from_logits: whether `outputs` are logits (default) or
+            probabilities.
+
+    Returns:
+        A `CalibratedModel` wrapping `model`.
+    """
+    _check_model(model)
+    from_logits = check_bool(from_logits, "from_logits")
+    check_output_kind(model, from_logits, "model", "from_logits")
+    labels = _labels_array(labels, "y")
+    return _scaled(
+        model, outputs, labels, None, "mask", from_logits, DEFAULT_BOUNDS
+    )
+
+
+def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
+    """Fits the temperature on `model`'s validation `outputs`; returns the
+    `CalibratedModel` with what the fit measured."""
     values, labels = _valid_positions(
         outputs,
         labels,
