@@ -46,11 +46,11 @@ from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
+from keras_ptloss._names import MODES
 from keras_ptloss.calibration import calibrate_outputs
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.losses import check_standardizable
 from keras_ptloss.population import StudentPopulation
-from keras_ptloss.selection import MODES
 from keras_ptloss.selection import SelectionConfig
 from keras_ptloss.selection import select_with_config
 
@@ -707,7 +707,7 @@ def search_coefficients(
             strengths,
             mode,
             data.standardize,
-            seed,
+            settings.training.seed,
             standardized_temperatures,
         )
         candidates = _propose(proposal, data.val_probs, data.y_val)

@@ -37,11 +37,11 @@ from keras_ptloss._checks import check_labels
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
+from keras_ptloss._names import MODES
 from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import check_convex
 from keras_ptloss.proxy import check_metric
 
-MODES = ("shared", "classwise")
 # Fraction of the convex-region budget a box coordinate may use: keeps the
 # loss strictly convex on the box (margin >= 1e-3).
 _CONVEX_SAFETY = 1.0 - 1e-3
