@@ -280,11 +280,6 @@ class SelectionConfig:
         """L-BFGS-B iterations of the shared refinement."""
         return self.max_iter if self.mode == "shared" else _SHARED_ITER
 
-    @classmethod
-    def from_arguments(cls, **arguments):
-        """The same as `SelectionConfig(**arguments)`."""
-        return cls(**arguments)
-
 
 def _checked_settings(config):
     """The settings of `config` checked, in the order of the arguments."""
