@@ -365,7 +365,8 @@ def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
         names=("model(x)", "y", mask_name),
     )
     logits = _as_logits(values, from_logits)
-    temperature = _fit(logits, labels, bounds)
+    # The warning of a bound points at the caller of `calibrate`.
+    temperature = _fit(logits, labels, bounds, stacklevel=4)
     # Stored in float32 by the layer: measure what the model computes.
     temperature = float(np.float32(temperature))
     probs_before = softmax(logits)
@@ -482,7 +483,7 @@ def _nll(logits, labels, temperature):
     return float(np.mean(scipy.special.logsumexp(scaled, axis=-1) - picked))
 
 
-def _fit(logits, labels, bounds):
+def _fit(logits, labels, bounds, stacklevel=3):
     low, high = bounds
     result = scipy.optimize.minimize_scalar(
         lambda log_t: _nll(logits, labels, math.exp(log_t)),
@@ -499,7 +500,7 @@ def _fit(logits, labels, bounds):
                 "decrease further beyond it. Widen `bounds`, or check the "
                 "labels (e.g. a split the model fits perfectly, or labels "
                 "unrelated to its outputs).",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
     return temperature
 
