@@ -516,7 +516,8 @@ def _picks(proposal, probs, labels):
     """The training-free picks (`select_coefficients`, 64 candidates) at
     every temperature, shared (and class-wise with `mode="classwise"`)."""
     probs = _renormalized(probs)
-    modes = ("shared", "classwise")[: 2 if proposal.mode == "classwise" else 1]
+    classwise = proposal.mode == "classwise"
+    modes = ("shared", "classwise") if classwise else ("shared",)
     picks = []
     for pick_mode in modes:
         for temperature in proposal.temperatures:
@@ -539,11 +540,11 @@ def _picks(proposal, probs, labels):
 def _renormalized(probs):
     """Rows divided by their sums, as `check_probabilities` returns them.
 
-    The picks have always been made on probabilities divided so twice
-    after the softmax (by `propose_candidates`' check, then by
-    `select_coefficients`'); a division by a sum within 1e-16 of 1 still
-    moves the last bits, so both divisions stay where those checks were
-    (here and in `_teacher_pass`), and the picks stay the same bit for bit.
+    The picks have always been made on rows divided so twice (by
+    `propose_candidates`' check, then by `select_coefficients`'; in a
+    search, after the softmax); a division by a sum within 1e-16 of 1
+    still moves the last bits, so the two divisions stay (one before
+    `_propose`, one in `_picks`), and the picks stay the same bit for bit.
     """
     return probs / probs.sum(axis=-1)[..., None]
 
