@@ -324,6 +324,39 @@ def calibrate(
             "`model` must have one output. Received: a model with outputs "
             f"{keras.tree.map_structure(np.shape, outputs)}"
         )
+    return _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds)
+
+
+def calibrate_outputs(model, outputs, labels, from_logits=True):
+    """`calibrate` for a caller that already holds the model's outputs.
+
+    The same checks of `model` and the same fit as
+    `calibrate(model, (x, labels))` with `outputs = model.predict(x)`,
+    without running the model again (`search_coefficients` scored its
+    winner on the validation split already).
+
+    Args:
+        model: the `keras.Model` to wrap.
+        outputs: its outputs on the validation inputs, `(batch, ..., K)`.
+        labels: integer class ids of shape `outputs.shape[:-1]`.
+        from_logits: whether `outputs` are logits (default) or
+            probabilities.
+
+    Returns:
+        A `CalibratedModel` wrapping `model`.
+    """
+    _check_model(model)
+    from_logits = check_bool(from_logits, "from_logits")
+    check_output_kind(model, from_logits, "model", "from_logits")
+    labels = _labels_array(labels, "y")
+    return _scaled(
+        model, outputs, labels, None, "mask", from_logits, DEFAULT_BOUNDS
+    )
+
+
+def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
+    """Fits the temperature on `model`'s validation `outputs`; returns the
+    `CalibratedModel` with what the fit measured."""
     values, labels = _valid_positions(
         outputs,
         labels,
@@ -332,7 +365,8 @@ def calibrate(
         names=("model(x)", "y", mask_name),
     )
     logits = _as_logits(values, from_logits)
-    temperature = _fit(logits, labels, bounds)
+    # The warning of a bound points at the caller of `calibrate`.
+    temperature = _fit(logits, labels, bounds, stacklevel=4)
     # Stored in float32 by the layer: measure what the model computes.
     temperature = float(np.float32(temperature))
     probs_before = softmax(logits)
@@ -449,7 +483,7 @@ def _nll(logits, labels, temperature):
     return float(np.mean(scipy.special.logsumexp(scaled, axis=-1) - picked))
 
 
-def _fit(logits, labels, bounds):
+def _fit(logits, labels, bounds, stacklevel=3):
     low, high = bounds
     result = scipy.optimize.minimize_scalar(
         lambda log_t: _nll(logits, labels, math.exp(log_t)),
@@ -466,7 +500,7 @@ def _fit(logits, labels, bounds):
                 "decrease further beyond it. Widen `bounds`, or check the "
                 "labels (e.g. a split the model fits perfectly, or labels "
                 "unrelated to its outputs).",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
     return temperature
 

@@ -149,7 +149,7 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        x_val, y_val, teacher_probs = _check_validation(
+        x_val, y_val, teacher_probs = _check_validation_and_probs(
             validation_data, teacher_probs
         )
         _check_type(teacher, "teacher", keras.Model, "a keras.Model")
@@ -389,7 +389,7 @@ def _check_type(value, name, types, expected):
         )
 
 
-def _check_validation(validation_data, teacher_probs):
+def _check_validation_and_probs(validation_data, teacher_probs):
     """Checks `(x_val, y_val)` and `teacher_probs`; returns the three.
 
     Numpy arrays are kept by reference (no copy), so in-place edits of the

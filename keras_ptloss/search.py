@@ -29,6 +29,7 @@ the best on a labelled validation split.
 import dataclasses
 import itertools
 import math
+import operator
 import time
 import warnings
 
@@ -46,10 +47,12 @@ from keras_ptloss._checks import check_standardizable
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
-from keras_ptloss.calibration import calibrate as calibrate_model
+from keras_ptloss._names import MODES
+from keras_ptloss.calibration import calibrate_outputs
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.population import StudentPopulation
-from keras_ptloss.selection import select_coefficients
+from keras_ptloss.selection import SelectionConfig
+from keras_ptloss.selection import select_with_config
 
 # KD's usual tuning grid, so that the KD anchor is as strong as tuned KD.
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
@@ -59,7 +62,6 @@ DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 DEFAULT_STANDARDIZED_TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
 DEFAULT_STRENGTHS = (-2.0, -0.5, 0.5, 2.0, 8.0)
 METRICS = ("accuracy", "nll")
-MODES = ("shared", "classwise")
 _LOG_TINY = float(np.log(np.finfo("float32").tiny))
 
 
@@ -403,21 +405,19 @@ def propose_candidates(
     ['KD T=1', 'KD T=4', 'eps1=+2 T=1', 'eps1=+2 T=4', 'eps1=-1 T=1', \
 'eps1=-1 T=4']
     """
-    order = check_int(order, "order", 1)
-    temperatures = _check_temperatures(temperatures)
-    standardized_temperatures = _check_temperatures(
-        standardized_temperatures, "standardized_temperatures"
+    proposal = _Proposal.check(
+        check_int(order, "order", 1),
+        temperatures,
+        strengths,
+        mode,
+        standardize,
+        seed,
+        standardized_temperatures,
     )
-    strengths = _check_strengths(strengths)
-    mode = check_choice(mode, "mode", MODES)
-    standardize = _check_standardize(standardize, allow_auto=False)
-    flags = {False: (False,), True: (True,), "search": (False, True)}
-    flags = flags[standardize]
-    grids = {False: temperatures, True: standardized_temperatures}
-    picks = []
-    if validation_teacher is not None and False in flags:
+    probs = labels = None
+    if validation_teacher is not None and False in proposal.flags:
         probs = check_probabilities(validation_teacher, "validation_teacher")
-        if standardize:
+        if proposal.standardize:
             check_standardizable(probs.shape[-1], "validation_teacher")
         labels = check_labels(
             validation_labels,
@@ -425,28 +425,68 @@ def propose_candidates(
             probs.shape[-1],
             "validation_labels",
         )
-        modes = ("shared", "classwise") if mode == "classwise" else ("shared",)
-        for pick_mode in modes:
-            for temperature in temperatures:
-                picked = select_coefficients(
-                    probs,
-                    labels,
-                    order=order,
-                    mode=pick_mode,
-                    temperature=temperature,
-                    seed=seed,
-                    verbose=0,
-                    num_candidates=64,
-                )
-                picks.append(
-                    Candidate(
-                        np.asarray(picked.coefficients, dtype="float64"),
-                        float(temperature),
-                        False,
-                        "selection",
-                    )
-                )
-    zero = np.zeros((order,))
+    return _propose(proposal, probs, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Proposal:
+    """The checked settings of `propose_candidates`."""
+
+    order: int
+    temperatures: tuple
+    strengths: tuple
+    mode: str
+    standardize: object  # False, True or "search"
+    seed: object  # checked by the selection's own settings
+    standardized_temperatures: tuple
+
+    @classmethod
+    def check(
+        cls,
+        order,
+        temperatures,
+        strengths,
+        mode,
+        standardize,
+        seed,
+        standardized_temperatures,
+    ):
+        """Checks the settings (`order` already checked)."""
+        temperatures = _check_temperature_grid(temperatures)
+        standardized_temperatures = _check_temperature_grid(
+            standardized_temperatures, "standardized_temperatures"
+        )
+        return cls(
+            order=order,
+            temperatures=temperatures,
+            strengths=_check_strengths(strengths),
+            mode=check_choice(mode, "mode", MODES),
+            standardize=_check_standardize_option(standardize, False),
+            seed=seed,
+            standardized_temperatures=standardized_temperatures,
+        )
+
+    @property
+    def flags(self):
+        """The standardisation flags proposed: `(False,)`, `(True,)` or
+        both."""
+        return {False: (False,), True: (True,), "search": (False, True)}[
+            self.standardize
+        ]
+
+
+def _propose(proposal, probs=None, labels=None):
+    """`propose_candidates` on checked settings and, when given, checked
+    validation probabilities and labels (the training-free picks)."""
+    flags = proposal.flags
+    grids = {
+        False: proposal.temperatures,
+        True: proposal.standardized_temperatures,
+    }
+    picks = []
+    if probs is not None and False in flags:
+        picks = _picks(proposal, probs, labels)
+    zero = np.zeros((proposal.order,))
     # Priority order (a budget drops candidates from the end): the eps = 0
     # anchors (KD, then LS-KD), the picks, then the directions from the
     # largest |s| down (sharpening first), each on the logits beside its
@@ -459,7 +499,7 @@ def propose_candidates(
         for t in grids[flag]
     ]
     candidates += picks
-    for s in sorted(strengths, key=lambda s: (-abs(s), -s)):
+    for s in sorted(proposal.strengths, key=lambda s: (-abs(s), -s)):
         direction = zero.copy()
         direction[0] = s
         twins = itertools.zip_longest(*(grids[flag] for flag in flags))
@@ -470,6 +510,43 @@ def propose_candidates(
             if t is not None
         ]
     return candidates
+
+
+def _picks(proposal, probs, labels):
+    """The training-free picks (`select_coefficients`, 64 candidates) at
+    every temperature, shared (and class-wise with `mode="classwise"`)."""
+    probs = _renormalized(probs)
+    classwise = proposal.mode == "classwise"
+    modes = ("shared", "classwise") if classwise else ("shared",)
+    picks = []
+    for pick_mode in modes:
+        for temperature in proposal.temperatures:
+            config = SelectionConfig(
+                order=proposal.order,
+                mode=pick_mode,
+                temperature=temperature,
+                seed=proposal.seed,
+                verbose=0,
+                num_candidates=64,
+            )
+            picked = select_with_config(probs, labels, config)
+            coefficients = np.asarray(picked.coefficients, dtype="float64")
+            picks.append(
+                Candidate(coefficients, float(temperature), False, "selection")
+            )
+    return picks
+
+
+def _renormalized(probs):
+    """Rows divided by their sums, as `check_probabilities` returns them.
+
+    The picks have always been made on rows divided so twice (by
+    `propose_candidates`' check, then by `select_coefficients`'; in a
+    search, after the softmax); a division by a sum within 1e-16 of 1
+    still moves the last bits, so the two divisions stay (one before
+    `_propose`, one in `_picks`), and the picks stay the same bit for bit.
+    """
+    return probs / probs.sum(axis=-1)[..., None]
 
 
 def search_coefficients(
@@ -598,6 +675,119 @@ def search_coefficients(
     (2, True)
     """
     start = time.perf_counter()
+    settings = _check_settings(
+        order=order,
+        epochs=epochs,
+        budget=budget,
+        time_budget=time_budget,
+        teacher_from_logits=teacher_from_logits,
+        keep_kd=keep_kd,
+        eta=eta,
+        batch_size=batch_size,
+        seed=seed,
+        verbose=verbose,
+        student_loss_weight=student_loss_weight,
+        standardize=standardize,
+        metric=metric,
+        higher_is_better=higher_is_better,
+        calibrate=calibrate,
+        optimizer=optimizer,
+    )
+    if not callable(build_student):
+        raise ValueError(
+            "`build_student` must be a function returning a new student "
+            f"model. Received: build_student={build_student!r}"
+        )
+    data = _teacher_pass(
+        x, teacher, validation_data, validation_teacher, labels, settings
+    )
+    if candidates is None:
+        proposal = _Proposal.check(
+            settings.order,
+            temperatures,
+            strengths,
+            mode,
+            data.standardize,
+            settings.training.seed,
+            standardized_temperatures,
+        )
+        candidates = _propose(proposal, data.val_probs, data.y_val)
+    candidates = _check_candidates(candidates, settings.order, data.classes)
+    plan = _plan(candidates, settings)
+    trained = _successive_halving(build_student, data, plan, settings)
+    result = _assemble(trained, plan, data, settings, start)
+    if settings.verbose:
+        print(result.summary())
+    return result
+
+
+# --------------------------------------------------------------------------
+# The steps of `search_coefficients`, on checked values.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Training:
+    """How each member trains."""
+
+    epochs: int
+    batch_size: int
+    seed: int
+    student_loss_weight: float
+    make_optimizer: object  # () -> a new Keras optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class _Halving:
+    """How many student-epochs and seconds, and which anchors survive."""
+
+    eta: int
+    budget: float
+    time_budget: float | None
+    keep_kd: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scoring:
+    """The validation metric: `fn(y_true, probs) -> float`."""
+
+    fn: object
+    name: str
+    higher_is_better: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """The checked scalar arguments of `search_coefficients`."""
+
+    order: int
+    standardize: object  # False, True, "search" or "auto"
+    teacher_from_logits: bool
+    calibrate: bool
+    verbose: int
+    training: _Training
+    halving: _Halving
+    scoring: _Scoring
+
+
+def _check_settings(
+    order,
+    epochs,
+    budget,
+    time_budget,
+    teacher_from_logits,
+    keep_kd,
+    eta,
+    batch_size,
+    seed,
+    verbose,
+    student_loss_weight,
+    standardize,
+    metric,
+    higher_is_better,
+    calibrate,
+    optimizer,
+):
+    """Checks the scalar arguments (in the order of the signature)."""
     order = check_int(order, "order", 1)
     epochs = check_int(epochs, "epochs", 1)
     budget = _check_budget(budget, epochs)
@@ -607,35 +797,76 @@ def search_coefficients(
         )
     teacher_from_logits = check_bool(teacher_from_logits, "teacher_from_logits")
     keep_kd = check_bool(keep_kd, "keep_kd")
-    eta = check_int(eta, "eta", 2)
+    halving = _Halving(check_int(eta, "eta", 2), budget, time_budget, keep_kd)
     batch_size = check_int(batch_size, "batch_size", 1)
     seed = check_int(seed, "seed", 0)
     verbose = check_int(verbose, "verbose", 0, 2)
     weight = check_number(student_loss_weight, "student_loss_weight", 0.0, 1.0)
-    standardize = _check_standardize(standardize)
-    score_fn, metric_name, higher = _check_metric(metric, higher_is_better)
+    standardize = _check_standardize_option(standardize)
+    scoring = _Scoring(*_check_metric(metric, higher_is_better))
     calibrate = check_bool(calibrate, "calibrate")
-    make_optimizer = _optimizer_factory(optimizer)
-    if not callable(build_student):
-        raise ValueError(
-            "`build_student` must be a function returning a new student "
-            f"model. Received: build_student={build_student!r}"
-        )
-    x = _check_inputs(x, "x")
-    x_val, y_val = _check_validation(validation_data)
-    logits, val_logits = _teacher_logits(
-        teacher, x, x_val, validation_teacher, teacher_from_logits, batch_size
+    training = _Training(
+        epochs, batch_size, seed, weight, _optimizer_factory(optimizer)
     )
-    num_classes = logits.shape[-1]
+    return _Settings(
+        order=order,
+        standardize=standardize,
+        teacher_from_logits=teacher_from_logits,
+        calibrate=calibrate,
+        verbose=verbose,
+        training=training,
+        halving=halving,
+        scoring=scoring,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """The checked arrays of a search.
+
+    `x` the transfer inputs; `targets` the members' `y` (float32 teacher
+    logits, with the one-hot hard labels appended when they are mixed in);
+    `x_val` and `y_val` (int64 labels, flattened over sequence positions);
+    `positions` the sequence axes (`()` for classification); `classes` the
+    number of classes `K`; `val_probs` the teacher's validation
+    probabilities for the training-free picks (`None` without them);
+    `standardize` resolved (`"auto"` replaced).
+    """
+
+    x: np.ndarray
+    targets: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    positions: tuple
+    classes: int
+    val_probs: np.ndarray | None
+    standardize: object
+
+
+def _teacher_pass(
+    x, teacher, validation_data, validation_teacher, labels, settings
+):
+    """Checks the arrays, runs a teacher model once; returns a `_Data`."""
+    x = _check_inputs(x, "x")
+    x_val, y_val = _check_validation_pair(validation_data)
+    logits, val_logits = _teacher_logits(
+        teacher,
+        x,
+        x_val,
+        validation_teacher,
+        settings.teacher_from_logits,
+        settings.training.batch_size,
+    )
+    classes = logits.shape[-1]
     # Sequence outputs `(N, S..., K)`: validation labels `(N_val, S...)`,
     # scored over every position.
     positions = logits.shape[1:-1]
-    y_val = _check_position_labels(y_val, x_val.shape[0], positions)
-    y_val = check_labels(
-        y_val.reshape(-1), y_val.size, num_classes, "validation_data"
+    y_val = _position_labels(
+        y_val, x_val.shape[0], positions, classes, "validation_data"
     )
-    standardize = _resolve_standardize(standardize, num_classes)
+    standardize = _resolve_standardize(settings.standardize, classes)
     targets = logits.astype("float32")
+    weight = settings.training.student_loss_weight
     if weight > 0:
         if labels is None:
             raise ValueError(
@@ -643,166 +874,248 @@ def search_coefficients(
                 f"`student_loss_weight` > 0. Received: labels=None, "
                 f"student_loss_weight={weight}"
             )
-        hard = _check_position_labels(labels, x.shape[0], positions, "labels")
-        hard = check_labels(
-            hard.reshape(-1), hard.size, num_classes, "labels"
-        ).reshape(hard.shape)
-        one_hot = np.eye(num_classes, dtype="float32")[hard]
+        hard = _position_labels(
+            labels, x.shape[0], positions, classes, "labels"
+        ).reshape(x.shape[0], *positions)
+        one_hot = np.eye(classes, dtype="float32")[hard]
         targets = np.concatenate([targets, one_hot], axis=-1)
-    if candidates is None:
-        val_probs = None
-        if val_logits is not None:
-            val_probs = softmax(val_logits.reshape(-1, num_classes))
-        candidates = propose_candidates(
-            val_probs,
-            y_val,
-            order,
-            temperatures,
-            strengths,
-            mode,
-            standardize,
-            seed,
-            standardized_temperatures,
-        )
-    candidates = _check_candidates(candidates, order, num_classes)
-    # The eps = 0 anchors kept to the last rung: plain KD and LS-KD.
+    val_probs = None
+    if val_logits is not None:
+        val_probs = _renormalized(softmax(val_logits.reshape(-1, classes)))
+    return _Data(
+        x, targets, x_val, y_val, positions, classes, val_probs, standardize
+    )
+
+
+# The eps = 0 anchors a search may keep to the last rung: KD, then LS-KD.
+_ANCHORS = (operator.attrgetter("is_kd"), operator.attrgetter("is_lskd"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The candidates that fit the budget, their rungs, and the anchor
+    kinds kept to the last rung."""
+
+    candidates: list
+    schedule: list
+    kinds: list
+
+
+def _plan(candidates, settings):
+    """Fits the candidates and the halving schedule into the budget."""
+    halving = settings.halving
     kinds = [
         kind
-        for kind in (_is_kd, _is_lskd)
-        if keep_kd and any(kind(c) for c in candidates)
+        for kind in _ANCHORS
+        if halving.keep_kd and any(kind(c) for c in candidates)
     ]
     num_final = min(len(candidates), len(kinds) + 1)
     candidates, schedule = _fit_budget(
-        candidates, epochs, eta, num_final, budget, kinds
+        candidates,
+        settings.training.epochs,
+        halving.eta,
+        num_final,
+        halving.budget,
+        kinds,
     )
+    return _Plan(candidates, schedule, kinds)
 
-    keras.utils.set_random_seed(seed)
-    students = _build_members(build_student, len(candidates), x[:1])
-    coefficients = np.stack(
-        [
-            np.broadcast_to(c.coefficients, (num_classes, order))
-            for c in candidates
-        ]
-    )
-    temps = np.array([c.temperature for c in candidates])
-    flags = np.array([c.standardize for c in candidates])
-    order_rng = np.random.default_rng(seed)
-    permutations = [order_rng.permutation(x.shape[0]) for _ in range(epochs)]
 
-    progress = _Progress(verbose, schedule_cost(schedule))
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+    """What the halving produced: every member's student, the ranking per
+    rung, the rungs run, student-epochs and seconds spent, and the
+    winner's validation logits (from its last scoring)."""
+
+    students: list
+    ranking: list
+    schedule: list
+    student_epochs: int
+    seconds: float
+    winner_logits: np.ndarray
+
+
+def _successive_halving(build_student, data, plan, settings):
+    """Trains the rungs of `plan`, the best surviving each; a `_Trained`."""
+    training = settings.training
+    candidates, schedule = plan.candidates, plan.schedule
+    keras.utils.set_random_seed(training.seed)
+    students = _build_members(build_student, len(candidates), data.x[:1])
+    losses = _MemberLosses.of(candidates, data.classes, settings.order)
+    order_rng = np.random.default_rng(training.seed)
+    permutations = [
+        order_rng.permutation(data.x.shape[0]) for _ in range(training.epochs)
+    ]
+    progress = _Progress(settings.verbose, schedule_cost(schedule))
     alive = list(range(len(candidates)))
-    ranking, spent, trained, previous_optimizer = [], 0, 0, None
-    previous_variables = None
-    training_start = time.perf_counter()
+    ranking, spent, trained, previous = [], 0, 0, None
+    start = time.perf_counter()
     index = 0
     while index < len(schedule):
         rung = schedule[index]
-        population = StudentPopulation(
-            [students[i] for i in alive],
-            coefficients[alive],
-            temps[alive],
-            flags[alive],
-            student_loss_weight=weight,
+        population, optimizer = _population(
+            students, alive, losses, training, previous
         )
-        optimizer_now = make_optimizer()
-        optimizer_now.build(population.trainable_variables)
-        if previous_optimizer is not None:
-            _carry_optimizer_state(
-                previous_optimizer,
-                previous_variables,
-                optimizer_now,
-                population.trainable_variables,
-            )
-        population.compile(optimizer=optimizer_now)
         for epoch in range(trained, rung["epochs"]):
-            order_now = permutations[epoch]
-            population.fit(
-                x[order_now],
-                targets[order_now],
-                batch_size=batch_size,
-                epochs=1,
-                shuffle=False,
-                verbose=0,
-            )
+            _train_epoch(population, data, permutations[epoch], training)
             spent += len(alive)
             progress.update(spent)
         trained = rung["epochs"]
-        outputs = _predict(population, x_val)
-        probs = [
-            softmax(outputs[:, j].reshape(-1, num_classes))
-            for j in range(len(alive))
-        ]
-        scores = [float(score_fn(y_val, p)) for p in probs]
-        nlls = [_nll(y_val, p) for p in probs]
-        # Ties on the metric go to the lower validation NLL.
-        ranked = sorted(
-            range(len(alive)),
-            key=lambda j: (
-                -scores[j] if higher else scores[j],
-                nlls[j],
-                alive[j],
-            ),
-        )
-        ranking.append(
-            {
-                "rung": index,
-                "epochs": rung["epochs"],
-                "members": [
-                    {
-                        "candidate": alive[j],
-                        "label": candidates[alive[j]].label,
-                        "score": scores[j],
-                        "nll": nlls[j],
-                    }
-                    for j in ranked
-                ],
-            }
-        )
-        progress.update(spent, best=scores[ranked[0]])
-        if index + 1 < len(schedule) and time_budget is not None:
-            elapsed = time.perf_counter() - training_start
-            rate = elapsed / spent
-            planned = schedule_cost(schedule) - spent
-            if elapsed + rate * planned > time_budget:
-                schedule = schedule[: index + 1] + schedule[-1:]
+        outputs = _predict(population, data.x_val)
+        ranked, members = _score_rung(outputs, alive, data, settings, plan)
+        ranking.append({"rung": index, "epochs": trained, "members": members})
+        progress.update(spent, best=members[0]["score"])
+        schedule = _check_time(schedule, index, spent, start, settings)
         if index + 1 < len(schedule):
             alive = _with_anchors(
                 [alive[j] for j in ranked],
                 schedule[index + 1]["members"],
-                kinds,
+                plan.kinds,
                 candidates,
             )
-            previous_optimizer = optimizer_now
-            previous_variables = population.trainable_variables
+            previous = (optimizer, population.trainable_variables)
         index += 1
-    training_seconds = time.perf_counter() - training_start
+    seconds = time.perf_counter() - start
     progress.close()
+    winner_logits = outputs[:, ranked[0]]
+    return _Trained(students, ranking, schedule, spent, seconds, winner_logits)
 
-    final = ranking[-1]["members"]
-    best = candidates[final[0]["candidate"]]
+
+@dataclasses.dataclass(frozen=True)
+class _MemberLosses:
+    """Every candidate's loss settings, stacked: coefficients `(C, K, M)`,
+    temperatures `(C,)`, standardisation flags `(C,)`."""
+
+    coefficients: np.ndarray
+    temperatures: np.ndarray
+    standardize: np.ndarray
+
+    @classmethod
+    def of(cls, candidates, classes, order):
+        coefficients = np.stack(
+            [
+                np.broadcast_to(c.coefficients, (classes, order))
+                for c in candidates
+            ]
+        )
+        return cls(
+            coefficients,
+            np.array([c.temperature for c in candidates]),
+            np.array([c.standardize for c in candidates]),
+        )
+
+
+def _population(students, alive, losses, training, previous):
+    """The rung's compiled `StudentPopulation` of the `alive` members and
+    its optimizer, carrying the state of the `previous` rung's
+    `(optimizer, variables)`."""
+    population = StudentPopulation(
+        [students[i] for i in alive],
+        losses.coefficients[alive],
+        losses.temperatures[alive],
+        losses.standardize[alive],
+        student_loss_weight=training.student_loss_weight,
+    )
+    optimizer = training.make_optimizer()
+    optimizer.build(population.trainable_variables)
+    if previous is not None:
+        _carry_optimizer_state(
+            *previous, optimizer, population.trainable_variables
+        )
+    population.compile(optimizer=optimizer)
+    return population, optimizer
+
+
+def _train_epoch(population, data, permutation, training):
+    """One epoch in the given example order (the same for every rung)."""
+    population.fit(
+        data.x[permutation],
+        data.targets[permutation],
+        batch_size=training.batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
+
+
+def _score_rung(outputs, alive, data, settings, plan):
+    """Scores the members on the validation split, best first.
+
+    Returns:
+        `(ranked, members)`: positions in `alive`, best first, and the
+        ranking's entries `{"candidate", "label", "score", "nll"}` in
+        that order.
+    """
+    scoring, classes = settings.scoring, data.classes
+    probs = [
+        softmax(outputs[:, j].reshape(-1, classes)) for j in range(len(alive))
+    ]
+    scores = [float(scoring.fn(data.y_val, p)) for p in probs]
+    nlls = [_nll(data.y_val, p) for p in probs]
+    # Ties on the metric go to the lower validation NLL.
+    ranked = sorted(
+        range(len(alive)),
+        key=lambda j: (
+            -scores[j] if scoring.higher_is_better else scores[j],
+            nlls[j],
+            alive[j],
+        ),
+    )
+    members = [
+        {
+            "candidate": alive[j],
+            "label": plan.candidates[alive[j]].label,
+            "score": scores[j],
+            "nll": nlls[j],
+        }
+        for j in ranked
+    ]
+    return ranked, members
+
+
+def _check_time(schedule, index, spent, start, settings):
+    """The schedule, cut to the last rung when the rungs still planned
+    would overrun `time_budget` at the speed measured so far."""
+    time_budget = settings.halving.time_budget
+    if index + 1 < len(schedule) and time_budget is not None:
+        elapsed = time.perf_counter() - start
+        rate = elapsed / spent
+        planned = schedule_cost(schedule) - spent
+        if elapsed + rate * planned > time_budget:
+            return schedule[: index + 1] + schedule[-1:]
+    return schedule
+
+
+def _assemble(trained, plan, data, settings, start):
+    """The `SearchResult`: the winner, calibrated unless asked not to."""
+    final = trained.ranking[-1]["members"]
+    best = plan.candidates[final[0]["candidate"]]
     anchor_scores = [
         next(
-            (m["score"] for m in final if kind(candidates[m["candidate"]])),
+            (
+                m["score"]
+                for m in final
+                if kind(plan.candidates[m["candidate"]])
+            ),
             None,
         )
-        for kind in (_is_kd, _is_lskd)
+        for kind in _ANCHORS
     ]
-    winner = students[final[0]["candidate"]]
+    winner = trained.students[final[0]["candidate"]]
     student, calibration = winner, {}
-    if calibrate:
-        labels_val = y_val.reshape(x_val.shape[0], *positions)
-        student = calibrate_model(
-            winner, (x_val, labels_val), batch_size=batch_size
-        )
+    if settings.calibrate:
+        # The winner's logits from its last scoring: no second pass.
+        labels_val = data.y_val.reshape(data.x_val.shape[0], *data.positions)
+        student = calibrate_outputs(winner, trained.winner_logits, labels_val)
         calibration = student.calibration
-    result = SearchResult(
+    return SearchResult(
         coefficients=best.coefficients.copy(),
         temperature=best.temperature,
         standardize=best.standardize,
         loss=PTLoss(
             coefficients=best.coefficients,
             temperature=best.temperature,
-            teacher_from_logits=teacher_from_logits,
+            teacher_from_logits=settings.teacher_from_logits,
             standardize=best.standardize,
         ),
         student=student,
@@ -811,22 +1124,19 @@ def search_coefficients(
         score=final[0]["score"],
         kd_score=anchor_scores[0],
         lskd_score=anchor_scores[1],
-        metric=metric_name,
-        higher_is_better=higher,
-        candidates=tuple(candidates),
-        ranking=tuple(ranking),
-        schedule=tuple(schedule),
+        metric=settings.scoring.name,
+        higher_is_better=settings.scoring.higher_is_better,
+        candidates=tuple(plan.candidates),
+        ranking=tuple(trained.ranking),
+        schedule=tuple(trained.schedule),
         cost={
-            "student_epochs": spent,
+            "student_epochs": trained.student_epochs,
             "seconds": time.perf_counter() - start,
-            "training_seconds": training_seconds,
-            "budget": budget,
-            "time_budget": time_budget,
+            "training_seconds": trained.seconds,
+            "budget": settings.halving.budget,
+            "time_budget": settings.halving.time_budget,
         },
     )
-    if verbose:
-        print(result.summary())
-    return result
 
 
 # --------------------------------------------------------------------------
@@ -903,7 +1213,7 @@ def _check_budget(budget, epochs):
     return budget
 
 
-def _check_standardize(value, allow_auto=True):
+def _check_standardize_option(value, allow_auto=True):
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if value == "search" or (allow_auto and value == "auto"):
@@ -928,7 +1238,7 @@ def _resolve_standardize(value, num_classes):
     return value
 
 
-def _check_temperatures(values, name="temperatures"):
+def _check_temperature_grid(values, name="temperatures"):
     values = _as_tuple(values, name)
     return tuple(check_temperature(t, name) for t in values)
 
@@ -1005,14 +1315,6 @@ def _check_candidates(candidates, order, num_classes):
     return checked
 
 
-def _is_kd(candidate):
-    return candidate.is_kd
-
-
-def _is_lskd(candidate):
-    return candidate.is_lskd
-
-
 def _with_anchors(ranked, count, kinds, candidates):
     """The best `count` of `ranked` (candidate indices, best first), the
     best one of each anchor kind among them, in index order."""
@@ -1065,7 +1367,7 @@ def _check_inputs(values, name):
     return array
 
 
-def _check_validation(validation_data):
+def _check_validation_pair(validation_data):
     if (
         not isinstance(validation_data, (tuple, list))
         or len(validation_data) != 2
@@ -1111,8 +1413,9 @@ def _teacher_logits(
     return logits, val_logits
 
 
-def _check_position_labels(values, count, positions, name="validation_data"):
-    """Labels of shape `(count, *positions)` as an array (values unchecked)."""
+def _position_labels(values, count, positions, classes, name):
+    """Integer labels of shape `(count, *positions)` in `[0, classes)`,
+    flattened (int64)."""
     labels = np.asarray(to_numpy(values))
     if labels.shape != (count, *positions):
         raise ValueError(
@@ -1120,7 +1423,7 @@ def _check_position_labels(values, count, positions, name="validation_data"):
             f"example (and position) of the teacher outputs. Received: shape "
             f"{labels.shape}"
         )
-    return labels
+    return check_labels(labels.reshape(-1), labels.size, classes, name)
 
 
 def _as_logits(values, from_logits, name):

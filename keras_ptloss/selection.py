@@ -37,11 +37,11 @@ from keras_ptloss._checks import check_labels
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
+from keras_ptloss._names import MODES
 from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import check_convex
 from keras_ptloss.proxy import check_metric
 
-MODES = ("shared", "classwise")
 # Fraction of the convex-region budget a box coordinate may use: keeps the
 # loss strictly convex on the box (margin >= 1e-3).
 _CONVEX_SAFETY = 1.0 - 1e-3
@@ -240,101 +240,102 @@ def _float_or_none(value):
 
 @dataclasses.dataclass(frozen=True)
 class SelectionConfig:
-    """The validated arguments of `select_coefficients` (see there).
+    """The validated settings of `select_coefficients` (see there).
 
-    Built with `SelectionConfig.from_arguments`, which checks every
-    argument; `max_iter` is resolved (30 shared, 200 class-wise).
+    The one place of the settings' defaults. Building it checks every
+    setting (a `ValueError` names a bad one) and stores the checked values:
+    numbers as floats, `temperature_range` as a tuple, and `max_iter`
+    resolved (`None`: 30 shared, 200 class-wise).
+
+    Example:
+
+    >>> config = SelectionConfig(order=2, temperature=2)
+    >>> config.temperature, config.max_iter
+    (2.0, 30)
     """
 
-    order: int
-    mode: str
-    metric: str
-    temperature: float
-    tune_temperature: bool
-    holdout_fraction: float
-    seed: int
-    verbose: int
-    num_candidates: int
-    coefficient_bound: float
-    temperature_range: tuple
-    screen_size: int | None
-    num_finalists: int
-    max_iter: int
-    patience: int
-    l2_penalty: float
+    order: int = 5
+    mode: str = "shared"
+    metric: str = "brier"
+    temperature: float = 1.0
+    tune_temperature: bool = False
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    verbose: int = 1
+    num_candidates: int = 256
+    coefficient_bound: float = 20.0
+    temperature_range: tuple = (0.5, 8.0)
+    screen_size: int | None = 1024
+    num_finalists: int = 4
+    max_iter: int | None = None
+    patience: int = 10
+    l2_penalty: float = 0.0
+
+    def __post_init__(self):
+        for name, value in _checked_settings(self).items():
+            object.__setattr__(self, name, value)
 
     @property
     def shared_iter(self):
         """L-BFGS-B iterations of the shared refinement."""
         return self.max_iter if self.mode == "shared" else _SHARED_ITER
 
-    @classmethod
-    def from_arguments(
-        cls,
-        order,
-        mode,
-        metric,
-        temperature,
-        tune_temperature,
-        holdout_fraction,
-        seed,
-        verbose,
-        num_candidates,
-        coefficient_bound,
-        temperature_range,
-        screen_size,
-        num_finalists,
-        max_iter,
-        patience,
-        l2_penalty,
-    ):
-        """Checks the arguments; raises `ValueError` naming a bad one."""
-        order = check_int(order, "order", minimum=1)
-        mode = check_choice(mode, "mode", MODES)
-        metric = check_metric(metric)
-        temperature = check_temperature(temperature)
-        tune_temperature = check_bool(tune_temperature, "tune_temperature")
-        holdout_fraction = check_number(
-            holdout_fraction, "holdout_fraction", 0.0, 1.0, high_open=True
+
+def _checked_settings(config):
+    """The settings of `config` checked, in the order of the arguments."""
+    order = check_int(config.order, "order", minimum=1)
+    mode = check_choice(config.mode, "mode", MODES)
+    metric = check_metric(config.metric)
+    temperature = check_temperature(config.temperature)
+    tune_temperature = check_bool(config.tune_temperature, "tune_temperature")
+    holdout_fraction = check_number(
+        config.holdout_fraction, "holdout_fraction", 0.0, 1.0, high_open=True
+    )
+    if mode == "classwise" and holdout_fraction == 0:
+        raise ValueError(
+            "mode='classwise' needs a held-out split to stop over-fitting "
+            "the K x M coefficients: `holdout_fraction` must be > 0. "
+            "Received: holdout_fraction=0"
         )
-        if mode == "classwise" and holdout_fraction == 0:
-            raise ValueError(
-                "mode='classwise' needs a held-out split to stop over-fitting "
-                "the K x M coefficients: `holdout_fraction` must be > 0. "
-                "Received: holdout_fraction=0"
-            )
-        low, high = _check_temperature_range(temperature_range)
-        if tune_temperature and not low <= temperature <= high:
-            raise ValueError(
-                f"`temperature` ({temperature}) must lie in "
-                f"`temperature_range` {(low, high)} when tune_temperature=True."
-            )
-        if max_iter is None:
-            max_iter = 30 if mode == "shared" else 200
-        if screen_size is not None:
-            screen_size = check_int(screen_size, "screen_size", minimum=1)
-        return cls(
-            order=order,
-            mode=mode,
-            metric=metric,
-            temperature=temperature,
-            tune_temperature=tune_temperature,
-            holdout_fraction=holdout_fraction,
-            seed=check_int(seed, "seed", minimum=0),
-            verbose=check_int(verbose, "verbose", minimum=0, maximum=2),
-            num_candidates=check_int(
-                num_candidates, "num_candidates", minimum=1
-            ),
-            coefficient_bound=check_number(
-                coefficient_bound, "coefficient_bound", low=0.0, low_open=True
-            ),
-            temperature_range=(low, high),
-            screen_size=screen_size,
-            num_finalists=check_int(num_finalists, "num_finalists", minimum=1),
-            max_iter=check_int(max_iter, "max_iter", minimum=1),
-            patience=check_int(patience, "patience", minimum=1),
-            l2_penalty=check_number(l2_penalty, "l2_penalty", low=0.0),
+    low, high = _check_temperature_range(config.temperature_range)
+    if tune_temperature and not low <= temperature <= high:
+        raise ValueError(
+            f"`temperature` ({temperature}) must lie in "
+            f"`temperature_range` {(low, high)} when tune_temperature=True."
         )
+    max_iter = config.max_iter
+    if max_iter is None:
+        max_iter = 30 if mode == "shared" else 200
+    screen_size = config.screen_size
+    if screen_size is not None:
+        screen_size = check_int(screen_size, "screen_size", minimum=1)
+    return dict(
+        order=order,
+        mode=mode,
+        metric=metric,
+        temperature=temperature,
+        tune_temperature=tune_temperature,
+        holdout_fraction=holdout_fraction,
+        seed=check_int(config.seed, "seed", minimum=0),
+        verbose=check_int(config.verbose, "verbose", minimum=0, maximum=2),
+        num_candidates=check_int(
+            config.num_candidates, "num_candidates", minimum=1
+        ),
+        coefficient_bound=check_number(
+            config.coefficient_bound,
+            "coefficient_bound",
+            low=0.0,
+            low_open=True,
+        ),
+        temperature_range=(low, high),
+        screen_size=screen_size,
+        num_finalists=check_int(
+            config.num_finalists, "num_finalists", minimum=1
+        ),
+        max_iter=check_int(max_iter, "max_iter", minimum=1),
+        patience=check_int(config.patience, "patience", minimum=1),
+        l2_penalty=check_number(config.l2_penalty, "l2_penalty", low=0.0),
+    )
 
 
 def _check_temperature_range(value):
@@ -356,22 +357,22 @@ def _check_temperature_range(value):
 def select_coefficients(
     teacher_probs,
     labels,
-    order=5,
-    mode="shared",
-    metric="brier",
-    temperature=1.0,
-    tune_temperature=False,
-    holdout_fraction=0.2,
-    seed=0,
-    verbose=1,
-    num_candidates=256,
-    coefficient_bound=20.0,
-    temperature_range=(0.5, 8.0),
-    screen_size=1024,
-    num_finalists=4,
-    max_iter=None,
-    patience=10,
-    l2_penalty=0.0,
+    order=SelectionConfig.order,
+    mode=SelectionConfig.mode,
+    metric=SelectionConfig.metric,
+    temperature=SelectionConfig.temperature,
+    tune_temperature=SelectionConfig.tune_temperature,
+    holdout_fraction=SelectionConfig.holdout_fraction,
+    seed=SelectionConfig.seed,
+    verbose=SelectionConfig.verbose,
+    num_candidates=SelectionConfig.num_candidates,
+    coefficient_bound=SelectionConfig.coefficient_bound,
+    temperature_range=SelectionConfig.temperature_range,
+    screen_size=SelectionConfig.screen_size,
+    num_finalists=SelectionConfig.num_finalists,
+    max_iter=SelectionConfig.max_iter,
+    patience=SelectionConfig.patience,
+    l2_penalty=SelectionConfig.l2_penalty,
 ):
     """Chooses PTLoss coefficients by how close the proxy teacher is to labels.
 
@@ -455,30 +456,30 @@ def select_coefficients(
     >>> bool(result.proxy_score < result.teacher_score)
     True
     """
-    start_time = time.perf_counter()
-    config = SelectionConfig.from_arguments(
-        order=order,
-        mode=mode,
-        metric=metric,
-        temperature=temperature,
-        tune_temperature=tune_temperature,
-        holdout_fraction=holdout_fraction,
-        seed=seed,
-        verbose=verbose,
-        num_candidates=num_candidates,
-        coefficient_bound=coefficient_bound,
-        temperature_range=temperature_range,
-        screen_size=screen_size,
-        num_finalists=num_finalists,
-        max_iter=max_iter,
-        patience=patience,
-        l2_penalty=l2_penalty,
-    )
+    # The settings, by the names of the arguments (`SelectionConfig`'s).
+    settings = dict(locals())
+    del settings["teacher_probs"], settings["labels"]
+    config = SelectionConfig(**settings)
     probs = check_probabilities(teacher_probs, "teacher_probs", ndims=(2,))
-    num_examples, num_classes = probs.shape
-    labels = check_labels(labels, num_examples, num_classes)
+    labels = check_labels(labels, probs.shape[0], probs.shape[1])
+    return select_with_config(probs, labels, config)
+
+
+def select_with_config(probs, labels, config):
+    """`select_coefficients` on checked inputs (no check repeated).
+
+    Args:
+        probs: float64 teacher probabilities `(N, K)` whose rows sum to 1
+            (as `check_probabilities` returns them).
+        labels: int64 labels `(N,)` in `[0, K)`.
+        config: a `SelectionConfig`.
+
+    Returns:
+        A `SelectionResult`.
+    """
+    start_time = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    fit_idx, hold_idx = _split(num_examples, config.holdout_fraction, rng)
+    fit_idx, hold_idx = _split(probs.shape[0], config.holdout_fraction, rng)
     fit = Objective(probs[fit_idx], labels[fit_idx], config.metric)
     hold = (
         Objective(probs[hold_idx], labels[hold_idx], config.metric)
@@ -500,38 +501,52 @@ def select_coefficients(
         chosen, more, stop_reason = search.refine_classwise(chosen)
         history = history + more
     progress.close()
-    coefficients, temperature = chosen.eps, float(chosen.temperature)
-    check_convex(coefficients)
-    objectives = [fit] if hold is None else [fit, hold]
+    check_convex(chosen.eps)
     result = SelectionResult(
-        coefficients=coefficients,
-        temperature=temperature,
+        coefficients=chosen.eps,
+        temperature=float(chosen.temperature),
         mode=config.mode,
         metric=config.metric,
         order=config.order,
-        num_classes=num_classes,
+        num_classes=probs.shape[1],
         teacher_score=teacher_score,
-        proxy_score=fit.score(coefficients, temperature),
-        holdout_teacher_score=None if hold is None else hold.teacher_score(),
-        holdout_proxy_score=(
-            None if hold is None else hold.score(coefficients, temperature)
-        ),
-        candidates=screening.candidates,
-        candidate_temperatures=screening.temperatures,
-        candidate_scores=screening.scores,
-        screening=screening.rungs,
         history=history,
-        wall_time=time.perf_counter() - start_time,
-        num_fit=fit_idx.size,
-        num_holdout=hold_idx.size,
-        num_screen=screening.rungs[0]["examples"],
-        num_evaluations=sum(o.evaluations for o in objectives),
-        num_example_solves=sum(o.example_solves for o in objectives),
         stop_reason=stop_reason,
+        **_screening_fields(screening),
+        **_split_scores(fit, hold, chosen),
+        wall_time=time.perf_counter() - start_time,
     )
     if config.verbose:
         print(result.summary())
     return result
+
+
+def _screening_fields(screening):
+    """`SelectionResult`'s fields that describe the screening."""
+    return dict(
+        candidates=screening.candidates,
+        candidate_temperatures=screening.temperatures,
+        candidate_scores=screening.scores,
+        screening=screening.rungs,
+        num_screen=screening.rungs[0]["examples"],
+    )
+
+
+def _split_scores(fit, hold, chosen):
+    """`SelectionResult`'s scores and counts of the two splits."""
+    eps, temperature = chosen.eps, float(chosen.temperature)
+    objectives = [fit] if hold is None else [fit, hold]
+    return dict(
+        proxy_score=fit.score(eps, temperature),
+        holdout_teacher_score=None if hold is None else hold.teacher_score(),
+        holdout_proxy_score=(
+            None if hold is None else hold.score(eps, temperature)
+        ),
+        num_fit=fit.num,
+        num_holdout=0 if hold is None else hold.num,
+        num_evaluations=sum(o.evaluations for o in objectives),
+        num_example_solves=sum(o.example_solves for o in objectives),
+    )
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import pt_loss
 from keras_ptloss import standardize_logits
+from keras_ptloss.calibration import calibrate
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.search import Candidate
 from keras_ptloss.search import SearchResult
@@ -890,6 +891,29 @@ def test_the_winner_comes_calibrated_on_the_validation_split(data):
     assert result.calibration["nll_after"] <= result.calibration["nll_before"]
     assert "calibrated: T = " in result.summary()
     assert result.to_dict()["calibration"] == result.calibration
+
+
+def test_the_calibration_reuses_the_logits_the_last_rung_scored(
+    data, monkeypatch
+):
+    # No `predict` anywhere (the rungs score by eager calls, and the
+    # calibration fits the winner's logits from the last rung's scoring),
+    # and the same fit as calibrating the winner afresh.
+    predicted = []
+    predict = keras.Model.predict
+
+    def counting_predict(self, *args, **kwargs):
+        predicted.append(self.name)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "predict", counting_predict)
+    result = _default_search(data, budget=20)
+    assert predicted == []
+    monkeypatch.undo()
+    fresh = calibrate(
+        result.uncalibrated_student, (data["x_val"], data["y_val"])
+    )
+    assert fresh.calibration == result.calibration
 
 
 def test_calibrate_false_returns_the_student_as_trained(data):

@@ -4,6 +4,7 @@ The method: docs/design.md, "Choosing the coefficients".
 """
 
 import dataclasses
+import inspect
 import json
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_result_and_configuration_are_frozen():
     result = select_coefficients(teacher, labels, order=2, **FAST)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.temperature = 2.0
-    config = selection.SelectionConfig.from_arguments(
+    config = selection.SelectionConfig(
         order=3,
         mode="classwise",
         metric="brier",
@@ -155,6 +156,17 @@ def test_result_and_configuration_are_frozen():
     assert config.max_iter == 200
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.order = 4
+
+
+def test_the_arguments_are_the_configuration_fields_with_their_defaults():
+    parameters = inspect.signature(select_coefficients).parameters
+    fields = dataclasses.fields(selection.SelectionConfig)
+    assert list(parameters)[2:] == [f.name for f in fields]
+    for field in fields:
+        assert parameters[field.name].default == field.default, field.name
+    config = selection.SelectionConfig()
+    assert (config.order, config.mode, config.metric) == (5, "shared", "brier")
+    assert config.max_iter == 30
 
 
 @pytest.mark.parametrize("num_candidates", [1, 3, 13, 21, 30])

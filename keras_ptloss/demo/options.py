@@ -5,6 +5,8 @@ when they run), so the command line can parse and print `--help` without
 starting TensorFlow.
 """
 
+from keras_ptloss._names import MODES
+
 # Defaults of the full demo (the `mnist1d_unlabelled` and `mnist1d_noisy`
 # regimes of the accuracy benchmark: a teacher trained on a small labelled
 # split, clean or with 40 % of its labels flipped, a student distilled on a
@@ -50,7 +52,6 @@ QUICK = dict(
 # Student-epochs of each tuned method: six full trainings' worth, the
 # budget `search_coefficients` spends by default.
 TUNE_BUDGET = 6
-MODES = ("shared", "classwise")
 
 
 def _temperatures(text):
@@ -65,13 +66,22 @@ def _shown(value):
 
 def add_arguments(parser):
     """Adds the demo's options to an `argparse` parser."""
-    d = DEFAULTS
     parser.add_argument(
         "--quick",
         action="store_true",
         help="tiny sizes (seconds; for tests): "
         + ", ".join(f"{k}={_shown(v)}" for k, v in QUICK.items()),
     )
+    _add_data_arguments(parser)
+    _add_training_arguments(parser)
+    _add_search_arguments(parser)
+    _add_output_arguments(parser)
+    return parser
+
+
+def _add_data_arguments(parser):
+    """The data: its size, its splits and the label noise."""
+    d = DEFAULTS
     parser.add_argument(
         "--num-samples",
         type=int,
@@ -112,6 +122,11 @@ def add_arguments(parser):
         "teacher and its student alone, in (0, 0.9) "
         f"(default {d['noise_rate']})",
     )
+
+
+def _add_training_arguments(parser):
+    """The teachers' and the students' training."""
+    d = DEFAULTS
     parser.add_argument(
         "--teacher-epochs",
         type=int,
@@ -145,6 +160,11 @@ def add_arguments(parser):
         default=d["learning_rate"],
         help=f"Adam learning rate (default {d['learning_rate']})",
     )
+
+
+def _add_search_arguments(parser):
+    """The search's loss settings (KD's and LS-KD's grids too)."""
+    d = DEFAULTS
     parser.add_argument(
         "--order",
         type=int,
@@ -174,6 +194,11 @@ def add_arguments(parser):
         "search's on z-scored logits (default "
         f"{_shown(d['standardized_temperatures'])}, the search's own)",
     )
+
+
+def _add_output_arguments(parser):
+    """Where the results go, the data seed and the verbosity."""
+    d = DEFAULTS
     parser.add_argument(
         "--output-dir",
         default=d["output_dir"],
@@ -197,7 +222,6 @@ def add_arguments(parser):
         "per epoch, 0 silent (one line per seed, the first seed's search "
         "and the tables are always printed)",
     )
-    return parser
 
 
 def check_options(o):

@@ -231,6 +231,64 @@ def run(**options):
         `search_plots` (PTLoss's search per teacher, first seed) and `json`
         (paths of the written files), and `seconds` (wall time).
     """
+    o = _checked_options(options)
+    start = time.perf_counter()
+    out_dir = Path(o["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _say(f"keras-ptloss demo on MNIST-1D, backend: {backend_description()}")
+    data = load_data(
+        o["num_samples"],
+        o["labelled_fraction"],
+        o["validation_fraction"],
+        o["test_fraction"],
+        o["seed"],
+    )
+    sizes = {name: int(len(split[0])) for name, split in data.items()}
+    noisy, flipped = noisy_labels(
+        data["labelled"][1], o["noise_rate"], num_classes=10, seed=o["seed"]
+    )
+    labels = {"clean": data["labelled"][1], "noisy": noisy}
+    budget = TUNE_BUDGET * o["student_epochs"]
+    _say(_plan_text(o, sizes, int(flipped.sum()), budget))
+    teachers, test_probs, search_plots = {}, {}, []
+    for name, description in TEACHERS.items():
+        description = description.format(noise=o["noise_rate"])
+        result, probs, found = _run_teacher(
+            name, description, labels[name], data, budget, o
+        )
+        teachers[name] = result
+        test_probs[name] = probs
+        search_plots.append(out_dir / f"search-{name}.png")
+        found.plot(search_plots[-1])
+    lines = _print_tables(teachers, sizes)
+    plot_path = out_dir / "demo.png"
+    write_plot(
+        plot_path,
+        teachers,
+        test_probs,
+        data["test"][1],
+        title=f"PTLoss demo on MNIST-1D ({keras.backend.backend()}, "
+        f"{o['seeds']} seed(s))",
+    )
+    result = dict(
+        backend=keras.backend.backend(),
+        options=o,
+        sizes=sizes,
+        budget=budget,
+        teachers=teachers,
+        verdict=lines,
+        plot=str(plot_path.resolve()),
+        search_plots=[str(path.resolve()) for path in search_plots],
+        json=str((out_dir / "results.json").resolve()),
+        seconds=time.perf_counter() - start,
+    )
+    _write_results(result)
+    return result
+
+
+def _checked_options(options):
+    """`DEFAULTS` updated with `options`, checked; temperatures as tuples
+    of floats."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError(
@@ -242,30 +300,16 @@ def run(**options):
     check_options(o)
     for name in ("temperatures", "standardized_temperatures"):
         o[name] = tuple(float(t) for t in o[name])
-    start = time.perf_counter()
-    out_dir = Path(o["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _say(f"keras-ptloss demo on MNIST-1D, backend: {backend_description()}")
+    return o
 
-    data = load_data(
-        o["num_samples"],
-        o["labelled_fraction"],
-        o["validation_fraction"],
-        o["test_fraction"],
-        o["seed"],
-    )
-    x_lab, y_lab = data["labelled"]
-    sizes = {name: int(len(split[0])) for name, split in data.items()}
-    noisy, flipped = noisy_labels(
-        y_lab, o["noise_rate"], num_classes=10, seed=o["seed"]
-    )
-    labels = {"clean": y_lab, "noisy": noisy}
-    budget = TUNE_BUDGET * o["student_epochs"]
+
+def _plan_text(o, sizes, num_flipped, budget):
+    """What the demo is about to do: the splits and the four methods."""
     grid = ", ".join(f"{t:g}" for t in o["temperatures"])
     ls_grid = ", ".join(f"{t:g}" for t in o["standardized_temperatures"])
-    _say(
+    return (
         f"data: {sizes['labelled']} labelled (teachers, student alone; "
-        f"{int(flipped.sum())} of them flipped for the noisy teacher), "
+        f"{num_flipped} of them flipped for the noisy teacher), "
         f"{sizes['transfer']} unlabelled transfer (distillation), "
         f"{sizes['validation']} labelled validation (tuning, search, "
         f"calibration), {sizes['test']} test\n"
@@ -282,18 +326,10 @@ def run(**options):
         "LS-KD kept to the last rung, the winner calibrated), the same "
         "budget"
     )
-    teachers, test_probs, search_plots = {}, {}, []
-    for name, description in TEACHERS.items():
-        description = description.format(noise=o["noise_rate"])
-        result, probs, found = _run_teacher(
-            name, description, labels[name], data, budget, o
-        )
-        teachers[name] = result
-        test_probs[name] = probs
-        search_plots.append(out_dir / f"search-{name}.png")
-        found.plot(search_plots[-1])
 
-    num_seeds = o["seeds"]
+
+def _print_tables(teachers, sizes):
+    """Prints each teacher's table and the verdict; returns its lines."""
     for name, result in teachers.items():
         teacher = result["scores"]
         _say(
@@ -304,35 +340,17 @@ def run(**options):
         _say(result["table"])
     lines = verdict({name: r["summary"] for name, r in teachers.items()})
     _say("\n" + "\n".join(lines))
-    plot_path = out_dir / "demo.png"
-    write_plot(
-        plot_path,
-        teachers,
-        test_probs,
-        data["test"][1],
-        title=f"PTLoss demo on MNIST-1D ({keras.backend.backend()}, "
-        f"{num_seeds} seed(s))",
-    )
-    seconds = time.perf_counter() - start
-    result = dict(
-        backend=keras.backend.backend(),
-        options=o,
-        sizes=sizes,
-        budget=budget,
-        teachers=teachers,
-        verdict=lines,
-        plot=str(plot_path.resolve()),
-        search_plots=[str(path.resolve()) for path in search_plots],
-        json=str((out_dir / "results.json").resolve()),
-        seconds=seconds,
-    )
+    return lines
+
+
+def _write_results(result):
+    """Writes `results.json` and says where the files are."""
     Path(result["json"]).write_text(
         json.dumps(result, indent=2, default=_plain) + "\n"
     )
     _say(f"\nplots: {', '.join([result['plot'], *result['search_plots']])}")
     _say(f"numbers: {result['json']}")
-    _say(f"total time: {seconds:.1f} s")
-    return result
+    _say(f"total time: {result['seconds']:.1f} s")
 
 
 def _run_teacher(name, description, labels, data, budget, o):
@@ -344,16 +362,41 @@ def _run_teacher(name, description, labels, data, budget, o):
         (`{model: (N, K)}`, the teacher's too) and PTLoss's search of the
         first seed.
     """
-    x_lab = data["labelled"][0]
-    x_transfer = data["transfer"][0]
-    validation = data["validation"]
-    x_test, y_test = data["test"]
-    num_features, num_classes = x_lab.shape[1], 10
-    epochs = o["student_epochs"]
-
     _say(f"\n=== {name} teacher: {description}, {o['teacher_epochs']} epochs")
+    teacher = _train_teacher(name, labels, data, o)
+    runs, first_probs, first_search = [], {}, None
+    for index in range(o["seeds"]):
+        seed = o["seed"] + index
+        run_, models, found = _train_students(
+            seed, labels, data, teacher, budget, o
+        )
+        probs = _score_students(run_, models, data["test"])
+        runs.append(run_)
+        _say(f"seed {seed}: {_seed_line(run_)}")
+        if index == 0:
+            first_probs = dict(probs, teacher=teacher["test_calibrated"])
+            first_search = found
+            _say(f"PTLoss: {found.summary()}")
+    summary = summarize(runs)
+    result = dict(
+        description=description,
+        scores=teacher["scores"],
+        calibration=teacher["calibration"],
+        runs=runs,
+        summary=summary,
+        table=format_table(teacher["scores"], summary, len(runs)),
+    )
+    return result, first_probs, first_search
+
+
+def _train_teacher(name, labels, data, o):
+    """Trains a teacher on `labels`; returns a dict: its `logits` per
+    split, its test `scores`, its validation `calibration` and its
+    calibrated test probabilities (`test_calibrated`)."""
+    x_lab = data["labelled"][0]
+    x_test, y_test = data["test"]
     keras.utils.set_random_seed(o["seed"])
-    teacher = make_teacher(num_features, num_classes, o["seed"])
+    teacher = make_teacher(x_lab.shape[1], 10, o["seed"])
     _compile(teacher, o["learning_rate"])
     teacher.fit(
         x_lab,
@@ -363,42 +406,49 @@ def _run_teacher(name, description, labels, data, budget, o):
         verbose=o["verbose"],
     )
     logits = {
-        split: _logits(teacher, x)
-        for split, x in (
-            ("transfer", x_transfer),
-            ("validation", validation[0]),
-            ("test", x_test),
-        )
+        split: _logits(teacher, data[split][0])
+        for split in ("transfer", "validation", "test")
     }
-    calibrated_teacher = calibrate(teacher, validation, batch_size=2048)
-    teacher_probs = softmax(logits["test"])
-    teacher_calibrated = softmax(
-        logits["test"] / calibrated_teacher.temperature
-    )
-    teacher_scores = scores(teacher_probs, teacher_calibrated, y_test)
+    calibrated = calibrate(teacher, data["validation"], batch_size=2048)
+    test_probs = softmax(logits["test"])
+    test_calibrated = softmax(logits["test"] / calibrated.temperature)
+    teacher_scores = scores(test_probs, test_calibrated, y_test)
     _say(
         f"{name} teacher: test accuracy "
         f"{100 * teacher_scores['accuracy']:.1f} %, calibration T = "
-        f"{calibrated_teacher.temperature:.3g}"
+        f"{calibrated.temperature:.3g}"
+    )
+    return dict(
+        logits=logits,
+        scores=teacher_scores,
+        calibration=calibrated.calibration,
+        test_calibrated=test_calibrated,
     )
 
-    def search(seed, **kwargs):
-        return search_coefficients(
-            lambda: make_student(num_features, num_classes),
-            x_transfer,
-            logits["transfer"],
-            validation,
-            order=o["order"],
-            epochs=epochs,
-            budget=budget,
-            validation_teacher=logits["validation"],
-            optimizer=lambda: keras.optimizers.Adam(o["learning_rate"]),
-            batch_size=o["batch_size"],
-            seed=seed,
-            verbose=0,
-            **kwargs,
-        )
 
+def _train_students(seed, labels, data, teacher, budget, o):
+    """The four students of one seed.
+
+    Returns:
+        `(run, models, search)`: the seed's entry of `runs` (without the
+        scores), the calibrated models per method, and PTLoss's search.
+    """
+    x_lab = data["labelled"][0]
+    validation = data["validation"]
+    epochs = o["student_epochs"]
+    run_ = {"seed": seed}
+    models = {}
+    t0 = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    alone = make_student(x_lab.shape[1], 10)
+    _compile(alone, o["learning_rate"])
+    alone.fit(
+        x_lab, labels, epochs=epochs, batch_size=o["batch_size"], verbose=0
+    )
+    models["student alone"] = calibrate(alone, validation, batch_size=2048)
+    run_["student alone"] = dict(
+        choice="-", seconds=time.perf_counter() - t0, student_epochs=epochs
+    )
     zero = np.zeros(o["order"])
     anchors = {
         "KD": [Candidate(zero, t, False, "kd") for t in o["temperatures"]],
@@ -407,88 +457,84 @@ def _run_teacher(name, description, labels, data, budget, o):
             for t in o["standardized_temperatures"]
         ],
     }
-    runs, first_probs, first_search = [], {}, None
-    for index in range(o["seeds"]):
-        seed = o["seed"] + index
-        run_ = {"seed": seed}
-        models = {}
-
+    for method, candidates in anchors.items():
         t0 = time.perf_counter()
-        keras.utils.set_random_seed(seed)
-        alone = make_student(num_features, num_classes)
-        _compile(alone, o["learning_rate"])
-        alone.fit(
-            x_lab,
-            labels,
-            epochs=epochs,
-            batch_size=o["batch_size"],
-            verbose=0,
-        )
-        models["student alone"] = calibrate(alone, validation, batch_size=2048)
-        run_["student alone"] = dict(
-            choice="-",
-            seconds=time.perf_counter() - t0,
-            student_epochs=epochs,
-        )
-
-        for method, candidates in anchors.items():
-            t0 = time.perf_counter()
-            found = search(seed, candidates=candidates, calibrate=False)
-            models[method] = calibrate(
-                found.student, validation, batch_size=2048
-            )
-            run_[method] = dict(
-                choice=f"T={found.temperature:g}",
-                seconds=time.perf_counter() - t0,
-                student_epochs=found.cost["student_epochs"],
-            )
-
-        found = search(
+        found = _search(
             seed,
-            mode=o["mode"],
-            temperatures=o["temperatures"],
-            standardized_temperatures=o["standardized_temperatures"],
+            data,
+            teacher,
+            budget,
+            o,
+            candidates=candidates,
+            calibrate=False,
         )
-        models["PTLoss"] = found.student
-        run_["PTLoss"] = dict(
-            choice=found.candidates[found.winner].label,
-            seconds=found.cost["seconds"],
+        models[method] = calibrate(found.student, validation, batch_size=2048)
+        run_[method] = dict(
+            choice=f"T={found.temperature:g}",
+            seconds=time.perf_counter() - t0,
             student_epochs=found.cost["student_epochs"],
-            search=found.to_dict(),
         )
-
-        probs = {}
-        for method, model in models.items():
-            raw = _predict(model.model, x_test)
-            probs[method] = _predict(model, x_test)
-            run_[method]["scores"] = scores(raw, probs[method], y_test)
-            run_[method]["calibration"] = model.calibration
-        runs.append(run_)
-        line = ", ".join(
-            f"{method} {100 * run_[method]['scores']['accuracy']:.1f} %"
-            + (
-                ""
-                if method == "student alone"
-                else f" ({run_[method]['choice']})"
-            )
-            for method in METHODS
-        )
-        _say(f"seed {seed}: {line}")
-        if index == 0:
-            first_probs = dict(probs, teacher=teacher_calibrated)
-            first_search = found
-            _say(f"PTLoss: {found.summary()}")
-
-    summary = summarize(runs)
-    result = dict(
-        description=description,
-        scores=teacher_scores,
-        calibration=calibrated_teacher.calibration,
-        runs=runs,
-        summary=summary,
-        table=format_table(teacher_scores, summary, len(runs)),
+    found = _search(
+        seed,
+        data,
+        teacher,
+        budget,
+        o,
+        mode=o["mode"],
+        temperatures=o["temperatures"],
+        standardized_temperatures=o["standardized_temperatures"],
     )
-    return result, first_probs, first_search
+    models["PTLoss"] = found.student
+    run_["PTLoss"] = dict(
+        choice=found.candidates[found.winner].label,
+        seconds=found.cost["seconds"],
+        student_epochs=found.cost["student_epochs"],
+        search=found.to_dict(),
+    )
+    return run_, models, found
+
+
+def _search(seed, data, teacher, budget, o, **kwargs):
+    """`search_coefficients` on the teacher's logits, with the demo's
+    student, budget and optimizer."""
+    num_features = data["labelled"][0].shape[1]
+    return search_coefficients(
+        lambda: make_student(num_features, 10),
+        data["transfer"][0],
+        teacher["logits"]["transfer"],
+        data["validation"],
+        order=o["order"],
+        epochs=o["student_epochs"],
+        budget=budget,
+        validation_teacher=teacher["logits"]["validation"],
+        optimizer=lambda: keras.optimizers.Adam(o["learning_rate"]),
+        batch_size=o["batch_size"],
+        seed=seed,
+        verbose=0,
+        **kwargs,
+    )
+
+
+def _score_students(run_, models, test):
+    """Scores each calibrated model on the test split into `run_`;
+    returns their calibrated test probabilities."""
+    x_test, y_test = test
+    probs = {}
+    for method, model in models.items():
+        raw = _predict(model.model, x_test)
+        probs[method] = _predict(model, x_test)
+        run_[method]["scores"] = scores(raw, probs[method], y_test)
+        run_[method]["calibration"] = model.calibration
+    return probs
+
+
+def _seed_line(run_):
+    """One seed's test accuracies (and choices) per method."""
+    return ", ".join(
+        f"{method} {100 * run_[method]['scores']['accuracy']:.1f} %"
+        + ("" if method == "student alone" else f" ({run_[method]['choice']})")
+        for method in METHODS
+    )
 
 
 def summarize(runs):
