@@ -41,6 +41,7 @@ import scipy.optimize
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import timing  # noqa: E402
+from selection_task import make_task  # noqa: E402
 
 NAME = "selection_speed"
 TARGETS = {
@@ -120,36 +121,6 @@ def parse_args(argv=None):
         args.naive_examples = [5, 3, 1]
         args.solver_rounds = 2
     return args
-
-
-# --- The synthetic task ------------------------------------------------------
-
-
-def make_task(
-    num_examples, num_classes, seed, sample=0, dim=32, tau=0.6, noise=0.3
-):
-    """Teacher probabilities, labels and exact Bayes probabilities p*.
-
-    `seed` fixes the task (class means, teacher biases); `sample` the draw
-    of examples from it.
-    """
-    task_rng = np.random.default_rng(seed)
-    spread = 1.5 * np.sqrt(2.0 * np.log(num_classes) / dim)
-    means = task_rng.normal(scale=spread, size=(num_classes, dim))
-    bias = task_rng.normal(scale=0.3, size=num_classes)
-    rng = np.random.default_rng([seed, sample])
-    labels = rng.integers(0, num_classes, size=num_examples)
-    x = means[labels] + rng.normal(size=(num_examples, dim))
-    logits = x @ means.T - 0.5 * np.sum(means**2, axis=1)
-    p_star = _softmax(logits)
-    teacher_logits = logits / tau + bias + noise * rng.normal(size=logits.shape)
-    return _softmax(teacher_logits), labels, p_star
-
-
-def _softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 # --- The naive per-example solver --------------------------------------------
@@ -492,7 +463,7 @@ def main(argv=None):
     if not args.no_plots:
         from plots import make_plots
 
-        paths = make_plots(out_dir, seed=args.seed, make_task=make_task)
+        paths = make_plots(out_dir, seed=args.seed)
         plots = [(title, Path(p).name) for title, p in paths]
         data["plots"] = plots
     timing.write_json(out_dir / f"{NAME}.json", data)

@@ -38,6 +38,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -269,17 +273,9 @@ def worker_selection(tokens, classes, k, repeats, dense):
 
 
 def _run_worker(backend, args, threads, timeout=None):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = str(threads)
-    if backend == "jax" and threads == 1:
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-            " intra_op_parallelism_threads=1"
-        ).strip()
     out = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(args)],
-        env=env,
+        env=harness.worker_env(backend, threads),
         capture_output=True,
         text=True,
         check=False,
@@ -331,6 +327,12 @@ def methods_for(classes, config):
     return list(METHODS)
 
 
+def _memory(backend, method, chunk_size, common, **extra):
+    """Peak memory of one method's loss + gradient, in a fresh process."""
+    spec = dict(kind="memory", method=method, chunk_size=chunk_size)
+    return _run_worker(backend, {**spec, **common, **extra}, common["threads"])
+
+
 def measure(config, log=print, save=None):
     rows = []
     threads = config["threads"]
@@ -344,16 +346,7 @@ def measure(config, log=print, save=None):
             common = dict(tokens=tokens, classes=classes, threads=threads)
             row = dict(backend=backend, chunk_size=chunk_size, **common)
             for method in methods:
-                memory = _run_worker(
-                    backend,
-                    dict(
-                        kind="memory",
-                        method=method,
-                        chunk_size=chunk_size,
-                        **common,
-                    ),
-                    threads,
-                )
+                memory = _memory(backend, method, chunk_size, common)
                 row[f"{method}_rss_mib"] = memory["rss_mib"]
                 if "compiled_mib" in memory:
                     row[f"{method}_compiled_mib"] = memory["compiled_mib"]
@@ -374,16 +367,8 @@ def measure(config, log=print, save=None):
             if backend == "jax" and tokens != config["analysis_tokens"]:
                 full = dict(common, tokens=config["analysis_tokens"])
                 for method in methods:
-                    memory = _run_worker(
-                        backend,
-                        dict(
-                            kind="memory",
-                            method=method,
-                            chunk_size=chunk_size,
-                            compiled_only=1,
-                            **full,
-                        ),
-                        threads,
+                    memory = _memory(
+                        backend, method, chunk_size, full, compiled_only=1
                     )
                     row[f"{method}_compiled_mib_full"] = memory["compiled_mib"]
             log(json.dumps(row))
