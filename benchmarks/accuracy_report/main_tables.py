@@ -20,6 +20,53 @@ from accuracy_report.summary import pipeline_winners
 from keras_ptloss.calibration import DEFAULT_BOUNDS as CALIBRATION_BOUNDS
 
 
+def protocol(profile):
+    """How the main tables' students and baselines are trained."""
+    return [
+        "### Protocol",
+        "",
+        f"- Students: Adam (lr {profile['learning_rate']}), batch "
+        f"{profile['batch_size']}, a fixed number of epochs per setting "
+        "(table below), no early stopping. Every method trains through "
+        "`keras_ptloss.Distiller` on teacher outputs pre-computed with "
+        "`Distiller.precompute_teacher`: one Distiller (one compiled step) "
+        "per setting and loss family, whose loss holds the "
+        "hyper-parameters in variables the Distiller tracks; each run "
+        "re-initialises the student from its seed's stored initial weights "
+        "and zeroes the optimizer state. Losses: KD and the PTLoss rows = "
+        "`PTLoss` (KD: zero coefficients); LS-KD = `PTLoss(standardize="
+        "True)` with zero coefficients (= `KDLoss(standardize=True)`); "
+        "KD + CE = `KDCELoss`, DKD = `DKDLoss`, Poly-1 = `Poly1Loss`, which "
+        "receive the labels from the Distiller (`needs_labels`); the "
+        "student alone = the Distiller with `student_loss_weight=1` and the "
+        "compiled sparse cross-entropy. "
+        "Teachers: same optimiser, seed 0, cross-entropy. One intra-op "
+        "thread for torch.",
+        "- Test accuracy: mean ± std (sample) over seeds "
+        f"0..{profile['seeds'] - 1} (student initialisation and batch "
+        "order; same teacher).",
+        f"- Tuning: each baseline trains {profile['tune_budget']} "
+        "configurations (one tuning seed, evenly spaced over its grid) and "
+        "keeps the best validation accuracy. Grids: "
+        + "; ".join(
+            f"{METHODS[m][0]} {grid_text(m, profile['tune_budget'])}"
+            for m in GRIDS
+        )
+        + ". The student alone (CE) has nothing to tune.",
+        "- PTLoss: temperature = KD's tuned T (so it costs no extra "
+        "training), coefficients from `select_coefficients` (Brier "
+        "closeness of the proxy teacher on the same validation split, "
+        "20% of it held out by the selector) — no student is trained to "
+        "choose them. 'T by proxy' also picks T that way. 'Searched': "
+        "coefficients and T from `search_coefficients` (students trained; "
+        "section below).",
+        "- Unlabelled transfer settings: hard-label terms (KD + CE, DKD, "
+        "Poly-1) use the teacher's argmax; the student alone trains on the "
+        "teacher's labelled training split.",
+        "",
+    ]
+
+
 def selection_quality(entry):
     """Selected M = 1 coefficient vs the grid oracle, and Spearman rho."""
     grid = entry["grid"]
