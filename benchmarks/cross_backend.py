@@ -173,6 +173,9 @@ def prepare(profile, folder):
                     [rng.permutation(n) for _ in range(epochs)]
                 ).astype("int64")
         np.savez(Path(folder) / f"{name}.npz", **arrays)
+        # Every backend distils from this teacher (its outputs pre-computed
+        # above; the Distiller checks them against its output shape).
+        teacher.save(Path(folder) / f"{name}_teacher.keras")
         info[name] = dict(
             teacher_test_accuracy=test_acc,
             sizes={
@@ -188,9 +191,9 @@ def prepare(profile, folder):
 
 
 class Snapshots:
-    """Records the model's weights after the given training steps."""
+    """Records the student's weights after the given training steps."""
 
-    def __init__(self, steps):
+    def __init__(self, student, steps):
         import keras
 
         outer = self
@@ -199,16 +202,20 @@ class Snapshots:
             def on_train_batch_end(self, batch, logs=None):
                 outer.step += 1
                 if outer.step in steps:
-                    outer.taken[outer.step] = self.model.get_weights()
+                    outer.taken[outer.step] = student.get_weights()
 
         self.step, self.taken, self.callback = 0, {}, Callback()
 
 
 class Trainer:
-    """One compiled student per (setting, method), reused for every run
-    (the optimizer's state is reset and the weights loaded before each)."""
+    """One compiled model per (setting, method), reused for every run (the
+    optimizer's state is reset and the student's weights loaded before
+    each). KD trains through `keras_ptloss.Distiller` on the shared
+    teacher's pre-computed logits (`{"student_inputs", "teacher_outputs"}`
+    batches, no label term); the student alone is a plain Keras model on
+    the labels."""
 
-    def __init__(self, name, arrays, profile, method):
+    def __init__(self, name, arrays, profile, method, teacher_path):
         import keras
 
         import keras_ptloss as kp
@@ -216,19 +223,35 @@ class Trainer:
         self.name, self.arrays, self.profile = name, arrays, profile
         self.method = method
         self.hidden = profile["student_hidden"][name]
+        optimizer = keras.optimizers.Adam(profile["learning_rate"])
         if method == "alone":
             self.x, self.y = arrays["x_alone"], arrays["y_alone"]
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            self.student = mlp(self.x.shape[1], self.hidden, 10)
+            self.model = self.student
+            self.model.compile(
+                optimizer,
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
         else:
             self.x, self.y = arrays["x_transfer"], arrays["teacher_logits"]
-            loss = kp.KDLoss(
-                temperature=profile["temperature"], teacher_from_logits=True
+            self.student = mlp(self.x.shape[1], self.hidden, 10)
+            self.model = kp.Distiller(
+                keras.saving.load_model(teacher_path),
+                self.student,
+                kp.KDLoss(
+                    temperature=profile["temperature"],
+                    teacher_from_logits=True,
+                ),
+                student_loss_weight=0.0,
             )
-        self.model = mlp(self.x.shape[1], self.hidden, 10)
-        self.model.compile(
-            keras.optimizers.Adam(profile["learning_rate"]), loss
-        )
+            self.model.compile(optimizer)
         self.model.optimizer.build(self.model.trainable_variables)
+
+    def _data(self, x, y):
+        """`fit`'s `(x, y)`: the Distiller's offline batches for KD."""
+        if self.method == "alone":
+            return x, y
+        return {"student_inputs": x, "teacher_outputs": y}, None
 
     def _reset_optimizer(self):
         optimizer = self.model.optimizer
@@ -259,22 +282,21 @@ class Trainer:
             # This backend's own seeded initialisation and shuffling.
             weights = mlp(self.x.shape[1], self.hidden, 10).get_weights()
             fit_x, fit_y, fit_epochs, shuffle = self.x, self.y, epochs, True
-        self.model.set_weights(weights)
+        self.student.set_weights(weights)
         self._reset_optimizer()
-        snaps = Snapshots(set(SNAPSHOTS))
+        snaps = Snapshots(self.student, set(SNAPSHOTS))
         self.model.fit(
-            fit_x,
-            fit_y,
+            *self._data(fit_x, fit_y),
             epochs=fit_epochs,
             batch_size=profile["batch_size"],
             shuffle=shuffle,
             verbose=0,
             callbacks=[snaps.callback],
         )
-        logits = keras.ops.convert_to_numpy(self.model(arrays["x_test"]))
+        logits = keras.ops.convert_to_numpy(self.student(arrays["x_test"]))
         preds = np.argmax(logits, 1)
         accuracy = float(np.mean(preds == arrays["y_test"]))
-        snaps.taken["final"] = self.model.get_weights()
+        snaps.taken["final"] = self.student.get_weights()
         return accuracy, preds, snaps.taken
 
 
@@ -286,7 +308,10 @@ def worker(args, profile):
     for name in profile["settings"]:
         arrays = dict(np.load(folder / f"{name}.npz"))
         saved = {}
-        trainers = {m: Trainer(name, arrays, profile, m) for m in METHODS}
+        teacher = folder / f"{name}_teacher.keras"
+        trainers = {
+            m: Trainer(name, arrays, profile, m, teacher) for m in METHODS
+        }
         for controlled in (True, False):
             for method in METHODS:
                 for seed in range(profile["seeds"]):

@@ -250,8 +250,8 @@ def run_backend(args):
     backend = args.backend
     keras = harness.start_backend(backend, args.threads)
     from keras_ptloss import PTLoss
+    from keras_ptloss import StudentPopulation
     from keras_ptloss.datasets import load_mnist1d
-    from keras_ptloss.population import StudentPopulation
 
     keras.utils.set_random_seed(args.seed)
     splits = load_mnist1d(

@@ -274,48 +274,104 @@ def fmt_duration(seconds):
 
 
 def markdown(data, plots, out_dir):
-    rows = []
-    for r in data["rows"]:
-        target = target_of(r)
-        wall = fmt_s(r["wall"]["median"])
-        if target is not None:
-            ok = r["wall"]["median"] <= target
-            wall = f"{wall} ({'≤' if ok else '**>**'} {target:g})"
-        search = " → ".join(
-            f"{s['candidates']}@{s['examples']}" for s in r["screening"]
-        )
-        speed = r["speedup"]["median"]
-        rows.append(
+    """The section: protocol, the speed and quality tables, the plots."""
+    lines = _protocol(data) + [
+        timing.markdown_table(
             [
-                f"{r['mode']}, K={r['classes']}, M={r['order']}",
-                wall,
-                fmt_s(r["cpu"]["median"]),
-                r["repeats"],
-                search,
-                r["refinement_steps"],
-                f"{r['example_solves']:,}",
-                timing.format_us(r["ours_per_example_s"]["median"]),
-                f"{r['naive_per_example_s']['median'] * 1e3:,.1f}",
-                f"{speed:,.0f}"
-                if speed >= TARGET_SPEEDUP
-                else f"**{speed:,.0f}**",
-                fmt_duration(r["naive_selection_extrapolated_s"]),
-                f"{r['naive_max_abs_diff']:.1e}",
-            ]
-        )
-    quality = [
-        [
-            f"{r['mode']}, K={r['classes']}, M={r['order']}",
-            f"{r['teacher_brier_holdout']:.4f}",
-            f"{r['proxy_brier_holdout']:.4f}",
-            f"{r['teacher_sq_dist_p_star']:.4f}",
-            f"{r['proxy_sq_dist_p_star']:.4f}",
-            f"{r['proxy_sq_dist_p_star'] / r['teacher_sq_dist_p_star']:.2f}",
-        ]
-        for r in data["rows"]
+                "case",
+                "wall s (target)",
+                "CPU s",
+                "repeats",
+                "candidates scored",
+                "L-BFGS steps",
+                "proxy solves",
+                "ours µs/example",
+                "naive ms/example",
+                "×",
+                "naive selection",
+                "max |Δq|",
+            ],
+            [_speed_row(r) for r in data["rows"]],
+            align="lrrrlrrrrrrr",
+        ),
+        "",
+        "Quality of the selected coefficients: Brier score of teacher and "
+        "(de-tempered) proxy on the held-out 20 %, and mean squared distance "
+        "to the true Bayes probabilities p* on a separate test sample of the "
+        "same task (ratio < 1: the proxy is closer to p* than the teacher).",
+        "",
+        timing.markdown_table(
+            [
+                "case",
+                "teacher Brier",
+                "proxy Brier",
+                "teacher ‖·−p*‖²",
+                "proxy ‖·−p*‖²",
+                "ratio",
+            ],
+            [_quality_row(r) for r in data["rows"]],
+        ),
     ]
+    if plots:
+        # Links relative to the repository root, where BENCHMARKS.md lives.
+        folder = Path(out_dir).resolve().relative_to(timing.ROOT)
+        links = [(title, (folder / name).as_posix()) for title, name in plots]
+        lines += ["", "Plots (K = 10, shared coefficients):", ""]
+        for title, path in links:
+            lines.append(f"- [{title}]({path})")
+        lines.append("")
+        for title, path in links:
+            lines.append(f"![{title}]({path})")
+    if data.get("errors"):
+        lines += ["", "Errors:", ""]
+        lines += [f"- {e}" for e in data["errors"]]
+    return "\n".join(lines)
+
+
+def _case(r):
+    return f"{r['mode']}, K={r['classes']}, M={r['order']}"
+
+
+def _speed_row(r):
+    target = target_of(r)
+    wall = fmt_s(r["wall"]["median"])
+    if target is not None:
+        ok = r["wall"]["median"] <= target
+        wall = f"{wall} ({'≤' if ok else '**>**'} {target:g})"
+    search = " → ".join(
+        f"{s['candidates']}@{s['examples']}" for s in r["screening"]
+    )
+    speed = r["speedup"]["median"]
+    return [
+        _case(r),
+        wall,
+        fmt_s(r["cpu"]["median"]),
+        r["repeats"],
+        search,
+        r["refinement_steps"],
+        f"{r['example_solves']:,}",
+        timing.format_us(r["ours_per_example_s"]["median"]),
+        f"{r['naive_per_example_s']['median'] * 1e3:,.1f}",
+        f"{speed:,.0f}" if speed >= TARGET_SPEEDUP else f"**{speed:,.0f}**",
+        fmt_duration(r["naive_selection_extrapolated_s"]),
+        f"{r['naive_max_abs_diff']:.1e}",
+    ]
+
+
+def _quality_row(r):
+    return [
+        _case(r),
+        f"{r['teacher_brier_holdout']:.4f}",
+        f"{r['proxy_brier_holdout']:.4f}",
+        f"{r['teacher_sq_dist_p_star']:.4f}",
+        f"{r['proxy_sq_dist_p_star']:.4f}",
+        f"{r['proxy_sq_dist_p_star'] / r['teacher_sq_dist_p_star']:.2f}",
+    ]
+
+
+def _protocol(data):
     machine = data["machine"]
-    lines = [
+    return [
         f"## Coefficient selection speed ({machine['cpu']})",
         "",
         "Wall time of one `select_coefficients` call on N = "
@@ -355,56 +411,7 @@ def markdown(data, plots, out_dir):
         f"class-wise K=1000 M=5 ≤ 300 s; solver ≥ {TARGET_SPEEDUP:g}× the "
         "naive one per example. Bold: target missed.",
         "",
-        timing.markdown_table(
-            [
-                "case",
-                "wall s (target)",
-                "CPU s",
-                "repeats",
-                "candidates scored",
-                "L-BFGS steps",
-                "proxy solves",
-                "ours µs/example",
-                "naive ms/example",
-                "×",
-                "naive selection",
-                "max |Δq|",
-            ],
-            rows,
-            align="lrrrlrrrrrrr",
-        ),
-        "",
-        "Quality of the selected coefficients: Brier score of teacher and "
-        "(de-tempered) proxy on the held-out 20 %, and mean squared distance "
-        "to the true Bayes probabilities p* on a separate test sample of the "
-        "same task (ratio < 1: the proxy is closer to p* than the teacher).",
-        "",
-        timing.markdown_table(
-            [
-                "case",
-                "teacher Brier",
-                "proxy Brier",
-                "teacher ‖·−p*‖²",
-                "proxy ‖·−p*‖²",
-                "ratio",
-            ],
-            quality,
-        ),
     ]
-    if plots:
-        # Links relative to the repository root, where BENCHMARKS.md lives.
-        folder = Path(out_dir).resolve().relative_to(timing.ROOT)
-        links = [(title, (folder / name).as_posix()) for title, name in plots]
-        lines += ["", "Plots (K = 10, shared coefficients):", ""]
-        for title, path in links:
-            lines.append(f"- [{title}]({path})")
-        lines.append("")
-        for title, path in links:
-            lines.append(f"![{title}]({path})")
-    if data.get("errors"):
-        lines += ["", "Errors:", ""]
-        lines += [f"- {e}" for e in data["errors"]]
-    return "\n".join(lines)
 
 
 def main(argv=None):

@@ -74,8 +74,8 @@ def _limit_threads(backend, threads):
 
 
 def _make_loss(method, chunk_size):
-    from keras_ptloss.losses import KDLoss
-    from keras_ptloss.losses import PTLoss
+    from keras_ptloss import KDLoss
+    from keras_ptloss import PTLoss
 
     flags = dict(temperature=TEMPERATURE, teacher_from_logits=True)
     if method == "kd":
@@ -229,6 +229,22 @@ def selection_task(tokens, classes, seed=0):
     return teacher, labels
 
 
+def top_k(logits, k):
+    """Top-k classes (by decreasing probability) and their log-softmax
+    probabilities, as int32 and float32 arrays of shape `(N, k)`."""
+    import numpy as np
+    import scipy.special
+
+    indices = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
+    top = np.take_along_axis(logits, indices, -1)
+    indices = np.take_along_axis(indices, np.argsort(-top, axis=-1), -1)
+    log_probs = scipy.special.log_softmax(logits, axis=-1)
+    return (
+        indices.astype("int32"),
+        np.take_along_axis(log_probs, indices, -1).astype("float32"),
+    )
+
+
 def worker_selection(tokens, classes, k, repeats, dense):
     """Wall and CPU seconds of a shared-coefficient selection (median).
 
@@ -236,19 +252,18 @@ def worker_selection(tokens, classes, k, repeats, dense):
     `select_sparse_coefficients` on its top-k classes plus the tail.
     """
     import numpy as np
+    import scipy.special
 
     from keras_ptloss import select_coefficients
-    from keras_ptloss._checks import softmax
-    from keras_ptloss.sparse import select_sparse_coefficients
-    from keras_ptloss.sparse import top_k_log_probs
+    from keras_ptloss import select_sparse_coefficients
 
     teacher, labels = selection_task(tokens, classes)
     start = time.perf_counter()
     if dense:
-        probs = softmax(teacher)
+        probs = scipy.special.softmax(teacher, axis=-1)
         del teacher
     else:
-        indices, log_probs = top_k_log_probs(teacher, k)
+        indices, log_probs = top_k(teacher, k)
         del teacher
     prepare = time.perf_counter() - start
     walls, cpus, results = [], [], []
