@@ -274,6 +274,27 @@ def student_record(setting, student, ece_bins, calibrated=None):
     return record
 
 
+def run_search(setting, profile, **options):
+    """`search_coefficients` on the setting's transfer split, with what
+    every method gets: the training recipe (optimizer, batch size, epochs),
+    the validation split and the baselines' tuning budget (`tune_budget`
+    full trainings, in student-epochs); `options` add to that."""
+    epochs = setting.student_epochs
+    return kp.search_coefficients(
+        setting.make_student,
+        setting.transfer[0],
+        setting.teacher_logits["transfer"].astype("float32"),
+        (setting.validation[0], setting.validation[1]),
+        epochs=epochs,
+        budget=profile["tune_budget"] * epochs,
+        validation_teacher=setting.teacher_logits["validation"],
+        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
+        batch_size=profile["batch_size"],
+        verbose=0,
+        **options,
+    )
+
+
 def search(setting, profile, standardize):
     """`search_coefficients` on the tuning seed; a JSON-ready record.
 
@@ -281,24 +302,15 @@ def search(setting, profile, standardize):
     the baselines' tuning budget; the wall time is measured around the
     call.
     """
-    epochs = setting.student_epochs
     start = time.perf_counter()
-    result = kp.search_coefficients(
-        setting.make_student,
-        setting.transfer[0],
-        setting.teacher_logits["transfer"].astype("float32"),
-        (setting.validation[0], setting.validation[1]),
+    result = run_search(
+        setting,
+        profile,
         order=MAX_ORDER,
-        epochs=epochs,
-        budget=profile["tune_budget"] * epochs,
         standardize=standardize,
         teacher_from_logits=True,
-        validation_teacher=setting.teacher_logits["validation"],
-        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
-        batch_size=profile["batch_size"],
         seed=TUNE_SEED,
         calibrate=False,
-        verbose=0,
         **profile["search"],
     )
     seconds = time.perf_counter() - start
@@ -324,21 +336,8 @@ def pipeline(setting, profile, seed):
     student measured is the call's: `uncalibrated_student` as trained and
     `student` calibrated.
     """
-    epochs = setting.student_epochs
     start = time.perf_counter()
-    result = kp.search_coefficients(
-        setting.make_student,
-        setting.transfer[0],
-        setting.teacher_logits["transfer"].astype("float32"),
-        setting.validation,
-        epochs=epochs,
-        budget=profile["tune_budget"] * epochs,
-        validation_teacher=setting.teacher_logits["validation"],
-        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
-        batch_size=profile["batch_size"],
-        seed=seed,
-        verbose=0,
-    )
+    result = run_search(setting, profile, seed=seed)
     seconds = time.perf_counter() - start
     record = student_record(
         setting,
@@ -752,6 +751,35 @@ class SettingRun:
         )
 
 
+def with_overrides(profile, **overrides):
+    """A copy of `profile` with the overrides that are given (not None,
+    not empty, not 0: the command line's "use the profile's")."""
+    given = {k: v for k, v in overrides.items() if v}
+    return {**profile, **given}
+
+
+def drop_stale(store, prefix, old, fingerprint):
+    """Drops the records under `prefix` when they were made with another
+    profile (their stored fingerprint `old` differs from `fingerprint`)."""
+    if old is not None and old != fingerprint:
+        dropped = store.drop_prefix(prefix)
+        print(
+            f"profile changed since the stored run ({old} -> {fingerprint}): "
+            f"dropped {dropped} stale records of {prefix!r}"
+        )
+
+
+def run_meta(command, profile, fingerprint):
+    """The meta record of a run: its command, machine, date and profile."""
+    return {
+        "command": command,
+        "machine": timing.describe_machine(),
+        "date": timing.utc_now(),
+        "profile": profile,
+        "fingerprint": fingerprint,
+    }
+
+
 def command_text(args):
     """The shell command that reproduces this run (`benchmarks/accuracy.py`)."""
     script = Path(__file__).with_name(f"{NAME}.py")
@@ -762,32 +790,17 @@ def command_text(args):
 def run(args):
     backend = keras.backend.backend()
     profile_name = args.profile
-    profile = dict(PROFILES[profile_name])
-    if args.settings:
-        profile["settings"] = args.settings
-    if args.seeds:
-        profile["seeds"] = args.seeds
+    profile = with_overrides(
+        PROFILES[profile_name], settings=args.settings, seeds=args.seeds
+    )
     store = Store(args.json)
     fingerprint = profile_fingerprint(profile)
-    prefix = record_key(profile_name, backend, "")
-    old_meta = store.get(record_key(profile_name, backend, "meta")) or {}
-    old = old_meta.get(f"{profile_name}|{backend}", {}).get("fingerprint")
-    if old is not None and old != fingerprint:
-        dropped = store.drop_prefix(prefix)
-        print(
-            f"profile changed since the stored run ({old} -> {fingerprint}): "
-            f"dropped {dropped} stale records of {prefix!r}"
-        )
-    meta = {
-        f"{profile_name}|{backend}": {
-            "command": command_text(args),
-            "machine": timing.describe_machine(),
-            "date": timing.utc_now(),
-            "profile": profile,
-            "fingerprint": fingerprint,
-        }
-    }
-    store.put(record_key(profile_name, backend, "meta"), meta)
+    meta_key = record_key(profile_name, backend, "meta")
+    run_key = f"{profile_name}|{backend}"
+    old = (store.get(meta_key) or {}).get(run_key, {}).get("fingerprint")
+    drop_stale(store, record_key(profile_name, backend, ""), old, fingerprint)
+    meta = run_meta(command_text(args), profile, fingerprint)
+    store.put(meta_key, {run_key: meta})
     log = Progress(verbose=not args.silent)
     log(
         f"profile={profile_name} backend={backend} settings="

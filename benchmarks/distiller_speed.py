@@ -77,24 +77,24 @@ NUM_CLASSES = 10
 DEFAULT_CONFIGS = ("64/4.5", "256-256/4.5", "256-256/30")
 
 
+# The script's own options: (flag, default, help), see harness.add_options.
+OPTIONS = [
+    ("--samples", 8192, "examples per epoch"),
+    ("--batch-size", 256, None),
+    (
+        "--configs",
+        list(DEFAULT_CONFIGS),
+        "STUDENT/MULTIPLE: the student's hidden widths joined by "
+        "'-', and the teacher's MACs per example as a multiple of "
+        "the student's (its hidden width is solved for)",
+    ),
+    ("--rounds", 7, "timed epochs per method"),
+]
+
+
 def parse_args(argv=None):
     parser = harness.speed_parser(
-        __doc__, "1024 samples, 2 rounds", backend_timeout=1800.0
-    )
-    parser.add_argument(
-        "--samples", type=int, default=8192, help="examples per epoch"
-    )
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument(
-        "--configs",
-        nargs="+",
-        default=list(DEFAULT_CONFIGS),
-        help="STUDENT/MULTIPLE: the student's hidden widths joined by '-', "
-        "and the teacher's MACs per example as a multiple of the "
-        "student's (its hidden width is solved for)",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=7, help="timed epochs per method"
+        __doc__, "1024 samples, 2 rounds", 1800.0, OPTIONS
     )
     args = harness.parse(parser, argv, quick=_quick)
     try:
@@ -416,12 +416,7 @@ def to_markdown(data):
     for label, *_ in RATIOS:
         headers += [label, f"{label} CPU"]
     rows = []
-    for result in data["results"]:
-        if result.get("skipped"):
-            lines.append(
-                f"- **{result['backend']} not measured**: {result['skipped']}"
-            )
-            continue
+    for result in timing.measured(data["results"], lines):
         for entry in result["configs"]:
             row = [result["backend"], *_config_label(entry)]
             for label, _, _, target, kind in RATIOS:
@@ -468,29 +463,31 @@ def to_markdown(data):
     return "\n".join(lines)
 
 
+def settings(args):
+    """The run's settings, as the results record them."""
+    names = ["samples", "batch_size", "configs", "rounds", "threads"]
+    return harness.settings(
+        args,
+        [*names, "quick", "seed"],
+        alpha=ALPHA,
+        temperature=TEMPERATURE,
+        coefficients=COEFFICIENTS,
+    )
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-
-    def make_data(results):
-        return {
-            "settings": {
-                "samples": args.samples,
-                "batch_size": args.batch_size,
-                "configs": args.configs,
-                "rounds": args.rounds,
-                "threads": args.threads,
-                "quick": args.quick,
-                "seed": args.seed,
-                "alpha": ALPHA,
-                "temperature": TEMPERATURE,
-                "coefficients": COEFFICIENTS,
-            },
-            "results": results,
-        }
-
     harness.run_parent(
-        __file__, NAME, argv, args, run_backend, to_markdown, make_data
+        __file__,
+        NAME,
+        argv,
+        args,
+        (
+            run_backend,
+            to_markdown,
+            lambda results: {"settings": settings(args)},
+        ),
     )
 
 

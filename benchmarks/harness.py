@@ -34,13 +34,16 @@ BACKENDS = ("jax", "tensorflow", "torch")
 PARENT_ONLY = frozenset({"--backends", "--backend-timeout"})
 
 
-def speed_parser(doc, quick_help, backend_timeout=None, backend_help=None):
+def speed_parser(
+    doc, quick_help, backend_timeout=None, options=(), backend_help=None
+):
     """An argument parser with the options every speed benchmark shares.
 
     Args:
         doc: the script's docstring (its first line is the description).
         quick_help: what `--quick` shrinks (the results folder is added).
         backend_timeout: default of `--backend-timeout` (seconds, or None).
+        options: the script's own options, as `add_options` takes them.
         backend_help: help of a public `--backend` (time one backend only);
             `None` keeps `--backend` hidden (set by the parent for workers).
 
@@ -96,7 +99,29 @@ def speed_parser(doc, quick_help, backend_timeout=None, backend_help=None):
         help="only regenerate the .md from the existing .json",
     )
     parser.add_argument("--worker-output", help=argparse.SUPPRESS)
+    add_options(parser, options)
     return parser
+
+
+def add_options(parser, options):
+    """Adds options given as `(flag, default, help)` rows: the type follows
+    the default (a list: `nargs="+"` of its items' type), and a fourth item
+    sets it where the default cannot say (`None`)."""
+    for flag, default, help_text, *kind in options:
+        sample = default[0] if isinstance(default, list) else default
+        kwargs = {"default": default, "help": help_text}
+        if isinstance(default, list):
+            kwargs["nargs"] = "+"
+        if kind:
+            kwargs["type"] = kind[0]
+        elif sample is not None and not isinstance(sample, str):
+            kwargs["type"] = type(sample)
+        parser.add_argument(flag, **kwargs)
+
+
+def settings(args, names, **constants):
+    """The named arguments' values (then `constants`), for the results."""
+    return {**{name: getattr(args, name) for name in names}, **constants}
 
 
 def parse(parser, argv=None, quick=None):
@@ -194,15 +219,7 @@ def run_worker(script, backend, worker_argv, timeout):
 
 
 def run_parent(
-    script,
-    name,
-    argv,
-    args,
-    run_backend,
-    to_markdown,
-    make_data,
-    parent_only=PARENT_ONLY,
-    schedule=None,
+    script, name, argv, args, steps, parent_only=None, schedule=None
 ):
     """The whole run of a speed benchmark after parsing.
 
@@ -217,10 +234,12 @@ def run_parent(
         argv: the command line (recorded; passed on to the workers less
             the options in `parent_only`).
         args: the parsed `argv`.
-        run_backend: `args -> dict`, the worker's measurement.
-        to_markdown: `data -> str`, the markdown section.
-        make_data: `results -> dict`, the fields after the header.
-        parent_only: options the workers never see.
+        steps: `(run_backend, to_markdown, make_data)`: `args -> dict`,
+            the worker's measurement; `data -> str`, the markdown section;
+            `results -> dict`, the fields after the header (then
+            `"results": results` unless it holds them).
+        parent_only: options the workers never see (default
+            `PARENT_ONLY`).
         schedule: optional `(index, count, elapsed_s) -> (extra_argv,
             timeout)` for the worker of the `index`-th of `count` backends
             (default: no extra options, `--backend-timeout`).
@@ -228,6 +247,7 @@ def run_parent(
     Returns:
         The data written, or None in a worker and with `--markdown-only`.
     """
+    run_backend, to_markdown, make_data = steps
     if timing.serve_worker(args, run_backend):
         return None
     folder = Path(args.results_dir)
@@ -235,7 +255,7 @@ def run_parent(
         timing.rewrite_markdown(folder, name, to_markdown)
         return None
     backends = [args.backend] if args.backend else args.backends
-    worker_argv = timing.drop_options(argv, parent_only)
+    worker_argv = timing.drop_options(argv, parent_only or PARENT_ONLY)
     results, start = [], time.perf_counter()
     for index, backend in enumerate(backends):
         extra, timeout = [], args.backend_timeout
@@ -246,5 +266,6 @@ def run_parent(
             run_worker(script, backend, worker_argv + extra, timeout)
         )
     data = {**timing.results_header(name, script, argv), **make_data(results)}
+    data.setdefault("results", results)
     timing.write_results(folder, name, data, to_markdown)
     return data

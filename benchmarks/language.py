@@ -69,7 +69,10 @@ import numpy as np  # noqa: E402
 import scipy.special  # noqa: E402
 import timing  # noqa: E402
 from accuracy_harness import Store  # noqa: E402
+from accuracy_harness import drop_stale  # noqa: E402
 from accuracy_harness import record_key  # noqa: E402
+from accuracy_harness import run_meta  # noqa: E402
+from accuracy_harness import with_overrides  # noqa: E402
 from accuracy_settings import ece_of  # noqa: E402
 
 import keras_ptloss as kp  # noqa: E402
@@ -79,19 +82,38 @@ NAME = "language"
 CODE_VERSION = 1
 TEMPERATURES = (1.0, 2.0, 4.0)
 
+
+def hidden_markov(
+    vocab_size, num_states, tokens_per_state, successors, concentration
+):
+    """A profile's `HiddenMarkovLanguage` arguments."""
+    return {
+        "vocab_size": vocab_size,
+        "num_states": num_states,
+        "tokens_per_state": tokens_per_state,
+        "successors": successors,
+        "concentration": concentration,
+    }
+
+
+def splits_of(**sequences):
+    """Sequences per split (train, transfer, validation)."""
+    return sequences
+
+
+def transformer_of(d_model, heads, layers, **training):
+    """A profile's Transformer (and, for the teacher, its epochs)."""
+    return {"d_model": d_model, "heads": heads, "layers": layers, **training}
+
+
 FULL = {
-    "language": {
-        "vocab_size": 1024,
-        "num_states": 32,
-        "tokens_per_state": 64,
-        "successors": 4,
-        "concentration": 0.2,
-    },
+    # vocabulary, hidden states, tokens per state, successors, Dirichlet.
+    "language": hidden_markov(1024, 32, 64, 4, 0.2),
     "length": 32,
-    "sequences": {"train": 1600, "transfer": 1024, "validation": 192},
+    "sequences": splits_of(train=1600, transfer=1024, validation=192),
     "test_sequences": 384,
-    "teacher": {"d_model": 64, "heads": 4, "layers": 2, "epochs": 14},
-    "student": {"d_model": 32, "heads": 2, "layers": 1},
+    "teacher": transformer_of(64, 4, 2, epochs=14),
+    "student": transformer_of(32, 2, 1),
     "student_epochs": 6,
     "batch_size": 64,
     "learning_rate": 2e-3,
@@ -103,26 +125,20 @@ FULL = {
     "data_seed": 0,
     "seeds": 5,
 }
-QUICK = {
-    **FULL,
-    "language": {
-        "vocab_size": 48,
-        "num_states": 4,
-        "tokens_per_state": 12,
-        "successors": 2,
-        "concentration": 0.3,
-    },
-    "length": 6,
-    "sequences": {"train": 64, "transfer": 64, "validation": 20},
-    "test_sequences": 20,
-    "teacher": {"d_model": 8, "heads": 2, "layers": 1, "epochs": 3},
-    "student": {"d_model": 4, "heads": 1, "layers": 1},
-    "student_epochs": 2,
-    "order": 2,
-    "strengths": (2.0,),
-    "selection_positions": 64,
-    "seeds": 2,
-}
+QUICK = dict(
+    FULL,
+    language=hidden_markov(48, 4, 12, 2, 0.3),
+    length=6,
+    sequences=splits_of(train=64, transfer=64, validation=20),
+    test_sequences=20,
+    teacher=transformer_of(8, 2, 1, epochs=3),
+    student=transformer_of(4, 1, 1),
+    student_epochs=2,
+    order=2,
+    strengths=(2.0,),
+    selection_positions=64,
+    seeds=2,
+)
 # A second condition where PTLoss's premise is stronger: a clearly more
 # over-confident teacher (about twice the steps on half the training
 # sequences: 30 epochs at batch 32 on 800), a student trained closer to
@@ -132,8 +148,8 @@ QUICK = {
 # same budget; the costlier LS-KD and KD + CE rows are left out by default.
 OVERCONFIDENT = {
     **FULL,
-    "sequences": {"train": 800, "transfer": 512, "validation": 192},
-    "teacher": {"d_model": 64, "heads": 4, "layers": 2, "epochs": 30},
+    "sequences": splits_of(train=800, transfer=512, validation=192),
+    "teacher": transformer_of(64, 4, 2, epochs=30),
     "student_epochs": 10,
     "batch_size": 32,
     "kd_temperatures": (1.0, 1.5, 2.0, 4.0),
@@ -346,30 +362,46 @@ def build_student_fn(profile):
     return build
 
 
-def train_candidates(profile, data, candidates, seed, weight=0.0):
-    """Trains each candidate fully through `keras_ptloss.search_coefficients`
-    (one candidate a call: a single rung, no cut; the seed's initial
-    weights and batch order, common to every method) and scores it by
-    validation NLL. Returns the `SearchResult`s, in order."""
+def search(profile, data, seed, candidates, trainings, **options):
+    """`keras_ptloss.search_coefficients` over `candidates` with a budget of
+    `trainings` full student trainings, scored by validation NLL; the
+    students are judged as trained (no method of this benchmark is
+    calibrated). `options` go to the call."""
     epochs = profile["student_epochs"]
+    return kp.search_coefficients(
+        build_student_fn(profile),
+        data["x"],
+        data["teacher"],
+        data["validation"],
+        order=profile["order"],
+        epochs=epochs,
+        budget=trainings * epochs,
+        candidates=candidates,
+        metric="nll",
+        optimizer=keras.optimizers.Adam(profile["learning_rate"]),
+        batch_size=profile["batch_size"],
+        seed=seed,
+        calibrate=False,
+        verbose=0,
+        **options,
+    )
+
+
+def train_candidates(profile, data, candidates, seed, weight=0.0):
+    """Trains each candidate fully through `search` (one candidate a call:
+    a single rung, no cut; the seed's initial weights and batch order,
+    common to every method) and scores it by validation NLL. Returns the
+    `SearchResult`s, in order."""
+    labels = data["labels"] if weight > 0 else None
     return [
-        kp.search_coefficients(
-            build_student_fn(profile),
-            data["x"],
-            data["teacher"],
-            data["validation"],
-            order=profile["order"],
-            epochs=epochs,
-            budget=epochs,
-            candidates=[candidate],
-            labels=data["labels"] if weight > 0 else None,
+        search(
+            profile,
+            data,
+            seed,
+            [candidate],
+            1,
+            labels=labels,
             student_loss_weight=weight,
-            metric="nll",
-            optimizer=keras.optimizers.Adam(profile["learning_rate"]),
-            batch_size=profile["batch_size"],
-            seed=seed,
-            calibrate=False,
-            verbose=0,
         )
         for candidate in candidates
     ]
@@ -515,7 +547,6 @@ class SeedRun:
     def pt_search(self, method, standardize):
         """PTLoss by `search_coefficients`, KD's tuning budget."""
         profile, data, seed = self.profile, self.data, self.seed
-        epochs = profile["student_epochs"]
         # The search's own proposal, with the training-free picks made on
         # the same subsample of validation positions as `pt_selected`.
         val_probs, val_labels = selection_positions(data)
@@ -528,25 +559,14 @@ class SeedRun:
             standardize=standardize,
             seed=seed,
         )
-        result = kp.search_coefficients(
-            build_student_fn(profile),
-            data["x"],
-            data["teacher"],
-            data["validation"],
-            order=profile["order"],
-            epochs=epochs,
-            budget=profile["tune_budget"] * epochs,
+        result = search(
+            profile,
+            data,
+            seed,
+            candidates,
+            profile["tune_budget"],
             temperatures=TEMPERATURES,
             strengths=profile["strengths"],
-            candidates=candidates,
-            metric="nll",
-            optimizer=keras.optimizers.Adam(profile["learning_rate"]),
-            batch_size=profile["batch_size"],
-            seed=seed,
-            # The published conditions judge the students as trained (no
-            # method of this benchmark is calibrated).
-            calibrate=False,
-            verbose=0,
         )
         self.finish(
             method,
@@ -567,28 +587,15 @@ class SeedRun:
 def run(args):
     backend = keras.backend.backend()
     profile_name = args.profile_name
-    profile = dict(PROFILES[profile_name])
-    if args.seeds:
-        profile["seeds"] = args.seeds
+    profile = with_overrides(PROFILES[profile_name], seeds=args.seeds)
     store = Store(args.json)
     fingerprint = profile_fingerprint(profile)
-    prefix = record_key(profile_name, backend, "")
     meta_key = record_key(profile_name, backend, "meta")
     old = (store.get(meta_key) or {}).get("fingerprint")
-    if old is not None and old != fingerprint:
-        dropped = store.drop_prefix(prefix)
-        print(f"profile changed: dropped {dropped} stale records")
+    drop_stale(store, record_key(profile_name, backend, ""), old, fingerprint)
     command = timing.command_line(script=__file__, argv=args.argv)
-    store.put(
-        meta_key,
-        {
-            "command": f"KERAS_BACKEND={backend} {command}",
-            "machine": timing.describe_machine(),
-            "date": timing.utc_now(),
-            "profile": profile,
-            "fingerprint": fingerprint,
-        },
-    )
+    command = f"KERAS_BACKEND={backend} {command}"
+    store.put(meta_key, run_meta(command, profile, fingerprint))
     start = time.perf_counter()
 
     def log(message):
@@ -600,37 +607,15 @@ def run(args):
     teacher, teacher_seconds, teacher_curve = train_teacher(
         profile, splits, log, args.cache_dir
     )
-    x, transfer_y = splits["transfer"]
-    teacher_logits = logits_of(teacher, x)
-    vocab = profile["language"]["vocab_size"]
-    x_val, y_val = splits["validation"]
-    data = {
-        "x": x,
-        "vocab": vocab,
-        "selection_positions": profile["selection_positions"],
-        "teacher": teacher_logits,
-        "labels": transfer_y,
-        "validation": (x_val, y_val),
-        "validation_teacher": logits_of(teacher, x_val),
-        "validation_p_star": language.next_token_probs(x_val, "float32"),
-        "test": splits["test"],
-        "p_star": language.next_token_probs(splits["test"][0], "float32"),
-    }
+    data = student_data(profile, splits, language, teacher)
     reference_key = record_key(profile_name, backend, "reference")
     if store.get(reference_key) is None:
-        test_x, test_y = splits["test"]
-        p_star = data["p_star"]
-        teacher_record = metrics_of(logits_of(teacher, test_x), test_y, p_star)
-        teacher_record["train"] = metrics_of(
-            logits_of(teacher, splits["train"][0]),
-            splits["train"][1],
-            language.next_token_probs(splits["train"][0], "float32"),
+        teacher_record, bayes = references(
+            splits, language, teacher, data["p_star"]
         )
         teacher_record["seconds"] = teacher_seconds
         if teacher_curve is not None:
             teacher_record["validation_perplexity"] = teacher_curve
-        bayes = metrics_of(np.log(np.maximum(p_star, 1e-30)), test_y, p_star)
-        bayes["entropy_rate"] = language.entropy_rate(test_x)
         store.put(reference_key, {"teacher": teacher_record, "bayes": bayes})
         log(
             f"teacher: test ppl {teacher_record['perplexity']:.3f} KL "
@@ -648,6 +633,41 @@ def run(args):
         {"date": timing.utc_now(), "seconds": time.perf_counter() - start},
     )
     log("done")
+
+
+def student_data(profile, splits, language, teacher):
+    """What the students train and are measured on: transfer inputs with
+    the teacher's logits and the sampled next tokens, validation and test
+    splits, and the exact p* on them."""
+    x, transfer_y = splits["transfer"]
+    x_val, y_val = splits["validation"]
+    return {
+        "x": x,
+        "vocab": profile["language"]["vocab_size"],
+        "selection_positions": profile["selection_positions"],
+        "teacher": logits_of(teacher, x),
+        "labels": transfer_y,
+        "validation": (x_val, y_val),
+        "validation_teacher": logits_of(teacher, x_val),
+        "validation_p_star": language.next_token_probs(x_val, "float32"),
+        "test": splits["test"],
+        "p_star": language.next_token_probs(splits["test"][0], "float32"),
+    }
+
+
+def references(splits, language, teacher, p_star):
+    """The teacher's and the Bayes predictor's metrics on the test split
+    (and the teacher's on its training split)."""
+    test_x, test_y = splits["test"]
+    teacher_record = metrics_of(logits_of(teacher, test_x), test_y, p_star)
+    teacher_record["train"] = metrics_of(
+        logits_of(teacher, splits["train"][0]),
+        splits["train"][1],
+        language.next_token_probs(splits["train"][0], "float32"),
+    )
+    bayes = metrics_of(np.log(np.maximum(p_star, 1e-30)), test_y, p_star)
+    bayes["entropy_rate"] = language.entropy_rate(test_x)
+    return teacher_record, bayes
 
 
 # --------------------------------------------------------------------------

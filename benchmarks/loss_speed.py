@@ -52,22 +52,45 @@ def parse_args(argv=None):
         backend_help="time only this backend (default: every backend of "
         "--backends); each backend runs in its own subprocess",
     )
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument(
-        "--classes", type=int, nargs="+", default=[10, 100, 1000]
-    )
-    parser.add_argument("--orders", type=int, nargs="+", default=[1, 2, 5])
-    parser.add_argument(
-        "--repeats", type=int, default=40, help="timed rounds per case"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=3, help="untimed calls per variant"
-    )
-    parser.add_argument(
-        "--min-time",
-        type=float,
-        default=0.02,
-        help="seconds one timed sample lasts at least (calls are looped)",
+    harness.add_options(
+        parser,
+        [
+            ("--batch-size", 256, None),
+            ("--classes", [10, 100, 1000], None),
+            ("--orders", [1, 2, 5], None),
+            ("--repeats", 40, "timed rounds per case"),
+            ("--warmup", 3, "untimed calls per variant"),
+            (
+                "--min-time",
+                0.02,
+                "seconds one timed sample lasts at least (calls are looped)",
+            ),
+            (
+                "--device-label",
+                None,
+                "hardware named in the section title (default: the CPU)",
+            ),
+            (
+                "--output-name",
+                "loss_speed",
+                "results file stem: <results-dir>/<output-name>.json and .md",
+            ),
+            (
+                "--backend-budget",
+                None,
+                "seconds after which a backend starts no new (mode, K) case; "
+                "the cases left out are listed in the results",
+                float,
+            ),
+            (
+                "--total-budget",
+                None,
+                "seconds for all backends together: each backend gets an "
+                "equal share of the time left as its --backend-budget (less "
+                "15 s for start-up), and is stopped 45 s after its share",
+                float,
+            ),
+        ],
     )
     parser.add_argument(
         "--tf-modes",
@@ -80,31 +103,6 @@ def parse_args(argv=None):
         "--require-gpu",
         action="store_true",
         help="skip (with a note) any backend that sees no GPU",
-    )
-    parser.add_argument(
-        "--device-label",
-        default=None,
-        help="hardware named in the section title (default: the CPU)",
-    )
-    parser.add_argument(
-        "--output-name",
-        default="loss_speed",
-        help="results file stem: <results-dir>/<output-name>.json and .md",
-    )
-    parser.add_argument(
-        "--backend-budget",
-        type=float,
-        default=None,
-        help="seconds after which a backend starts no new (mode, K) case; "
-        "the cases left out are listed in the results",
-    )
-    parser.add_argument(
-        "--total-budget",
-        type=float,
-        default=None,
-        help="seconds for all backends together: each backend gets an equal "
-        "share of the time left as its --backend-budget (less 15 s for "
-        "start-up), and is stopped 45 s after its share",
     )
     return harness.parse(parser, argv, quick=_quick)
 
@@ -541,16 +539,10 @@ def main(argv=None):
             "results": [{**r, "cases": r.get("cases", [])} for r in results],
         }
 
+    steps = (run_backend, to_markdown, make_data)
+    name = args.output_name
     data = harness.run_parent(
-        __file__,
-        args.output_name,
-        argv,
-        args,
-        run_backend,
-        to_markdown,
-        make_data,
-        parent_only=PARENT_ONLY,
-        schedule=schedule,
+        __file__, name, argv, args, steps, PARENT_ONLY, schedule
     )
     if data is not None:
         print(_target_summary(data))

@@ -56,46 +56,43 @@ ORDER = 5
 NUM_CLASSES = 10
 
 
+# The script's own options: (flag, default, help), see harness.add_options.
+OPTIONS = [
+    ("--members", 8, "students N in the population"),
+    (
+        "--samples",
+        4000,
+        "MNIST-1D transfer examples per epoch (a multiple of 10)",
+    ),
+    ("--batch-size", 64, None),
+    (
+        "--hidden",
+        "100-100",
+        "the student's hidden widths joined by '-'",
+    ),
+    ("--rounds", 5, "timed epochs per method"),
+    (
+        "--epochs",
+        10,
+        "epochs of one full training, for the pipeline vs KD tuning",
+    ),
+    (
+        "--tune-budget",
+        6,
+        "full trainings KD's tuning runs; the pipeline's budget is "
+        "as many in student-epochs",
+    ),
+    (
+        "--pipeline-rounds",
+        3,
+        "timed rounds of the pipeline vs KD tuning (0: skip it)",
+    ),
+]
+
+
 def parse_args(argv=None):
     parser = harness.speed_parser(
-        __doc__, "1000 samples, 2 rounds", backend_timeout=900.0
-    )
-    parser.add_argument(
-        "--members", type=int, default=8, help="students N in the population"
-    )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=4000,
-        help="MNIST-1D transfer examples per epoch (a multiple of 10)",
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
-        "--hidden",
-        default="100-100",
-        help="the student's hidden widths joined by '-'",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="timed epochs per method"
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=10,
-        help="epochs of one full training, for the pipeline vs KD tuning",
-    )
-    parser.add_argument(
-        "--tune-budget",
-        type=int,
-        default=6,
-        help="full trainings KD's tuning runs; the pipeline's budget is as "
-        "many in student-epochs",
-    )
-    parser.add_argument(
-        "--pipeline-rounds",
-        type=int,
-        default=3,
-        help="timed rounds of the pipeline vs KD tuning (0: skip it)",
+        __doc__, "1000 samples, 2 rounds", 900.0, OPTIONS
     )
     args = harness.parse(parser, argv, quick=_quick)
     try:
@@ -393,12 +390,7 @@ def to_markdown(data):
         "speed-up CPU",
     ]
     rows = []
-    for result in data["results"]:
-        if result.get("skipped"):
-            lines.append(
-                f"- **{result['backend']} not measured**: {result['skipped']}"
-            )
-            continue
+    for result in timing.measured(data["results"], lines):
         e, c = result["epoch_seconds"], result["epoch_cpu_seconds"]
         rows.append(
             [
@@ -485,31 +477,17 @@ def main(argv=None):
     # Load averages (1, 5, 15 min) before and after: timings are comparable
     # only from a machine that ran nothing else meanwhile.
     load_start = os.getloadavg()
+    names = ["members", "samples", "batch_size", "hidden", "rounds"]
+    names += ["threads", "quick", "seed", "epochs", "tune_budget"]
+    names += ["pipeline_rounds"]
 
     def make_data(results):
-        return {
-            "load_average": {"start": load_start, "end": os.getloadavg()},
-            "settings": {
-                "members": args.members,
-                "samples": args.samples,
-                "batch_size": args.batch_size,
-                "hidden": args.hidden,
-                "rounds": args.rounds,
-                "threads": args.threads,
-                "quick": args.quick,
-                "seed": args.seed,
-                "epochs": args.epochs,
-                "tune_budget": args.tune_budget,
-                "pipeline_rounds": args.pipeline_rounds,
-                "order": ORDER,
-                "target": TARGET,
-            },
-            "results": results,
-        }
+        load = {"start": load_start, "end": os.getloadavg()}
+        recorded = harness.settings(args, names, order=ORDER, target=TARGET)
+        return {"load_average": load, "settings": recorded}
 
-    harness.run_parent(
-        __file__, NAME, argv, args, run_backend, to_markdown, make_data
-    )
+    steps = (run_backend, to_markdown, make_data)
+    harness.run_parent(__file__, NAME, argv, args, steps)
 
 
 if __name__ == "__main__":

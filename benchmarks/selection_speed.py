@@ -40,6 +40,7 @@ import scipy.optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 import timing  # noqa: E402
 from selection_task import make_task  # noqa: E402
 
@@ -57,30 +58,33 @@ def parse_args(argv=None):
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--examples", type=int, default=10_000)
-    parser.add_argument(
-        "--classes", type=int, nargs="+", default=[10, 100, 1000]
+    harness.add_options(
+        parser,
+        [
+            ("--examples", 10_000, None),
+            ("--classes", [10, 100, 1000], None),
+            ("--orders", [1, 5], None),
+            ("--repeats", 3, "timed selection runs per case (median reported)"),
+            (
+                "--repeats-large",
+                1,
+                "timed runs for class-wise K >= 1000 (minutes each)",
+            ),
+            ("--candidates", 256, None),
+            (
+                "--solver-rounds",
+                5,
+                "round-robin rounds timing our solver against the naive one",
+            ),
+            ("--seed", 0, None),
+        ],
     )
-    parser.add_argument("--orders", type=int, nargs="+", default=[1, 5])
     parser.add_argument(
         "--modes",
         nargs="+",
         default=["shared", "classwise"],
         choices=["shared", "classwise"],
     )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=3,
-        help="timed selection runs per case (median reported)",
-    )
-    parser.add_argument(
-        "--repeats-large",
-        type=int,
-        default=1,
-        help="timed runs for class-wise K >= 1000 (minutes each)",
-    )
-    parser.add_argument("--candidates", type=int, default=256)
     parser.add_argument(
         "--naive-examples",
         type=int,
@@ -90,13 +94,6 @@ def parse_args(argv=None):
         help="subsample size of the naive scipy solver for K <= 10, <= 100 "
         "and larger",
     )
-    parser.add_argument(
-        "--solver-rounds",
-        type=int,
-        default=5,
-        help="round-robin rounds timing our solver against the naive one",
-    )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-plots", action="store_true", help="skip the PNG plots"
     )
@@ -266,11 +263,9 @@ def fmt_s(seconds):
 
 
 def fmt_duration(seconds):
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"
+    for unit, size in (("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size or unit == "s":
+            return f"{seconds / size:.1f} {unit}"
 
 
 def markdown(data, plots, out_dir):

@@ -266,6 +266,20 @@ def markdown_table(headers, rows, align=None):
     return "\n".join(lines)
 
 
+def measured(results, lines):
+    """The measured backends' results; appends a "not measured" line to
+    `lines` for each skipped one."""
+    kept = []
+    for result in results:
+        if result.get("skipped"):
+            lines.append(
+                f"- **{result['backend']} not measured**: {result['skipped']}"
+            )
+        else:
+            kept.append(result)
+    return kept
+
+
 def format_us(seconds):
     """Seconds as microseconds: `1,234`, `56.7` or `8.90`."""
     us = seconds * 1e6

@@ -583,19 +583,30 @@ def markdown(payload):
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--classes", default="1000,32000,128000")
-    parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--tokens-128k", type=int, default=1024)
-    parser.add_argument("--analysis-tokens", type=int, default=4096)
-    parser.add_argument("--chunk-elements", type=int, default=2**18)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--repeats-128k", type=int, default=2)
-    parser.add_argument("--output", default=str(RESULTS / "vocab_scale"))
+    harness.add_options(
+        parser,
+        [
+            ("--tokens", 4096, None),
+            ("--tokens-128k", 1024, None),
+            ("--analysis-tokens", 4096, None),
+            ("--chunk-elements", 2**18, None),
+            ("--threads", 1, None),
+            ("--repeats", 3, None),
+            ("--repeats-128k", 2, None),
+            ("--output", str(RESULTS / "vocab_scale"), None),
+            ("--selection-classes", 32000, None),
+            ("--selection-tokens", 4096, None),
+            ("--selection-k", 32, None),
+            ("--selection-repeats", 3, None),
+            ("--dense-tokens", 64, None),
+            ("--dense-timeout", 900, None),
+        ],
+    )
     parser.add_argument(
         "--markdown-only",
         action="store_true",
@@ -606,57 +617,50 @@ def main(argv=None):
         action="store_true",
         help="measure only the selection times and add them to the results",
     )
-    parser.add_argument("--selection-classes", type=int, default=32000)
-    parser.add_argument("--selection-tokens", type=int, default=4096)
-    parser.add_argument("--selection-k", type=int, default=32)
-    parser.add_argument("--selection-repeats", type=int, default=3)
-    parser.add_argument("--dense-tokens", type=int, default=64)
-    parser.add_argument("--dense-timeout", type=int, default=900)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+# The measurement's settings, as the results record them.
+CONFIG = ["tokens", "tokens_128k", "analysis_tokens", "chunk_elements"]
+CONFIG += ["threads", "repeats", "repeats_128k"]
+SELECTION_CONFIG = ["threads", "selection_classes", "selection_tokens"]
+SELECTION_CONFIG += ["selection_k", "selection_repeats", "dense_tokens"]
+SELECTION_CONFIG += ["dense_timeout"]
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.worker:
         return _worker_main(args.worker)
     output = Path(args.output)
+    json_path, md_path = output.with_suffix(".json"), output.with_suffix(".md")
     if args.markdown_only:
-        payload = json.loads(output.with_suffix(".json").read_text())
-        output.with_suffix(".md").write_text(markdown(payload))
+        payload = json.loads(json_path.read_text())
+        md_path.write_text(markdown(payload))
         return print(markdown(payload))
-    config = dict(
-        backends=args.backends.split(","),
-        classes=[int(c) for c in args.classes.split(",")],
-        tokens=args.tokens,
-        tokens_128k=args.tokens_128k,
-        analysis_tokens=args.analysis_tokens,
-        chunk_elements=args.chunk_elements,
-        threads=args.threads,
-        repeats=args.repeats,
-        repeats_128k=args.repeats_128k,
-    )
-    if args.quick:
-        config.update(classes=[1000, 8000], tokens=512, repeats=2)
     given = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(["python benchmarks/vocab_scale.py", *given])
     previous = {}
-    if output.with_suffix(".json").exists():
-        previous = json.loads(output.with_suffix(".json").read_text())
+    if json_path.exists():
+        previous = json.loads(json_path.read_text())
     if args.selection:
-        selection_config = dict(
-            threads=args.threads,
-            selection_classes=args.selection_classes,
-            selection_tokens=args.selection_tokens,
-            selection_k=args.selection_k,
-            selection_repeats=args.selection_repeats,
-            dense_tokens=args.dense_tokens,
-            dense_timeout=args.dense_timeout,
-        )
+        selection_config = harness.settings(args, SELECTION_CONFIG)
         previous["selection"] = dict(
             config=selection_config,
             rows=measure_selection(selection_config),
             command=command,
         )
-        output.with_suffix(".json").write_text(json.dumps(previous, indent=1))
-        output.with_suffix(".md").write_text(markdown(previous))
+        json_path.write_text(json.dumps(previous, indent=1))
+        md_path.write_text(markdown(previous))
         return print(markdown(previous))
+    config = dict(
+        backends=args.backends.split(","),
+        classes=[int(c) for c in args.classes.split(",")],
+        **harness.settings(args, CONFIG),
+    )
+    if args.quick:
+        config.update(classes=[1000, 8000], tokens=512, repeats=2)
     payload = dict(
         config=config,
         rows=[],
@@ -670,8 +674,8 @@ def main(argv=None):
 
     def save(rows):  # after every row: a long run keeps what it measured
         payload["rows"] = rows
-        output.with_suffix(".json").write_text(json.dumps(payload, indent=1))
-        output.with_suffix(".md").write_text(markdown(payload))
+        json_path.write_text(json.dumps(payload, indent=1))
+        md_path.write_text(markdown(payload))
 
     measure(config, save=save)
     print(markdown(payload))

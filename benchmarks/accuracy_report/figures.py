@@ -9,24 +9,40 @@ from accuracy_report.main_tables import selection_quality
 from accuracy_report.search import search_quality
 
 
-def plot_selection(summary, path):
-    """Per setting: student accuracy and proxy Brier across the grid."""
+def _panels(count, height):
+    """A figure of `count` panels, three a row: `(fig, axes)`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.6 * columns, height * rows), squeeze=False
+    )
+    for ax in axes.ravel()[count:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_selection(summary, path):
+    """Per setting: student accuracy and proxy Brier across the grid."""
     names = [n for n, e in summary.items() if e["grid"]]
     if not names:
         return None
-    columns = min(3, len(names))
-    rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False
-    )
-    for ax in axes.ravel()[len(names) :]:
-        ax.set_visible(False)
-    for ax, name in zip(axes.ravel(), names, strict=False):
+    fig, axes = _panels(len(names), 3.4)
+    for ax, name in zip(axes, names, strict=False):
         grid = summary[name]["grid"]
         eps = [r["epsilon"] for r in grid["rows"]]
         # Evenly spaced positions labelled with the grid values.
@@ -68,33 +84,18 @@ def plot_selection(summary, path):
                 f"selected ε = {quality['selected_epsilon']:.2g} (green)"
             )
         ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_study(summary, path):
     """Per setting: each candidate's short-run vs full-run accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [
         n for n, e in summary.items() if search_quality(e, SEARCHED) is not None
     ]
     if not names:
         return None
-    columns = min(3, len(names))
-    rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False
-    )
-    for ax in axes.ravel()[len(names) :]:
-        ax.set_visible(False)
-    for ax, name in zip(axes.ravel(), names, strict=False):
+    fig, axes = _panels(len(names), 3.6)
+    for ax, name in zip(axes, names, strict=False):
         study = summary[name]["study"][SEARCHED]
         quality = search_quality(summary[name], SEARCHED)
         for row in study["rows"]:
@@ -118,8 +119,4 @@ def plot_study(summary, path):
             "(star: pick, squares: KD)",
             fontsize=8,
         )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

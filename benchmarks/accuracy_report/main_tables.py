@@ -14,8 +14,11 @@ from accuracy_settings import METHODS
 from accuracy_settings import PIPELINE
 from accuracy_settings import subsample_grid
 
+from accuracy_report.summary import HP_NAMES
 from accuracy_report.summary import hp_text
+from accuracy_report.summary import kd_differences
 from accuracy_report.summary import mean_std
+from accuracy_report.summary import methods_of
 from accuracy_report.summary import pct
 from accuracy_report.summary import pipeline_winners
 from keras_ptloss import calibrate
@@ -107,16 +110,9 @@ def selection_quality(entry):
 def grid_text(method, budget):
     """A tuning grid as `(w, T) in {(0.1, 1), ...}`."""
     grid = subsample_grid(GRIDS[method], budget)
-    names = {
-        "temperature": "T",
-        "label_weight": "w",
-        "alpha": "α",
-        "beta": "β",
-        "epsilon": "ε",
-    }
     keys = [k for k in grid[0] if len({hp[k] for hp in grid}) > 1]
     fixed = [k for k in grid[0] if k not in keys]
-    label = ", ".join(names[k] for k in keys)
+    label = ", ".join(HP_NAMES[k] for k in keys)
     values = ", ".join(
         "(" + ", ".join(f"{hp[k]:g}" for k in keys) + ")"
         if len(keys) > 1
@@ -125,39 +121,48 @@ def grid_text(method, budget):
     )
     text = f"{'(' + label + ')' if len(keys) > 1 else label} ∈ {{{values}}}"
     if fixed:
-        text += ", " + ", ".join(f"{names[k]} = {grid[0][k]:g}" for k in fixed)
+        text += ", " + ", ".join(
+            f"{HP_NAMES[k]} = {grid[0][k]:g}" for k in fixed
+        )
+    return text
+
+
+def method_rows(summary, teacher_cell, cell):
+    """A teacher row, then a row a method; a column a setting. `cell(entry,
+    method, row)` formats a method's row of a setting (`"-"` if absent)."""
+    rows = [
+        ["Teacher"] + [teacher_cell(e["teacher"]) for e in summary.values()]
+    ]
+    for method in methods_of(summary):
+        cells = [
+            cell(e, method, e["rows"].get(method)) for e in summary.values()
+        ]
+        rows.append([METHODS[method][0]] + cells)
+    return rows
+
+
+def _accuracy_cell(entry, method, row):
+    if row is None:
+        return "-"
+    text = pct(row["test"])
+    kd = entry["rows"].get("kd")
+    if method.startswith("pt_") and kd is not None:
+        text += f" ({100 * (row['test'][0] - kd['test'][0]):+.1f})"
     return text
 
 
 def accuracy_table(summary):
-    names = list(summary)
-    headers = ["method"] + names
-    rows = [
-        ["Teacher"]
-        + [f"{100 * summary[n]['teacher']['test_accuracy']:.1f}" for n in names]
-    ]
-    methods = []
-    for n in names:
-        methods += [m for m in summary[n]["rows"] if m not in methods]
-    for method in methods:
-        cells = []
-        for n in names:
-            row = summary[n]["rows"].get(method)
-            if row is None:
-                cells.append("-")
-                continue
-            text = pct(row["test"])
-            kd = summary[n]["rows"].get("kd")
-            if method.startswith("pt_") and kd is not None:
-                text += f" ({100 * (row['test'][0] - kd['test'][0]):+.1f})"
-            cells.append(text)
-        rows.append([METHODS[method][0]] + cells)
+    rows = method_rows(
+        summary, lambda t: f"{100 * t['test_accuracy']:.1f}", _accuracy_cell
+    )
     return [
         "### Test accuracy (%), mean ± std over seeds",
         "",
         "PTLoss rows show the difference from tuned KD in brackets.",
         "",
-        timing.markdown_table(headers, rows, "l" + "r" * len(names)),
+        timing.markdown_table(
+            ["method", *summary], rows, "l" + "r" * len(summary)
+        ),
         "",
     ]
 
@@ -351,17 +356,7 @@ def quality_table(summary, png):
 
 
 def targets(summary):
-    diffs, misses = [], []
-    for n, e in summary.items():
-        kd, pt = e["rows"].get("kd"), e["rows"].get(HEADLINE)
-        if not kd or not pt or not kd["runs"] or not pt["runs"]:
-            continue
-        diff = pt["test"][0] - kd["test"][0]
-        diffs.append(diff)
-        if diff < -kd["test"][1]:
-            misses.append(
-                f"`{n}` ({100 * diff:+.1f} vs std {100 * kd['test'][1]:.1f})"
-            )
+    _, diffs, misses = kd_differences(summary, HEADLINE)
     qualities = [q for q in map(selection_quality, summary.values()) if q]
     lines = ["### Targets of issue 5", ""]
     if diffs:
@@ -398,34 +393,22 @@ def targets(summary):
     return lines
 
 
+def _nll_ece_cell(entry, method, row):
+    if row is None or not math.isfinite(row["nll"][0]):
+        return "-"
+    return (
+        f"{row['nll'][0]:.3f} ± {row['nll'][1]:.3f} / {100 * row['ece'][0]:.1f}"
+    )
+
+
+def _teacher_nll_ece(teacher):
+    if "test_nll" not in teacher:
+        return "-"
+    return f"{teacher['test_nll']:.3f} / {100 * teacher['test_ece']:.1f}"
+
+
 def calibration_table(summary):
-    names = list(summary)
-    headers = ["method"] + names
-    rows = [
-        ["Teacher"]
-        + [
-            f"{summary[n]['teacher']['test_nll']:.3f} / "
-            f"{100 * summary[n]['teacher']['test_ece']:.1f}"
-            if "test_nll" in summary[n]["teacher"]
-            else "-"
-            for n in names
-        ]
-    ]
-    methods = []
-    for n in names:
-        methods += [m for m in summary[n]["rows"] if m not in methods]
-    for method in methods:
-        cells = []
-        for n in names:
-            row = summary[n]["rows"].get(method)
-            if row is None or not math.isfinite(row["nll"][0]):
-                cells.append("-")
-                continue
-            cells.append(
-                f"{row['nll'][0]:.3f} ± {row['nll'][1]:.3f} / "
-                f"{100 * row['ece'][0]:.1f}"
-            )
-        rows.append([METHODS[method][0]] + cells)
+    rows = method_rows(summary, _teacher_nll_ece, _nll_ece_cell)
     return [
         "### Test NLL and ECE, mean over seeds",
         "",
@@ -433,7 +416,9 @@ def calibration_table(summary):
         "expected calibration error in % (15 equal-width confidence bins, "
         "mean over seeds), on the test split.",
         "",
-        timing.markdown_table(headers, rows, "l" + "r" * len(names)),
+        timing.markdown_table(
+            ["method", *summary], rows, "l" + "r" * len(summary)
+        ),
         "",
     ]
 
@@ -445,9 +430,7 @@ def calibrated_table(
     """NLL / ECE before → after `keras_ptloss.calibrate` (empty when no
     run recorded them)."""
     names = list(summary)
-    methods = []
-    for n in names:
-        methods += [m for m in summary[n]["rows"] if m not in methods]
+    methods = methods_of(summary)
     rows, any_value = [], False
     for method in methods:
         cells = []

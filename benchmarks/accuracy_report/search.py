@@ -10,6 +10,7 @@ from accuracy_settings import SEARCH_STANDARDIZE
 from accuracy_settings import TUNED_BASELINES
 
 from accuracy_report.summary import hp_text
+from accuracy_report.summary import kd_differences
 
 
 def search_quality(entry, method):
@@ -182,18 +183,9 @@ def search_targets(summary):
     """Targets of the student-aware search, met or missed with numbers."""
     lines = []
     for method in SEARCH_STANDARDIZE:
-        diffs, misses, wins, seconds = [], [], [], []
-        for n, e in summary.items():
-            kd, pt = e["rows"].get("kd"), e["rows"].get(method)
-            if not kd or not pt or not kd["runs"] or not pt["runs"]:
-                continue
-            diff = pt["test"][0] - kd["test"][0]
-            diffs.append(diff)
-            if diff < -kd["test"][1]:
-                misses.append(
-                    f"`{n}` ({100 * diff:+.1f} vs std "
-                    f"{100 * kd['test'][1]:.1f})"
-                )
+        comparisons, diffs, misses = kd_differences(summary, method)
+        wins, seconds = [], []
+        for n, e, pt, _ in comparisons:
             baselines = {
                 m: e["rows"][m]["test"][0]
                 for m in TUNED_BASELINES

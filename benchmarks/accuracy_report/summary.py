@@ -17,6 +17,15 @@ from accuracy_settings import TUNE_SEED
 from accuracy_settings import family_hyperparameters
 from accuracy_settings import hp_key
 
+# The hyper-parameters' symbols in the tables.
+HP_NAMES = {
+    "temperature": "T",
+    "label_weight": "w",
+    "alpha": "α",
+    "beta": "β",
+    "epsilon": "ε",
+}
+
 
 def mean_std(values):
     values = np.asarray(values, dtype="float64")
@@ -178,14 +187,7 @@ def hp_text(method, hp):
         else:
             text = "ε = " + ", ".join(f"{v:.2g}" for v in eps)
         return f"{text}; T = {hp['temperature']:.3g}"
-    names = {
-        "temperature": "T",
-        "label_weight": "w",
-        "alpha": "α",
-        "beta": "β",
-        "epsilon": "ε",
-    }
-    return ", ".join(f"{names.get(k, k)} = {v:g}" for k, v in hp.items())
+    return ", ".join(f"{HP_NAMES.get(k, k)} = {v:g}" for k, v in hp.items())
 
 
 def best_index(cells_means):
@@ -237,3 +239,33 @@ def md_link(path):
         return path.resolve().relative_to(ROOT)
     except ValueError:
         return path
+
+
+def methods_of(summary):
+    """Every method of the settings' rows, in order of first appearance."""
+    methods = []
+    for entry in summary.values():
+        methods += [m for m in entry["rows"] if m not in methods]
+    return methods
+
+
+def kd_differences(summary, method):
+    """Where `method` and tuned KD both ran: `(comparisons, diffs, misses)`.
+
+    `comparisons` holds `(name, entry, row, diff)` with `diff` the mean test
+    accuracy of `method` minus KD's; `misses` names the settings where it
+    is below KD by more than KD's standard deviation.
+    """
+    comparisons, diffs, misses = [], [], []
+    for n, e in summary.items():
+        kd, pt = e["rows"].get("kd"), e["rows"].get(method)
+        if not kd or not pt or not kd["runs"] or not pt["runs"]:
+            continue
+        diff = pt["test"][0] - kd["test"][0]
+        comparisons.append((n, e, pt, diff))
+        diffs.append(diff)
+        if diff < -kd["test"][1]:
+            misses.append(
+                f"`{n}` ({100 * diff:+.1f} vs std {100 * kd['test'][1]:.1f})"
+            )
+    return comparisons, diffs, misses
