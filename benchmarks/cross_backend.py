@@ -31,7 +31,6 @@ Usage:
 """
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -47,7 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from accuracy_data import digits_splits  # noqa: E402
 from accuracy_data import gaussian_splits  # noqa: E402
+from timing import read_json  # noqa: E402
 from timing import run_backend_worker  # noqa: E402
+from timing import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -193,7 +194,7 @@ def prepare(profile, folder):
 class Snapshots:
     """Records the student's weights after the given training steps."""
 
-    def __init__(self, student, steps):
+    def __init__(self, steps):
         import keras
 
         outer = self
@@ -202,6 +203,9 @@ class Snapshots:
             def on_train_batch_end(self, batch, logs=None):
                 outer.step += 1
                 if outer.step in steps:
+                    # The trained model: the Distiller (its student) or the
+                    # student itself; `self.model` syncs it on JAX.
+                    student = getattr(self.model, "student", self.model)
                     outer.taken[outer.step] = student.get_weights()
 
         self.step, self.taken, self.callback = 0, {}, Callback()
@@ -284,7 +288,7 @@ class Trainer:
             fit_x, fit_y, fit_epochs, shuffle = self.x, self.y, epochs, True
         self.student.set_weights(weights)
         self._reset_optimizer()
-        snaps = Snapshots(self.student, set(SNAPSHOTS))
+        snaps = Snapshots(set(SNAPSHOTS))
         self.model.fit(
             *self._data(fit_x, fit_y),
             epochs=fit_epochs,
@@ -336,7 +340,7 @@ def worker(args, profile):
                         for i, w in enumerate(weights):
                             saved[f"{key}_{step}_{i}"] = w
         np.savez(folder / f"{args.backend}_{name}.npz", **saved)
-    Path(args.worker_output).write_text(json.dumps(out))
+    write_json(args.worker_output, out)
 
 
 # --------------------------------------------------------------------------
@@ -562,7 +566,7 @@ def conclude(comparison):
     )
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backends", default=",".join(BACKENDS))
@@ -575,21 +579,33 @@ def main(argv=None):
         action="store_true",
         help="rewrite the markdown section from the saved JSON",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     output = Path(args.output)
+    json_path, md_path = output.with_suffix(".json"), output.with_suffix(".md")
     if args.markdown_only:
-        report = json.loads(output.with_suffix(".json").read_text())
+        report = read_json(json_path)
         report["conclusion"] = conclude(report["comparison"])
-        output.with_suffix(".json").write_text(
-            json.dumps(report, indent=2) + "\n"
-        )
-        output.with_suffix(".md").write_text(markdown(report))
+        write_json(json_path, report)
+        md_path.write_text(markdown(report))
         return 0
     profile = dict(PROFILE)
     if args.quick:
         profile.update(QUICK)
     if args.worker_output:
         return worker(args, profile)
+    report = run(args, profile)
+    write_json(json_path, report)
+    md_path.write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def run(args, profile):
+    """The shared teachers, every backend's runs and their comparison."""
     start = time.time()
     with tempfile.TemporaryDirectory() as folder:
         info = prepare(profile, folder)
@@ -604,18 +620,10 @@ def main(argv=None):
         comparison = compare(profile, folder, results)
     import keras
 
-    versions = {}
-    for module in ("jax", "tensorflow", "torch", "keras"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            pass
     report = dict(
         command="python benchmarks/cross_backend.py"
         + (" --quick" if args.quick else ""),
-        machine=f"{platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        machine=_machine(),
         teacher_backend=keras.backend.backend(),
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         minutes=(time.time() - start) / 60,
@@ -626,11 +634,21 @@ def main(argv=None):
         seed_noise=seed_noise(profile, results),
     )
     report["conclusion"] = conclude(comparison)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    output.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    return 0
+    return report
+
+
+def _machine():
+    versions = {}
+    for module in ("jax", "tensorflow", "torch", "keras"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return (
+        f"{platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+    )
 
 
 if __name__ == "__main__":

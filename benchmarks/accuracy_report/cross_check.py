@@ -63,44 +63,13 @@ def cross_check_section(records, meta):
     headers += [
         f"{b} − {reference} (agree?)" for b in backends if b != reference
     ]
-    rows = []
-    agree_all = True
+    rows, agree_all = [], True
     for name in profile["settings"]:
         for method in profile["methods"]:
-            cells, stats = [], {}
-            for b in backends:
-                entry = summaries[b].get(name)
-                row = entry["rows"].get(method) if entry else None
-                if row is None or not row["runs"]:
-                    cells.append("-")
-                    continue
-                accs = [r["test_accuracy"] for r in row["runs"]]
-                stats[b] = accs
-                cells.append(pct(mean_std(accs)))
-            diffs = []
-            for b in backends:
-                if b == reference:
-                    continue
-                if b not in stats or reference not in stats:
-                    diffs.append("-")
-                    continue
-                a, r = np.asarray(stats[b]), np.asarray(stats[reference])
-                diff = a.mean() - r.mean()
-                se = math.sqrt(a.var(ddof=1) / a.size + r.var(ddof=1) / r.size)
-                ok = abs(diff) <= 2 * se + 1e-12
-                agree_all &= ok
-                diffs.append(f"{100 * diff:+.1f} ({'yes' if ok else 'NO'})")
-            rows.append([name, METHODS[method][0]] + cells + diffs)
-        rows.append(
-            [name, "teacher"]
-            + [
-                f"{100 * summaries[b][name]['teacher']['test_accuracy']:.1f}"
-                if name in summaries[b]
-                else "-"
-                for b in backends
-            ]
-            + ["" for b in backends if b != reference]
-        )
+            row, agree = _method_row(summaries, reference, name, method)
+            rows.append(row)
+            agree_all &= agree
+        rows.append(_teacher_row(summaries, reference, name))
     lines.append(
         timing.markdown_table(headers, rows, "ll" + "r" * (len(headers) - 2))
     )
@@ -111,3 +80,46 @@ def cross_check_section(records, meta):
         else "Some cells differ by more than 2 standard errors (marked NO)."
     )
     return lines
+
+
+def _method_row(summaries, reference, name, method):
+    """Test accuracies of `method` on every backend and the differences
+    from `reference`: `(row, every difference within 2 SE)`."""
+    backends = list(summaries)
+    cells, stats = [], {}
+    for b in backends:
+        entry = summaries[b].get(name)
+        row = entry["rows"].get(method) if entry else None
+        if row is None or not row["runs"]:
+            cells.append("-")
+            continue
+        accs = [r["test_accuracy"] for r in row["runs"]]
+        stats[b] = accs
+        cells.append(pct(mean_std(accs)))
+    diffs, agree_all = [], True
+    for b in backends:
+        if b == reference:
+            continue
+        if b not in stats or reference not in stats:
+            diffs.append("-")
+            continue
+        a, r = np.asarray(stats[b]), np.asarray(stats[reference])
+        diff = a.mean() - r.mean()
+        se = math.sqrt(a.var(ddof=1) / a.size + r.var(ddof=1) / r.size)
+        ok = abs(diff) <= 2 * se + 1e-12
+        agree_all &= ok
+        diffs.append(f"{100 * diff:+.1f} ({'yes' if ok else 'NO'})")
+    return [name, METHODS[method][0]] + cells + diffs, agree_all
+
+
+def _teacher_row(summaries, reference, name):
+    return (
+        [name, "teacher"]
+        + [
+            f"{100 * summaries[b][name]['teacher']['test_accuracy']:.1f}"
+            if name in summaries[b]
+            else "-"
+            for b in summaries
+        ]
+        + ["" for b in summaries if b != reference]
+    )

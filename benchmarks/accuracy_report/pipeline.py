@@ -131,6 +131,24 @@ def pipeline_section(records, backend):
     profile = dict(meta.get("profile", PROFILES["pipeline"]))
     profile["settings"] = PROFILES["pipeline"]["settings"]
     summary = summarize(records, "pipeline", backend, profile)
+    lines = _header(records, backend, meta, profile, summary)
+    lines += _protocol(profile)
+    if not summary:
+        return lines + ["No finished setting yet.", ""]
+    lines += _pipeline_settings_table(summary)
+    lines += _pipeline_accuracy_table(summary, profile)
+    lines += _pipeline_difference_table(summary)
+    lines += calibrated_table(
+        summary, "### Test NLL and ECE before → after temperature scaling"
+    )
+    lines += _pipeline_choice_table(summary, profile)
+    lines += _small_k_notes(summary)
+    lines += _pipeline_target_lines(summary)
+    return lines
+
+
+def _header(records, backend, meta, profile, summary):
+    """Title, command, machine, compute and what ran (or was cut)."""
     finished = records.get(record_key("pipeline", backend, "finished"))
     names = list(profile["settings"])
     done = [n for n in names if n in summary]
@@ -184,7 +202,11 @@ def pipeline_section(records, backend):
             "- **Cut for this profile only** (the published `full` profile "
             "is unchanged): " + "; ".join(cuts) + "."
         )
-    lines += [
+    return lines
+
+
+def _protocol(profile):
+    return [
         "",
         "### Protocol",
         "",
@@ -216,18 +238,6 @@ def pipeline_section(records, backend):
         "transfer split.",
         "",
     ]
-    if not summary:
-        return lines + ["No finished setting yet.", ""]
-    lines += _pipeline_settings_table(summary)
-    lines += _pipeline_accuracy_table(summary, profile)
-    lines += _pipeline_difference_table(summary)
-    lines += calibrated_table(
-        summary, "### Test NLL and ECE before → after temperature scaling"
-    )
-    lines += _pipeline_choice_table(summary, profile)
-    lines += _small_k_notes(summary)
-    lines += _pipeline_target_lines(summary)
-    return lines
 
 
 def _pipeline_settings_table(summary):
