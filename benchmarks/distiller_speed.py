@@ -367,6 +367,15 @@ def _config_label(entry):
 
 
 def to_markdown(data):
+    lines = _intro(data)
+    lines += _ratio_table(data["results"], lines)
+    lines += _epoch_table(data["results"])
+    lines += _models_line(data["results"])
+    return "\n".join(lines)
+
+
+def _intro(data):
+    """Title, protocol, command, machine and targets."""
     s = data["settings"]
     lines = [
         f"## Distiller epoch time ({data['machine']['cpu']})",
@@ -412,11 +421,16 @@ def to_markdown(data):
         "fast as online).",
         "",
     ]
+    return lines
+
+
+def _ratio_table(results, lines):
+    """The ratios' table; a note in `lines` for each backend not measured."""
     headers = ["backend", "student", "teacher"]
     for label, *_ in RATIOS:
         headers += [label, f"{label} CPU"]
     rows = []
-    for result in timing.measured(data["results"], lines):
+    for result in timing.measured(results, lines):
         for entry in result["configs"]:
             row = [result["backend"], *_config_label(entry)]
             for label, _, _, target, kind in RATIOS:
@@ -427,8 +441,11 @@ def to_markdown(data):
                     _ratio_cell(entry["cpu_ratios"][label], target, kind)
                 )
             rows.append(row)
-    lines += [timing.markdown_table(headers, rows, "lll" + "r" * 8), ""]
-    lines += [
+    return [timing.markdown_table(headers, rows, "lll" + "r" * 8), ""]
+
+
+def _epoch_table(results):
+    lines = [
         "Epoch times in ms (median, wall / CPU), and the one-time teacher "
         "pass of (d) (wall ms):",
         "",
@@ -436,7 +453,7 @@ def to_markdown(data):
     headers = ["backend", "student", "teacher"]
     headers += [LABELS[m] for m in METHODS] + ["(d) teacher pass"]
     rows = []
-    for result in data["results"]:
+    for result in results:
         for entry in result.get("configs", []):
             row = [result["backend"], *_config_label(entry)]
             for method in METHODS:
@@ -447,20 +464,24 @@ def to_markdown(data):
             row.append(f"{entry['precompute_seconds'] * 1e3:,.0f}")
             rows.append(row)
     lines += [timing.markdown_table(headers, rows, "lll" + "r" * 6), ""]
-    measured = [r for r in data["results"] if r.get("configs")]
-    if measured:
-        lines.append(
-            "Models (widths, input to output): "
-            + "; ".join(
-                f"student {'-'.join(map(str, e['student_widths']))} "
-                f"({e['student_macs']:,} MACs) with teacher "
-                f"{'-'.join(map(str, e['teacher_widths']))} "
-                f"({e['teacher_macs']:,} MACs)"
-                for e in measured[0]["configs"]
-            )
-            + "."
+    return lines
+
+
+def _models_line(results):
+    measured = [r for r in results if r.get("configs")]
+    if not measured:
+        return []
+    return [
+        "Models (widths, input to output): "
+        + "; ".join(
+            f"student {'-'.join(map(str, e['student_widths']))} "
+            f"({e['student_macs']:,} MACs) with teacher "
+            f"{'-'.join(map(str, e['teacher_widths']))} "
+            f"({e['teacher_macs']:,} MACs)"
+            for e in measured[0]["configs"]
         )
-    return "\n".join(lines)
+        + "."
+    ]
 
 
 def settings(args):

@@ -2,7 +2,9 @@
 
 Import it from a script in `benchmarks/` with `from timing import ...`
 (scripts run as `python benchmarks/<name>.py`, so this folder is on
-`sys.path`). It imports no backend itself; pass backend objects in.
+`sys.path`). It imports no backend itself; pass backend objects in. The
+speed benchmarks' shared command line and worker prologue are in
+`harness.py`.
 
 Timing (`interleaved_timings`): each callable is warmed up, then given an
 inner loop count so that one sample lasts at least `min_time` seconds; the
