@@ -55,11 +55,27 @@ def legacy_run_parts(method, hp):
 
 def summarize(records, profile_name, backend, profile):
     """Per setting: teacher, chosen hyper-parameters, seeds' metrics."""
+    reader = _Records(records, profile_name, backend)
+    out = {}
+    for name in profile["settings"]:
+        entry = reader.setting(name, list(range(profile["seeds"])))
+        if entry is not None:
+            out[name] = entry
+    return out
 
-    def get(*parts):
-        return records.get(record_key(profile_name, backend, *parts))
 
-    def runs_of(name, method, hp, seeds):
+class _Records:
+    """The stored records of one profile and backend, read by setting."""
+
+    def __init__(self, records, profile_name, backend):
+        self.records = records
+        self.profile_name, self.backend = profile_name, backend
+
+    def get(self, *parts):
+        key = record_key(self.profile_name, self.backend, *parts)
+        return self.records.get(key)
+
+    def runs_of(self, name, method, hp, seeds):
         """`({seed: record}, legacy)` of the seeds that ran."""
         if method == PIPELINE:
             parts = [("pipeline", PIPELINE)]
@@ -67,67 +83,27 @@ def summarize(records, profile_name, backend, profile):
             parts = [("run", *run_parts(method, hp))]
             parts.append(("run", *legacy_run_parts(method, hp)))
         for legacy, key in enumerate(parts):
-            runs = {s: get(name, *key, f"seed={s}") for s in seeds}
+            runs = {s: self.get(name, *key, f"seed={s}") for s in seeds}
             runs = {s: r for s, r in runs.items() if r is not None}
             if runs:
                 return runs, bool(legacy)
         return {}, False
 
-    out = {}
-    for name in profile["settings"]:
+    def setting(self, name, seeds):
+        """The summary of setting `name` (None before it has finished)."""
+        get = self.get
         teacher = get(name, "teacher")
         chosen = get(name, "chosen")
         if teacher is None or chosen is None:
-            continue
-        rows = {}
-        seeds = list(range(profile["seeds"]))
-        for method in sorted(chosen, key=list(METHODS).index):
-            hp = chosen[method]
-            by_seed, legacy = runs_of(name, method, hp, seeds)
-            runs = list(by_seed.values())
-            rows[method] = {
-                "hp": hp,
-                "runs": runs,
-                "by_seed": by_seed,
-                "legacy": legacy,
-                "test": mean_std([r["test_accuracy"] for r in runs]),
-                "nll": mean_std(
-                    [r["test_nll"] for r in runs if "test_nll" in r]
-                ),
-                "ece": mean_std(
-                    [r["test_ece"] for r in runs if "test_ece" in r]
-                ),
-                # After temperature scaling on the validation split (only
-                # when every run recorded it).
-                "nll_calibrated": _all_or_nothing(runs, "test_nll_calibrated"),
-                "ece_calibrated": _all_or_nothing(runs, "test_ece_calibrated"),
-                "pipeline": [r["search"] for r in runs]
-                if method == PIPELINE
-                else None,
-                "selection": get(
-                    name,
-                    "selection",
-                    method,
-                    f"T={chosen.get('kd', {}).get('temperature', 1.0)}",
-                )
-                if method.startswith("pt_") and method not in SEARCH_STANDARDIZE
-                else None,
-                "search": get(name, "search", method)
-                if method in SEARCH_STANDARDIZE
-                else None,
-            }
+            return None
+        rows = {
+            method: self.row(name, method, chosen, seeds)
+            for method in sorted(chosen, key=list(METHODS).index)
+        }
         tuning = {
             m: get(name, "tuning", m) for m in GRIDS if get(name, "tuning", m)
         }
-        tuning_seconds = {}
-        for method, entry in tuning.items():
-            seconds = []
-            for hp in entry["grid"]:
-                runs, _ = runs_of(name, method, hp, [TUNE_SEED])
-                seconds += [r["seconds"] for r in runs.values()]
-            if len(seconds) == len(entry["grid"]):
-                tuning_seconds[method] = float(np.sum(seconds))
-        out[name] = {
+        return {
             "setting": get(name, "setting"),
             "teacher": teacher,
             "rows": rows,
@@ -138,14 +114,57 @@ def summarize(records, profile_name, backend, profile):
             },
             "grid": get(name, "grid"),
             "tuning": tuning,
-            "tuning_seconds": tuning_seconds,
+            "tuning_seconds": self.tuning_seconds(name, tuning),
             "study": {
                 m: get(name, "study", m)
                 for m in SEARCH_STANDARDIZE
                 if get(name, "study", m)
             },
         }
-    return out
+
+    def row(self, name, method, chosen, seeds):
+        """One method's runs over the seeds and their metrics."""
+        hp = chosen[method]
+        by_seed, legacy = self.runs_of(name, method, hp, seeds)
+        runs = list(by_seed.values())
+        kd_temperature = chosen.get("kd", {}).get("temperature", 1.0)
+        selected = method.startswith("pt_") and method not in SEARCH_STANDARDIZE
+        return {
+            "hp": hp,
+            "runs": runs,
+            "by_seed": by_seed,
+            "legacy": legacy,
+            "test": mean_std([r["test_accuracy"] for r in runs]),
+            "nll": mean_std([r["test_nll"] for r in runs if "test_nll" in r]),
+            "ece": mean_std([r["test_ece"] for r in runs if "test_ece" in r]),
+            # After temperature scaling on the validation split (only
+            # when every run recorded it).
+            "nll_calibrated": _all_or_nothing(runs, "test_nll_calibrated"),
+            "ece_calibrated": _all_or_nothing(runs, "test_ece_calibrated"),
+            "pipeline": [r["search"] for r in runs]
+            if method == PIPELINE
+            else None,
+            "selection": self.get(
+                name, "selection", method, f"T={kd_temperature}"
+            )
+            if selected
+            else None,
+            "search": self.get(name, "search", method)
+            if method in SEARCH_STANDARDIZE
+            else None,
+        }
+
+    def tuning_seconds(self, name, tuning):
+        """Seconds of each baseline's tuning (when every run is stored)."""
+        out = {}
+        for method, entry in tuning.items():
+            seconds = []
+            for hp in entry["grid"]:
+                runs, _ = self.runs_of(name, method, hp, [TUNE_SEED])
+                seconds += [r["seconds"] for r in runs.values()]
+            if len(seconds) == len(entry["grid"]):
+                out[method] = float(np.sum(seconds))
+        return out
 
 
 def _all_or_nothing(runs, field):
