@@ -226,8 +226,6 @@ def run_backend(args):
     """Times every case on `args.backend`; returns a JSON-able dict."""
     backend = args.backend
     keras = harness.start_backend(backend, args.threads)
-    import numpy as np
-
     device, is_gpu = describe_device(backend)
     result = {
         "backend": backend,
@@ -250,67 +248,67 @@ def run_backend(args):
                     f"{args.backend_budget:g} s budget"
                 )
                 continue
-            rng = np.random.default_rng(args.seed + num_classes)
-            shape = (args.batch_size, num_classes)
-            teacher = rng.dirichlet(np.ones(num_classes), size=shape[0])
-            y_true = keras.ops.convert_to_tensor(teacher.astype("float32"))
-            logits = keras.ops.convert_to_tensor(
-                rng.normal(size=shape).astype("float32")
-            )
-            runs = {}
-            for name, loss, softmax in make_variants(
-                keras, rng, num_classes, args.orders
-            ):
-                if backend == "jax":
-                    runs[name] = jax_step(keras, loss, softmax, y_true, logits)
-                elif backend == "tensorflow":
-                    runs[name] = tf_step(
-                        keras,
-                        loss,
-                        softmax,
-                        y_true,
-                        logits,
-                        mode == "xla",
-                        is_gpu,
-                    )
-                else:
-                    runs[name] = torch_step(
-                        keras, loss, softmax, y_true, logits, is_gpu
-                    )
-            timings = timing.interleaved_timings(
-                runs,
-                repeats=args.repeats,
-                warmup=args.warmup,
-                min_time=args.min_time,
-                seed=args.seed,
-            )
-            wall, cpu = timings["wall"], timings["cpu"]
-            for name in runs:
-                case = {
-                    "mode": mode,
-                    "classes": num_classes,
-                    "variant": name,
-                    "inner_loops": timings["inner"][name],
-                    "seconds": timing.summarize(wall[name]),
-                    "vs_kd": timing.paired_ratio(wall, name, REFERENCE),
-                    "vs_kl": timing.paired_ratio(wall, name, BASELINE),
-                }
-                if not is_gpu:
-                    case["cpu_seconds"] = timing.summarize(cpu[name])
-                    case["cpu_vs_kd"] = timing.paired_ratio(
-                        cpu, name, REFERENCE
-                    )
-                    case["cpu_vs_kl"] = timing.paired_ratio(cpu, name, BASELINE)
-                result["cases"].append(case)
+            cases = time_case(keras, args, mode, num_classes, is_gpu)
+            result["cases"] += cases
             print(
                 f"[{backend}/{mode}] K={num_classes}: "
                 + ", ".join(
-                    f"{c['variant']} {c['vs_kd']['median']:.2f}x"
-                    for c in result["cases"][-len(runs) :]
+                    f"{c['variant']} {c['vs_kd']['median']:.2f}x" for c in cases
                 ),
                 flush=True,
             )
     return result
+
+
+def time_case(keras, args, mode, num_classes, is_gpu):
+    """Every variant's loss + gradient step at K = `num_classes`, timed
+    round-robin; one case record per variant."""
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed + num_classes)
+    shape = (args.batch_size, num_classes)
+    teacher = rng.dirichlet(np.ones(num_classes), size=shape[0])
+    y_true = keras.ops.convert_to_tensor(teacher.astype("float32"))
+    logits = keras.ops.convert_to_tensor(
+        rng.normal(size=shape).astype("float32")
+    )
+    backend = keras.backend.backend()
+    runs = {}
+    for name, loss, softmax in make_variants(
+        keras, rng, num_classes, args.orders
+    ):
+        step = (keras, loss, softmax, y_true, logits)
+        if backend == "jax":
+            runs[name] = jax_step(*step)
+        elif backend == "tensorflow":
+            runs[name] = tf_step(*step, mode == "xla", is_gpu)
+        else:
+            runs[name] = torch_step(*step, is_gpu)
+    timings = timing.interleaved_timings(
+        runs,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        min_time=args.min_time,
+        seed=args.seed,
+    )
+    wall, cpu = timings["wall"], timings["cpu"]
+    cases = []
+    for name in runs:
+        case = {
+            "mode": mode,
+            "classes": num_classes,
+            "variant": name,
+            "inner_loops": timings["inner"][name],
+            "seconds": timing.summarize(wall[name]),
+            "vs_kd": timing.paired_ratio(wall, name, REFERENCE),
+            "vs_kl": timing.paired_ratio(wall, name, BASELINE),
+        }
+        if not is_gpu:
+            case["cpu_seconds"] = timing.summarize(cpu[name])
+            case["cpu_vs_kd"] = timing.paired_ratio(cpu, name, REFERENCE)
+            case["cpu_vs_kl"] = timing.paired_ratio(cpu, name, BASELINE)
+        cases.append(case)
+    return cases
 
 
 # --------------------------------------------------------------------------
