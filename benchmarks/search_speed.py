@@ -5,7 +5,7 @@ For each backend, N MNIST-1D MLP students (40 inputs, hidden widths
 temperature, are trained on the same teacher logits (pre-computed, as the
 search does) by
 
-- (a) `population`: one `keras_ptloss.population.StudentPopulation` holding
+- (a) `population`: one `keras_ptloss.StudentPopulation` holding
   all N (one Keras model, one compiled step; the step of
   `keras_ptloss.search_coefficients`);
 - (b) `separate`: N students, each compiled on its own with
