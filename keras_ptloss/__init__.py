@@ -50,10 +50,10 @@ from keras_ptloss.selection import SelectionResult
 from keras_ptloss.selection import select_coefficients
 from keras_ptloss.sparse import SparsePTLoss
 from keras_ptloss.sparse import pack_top_k
-from keras_ptloss.sparse import select_sparse_coefficients
-from keras_ptloss.sparse import sparse_proxy_teacher
 from keras_ptloss.sparse import sparse_pt_loss
 from keras_ptloss.sparse import unpack_top_k
+from keras_ptloss.sparse_selection import select_sparse_coefficients
+from keras_ptloss.sparse_selection import sparse_proxy_teacher
 from keras_ptloss.version import __version__
 from keras_ptloss.vocabulary import align_vocabulary
 

@@ -283,3 +283,16 @@ def vocabulary_hint(teacher_shape, student_shape):
         "vocab_size=...)` (or `id_map=...`), or pass `vocab_size`/`id_map` "
         "to `keras_ptloss.Distiller`."
     )
+
+
+def check_standardizable(num_classes, name="logits"):
+    """Refuses logit standardisation with fewer than 3 classes (see
+    `standardize_logits`); `num_classes=None` (not yet known) passes."""
+    if num_classes is not None and num_classes < 3:
+        raise ValueError(
+            "Logit standardisation needs at least 3 classes: with 2, the "
+            "z-scores of the two logits are +-1/sqrt(2) whatever their "
+            "difference, so the standardised loss gives the student no "
+            "gradient. Use plain KD/PTLoss (standardize=False) for binary "
+            f"problems. Received: {name} with {num_classes} class(es)"
+        )

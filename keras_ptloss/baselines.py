@@ -32,15 +32,17 @@ from keras import ops
 
 from keras_ptloss._checks import check_bool
 from keras_ptloss._checks import check_number
+from keras_ptloss._checks import check_standardizable
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import vocabulary_hint
-from keras_ptloss.losses import LOG_ZERO
-from keras_ptloss.losses import kd_loss
-from keras_ptloss.losses import kl_terms
-from keras_ptloss.losses import scale_by_t_squared
-from keras_ptloss.losses import standardize_logits
-from keras_ptloss.losses import tempered_log_probs
-from keras_ptloss.losses import upcast
+from keras_ptloss._core import LOG_ZERO
+from keras_ptloss._core import distillation_loss
+from keras_ptloss._core import perturbed_terms
+from keras_ptloss._core import scale_by_t_squared
+from keras_ptloss._core import tempered_log_probs
+from keras_ptloss._core import upcast
+from keras_ptloss._core import z_score
+from keras_ptloss._hyperparameters import HyperparameterLoss
 
 # Log-probabilities at or below this are treated as exact zeros.
 _LOG_ZERO_THRESHOLD = 0.5 * LOG_ZERO
@@ -265,12 +267,13 @@ def kd_ce_loss(
     _check_teacher_shape(teacher, y_pred)
     one_hot = _label_targets(labels, y_pred)
     ce = _cross_entropy(one_hot, tempered_log_probs(y_pred, 1.0, from_logits))
-    kd = kd_loss(
+    kd = distillation_loss(
         teacher,
         y_pred,
-        temperature=temperature,
-        from_logits=from_logits,
-        teacher_from_logits=teacher_from_logits,
+        None,
+        temperature,
+        from_logits,
+        bool(teacher_from_logits),
     )
     weight = ops.cast(label_weight, ce.dtype)
     return weight * ce + (1.0 - weight) * kd
@@ -332,15 +335,15 @@ def dkd_terms(
 
     log_p_y, others_p, log_rest_p = split(log_p)
     log_q_y, others_q, log_rest_q = split(log_q)
-    p_y = ops.exp(log_p_y)
+    # The KL terms of the binary split: target, then the rest (its term is
+    # 0 for a teacher with no rest mass, whose log is ~LOG_ZERO).
+    p_y, target_term = perturbed_terms(log_p_y, log_q_y)
+    _, rest_term = perturbed_terms(log_rest_p, log_rest_q)
+    tckd = target_term + rest_term
     has_rest = log_rest_p > _LOG_ZERO_THRESHOLD
-    rest_p = ops.where(has_rest, ops.exp(log_rest_p), 0.0)
-    tckd = ops.where(p_y > 0, p_y * (log_p_y - log_q_y), 0.0) + ops.where(
-        has_rest, rest_p * (log_rest_p - log_rest_q), 0.0
-    )
     log_p_hat = others_p - ops.expand_dims(log_rest_p, -1)
     log_q_hat = others_q - ops.expand_dims(log_rest_q, -1)
-    _, kl_hat = kl_terms(log_p_hat, log_q_hat)
+    _, kl_hat = perturbed_terms(log_p_hat, log_q_hat)
     nckd = ops.where(has_rest, ops.sum(kl_hat, axis=-1), 0.0)
     return tckd, nckd, p_y
 
@@ -445,12 +448,15 @@ def lskd_loss(
             ops.maximum(ops.log(ops.where(positive, y_true, 1.0)), _LOG_TINY),
             _LOG_TINY,
         )
-    return kd_loss(
-        standardize_logits(y_true, delta),
-        standardize_logits(y_pred, delta),
-        temperature=temperature,
-        from_logits=True,
-        teacher_from_logits=True,
+    check_standardizable(y_true.shape[-1])
+    check_standardizable(y_pred.shape[-1])
+    return distillation_loss(
+        z_score(y_true, delta),
+        z_score(y_pred, delta),
+        None,
+        temperature,
+        True,
+        True,
     )
 
 
@@ -503,70 +509,8 @@ def _check_epsilon(value, name="epsilon"):
     return check_number(value, name, -1.0)
 
 
-class _VariableHyperparameters(keras.losses.Loss):
-    """Hyper-parameters held in non-trainable variables, like `PTLoss`.
-
-    A subclass lists its hyper-parameters in `HYPERPARAMETERS` as
-    `(name, check)` pairs: each is a non-trainable float32 scalar
-    `keras.Variable` (in `loss.variables`), read as a Python float by the
-    subclass's property of that name and assigned, after `check`, by its
-    `set_<name>` method. A `keras_ptloss.Distiller` tracks `loss.variables`
-    as model state, so a value changed between or during `fit` calls
-    reaches the next compiled step on every backend (docs/design.md,
-    "Keras traps"). `get_config` holds the current values.
-    """
-
-    HYPERPARAMETERS = ()
-    # Whether a Distiller must pass `{"teacher": ..., "label": ...}` (the
-    # targets convention of this module) instead of the teacher outputs.
-    needs_labels = False
-
-    def _create_variables(self, values):
-        self._hyperparameters = {}
-        for name, check in self.HYPERPARAMETERS:
-            self._hyperparameters[name] = keras.Variable(
-                np.float32(check(values[name], name)),
-                trainable=False,
-                dtype="float32",
-                name=f"{self.name}_{name}",
-            )
-
-    def _get(self, name):
-        # `.numpy()`, not `.value`: a scalar MirroredVariable's value cannot
-        # be converted inside a tf.distribute scope.
-        return float(np.asarray(self._hyperparameters[name].numpy()))
-
-    def _set(self, name, value):
-        check = dict(self.HYPERPARAMETERS)[name]
-        self._hyperparameters[name].assign(np.float32(check(value, name)))
-
-    @property
-    def variables(self):
-        """The loss's non-trainable hyper-parameter variables."""
-        return list(self._hyperparameters.values())
-
-    @property
-    def temperature_variable(self):
-        """The non-trainable scalar variable holding `T` (`None` if none)."""
-        return self._hyperparameters.get("temperature")
-
-    def set_temperature(self, temperature):
-        """Validates and assigns a new temperature `T > 0`."""
-        if "temperature" not in self._hyperparameters:
-            raise ValueError(
-                f"{type(self).__name__} has no temperature. Received: "
-                f"temperature={temperature!r}"
-            )
-        self._set("temperature", temperature)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({name: self._get(name) for name in self._hyperparameters})
-        return config
-
-
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class KDCELoss(_VariableHyperparameters):
+class KDCELoss(HyperparameterLoss):
     """Hinton KD mixed with the hard-label cross-entropy.
 
         L = label_weight * CE(y, softmax(z))
@@ -657,8 +601,8 @@ class KDCELoss(_VariableHyperparameters):
         return kd_ce_loss(
             y_true,
             y_pred,
-            label_weight=self._hyperparameters["label_weight"],
-            temperature=self._hyperparameters["temperature"],
+            label_weight=self._variables["label_weight"],
+            temperature=self._variables["temperature"],
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -673,7 +617,7 @@ class KDCELoss(_VariableHyperparameters):
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class DKDLoss(_VariableHyperparameters):
+class DKDLoss(HyperparameterLoss):
     """Decoupled knowledge distillation (DKD) of Zhao et al.
 
         L = T**2 * (alpha * TCKD + beta * NCKD)
@@ -777,9 +721,9 @@ class DKDLoss(_VariableHyperparameters):
         return dkd_loss(
             y_true,
             y_pred,
-            alpha=self._hyperparameters["alpha"],
-            beta=self._hyperparameters["beta"],
-            temperature=self._hyperparameters["temperature"],
+            alpha=self._variables["alpha"],
+            beta=self._variables["beta"],
+            temperature=self._variables["temperature"],
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -794,7 +738,7 @@ class DKDLoss(_VariableHyperparameters):
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class LSKDLoss(_VariableHyperparameters):
+class LSKDLoss(HyperparameterLoss):
     """KD with logit standardisation (Sun et al.).
 
         L = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
@@ -872,7 +816,7 @@ class LSKDLoss(_VariableHyperparameters):
         return lskd_loss(
             y_true,
             y_pred,
-            temperature=self._hyperparameters["temperature"],
+            temperature=self._variables["temperature"],
             delta=self.delta,
             teacher_from_logits=self.teacher_from_logits,
         )
@@ -886,7 +830,7 @@ class LSKDLoss(_VariableHyperparameters):
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class Poly1Loss(_VariableHyperparameters):
+class Poly1Loss(HyperparameterLoss):
     """Poly-1 loss on hard labels (Leng et al.).
 
         L = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
@@ -957,7 +901,7 @@ class Poly1Loss(_VariableHyperparameters):
         return poly1_loss(
             y_true,
             y_pred,
-            epsilon=self._hyperparameters["epsilon"],
+            epsilon=self._variables["epsilon"],
             from_logits=self.from_logits,
         )
 

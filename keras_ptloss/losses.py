@@ -19,58 +19,28 @@ from keras_ptloss._checks import check_bool
 from keras_ptloss._checks import check_finite
 from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_probabilities
+from keras_ptloss._checks import check_standardizable
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import shapes_match
 from keras_ptloss._checks import vocabulary_hint
+from keras_ptloss._core import as_logits
+from keras_ptloss._core import distillation_loss
+from keras_ptloss._core import perturbed_terms
+from keras_ptloss._core import upcast
+from keras_ptloss._core import z_score
+from keras_ptloss._hyperparameters import HyperparameterLoss
+from keras_ptloss._hyperparameters import hyperparameter_variable
 from keras_ptloss.coefficients import as_coefficient_array
 from keras_ptloss.coefficients import check_convex
 
-# Log-probability standing for an exact zero probability: finite, so that no
-# inf/NaN reaches a gradient, and low enough that exp() underflows to 0.
-LOG_ZERO = -1e30
 # Added to the standard deviation by `standardize_logits`.
 STANDARDIZE_DELTA = 1e-7
-_HALF_DTYPES = ("float16", "bfloat16")
-
-
-def upcast(x):
-    """A float tensor of at least float32 precision (half and ints -> f32)."""
-    x = ops.convert_to_tensor(x)
-    dtype = keras.backend.standardize_dtype(x.dtype)
-    if dtype in _HALF_DTYPES or not dtype.startswith("float"):
-        return ops.cast(x, "float32")
-    return x
 
 
 def _common_float(y_true, y_pred):
     """Both at the student's float dtype (at least float32)."""
     y_pred = upcast(y_pred)
     return ops.cast(y_true, y_pred.dtype), y_pred
-
-
-def tempered_log_probs(values, temperature=1.0, from_logits=True):
-    """Log of `softmax(logits / T)`, or of probabilities re-tempered by `T`.
-
-    Probabilities `p` are tempered as `p ** (1 / T)`, renormalised. Exact
-    zeros stay exact zeros (their log is a large finite negative number).
-
-    Args:
-        values: logits or probabilities, shape `(..., K)`.
-        temperature: positive float, scalar tensor or `keras.Variable`.
-        from_logits: whether `values` are logits.
-
-    Returns:
-        A float tensor of log-probabilities with the shape of `values`.
-    """
-    values = upcast(values)
-    if not from_logits:
-        positive = values > 0
-        values = ops.where(
-            positive, ops.log(ops.where(positive, values, 1.0)), LOG_ZERO
-        )
-    if not _is_python_one(temperature):
-        values = values / ops.cast(temperature, values.dtype)
-    return ops.log_softmax(values, axis=-1)
 
 
 def standardize_logits(logits, delta=STANDARDIZE_DELTA):
@@ -104,35 +74,7 @@ def standardize_logits(logits, delta=STANDARDIZE_DELTA):
     """
     logits = upcast(logits)
     check_standardizable(logits.shape[-1])
-    centred = logits - ops.mean(logits, axis=-1, keepdims=True)
-    # Sample variance (divisor K - 1); a single class has no spread.
-    num_classes = ops.cast(ops.shape(logits)[-1], logits.dtype)
-    divisor = ops.maximum(num_classes - 1.0, 1.0)
-    variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / divisor
-    # sqrt has an infinite derivative at 0: constant logits (e.g. a freshly
-    # initialised layer with dead ReLUs) would give NaN gradients.
-    positive = variance > 0
-    std = ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
-    denominator = std + ops.cast(delta, std.dtype)
-    denominator = ops.where(denominator > 0, denominator, 1.0)
-    return centred / denominator
-
-
-def check_standardizable(num_classes, name="logits"):
-    """Refuses logit standardisation with fewer than 3 classes (see
-    `standardize_logits`); `num_classes=None` (not yet known) passes."""
-    if num_classes is not None and num_classes < 3:
-        raise ValueError(
-            "Logit standardisation needs at least 3 classes: with 2, the "
-            "z-scores of the two logits are +-1/sqrt(2) whatever their "
-            "difference, so the standardised loss gives the student no "
-            "gradient. Use plain KD/PTLoss (standardize=False) for binary "
-            f"problems. Received: {name} with {num_classes} class(es)"
-        )
-
-
-def _is_python_one(value):
-    return isinstance(value, (int, float)) and value == 1
+    return z_score(logits, delta)
 
 
 def _check_shapes(y_true, y_pred, coefficients=None):
@@ -196,34 +138,38 @@ def _check_standardize(standardize, from_logits, teacher_from_logits):
         )
 
 
-def _log_probs_pair(
-    y_true, y_pred, temperature, from_logits, teacher_from_logits, standardize
+def _validated(
+    y_true, y_pred, coefficients, from_logits, teacher_from_logits, standardize
 ):
-    """Tempered log-probabilities of the teacher and of the student."""
-    if standardize:
-        y_true = standardize_logits(y_true)
-        y_pred = standardize_logits(y_pred)
-    log_p = tempered_log_probs(y_true, temperature, teacher_from_logits)
-    log_q = tempered_log_probs(y_pred, temperature, from_logits)
-    return log_p, log_q
-
-
-def kl_terms(log_p, log_q):
-    """Per-class `p * (log p - log q)`, exactly 0 where `p == 0`.
+    """The boundary of the functional losses: converts and checks once.
 
     Returns:
-        `(p, terms)`: the probabilities `exp(log_p)` and the terms.
+        `(y_true, y_pred, eps)`: teacher and student at the student's float
+        dtype (at least float32), and the coefficients cast to it (`None`
+        stays `None`).
     """
-    p = ops.exp(log_p)
-    return p, ops.where(p > 0, p * (log_p - log_q), 0.0)
+    _check_standardize(standardize, from_logits, teacher_from_logits)
+    host_inputs = (y_true, y_pred)
+    y_true, y_pred = _common_float(y_true, y_pred)
+    eps = None
+    if coefficients is not None:
+        eps = ops.cast(coefficients, y_pred.dtype)
+    _check_shapes(y_true, y_pred, eps)
+    _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
+    if standardize:
+        check_standardizable(y_true.shape[-1])
+        check_standardizable(y_pred.shape[-1])
+    return y_true, y_pred, eps
 
 
-def scale_by_t_squared(values, temperature):
-    """`values * T**2` (no operation for a Python `T == 1`)."""
-    if _is_python_one(temperature):
-        return values
-    temperature = ops.cast(temperature, values.dtype)
-    return values * ops.square(temperature)
+def _standardized(y_true, y_pred, standardize):
+    """Both logits z-scored (`standardize_logits`) when `standardize`."""
+    if not standardize:
+        return y_true, y_pred
+    return (
+        z_score(y_true, STANDARDIZE_DELTA),
+        z_score(y_pred, STANDARDIZE_DELTA),
+    )
 
 
 def kd_loss(
@@ -267,21 +213,13 @@ def kd_loss(
     0.0
     """
     teacher_from_logits = bool(teacher_from_logits)
-    _check_standardize(standardize, from_logits, teacher_from_logits)
-    host_inputs = (y_true, y_pred)
-    y_true, y_pred = _common_float(y_true, y_pred)
-    _check_shapes(y_true, y_pred)
-    _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
-    log_p, log_q = _log_probs_pair(
-        y_true,
-        y_pred,
-        temperature,
-        from_logits,
-        teacher_from_logits,
-        standardize,
+    y_true, y_pred, _ = _validated(
+        y_true, y_pred, None, from_logits, teacher_from_logits, standardize
     )
-    _, kl = kl_terms(log_p, log_q)
-    return scale_by_t_squared(ops.sum(kl, axis=-1), temperature)
+    y_true, y_pred = _standardized(y_true, y_pred, standardize)
+    return distillation_loss(
+        y_true, y_pred, None, temperature, from_logits, teacher_from_logits
+    )
 
 
 def pt_loss(
@@ -333,34 +271,18 @@ def pt_loss(
     (1,)
     """
     teacher_from_logits = bool(teacher_from_logits)
-    _check_standardize(standardize, from_logits, teacher_from_logits)
-    host_inputs = (y_true, y_pred)
-    y_true, y_pred = _common_float(y_true, y_pred)
-    eps = ops.cast(coefficients, y_pred.dtype)
-    _check_shapes(y_true, y_pred, eps)
-    _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
-    log_p, log_q = _log_probs_pair(
+    y_true, y_pred, eps = _validated(
         y_true,
         y_pred,
-        temperature,
+        coefficients,
         from_logits,
         teacher_from_logits,
         standardize,
     )
-    p = ops.exp(log_p)
-    one_minus_q = -ops.expm1(log_q)
-    # Horner's rule on the columns of eps ((M,) -> scalars, (K, M) -> (K,)):
-    # inner = eps_1 + u (eps_2 + u (... + u eps_M)), so that the series part
-    # is u * inner with u = 1 - q.
-    columns = ops.unstack(eps, axis=-1)
-    inner = columns[-1]
-    for column in reversed(columns[:-1]):
-        inner = column + one_minus_q * inner
-    # One fused per-class term, p * (log p - log q + u * inner), as in
-    # `kl_terms`: fewer elementwise kernels (each a full pass over the
-    # batch, forward and backward) than adding the KL and series terms.
-    terms = ops.where(p > 0, p * (log_p - log_q + one_minus_q * inner), 0.0)
-    return scale_by_t_squared(ops.sum(terms, axis=-1), temperature)
+    y_true, y_pred = _standardized(y_true, y_pred, standardize)
+    return distillation_loss(
+        y_true, y_pred, eps, temperature, from_logits, teacher_from_logits
+    )
 
 
 def _flat_rows(values):
@@ -400,16 +322,6 @@ def _chunked_rows(t, z, eps, temperature, chunk_size):
     return loss, grad
 
 
-def _teacher_logits(y_true, teacher_from_logits):
-    """Teacher outputs as logits (probabilities -> their logs)."""
-    if teacher_from_logits:
-        return y_true
-    positive = y_true > 0
-    return ops.where(
-        positive, ops.log(ops.where(positive, y_true, 1.0)), LOG_ZERO
-    )
-
-
 def _lean_rows(t, z, eps, temperature):
     """Per-row loss and its gradient, in one pass (the memory-lean path).
 
@@ -428,25 +340,12 @@ def _lean_rows(t, z, eps, temperature):
     """
     log_p = ops.log_softmax(t / temperature, axis=-1)
     log_q = ops.log_softmax(z / temperature, axis=-1)
-    p = ops.exp(log_p)
+    p, terms, g = perturbed_terms(log_p, log_q, eps, derivative=True)
     q = ops.exp(log_q)
-    difference = log_p - log_q
     grad = q - p
-    if eps is not None:
-        u = -ops.expm1(log_q)
-        order = eps.shape[-1]
-        columns = ops.unstack(eps, axis=-1)
-        # Horner's rule for the series sum_m eps_m u**m = u * inner and for
-        # its derivative g = sum_m m eps_m u**(m - 1), side by side.
-        inner = columns[-1]
-        g = columns[-1] * float(order)
-        for m in range(order - 1, 0, -1):
-            inner = columns[m - 1] + u * inner
-            g = columns[m - 1] * float(m) + u * g
-        difference = difference + u * inner
+    if g is not None:
         w = p * q * g
         grad = grad - w + q * ops.sum(w, axis=-1, keepdims=True)
-    terms = ops.where(p > 0, p * difference, 0.0)
     loss = ops.sum(terms, axis=-1) * ops.square(temperature)
     return loss, grad * temperature
 
@@ -506,19 +405,19 @@ def lean_loss(
     [[0.375, 0.375, 0.375], [0.375, 0.375, 0.375]]
     """
     teacher_from_logits = bool(teacher_from_logits)
-    _check_standardize(standardize, from_logits, teacher_from_logits)
-    host_inputs = (y_true, y_pred)
-    y_true, y_pred = _common_float(y_true, y_pred)
-    eps = None
-    if coefficients is not None:
-        eps = ops.convert_to_tensor(ops.cast(coefficients, y_pred.dtype))
-    _check_shapes(y_true, y_pred, eps)
-    _check_host_inputs(*host_inputs, from_logits, teacher_from_logits)
-    if standardize:
-        y_true = standardize_logits(y_true)
-        y_pred = standardize_logits(y_pred)
-    t = ops.stop_gradient(_teacher_logits(y_true, teacher_from_logits))
-    z = _teacher_logits(y_pred, from_logits)
+    y_true, y_pred, eps = _validated(
+        y_true,
+        y_pred,
+        coefficients,
+        from_logits,
+        teacher_from_logits,
+        standardize,
+    )
+    if eps is not None:
+        eps = ops.convert_to_tensor(eps)
+    y_true, y_pred = _standardized(y_true, y_pred, standardize)
+    t = ops.stop_gradient(as_logits(y_true, teacher_from_logits))
+    z = as_logits(y_pred, from_logits)
     temperature = ops.convert_to_tensor(ops.cast(temperature, z.dtype))
     t, lead = _flat_rows(t)
     z, _ = _flat_rows(z)
@@ -549,18 +448,14 @@ def _check_chunk_size(value):
     return check_int(value, "chunk_size", minimum=1)
 
 
-def _scalar_variable(value, name):
-    return keras.Variable(
-        np.float32(value), trainable=False, dtype="float32", name=name
-    )
-
-
-class _TemperedLoss(keras.losses.Loss):
+class _TemperedLoss(HyperparameterLoss):
     """The state and flags `KDLoss` and `PTLoss` share.
 
     The temperature is a non-trainable scalar `keras.Variable`; `temperature`
     reads it as a Python float and `set_temperature` validates and assigns.
     """
+
+    HYPERPARAMETERS = (("temperature", check_temperature),)
 
     def __init__(
         self,
@@ -584,41 +479,21 @@ class _TemperedLoss(keras.losses.Loss):
             self.from_logits,
             self.teacher_from_logits is not False,
         )
-        self._temperature = _scalar_variable(
-            check_temperature(temperature), f"{self.name}_temperature"
-        )
+        self._create_variables({"temperature": temperature})
 
     @property
     def temperature(self):
         """The temperature `T` as a Python float (read from its variable)."""
-        # `.numpy()`, not `.value`: a scalar MirroredVariable's value cannot
-        # be converted inside a tf.distribute scope.
-        return float(np.asarray(self._temperature.numpy()))
+        return self._get("temperature")
 
     @temperature.setter
     def temperature(self, value):
         self.set_temperature(value)
 
-    @property
-    def temperature_variable(self):
-        """The non-trainable scalar `keras.Variable` holding `T`."""
-        return self._temperature
-
-    def set_temperature(self, temperature):
-        """Validates and assigns a new temperature `T > 0`."""
-        self._temperature.assign(np.float32(check_temperature(temperature)))
-
-    @property
-    def variables(self):
-        """The loss's non-trainable variables (its schedulable state)."""
-        return [self._temperature]
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        # Loss.__call__ turns numpy inputs into tensors: check them first.
+    def _check_host(self, y_true, y_pred):
         _check_host_inputs(
             y_true, y_pred, self.from_logits, bool(self.teacher_from_logits)
         )
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def _flags(self):
         return {
@@ -630,7 +505,6 @@ class _TemperedLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            temperature=self.temperature,
             from_logits=self.from_logits,
             teacher_from_logits=self.teacher_from_logits,
             standardize=self.standardize,
@@ -717,12 +591,15 @@ class KDLoss(_TemperedLoss):
             return lean_loss(
                 y_true,
                 y_pred,
-                temperature=self._temperature,
+                temperature=self.temperature_variable,
                 chunk_size=self.chunk_size,
                 **self._flags(),
             )
         return kd_loss(
-            y_true, y_pred, temperature=self._temperature, **self._flags()
+            y_true,
+            y_pred,
+            temperature=self.temperature_variable,
+            **self._flags(),
         )
 
 
@@ -832,11 +709,8 @@ class PTLoss(_TemperedLoss):
             coefficients = np.zeros((DEFAULT_ORDER,))
         self.allow_nonconvex = check_bool(allow_nonconvex, "allow_nonconvex")
         values = self._validate(coefficients)
-        self._coefficients = keras.Variable(
-            values.astype("float32"),
-            trainable=False,
-            dtype="float32",
-            name=f"{self.name}_coefficients",
+        self._coefficients = hyperparameter_variable(
+            values, f"{self.name}_coefficients"
         )
 
     def _validate(self, coefficients, num_classes=None):
@@ -853,7 +727,7 @@ class PTLoss(_TemperedLoss):
     @property
     def variables(self):
         """The loss's non-trainable variables: coefficients, temperature."""
-        return [self._coefficients, self._temperature]
+        return [self._coefficients, self.temperature_variable]
 
     @property
     def order(self):
@@ -879,7 +753,7 @@ class PTLoss(_TemperedLoss):
                 f"{tuple(self._coefficients.shape)}. Received: shape "
                 f"{values.shape}"
             )
-        self._coefficients.assign(values.astype("float32"))
+        self._coefficients.assign(np.asarray(values, dtype="float32"))
 
     def call(self, y_true, y_pred):
         if self.chunk_size is not None:
@@ -887,7 +761,7 @@ class PTLoss(_TemperedLoss):
                 y_true,
                 y_pred,
                 coefficients=self._coefficients,
-                temperature=self._temperature,
+                temperature=self.temperature_variable,
                 chunk_size=self.chunk_size,
                 **self._flags(),
             )
@@ -895,7 +769,7 @@ class PTLoss(_TemperedLoss):
             y_true,
             y_pred,
             coefficients=self._coefficients,
-            temperature=self._temperature,
+            temperature=self.temperature_variable,
             **self._flags(),
         )
 

@@ -21,7 +21,9 @@ import numpy as np
 from keras import ops
 
 from keras_ptloss._checks import check_number
-from keras_ptloss.losses import standardize_logits
+from keras_ptloss._checks import check_standardizable
+from keras_ptloss._core import perturbed_terms
+from keras_ptloss._core import z_score
 
 
 def _member_signature(model):
@@ -172,6 +174,8 @@ class StudentPopulation(keras.Model):
         teacher = y[..., :num_classes] if self.with_labels else y
         teacher = ops.expand_dims(teacher, 1)
         if self.any_standardize:
+            check_standardizable(teacher.shape[-1])
+            check_standardizable(z.shape[-1])
             flags = (
                 ops.reshape(
                     ops.convert_to_tensor(self.standardize),
@@ -179,29 +183,20 @@ class StudentPopulation(keras.Model):
                 )
                 > 0
             )
-            teacher = ops.where(
-                flags, standardize_logits(teacher, self.delta), teacher
-            )
-            z = ops.where(flags, standardize_logits(z, self.delta), z)
+            teacher = ops.where(flags, z_score(teacher, self.delta), teacher)
+            z = ops.where(flags, z_score(z, self.delta), z)
         temps = ops.reshape(
             ops.convert_to_tensor(self.temperatures), (1, -1, *positions, 1)
         )
         log_p = ops.log_softmax(teacher / temps, axis=-1)
         log_q = ops.log_softmax(z / temps, axis=-1)
-        p = ops.exp(log_p)
-        one_minus_q = -ops.expm1(log_q)
-        # Horner's rule, as in `pt_loss`: (N, K) columns broadcast against
-        # (batch, N, S..., K).
-        columns = [
-            ops.reshape(column, (-1, *positions, column.shape[-1]))
-            for column in ops.unstack(
-                ops.convert_to_tensor(self.coefficients), axis=-1
-            )
-        ]
-        inner = columns[-1]
-        for column in reversed(columns[:-1]):
-            inner = column + one_minus_q * inner
-        terms = ops.where(p > 0, p * (log_p - log_q + one_minus_q * inner), 0.0)
+        # Coefficients (N, K, M) -> (N, 1..., K, M): the member axis is one
+        # more batch axis of (batch, N, S..., K).
+        coefficients = ops.convert_to_tensor(self.coefficients)
+        coefficients = ops.reshape(
+            coefficients, (-1, *positions, *coefficients.shape[1:])
+        )
+        _, terms = perturbed_terms(log_p, log_q, coefficients)
         losses = ops.sum(terms, axis=-1) * ops.square(temps[..., 0])
         if self.with_labels:
             weight = ops.convert_to_tensor(self.student_loss_weight)

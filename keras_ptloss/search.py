@@ -42,12 +42,12 @@ from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_labels
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_probabilities
+from keras_ptloss._checks import check_standardizable
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
 from keras_ptloss.calibration import calibrate as calibrate_model
 from keras_ptloss.losses import PTLoss
-from keras_ptloss.losses import check_standardizable
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.selection import select_coefficients
 

@@ -21,10 +21,10 @@ from keras import ops
 from keras_ptloss._checks import as_float_array
 from keras_ptloss._checks import check_int
 from keras_ptloss._checks import softmax
+from keras_ptloss._core import LOG_ZERO
+from keras_ptloss._core import perturbed_terms
+from keras_ptloss._core import upcast
 from keras_ptloss.losses import PTLoss
-from keras_ptloss.losses import upcast
-from keras_ptloss.proxy import proxy_teacher
-from keras_ptloss.selection import select_coefficients
 
 # Largest class index a float32 holds exactly.
 MAX_INDEX = 2**24
@@ -138,29 +138,6 @@ def unpack_top_k(packed):
     return indices, upcast(packed[..., k:])
 
 
-def tail_buckets(log_probs):
-    """Probabilities on the k + 1 buckets: the top k, then the tail (numpy).
-
-    Args:
-        log_probs: top-k log-probabilities, shape `(N, k)`.
-
-    Returns:
-        Float64 array of shape `(N, k + 1)` whose rows sum to 1.
-    """
-    probs = np.exp(as_float_array(log_probs, "log_probs"))
-    tail = np.clip(1.0 - probs.sum(axis=-1, keepdims=True), 0.0, None)
-    buckets = np.concatenate([probs, tail], axis=-1)
-    return buckets / buckets.sum(axis=-1, keepdims=True)
-
-
-def bucket_labels(indices, labels):
-    """Each label's bucket: its position in the top k, or `k` (the tail)."""
-    indices = np.asarray(indices)
-    labels = np.asarray(labels).reshape(-1, 1)
-    hits = indices == labels
-    return np.where(hits.any(axis=-1), hits.argmax(axis=-1), indices.shape[-1])
-
-
 # Smallest tail mass of the student: float32 rounding can leave the sum of
 # its top-k probabilities at or above 1 while the teacher's tail is ~1e-7.
 STUDENT_TAIL_FLOOR = 1e-30
@@ -178,7 +155,9 @@ def _log1m_sum_exp(log_values, floor=None):
     if floor is not None:
         return ops.log(ops.maximum(rest, floor))
     positive = rest > TEACHER_TAIL_ATOL
-    return ops.where(positive, ops.log(ops.where(positive, rest, 1.0)), -1e30)
+    return ops.where(
+        positive, ops.log(ops.where(positive, rest, 1.0)), LOG_ZERO
+    )
 
 
 def sparse_pt_loss(y_true, y_pred, coefficients, temperature=1.0):
@@ -234,13 +213,7 @@ def sparse_pt_loss(y_true, y_pred, coefficients, temperature=1.0):
         ],
         axis=-1,
     )
-    p = ops.exp(log_p)
-    u = -ops.expm1(log_q)
-    columns = ops.unstack(eps, axis=-1)
-    inner = columns[-1]
-    for column in reversed(columns[:-1]):
-        inner = column + u * inner
-    terms = ops.where(p > 0, p * (log_p - log_q + u * inner), 0.0)
+    _, terms = perturbed_terms(log_p, log_q, eps)
     return ops.sum(terms, axis=-1) * ops.square(temperature)
 
 
@@ -295,16 +268,12 @@ class SparsePTLoss(PTLoss):
                 f"Received: shape {tuple(self.coefficients.shape)}"
             )
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        # Loss.__call__ turns numpy inputs into tensors: check them first.
+    def _check_host(self, y_true, y_pred):
         check_host_indices(y_true, y_pred)
-        return keras.losses.Loss.__call__(
-            self, y_true, y_pred, sample_weight=sample_weight
-        )
 
     def call(self, y_true, y_pred):
         return sparse_pt_loss(
-            y_true, y_pred, self._coefficients, self._temperature
+            y_true, y_pred, self._coefficients, self.temperature_variable
         )
 
     def get_config(self):
@@ -313,53 +282,3 @@ class SparsePTLoss(PTLoss):
             config.pop(key)
         config.pop("chunk_size")
         return config
-
-
-def sparse_proxy_teacher(log_probs, coefficients, **kwargs):
-    """The proxy teacher of a top-k teacher, on its k + 1 buckets.
-
-    The top-k probabilities and the tail bucket form a `(N, k + 1)`
-    distribution (`tail_buckets`); with shared coefficients the proxy is
-    computed on it by `keras_ptloss.proxy_teacher` (keyword arguments are
-    passed on). Cost scales with k, not with the vocabulary.
-
-    Returns:
-        Float64 array of shape `(N, k + 1)`; the last column is the tail.
-
-    Example:
-
-    >>> import numpy as np
-    >>> proxy = sparse_proxy_teacher(np.log([[0.6, 0.3]]), [0.5])
-    >>> proxy.shape
-    (1, 3)
-    """
-    coefficients = as_float_array(coefficients, "coefficients")
-    if coefficients.ndim != 1:
-        raise ValueError(
-            "A top-k teacher takes shared `coefficients` of shape (M,). "
-            f"Received: coefficients.shape={coefficients.shape}"
-        )
-    return proxy_teacher(tail_buckets(log_probs), coefficients, **kwargs)
-
-
-def select_sparse_coefficients(indices, log_probs, labels, **kwargs):
-    """Shared PTLoss coefficients for a top-k teacher, on k + 1 buckets.
-
-    `keras_ptloss.select_coefficients` on the teacher's top-k
-    probabilities plus the tail bucket (`tail_buckets`), each label mapped
-    to its bucket (`bucket_labels`: its top-k position, or the tail). The
-    closeness is that of the coarsened distributions, so the search costs
-    what it costs for k + 1 classes whatever the vocabulary. Keyword
-    arguments are passed on (`mode` must stay `"shared"`).
-
-    Returns:
-        The `SelectionResult` of `select_coefficients`.
-    """
-    if kwargs.get("mode", "shared") != "shared":
-        raise ValueError(
-            "A top-k teacher takes shared coefficients. Received: "
-            f"mode={kwargs['mode']!r}"
-        )
-    return select_coefficients(
-        tail_buckets(log_probs), bucket_labels(indices, labels), **kwargs
-    )

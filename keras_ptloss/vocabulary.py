@@ -19,7 +19,7 @@ from keras_ptloss._checks import as_float_array
 from keras_ptloss._checks import check_int
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
-from keras_ptloss.losses import LOG_ZERO
+from keras_ptloss._core import LOG_ZERO
 
 # Largest probability (softmax at T = 1) a teacher row may put on the ids an
 # alignment drops. Padding ids carry (almost) none; more means that real
