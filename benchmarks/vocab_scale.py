@@ -500,6 +500,48 @@ def _verdict(row):
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
+def _measured_row(row):
+    """One (backend, K) row of the memory and time table."""
+    load = "/".join(f"{v:.1f}" for v in row.get("load", []))
+    return (
+        f"| {row['backend']} | {row['classes']:,} | {row['tokens']:,} | "
+        f"{row['chunk_size']} | {row['kd_rss_mib']:.0f} | "
+        f"{_cell(row, 'pt', 'rss_mib', 0)} | "
+        f"{_cell(row, 'pt_chunked', 'rss_mib', 0)} | "
+        f"{row['kd_s']:.3f} | {_cell(row, 'pt', 's', 3)} | "
+        f"{_cell(row, 'pt_chunked', 's', 3)} | {load} | "
+        f"{_verdict(row)} |"
+    )
+
+
+def _compiled_table(rows, config):
+    """JAX's compiled memory of each method (empty without JAX rows)."""
+    lines = []
+    jax_rows = [r for r in rows if "kd_compiled_mib" in r]
+    if jax_rows:
+        lines += [
+            "",
+            "JAX compiled memory (`memory_analysis`, temporary + output "
+            "bytes, MiB; runs nothing):",
+            "",
+            "| K | tokens | KD | PT (x KD) | chunked (x KD) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for row in jax_rows:
+            suffixes = [("compiled_mib", row["tokens"])]
+            if "kd_compiled_mib_full" in row:
+                suffixes.append(
+                    ("compiled_mib_full", config["analysis_tokens"])
+                )
+            for key, tokens in suffixes:
+                lines.append(
+                    f"| {row['classes']:,} | {tokens:,} | "
+                    f"{row[f'kd_{key}']:.0f} | {_cell(row, 'pt', key, 0)} | "
+                    f"{_cell(row, 'pt_chunked', key, 0)} |"
+                )
+    return lines
+
+
 def markdown(payload):
     config = payload["config"]
     big = any(c >= 100_000 for c in config["classes"])
@@ -534,39 +576,8 @@ def markdown(payload):
         "targets |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for row in payload["rows"]:
-        load = "/".join(f"{v:.1f}" for v in row.get("load", []))
-        lines.append(
-            f"| {row['backend']} | {row['classes']:,} | {row['tokens']:,} | "
-            f"{row['chunk_size']} | {row['kd_rss_mib']:.0f} | "
-            f"{_cell(row, 'pt', 'rss_mib', 0)} | "
-            f"{_cell(row, 'pt_chunked', 'rss_mib', 0)} | "
-            f"{row['kd_s']:.3f} | {_cell(row, 'pt', 's', 3)} | "
-            f"{_cell(row, 'pt_chunked', 's', 3)} | {load} | "
-            f"{_verdict(row)} |"
-        )
-    jax_rows = [r for r in payload["rows"] if "kd_compiled_mib" in r]
-    if jax_rows:
-        lines += [
-            "",
-            "JAX compiled memory (`memory_analysis`, temporary + output "
-            "bytes, MiB; runs nothing):",
-            "",
-            "| K | tokens | KD | PT (x KD) | chunked (x KD) |",
-            "|---:|---:|---:|---:|---:|",
-        ]
-        for row in jax_rows:
-            suffixes = [("compiled_mib", row["tokens"])]
-            if "kd_compiled_mib_full" in row:
-                suffixes.append(
-                    ("compiled_mib_full", config["analysis_tokens"])
-                )
-            for key, tokens in suffixes:
-                lines.append(
-                    f"| {row['classes']:,} | {tokens:,} | "
-                    f"{row[f'kd_{key}']:.0f} | {_cell(row, 'pt', key, 0)} | "
-                    f"{_cell(row, 'pt_chunked', key, 0)} |"
-                )
+    lines += [_measured_row(row) for row in payload["rows"]]
+    lines += _compiled_table(payload["rows"], config)
     lines += [
         "",
         "The default PTLoss is not run at K = 128k: its several `(N, K)` "
