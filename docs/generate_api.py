@@ -1,9 +1,10 @@
 """Writes docs/api.md from the live docstrings of `keras_ptloss`'s public API.
 
-Every public name listed in `keras_ptloss.__all__` gets a section with
-its signature and its docstring, verbatim; a class also lists the public
-methods and properties it defines itself (inherited Keras ones are not
-repeated). `tests/test_docs.py` fails when docs/api.md differs from what
+Every public name listed in `keras_ptloss.__all__`, then in
+`keras_ptloss.datasets.__all__` (the data helpers, a subpackage), gets a
+section with its signature and its docstring, verbatim; a class also lists
+the public methods and properties it defines itself (inherited Keras ones
+are not repeated). `tests/test_docs.py` fails when docs/api.md differs from what
 this script generates, so run it after changing a public docstring:
 
     python docs/generate_api.py
@@ -12,6 +13,7 @@ Usage: python docs/generate_api.py [--output PATH] [--check]
 """
 
 import argparse
+import importlib
 import inspect
 import re
 import sys
@@ -27,9 +29,12 @@ installed `keras_ptloss` (version {version}); do not edit by hand.
 `tests/test_docs.py` fails when this file is stale, and runs every
 `>>>` example below.
 
-Everything here is importable from the top-level package, e.g.
-`from keras_ptloss import PTLoss`. The guide (how to choose the order M, the
-mode and the validation split, and the maths) is [guide.md](guide.md).
+The library's names are importable from the top-level package, e.g.
+`from keras_ptloss import PTLoss`; the data helpers (last part,
+[`keras_ptloss.datasets`](#data-helpers-keras_ptlossdatasets)) from their
+subpackage, e.g. `from keras_ptloss.datasets import load_mnist1d`. The guide
+(how to choose the order M, the mode and the validation split, and the
+maths) is [guide.md](guide.md).
 
 """
 
@@ -95,18 +100,24 @@ def _member_section(cls_name, name, kind, value):
     return f"{title}\n\n```python\n{sig}\n```\n\n{_doc(value)}"
 
 
-def render(module=None):
-    """The markdown text of docs/api.md for `module` (`keras_ptloss`)."""
-    if module is None:
-        import keras_ptloss as module
-    names = public_names(module)
-    parts = [HEADER.format(version=module.__version__)]
-    parts.append("## Contents\n")
+DATA_TITLE = "Data helpers: `keras_ptloss.datasets`"
+DATA_INTRO = """\
+Data for experiments, as numpy arrays: a subpackage that `import
+keras_ptloss` does not load (nor its optional packages, `mnist1d`,
+scikit-learn and `tensorflow_datasets`).
+"""
+
+
+def _contents(module, names):
+    lines = []
     for name in names:
         kind = _kind(getattr(module, name))
-        anchor = name.lower()
-        parts.append(f"- [`{name}`](#{anchor}) ({kind})")
-    parts.append("")
+        lines.append(f"- [`{name}`](#{name.lower()}) ({kind})")
+    return lines
+
+
+def _sections(module, names):
+    parts = []
     for name in names:
         obj = getattr(module, name)
         kind = _kind(obj)
@@ -114,11 +125,36 @@ def render(module=None):
         if kind == "object":
             parts.append(f"```python\n{name} = {obj!r}\n```\n")
             continue
-        parts.append(f"```python\nkeras_ptloss.{_signature(obj, name)}\n```\n")
+        signature = f"{module.__name__}.{_signature(obj, name)}"
+        parts.append(f"```python\n{signature}\n```\n")
         parts.append(_doc(obj))
         if kind == "class":
             for member in _own_members(obj):
                 parts.append(_member_section(name, *member))
+    return parts
+
+
+def render(module=None, data=None):
+    """The markdown text of docs/api.md.
+
+    Args:
+        module: the package (`keras_ptloss`).
+        data: its data subpackage (`keras_ptloss.datasets`).
+    """
+    if module is None:
+        import keras_ptloss as module
+    if data is None:
+        data = importlib.import_module(f"{module.__name__}.datasets")
+    names, data_names = public_names(module), public_names(data)
+    parts = [HEADER.format(version=module.__version__)]
+    parts.append("## Contents\n")
+    parts += _contents(module, names)
+    parts.append(f"\n[{DATA_TITLE}](#data-helpers-keras_ptlossdatasets):\n")
+    parts += _contents(data, data_names)
+    parts.append("")
+    parts += _sections(module, names)
+    parts.append(f"# {DATA_TITLE}\n\n{DATA_INTRO}")
+    parts += _sections(data, data_names)
     return "\n".join(parts).rstrip() + "\n"
 
 

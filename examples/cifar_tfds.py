@@ -37,8 +37,8 @@ from keras_ptloss import Distiller
 from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
-from keras_ptloss import load_tfds
 from keras_ptloss import select_coefficients
+from keras_ptloss.datasets import load_tfds
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 

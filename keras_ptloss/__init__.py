@@ -1,141 +1,124 @@
 """keras-ptloss: PTLoss knowledge distillation for Keras 3.
 
-`__all__` lists the public API. The data helpers (`load_mnist1d`,
-`GaussianMixture`, ...) live in `keras_ptloss.datasets`, outside the
-library's import path: they are loaded on first use, so `import
-keras_ptloss` loads neither them nor the demo (`keras_ptloss.demo`).
+`__all__` lists the public API. Each name is loaded from the module that
+defines it on first use (PEP 562), e.g. `keras_ptloss.PTLoss` or
+`from keras_ptloss import PTLoss`.
+
+`import keras_ptloss` imports the modules whose classes Keras deserializes
+by their registered names (`keras_ptloss>PTLoss`, ...): a registration
+happens when its module is imported, and `keras.saving.load_model` finds
+no other way to them. It does not import the command line
+(`keras_ptloss.cli`), the demo (`keras_ptloss.demo`) or the data helpers
+(`keras_ptloss.datasets`, a subpackage imported on its own), and beyond
+what importing Keras does it changes no logging setting, environment
+variable or file descriptor.
+
+The command's own process (`python -m keras_ptloss`, the `keras-ptloss`
+script) runs this file before its own code; there these modules are left
+to `keras_ptloss.cli`, which imports Keras first, without TensorFlow's
+start-up notices, and then them.
 """
 
-import importlib
+from importlib import import_module as _import_module
 
-# First: in the command line's own process only, Keras is imported without
-# TensorFlow's start-up notices (`keras_ptloss.cli.started_as_command`).
-from keras_ptloss import cli
-from keras_ptloss.baselines import DKDLoss
-from keras_ptloss.baselines import KDCELoss
-from keras_ptloss.baselines import LSKDLoss
-from keras_ptloss.baselines import Poly1Loss
-from keras_ptloss.baselines import dkd_loss
-from keras_ptloss.baselines import dkd_terms
-from keras_ptloss.baselines import kd_ce_loss
-from keras_ptloss.baselines import lskd_loss
-from keras_ptloss.baselines import pack_targets
-from keras_ptloss.baselines import poly1_loss
-from keras_ptloss.baselines import unpack_targets
-from keras_ptloss.calibration import CalibratedModel
-from keras_ptloss.calibration import TemperatureScaling
-from keras_ptloss.calibration import calibrate
-from keras_ptloss.calibration import expected_calibration_error
-from keras_ptloss.calibration import fit_temperature
-from keras_ptloss.callbacks import ReestimateCoefficients
-from keras_ptloss.coefficients import convexity_margin
-from keras_ptloss.distiller import Distiller
-from keras_ptloss.interop import KDDistillation
-from keras_ptloss.interop import PTLossDistillation
-from keras_ptloss.losses import KDLoss
-from keras_ptloss.losses import PTLoss
-from keras_ptloss.losses import kd_loss
-from keras_ptloss.losses import lean_loss
-from keras_ptloss.losses import pt_loss
-from keras_ptloss.losses import standardize_logits
-from keras_ptloss.population import StudentPopulation
-from keras_ptloss.proxy import ProxyTeacherConvergenceError
-from keras_ptloss.proxy import closeness
-from keras_ptloss.proxy import proxy_teacher
-from keras_ptloss.search import Candidate
-from keras_ptloss.search import SearchResult
-from keras_ptloss.search import propose_candidates
-from keras_ptloss.search import search_coefficients
-from keras_ptloss.selection import SelectionResult
-from keras_ptloss.selection import select_coefficients
-from keras_ptloss.sparse import SparsePTLoss
-from keras_ptloss.sparse import pack_top_k
-from keras_ptloss.sparse import sparse_pt_loss
-from keras_ptloss.sparse import unpack_top_k
-from keras_ptloss.sparse_selection import select_sparse_coefficients
-from keras_ptloss.sparse_selection import sparse_proxy_teacher
+from keras_ptloss._command import started_as_command as _started_as_command
 from keras_ptloss.version import __version__
-from keras_ptloss.vocabulary import align_vocabulary
 
-# Public names loaded on first use (PEP 562), by the module that holds them.
-_LAZY_NAMES = {
-    "GaussianMixture": "keras_ptloss.datasets",
-    "HiddenMarkovLanguage": "keras_ptloss.datasets",
-    "load_digits": "keras_ptloss.datasets",
-    "load_mnist1d": "keras_ptloss.datasets",
-    "load_tfds": "keras_ptloss.datasets",
-    "make_gaussian_mixture": "keras_ptloss.datasets",
-    "make_language": "keras_ptloss.datasets",
-    "noisy_labels": "keras_ptloss.datasets",
-    "split_dataset": "keras_ptloss.datasets",
+# The public names, by the module that defines them.
+_EXPORTS = {
+    "keras_ptloss.losses": (
+        "KDLoss",
+        "PTLoss",
+        "kd_loss",
+        "lean_loss",
+        "pt_loss",
+        "standardize_logits",
+    ),
+    "keras_ptloss.baselines": (
+        "DKDLoss",
+        "KDCELoss",
+        "LSKDLoss",
+        "Poly1Loss",
+        "dkd_loss",
+        "dkd_terms",
+        "kd_ce_loss",
+        "lskd_loss",
+        "pack_targets",
+        "poly1_loss",
+        "unpack_targets",
+    ),
+    "keras_ptloss.distiller": ("Distiller",),
+    "keras_ptloss.interop": ("KDDistillation", "PTLossDistillation"),
+    "keras_ptloss.callbacks": ("ReestimateCoefficients",),
+    "keras_ptloss.proxy": (
+        "ProxyTeacherConvergenceError",
+        "closeness",
+        "proxy_teacher",
+    ),
+    "keras_ptloss.coefficients": ("convexity_margin",),
+    "keras_ptloss.selection": ("SelectionResult", "select_coefficients"),
+    "keras_ptloss.search": (
+        "Candidate",
+        "SearchResult",
+        "propose_candidates",
+        "search_coefficients",
+    ),
+    "keras_ptloss.population": ("StudentPopulation",),
+    "keras_ptloss.sparse": (
+        "SparsePTLoss",
+        "pack_top_k",
+        "sparse_pt_loss",
+        "unpack_top_k",
+    ),
+    "keras_ptloss.sparse_selection": (
+        "select_sparse_coefficients",
+        "sparse_proxy_teacher",
+    ),
+    "keras_ptloss.calibration": (
+        "CalibratedModel",
+        "TemperatureScaling",
+        "calibrate",
+        "expected_calibration_error",
+        "fit_temperature",
+    ),
+    "keras_ptloss.vocabulary": ("align_vocabulary",),
+}
+_MODULE_OF = {
+    name: module for module, names in _EXPORTS.items() for name in names
 }
 
-__all__ = [
-    # losses
-    "KDLoss",
-    "PTLoss",
-    "kd_loss",
-    "lean_loss",
-    "pt_loss",
-    # baselines
-    "DKDLoss",
-    "KDCELoss",
-    "LSKDLoss",
-    "Poly1Loss",
-    "dkd_loss",
-    "dkd_terms",
-    "kd_ce_loss",
-    "lskd_loss",
-    "pack_targets",
-    "poly1_loss",
-    "standardize_logits",
-    "unpack_targets",
-    # training
-    "Distiller",
-    "KDDistillation",
-    "PTLossDistillation",
-    "ReestimateCoefficients",
-    # proxy teacher and coefficient selection
-    "ProxyTeacherConvergenceError",
-    "SelectionResult",
-    "closeness",
-    "convexity_margin",
-    "proxy_teacher",
-    "select_coefficients",
-    # student-aware search
-    "Candidate",
-    "SearchResult",
-    "StudentPopulation",
-    "propose_candidates",
-    "search_coefficients",
-    # top-k (sparse) teachers
-    "SparsePTLoss",
-    "pack_top_k",
-    "select_sparse_coefficients",
-    "sparse_proxy_teacher",
-    "sparse_pt_loss",
-    "unpack_top_k",
-    # calibration (temperature scaling)
-    "CalibratedModel",
-    "TemperatureScaling",
-    "calibrate",
-    "expected_calibration_error",
-    "fit_temperature",
-    # teacher and student vocabularies
-    "align_vocabulary",
-    # data (loaded on first use)
-    *_LAZY_NAMES,
-]
+__all__ = list(_MODULE_OF)
+
+# The modules that register classes with `keras.saving` when imported.
+_SERIALIZABLE = (
+    "keras_ptloss.baselines",
+    "keras_ptloss.calibration",
+    "keras_ptloss.distiller",
+    "keras_ptloss.interop",
+    "keras_ptloss.losses",
+    "keras_ptloss.population",
+    "keras_ptloss.sparse",
+)
+
+
+def _register_serializable():
+    """Imports `_SERIALIZABLE`, registering their classes with Keras."""
+    for module in _SERIALIZABLE:
+        _import_module(module)
 
 
 def __getattr__(name):
-    module = _LAZY_NAMES.get(name)
+    module = _MODULE_OF.get(name)
     if module is None:
-        raise AttributeError(f"module 'keras_ptloss' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY_NAMES))
+    return sorted(set(globals()) | set(__all__))
+
+
+if not _started_as_command():
+    _register_serializable()

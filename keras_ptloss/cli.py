@@ -11,11 +11,13 @@ Subcommands:
 The Keras backend is chosen by the `KERAS_BACKEND` environment variable
 before the process starts (Keras's default is `tensorflow`).
 
-This command's own process imports the package, and with it Keras and its
-backend, before `main` runs; `keras_ptloss/__init__.py` imports this module
-first so that, in that process only (`started_as_command`), Keras is
-imported with TensorFlow's start-up notices dropped from standard error
-(`import_quietly`). A program that imports `keras_ptloss` is left alone.
+Python imports the package (`keras_ptloss/__init__.py`) before this
+module; in this command's own process only (`started_as_command`) the
+package leaves Keras alone, and this module, on import, imports Keras with
+TensorFlow's start-up notices dropped from standard error
+(`import_quietly`), then the package's Keras-serializable modules, as
+`import keras_ptloss` does elsewhere. A program that imports
+`keras_ptloss` is left alone.
 
 The demo runs in a child process (`python -m keras_ptloss.demo`) with
 `TF_CPP_MIN_LOG_LEVEL=2` (or 3 when that is already set), and the lines
@@ -37,6 +39,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import keras_ptloss
+from keras_ptloss._command import started_as_command
 from keras_ptloss.version import __version__
 
 # Benchmark subcommand name -> script file in `benchmarks/`.
@@ -49,7 +53,7 @@ BENCHMARKS = {
 
 # TensorFlow's start-up notices (informational; printed on import, before
 # `TF_CPP_MIN_LOG_LEVEL` applies to the oneDNN one). Matched whole-line.
-STARTUP_NOISE = (
+_STARTUP_NOISE = (
     re.compile(
         r"WARNING: All log messages before absl::InitializeLog\(\) is "
         r"called are written to STDERR"
@@ -65,74 +69,9 @@ STARTUP_NOISE = (
 
 def is_startup_noise(line):
     """Whether a line of standard error is one of TensorFlow's start-up
-    notices (see `STARTUP_NOISE`)."""
+    notices (see `_STARTUP_NOISE`)."""
     text = line.rstrip("\r\n")
-    return any(pattern.fullmatch(text) for pattern in STARTUP_NOISE)
-
-
-# The console script's file name (`keras-ptloss`; on Windows the launcher
-# `keras-ptloss.exe` or `keras-ptloss-script.py`).
-SCRIPT_NAME = re.compile(r"keras-ptloss(\.exe|-script\.pyw?)?")
-# The module `python -m` runs for this command.
-MODULE = "keras_ptloss"
-
-
-def module_of(orig_argv):
-    """The module that `python [options] -m MODULE ...` runs, or `None`.
-
-    Args:
-        orig_argv: the interpreter's command line, as `sys.orig_argv`.
-
-    Returns:
-        The name after `-m` (also as `-mNAME` or in a group of flags such
-        as `-Bm NAME`), or `None` when the interpreter runs a script, `-c`
-        or standard input.
-    """
-    args = list(orig_argv[1:])
-    while args:
-        arg = args.pop(0)
-        if arg == "-" or not arg.startswith("-"):
-            return None
-        if arg.startswith("--"):
-            continue
-        for i, flag in enumerate(arg[1:], start=1):
-            rest = arg[i + 1 :]
-            if flag == "c":
-                return None
-            if flag == "m":
-                if rest:
-                    return rest
-                return args[0] if args else None
-            if flag in "WX":
-                if not rest and args:
-                    args.pop(0)
-                break
-    return None
-
-
-def started_as_command(argv=None, orig_argv=None):
-    """Whether this process is `python -m keras_ptloss` or `keras-ptloss`.
-
-    Called while the package is imported: during `python -m keras_ptloss`
-    that happens while Python locates the module, when `sys.argv[0]` is
-    `"-m"` and `sys.orig_argv` names the module; the console script's
-    `sys.argv[0]` is its file.
-
-    Args:
-        argv: `sys.argv` (default).
-        orig_argv: `sys.orig_argv` (default).
-
-    Returns:
-        A bool.
-    """
-    argv = sys.argv if argv is None else argv
-    orig_argv = sys.orig_argv if orig_argv is None else orig_argv
-    if not argv:
-        return False
-    if argv[0] == "-m":
-        return module_of(orig_argv) == MODULE
-    name = re.split(r"[\\/]", argv[0])[-1]
-    return SCRIPT_NAME.fullmatch(name) is not None
+    return any(pattern.fullmatch(text) for pattern in _STARTUP_NOISE)
 
 
 def import_quietly(name, stderr=None):
@@ -208,7 +147,7 @@ def run_quietly(cmd, env=None, stderr=None):
     return child.wait()
 
 
-def run_demo(argv):
+def _run_demo(argv):
     """Runs `python -m keras_ptloss.demo argv...` in a child process.
 
     The child imports this copy of the package (its folder leads
@@ -309,7 +248,7 @@ def build_parser():
     return parser
 
 
-def run_benchmark(name, args):
+def _run_benchmark(name, args):
     """Runs `benchmarks/<script>.py args...`; returns its exit status."""
     script = benchmarks_dir() / BENCHMARKS[name]
     if not script.is_file():
@@ -343,12 +282,14 @@ def main(argv=None):
         forwarded = list(args.args)
         if forwarded[:1] == ["--"]:
             forwarded = forwarded[1:]
-        return run_benchmark(args.name, forwarded)
+        return _run_benchmark(args.name, forwarded)
     # The options were checked by the parser above; the child parses the
     # same ones (everything after the subcommand).
-    return run_demo(argv[argv.index("demo") + 1 :])
+    return _run_demo(argv[argv.index("demo") + 1 :])
 
 
-# The command's own process imports Keras quietly (see the module docstring).
+# The command's own process imports Keras quietly, then registers the
+# package's classes with it (see the module docstring).
 if started_as_command():
     import_quietly("keras")
+    keras_ptloss._register_serializable()

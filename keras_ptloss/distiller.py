@@ -1,14 +1,16 @@
 """`Distiller`: a teacher-student `keras.Model` trained with PTLoss or KD.
 
-The distillation loss owns its state (PTLoss's coefficients, the
-temperature) in non-trainable variables; the Distiller tracks them as model
-state and calls the loss itself, so a callback that changes the loss
-(`loss.set_coefficients`, `loss.set_temperature`) changes the next step on
-every backend, with or without jit (docs/design.md, "Keras traps"). Offline
-teacher outputs live in `keras_ptloss.teacher_outputs`.
+The distillation loss keeps its state (PTLoss's coefficients, the
+temperature) in non-trainable variables. The Distiller trains its own copy
+of the loss it is given, tracks the copy's variables as model state and
+calls it itself, so a callback that changes it
+(`distiller.distillation_loss.set_coefficients`, `distiller.set_temperature`)
+changes the next step on every backend, with or without jit
+(docs/design.md, "Keras traps"). Like `keras.distillation.Distiller`, it
+keeps the student loss given to `compile` and weighs it in `compute_loss`.
+Offline teacher outputs live in `keras_ptloss.teacher_outputs`.
 """
 
-import inspect
 import math
 
 import keras
@@ -37,9 +39,8 @@ TEACHER_OUTPUTS = offline.TEACHER_OUTPUTS
 # The losses a Distiller trains with: PTLoss, KD and the baselines.
 DISTILLATION_LOSSES = (PTLoss, KDLoss, KDCELoss, DKDLoss, LSKDLoss, Poly1Loss)
 
-# `keras.Model.fit`'s parameters after `x, y, batch_size`, in order: extra
-# positional arguments of `Distiller.fit` map onto these.
-FIT_POSITIONAL = tuple(list(inspect.signature(keras.Model.fit).parameters)[4:])
+# What `fit(x)` and `evaluate(x)` log without labels (no compiled metrics).
+LABEL_FREE_LOGS = ("loss", "distillation_loss", "student_loss")
 
 
 def final_activation(model):
@@ -146,18 +147,22 @@ def teacher_emits_logits(teacher, teacher_from_logits=None, loss_arg="loss"):
     return kind == "linear"
 
 
-def resolve_loss_flags(loss, teacher, student, loss_arg="loss"):
-    """Fixes a PTLoss/KDLoss's logits flags for a teacher-student pair.
+def resolve_teacher_flag(loss, teacher, student, loss_arg="loss"):
+    """A loss's `teacher_from_logits` for a teacher-student pair, checked.
 
-    A loss whose `teacher_from_logits` is `None` gets the teacher's kind
+    Reads nothing into `loss`: returns the flag it should have. A
+    `teacher_from_logits=None` (not said) gives the teacher's kind
     (`teacher_emits_logits`); an explicit flag, and the student's
-    `from_logits`, are checked against the models' last layers. The loss's
-    `standardize` then needs logits on both sides.
+    `from_logits`, are checked against the models' last layers, and the
+    loss's `standardize` needs logits on both sides.
+
+    Returns:
+        The bool for `teacher_from_logits`, or `None` for a loss without
+        that flag (`Poly1Loss` reads no teacher).
     """
-    if hasattr(loss, "teacher_from_logits"):  # Poly1Loss reads no teacher
-        loss.teacher_from_logits = teacher_emits_logits(
-            teacher, loss.teacher_from_logits, loss_arg
-        )
+    flag = None
+    if hasattr(loss, "teacher_from_logits"):
+        flag = teacher_emits_logits(teacher, loss.teacher_from_logits, loss_arg)
     check_output_kind(
         student,
         getattr(loss, "from_logits", True),
@@ -165,13 +170,25 @@ def resolve_loss_flags(loss, teacher, student, loss_arg="loss"):
         "from_logits",
         loss_arg,
     )
-    if getattr(loss, "standardize", False) and not loss.teacher_from_logits:
+    if getattr(loss, "standardize", False) and not flag:
         raise ValueError(
             f"`{loss_arg}` has standardize=True, which needs teacher logits, "
             "but the teacher outputs probabilities (its last layer applies "
             "a softmax). Remove the softmax or use standardize=False. "
             "Received: teacher_from_logits=False"
         )
+    return flag
+
+
+def copy_loss(loss, **changes):
+    """A new loss of `loss`'s class and config, with `changes` applied.
+
+    The copy has its own variables (holding the values `loss` has now), so
+    what is done to one does not reach the other.
+    """
+    config = loss.get_config()
+    config.update(changes)
+    return type(loss).from_config(config)
 
 
 def needs_labels(loss):
@@ -219,26 +236,31 @@ class Distiller(keras.Model):
     set) or without a compiled loss, the loss is the distillation term alone.
     Regularization losses of the student are added on top.
 
-    The distillation term is the loss object itself,
+    The distillation term is the loss itself,
     `distillation_loss(t, z, sample_weight)` (its reduction, sample weights
-    and masks). The loss's variables (PTLoss's coefficients, the
-    temperature) are tracked as state of this model and the student-loss
-    weight is a variable of it: changing them from a callback
-    (`distillation_loss.set_coefficients`, `distiller.set_temperature`, e.g.
-    by `keras_ptloss.ReestimateCoefficients`) changes the next training
-    step on every backend, with or without jit, and they are saved with the
-    model.
+    and masks). The Distiller trains its own copy of the loss passed in
+    (`distiller.distillation_loss`; the object passed in is left as it
+    was): the copy's variables (PTLoss's coefficients, the temperature) and
+    the student-loss weight are variables of this model
+    (`schedulable_variables`), so changing them from a callback
+    (`distiller.set_coefficients`, `distiller.set_temperature`,
+    `distiller.distillation_loss.set_coefficients`, e.g. by
+    `keras_ptloss.ReestimateCoefficients`) changes the next training step on
+    every backend, with or without jit, and they are saved with the model.
 
     The teacher's outputs are read with the loss's `teacher_from_logits`
     flag; when the loss does not say (`None`, the default), it is read from
     the teacher's last layer (no activation: logits; softmax:
-    probabilities) and stored in the loss. An explicit flag, or the
-    student's `from_logits`, that visibly contradicts a model's last layer
-    raises.
+    probabilities) and set on the Distiller's copy. An explicit flag, or
+    the student's `from_logits`, that visibly contradicts a model's last
+    layer raises.
 
-    `call`, `predict` and the compiled metrics use the student. Logs hold
-    `loss` (the total), `distillation_loss`, `student_loss` and the compiled
-    metrics (which need labels and are left out of `fit(x)` logs).
+    `compile(optimizer, loss=..., metrics=[...])` takes the student's
+    hard-label loss (a `keras.losses` name, function or `Loss`; `None` for
+    distillation alone) and Keras's metrics. `call`, `predict` and the
+    metrics use the student. Logs hold `loss` (the total),
+    `distillation_loss`, `student_loss` and the compiled metrics (which
+    need labels and are left out of `fit(x)` logs).
 
     Offline distillation: `precompute_teacher(x)` runs the teacher once and
     returns data in which each batch carries its teacher outputs; `fit` on
@@ -249,8 +271,8 @@ class Distiller(keras.Model):
     put on the student's vocabulary before the loss, as by
     `keras_ptloss.align_vocabulary`: the teacher's padding is dropped and
     the student's padding gets no teacher mass. Sizes that padding cannot
-    explain raise when the Distiller is built; cached numpy teacher outputs
-    are checked for real probability on the dropped ids when `fit` starts.
+    explain raise when the Distiller is built; `precompute_teacher` checks
+    the cached outputs for real probability on the dropped ids.
 
     Args:
         teacher: a trained `keras.Model` with one output of shape
@@ -258,15 +280,15 @@ class Distiller(keras.Model):
             stays frozen after a reload; it runs in inference mode.
         student: the `keras.Model` to train; same output shape.
         distillation_loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`
-            (or a baseline: `KDCELoss`, `DKDLoss`, `LSKDLoss`, `Poly1Loss`),
-            owned by this model from now on (its variables are tracked as
-            model state). A loss with `needs_labels = True` (`KDCELoss`,
+            (or a baseline: `KDCELoss`, `DKDLoss`, `LSKDLoss`, `Poly1Loss`);
+            the Distiller trains a copy of it (`distillation_loss`
+            attribute). A loss with `needs_labels = True` (`KDCELoss`,
             `DKDLoss`, `Poly1Loss`) receives `{"teacher": t, "label": y}`,
             so `fit` needs `y`.
         student_loss_weight: weight `w` in [0, 1] of the compiled hard-label
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
-        temperature: optional new temperature `T > 0`, assigned to the
-            loss. Defaults to `None`: the loss's own temperature.
+        temperature: optional temperature `T > 0` for the Distiller's copy
+            of the loss. Defaults to `None`: the loss's own temperature.
         vocab_size: the number of real token ids (`len(tokenizer)`) when
             the teacher's and the student's output layers are padded beyond
             it to different sizes; both must have at least `vocab_size`
@@ -316,37 +338,33 @@ class Distiller(keras.Model):
         _check_models(
             teacher, student, distillation_loss, self.vocab_size, self.id_map
         )
-        resolve_loss_flags(
+        flag = resolve_teacher_flag(
             distillation_loss, teacher, student, "distillation_loss"
         )
         weight = _check_weight(student_loss_weight)
+        changes = {} if flag is None else {"teacher_from_logits": flag}
+        loss = copy_loss(distillation_loss, **changes)
         if temperature is not None:
-            distillation_loss.set_temperature(temperature)
+            loss.set_temperature(temperature)
 
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
-        self.distillation_loss = distillation_loss
-        # The loss's variables, assigned to attributes, are tracked as model
-        # state, so JAX's stateless step reads their current values. Own
-        # variables in the saved order of earlier versions: coefficients,
-        # student-loss weight, temperature.
-        self._loss_coefficients = self.coefficients
-        self._student_loss_weight = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(weight),
+        self.distillation_loss = loss
+        weight = keras.Variable(
+            np.float32(weight),
             dtype="float32",
             trainable=False,
             name="student_loss_weight",
         )
-        self._loss_temperature = distillation_loss.temperature_variable
-        # Any other variable of the loss (the baselines' weights).
-        self._loss_variables = [
-            v
-            for v in distillation_loss.variables
-            if v is not self._loss_coefficients
-            and v is not self._loss_temperature
-        ]
+        # A keras.losses.Loss is not a layer, and Keras tracks the variables
+        # that a layer holds in its attributes: this list makes the loss's
+        # variables model state (JAX's stateless step reads their current
+        # values; they are saved). Its order is the saved layout:
+        # coefficients, student-loss weight, temperature, the others.
+        self.schedulable_variables = _saved_layout(loss, weight)
+        self._student_loss_weight = weight  # already tracked, in the list
+        self.student_loss = None  # the hard-label loss, set by `compile`
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
@@ -395,6 +413,62 @@ class Distiller(keras.Model):
         self._student_loss_weight.assign(_check_weight(student_loss_weight))
 
     # ------------------------------------------------------------------
+    # Compiling: the student loss is the Distiller's, as in Keras's own.
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        **kwargs,
+    ):
+        """Configures training: optimizer, student loss and metrics.
+
+        `keras.Model.compile`, except that `loss` is kept by the Distiller
+        (`student_loss`) and weighed against the distillation loss by
+        `student_loss_weight` in `compute_loss`, as
+        `keras.distillation.Distiller` does.
+
+        Args:
+            optimizer: as for `keras.Model.compile`.
+            loss: the student's hard-label loss: a `keras.losses` name,
+                function or `keras.losses.Loss`, or `None` (default) to
+                train on the distillation loss alone.
+            loss_weights: must be `None`: the Distiller's one output is
+                weighed by `student_loss_weight`.
+            metrics: metrics of the student's outputs against the labels,
+                as for `keras.Model.compile`.
+            **kwargs: the other arguments of `keras.Model.compile`.
+        """
+        if loss_weights is not None:
+            raise ValueError(
+                "`loss_weights` is not supported: the Distiller weighs the "
+                "student loss by `student_loss_weight` (set it with "
+                "`set_student_loss_weight`). Received: "
+                f"loss_weights={loss_weights!r}"
+            )
+        self.student_loss = None if loss is None else _as_loss(loss)
+        self._student_loss_identifier = loss  # for the compile config
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+
+    def get_compile_config(self):
+        """Keras's compile config, with the student loss given to `compile`."""
+        config = super().get_compile_config()
+        if config:  # compiled
+            config["loss"] = keras.saving.serialize_keras_object(
+                self._student_loss_identifier
+            )
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles again from `get_compile_config()` (when loading)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built and self.optimizer is not None:
+            # The optimizer's variables exist before the saved ones load.
+            self.optimizer.build(self.trainable_variables)
+
+    # ------------------------------------------------------------------
     # Forward pass, loss and metrics.
 
     def call(self, inputs, training=None):
@@ -405,7 +479,13 @@ class Distiller(keras.Model):
     def teacher_outputs(self, x):
         """The teacher's outputs for a batch (cached ones for offline data)."""
         if offline.is_offline_batch(x):
-            return ops.stop_gradient(x[TEACHER_OUTPUTS])
+            outputs = x[TEACHER_OUTPUTS]
+            # Checked on the traced batch for data sets (`fit` checks
+            # arrays before it starts).
+            offline.check_output_shape(
+                outputs, _static_shape(self.teacher, "outputs")
+            )
+            return ops.stop_gradient(outputs)
         return ops.stop_gradient(self.teacher(x, training=False))
 
     def _aligned_teacher_outputs(self, teacher_outputs, y_pred):
@@ -416,24 +496,26 @@ class Distiller(keras.Model):
         """
         if self.vocab_size is None and self.id_map is None:
             return teacher_outputs
-        num_real = self.vocab_size
-        if num_real is None:
-            num_real = int(self.id_map.size)
         return apply_alignment(
             teacher_outputs,
             int(y_pred.shape[-1]),
-            num_real,
+            self._num_real_ids(),
             self.id_map,
             _teacher_from_logits(self.distillation_loss),
         )
+
+    def _num_real_ids(self):
+        if self.vocab_size is not None:
+            return self.vocab_size
+        return int(self.id_map.size)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         if y_pred is None:
             y_pred = self(x, training=training)
-        # The Loss applies the reduction, the sample weights, masks and the
-        # tf.distribute scaling like the compiled loss does.
+        # The Loss objects apply the reduction, the sample weights, masks
+        # and the tf.distribute scaling.
         targets = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)
         if needs_labels(self.distillation_loss):
             _require_labels(y)
@@ -441,13 +523,11 @@ class Distiller(keras.Model):
         distillation = self.distillation_loss(
             targets, y_pred, sample_weight=sample_weight
         )
-        student = None
-        if y is not None and self._compile_loss is not None:
-            student = self._compile_loss(y, y_pred, sample_weight)
-        if student is None:
+        if y is None or self.student_loss is None:
             total = distillation
             student = ops.zeros_like(distillation)
         else:
+            student = self.student_loss(y, y_pred, sample_weight)
             student = ops.cast(student, "float32")
             weight = ops.cast(self._student_loss_weight, "float32")
             total = weight * student + (1.0 - weight) * distillation
@@ -466,84 +546,74 @@ class Distiller(keras.Model):
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if y is None:
-            # Compiled metrics compare with labels: without labels only the
-            # loss trackers are reported (not a stale or zero metric).
-            return self._metric_results(skip_compiled=True)
-        return super().compute_metrics(x, y, y_pred, sample_weight)
+        if y is not None:
+            return super().compute_metrics(x, y, y_pred, sample_weight)
+        # The compiled metrics compare with labels: without labels only the
+        # losses are reported (not a stale or zero metric).
+        return {
+            metric.name: metric.result()
+            for metric in self.metrics
+            if metric.name in LABEL_FREE_LOGS
+        }
 
     def get_metrics_result(self):
-        return self._metric_results(skip_compiled=False)
-
-    def _metric_results(self, skip_compiled):
-        results = {}
-        for metric in self.metrics:
-            compiled = metric is self._compile_metrics
-            if compiled and (skip_compiled or not metric.built):
-                continue
-            value = metric.result()
-            if isinstance(value, dict):
-                results.update(value)
-            else:
-                results[metric.name] = value
-        return results
+        # Compiled metrics that never saw labels are unbuilt and have no
+        # result (`fit(x)`): they are left out.
+        return {
+            name: value
+            for metric in self.metrics
+            if getattr(metric, "built", True)
+            for name, value in _named_results(metric)
+        }
 
     # ------------------------------------------------------------------
-    # Training.
+    # Training: `keras.Model.fit`, after the checks that need all the data.
 
-    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        """`keras.Model.fit`, with array inputs checked first.
+    def fit(self, x=None, y=None, batch_size=None, **kwargs):
+        """`keras.Model.fit`, with array data checked before it starts.
 
-        For numpy inputs: integer labels must be class indices of the
-        student (a label out of range would give a NaN or a silently wrong
-        one-hot loss), and, under a `keras.distribution` layout on JAX
-        (e.g. `keras.distribution.DataParallel`), every batch, the last one
-        and the validation batches too, must divide by the number of devices
-        on the batch axis: an indivisible one raises here, naming the batch
-        size, the example count and the device count, instead of an
-        `IndivisibleError` from JAX at the end of the first epoch. The same
-        holds under a `tf.distribute` strategy with several replicas: it
-        would run an uneven batch, but each replica's loss is the mean over
-        its own share, so that batch's examples would be weighed unequally
-        (and the result would differ from one device's). Offline array
-        data (from `precompute_teacher`) must hold one finite teacher output
-        of the teacher's output shape per input example.
+        These checks need `fit`'s arguments or must run before Keras's
+        training loop, which no other hook of a Keras model allows: each
+        step sees one batch, traced by jit, and on JAX an error raised
+        while a step is traced leaves the model's variables (the teacher's
+        weights too) emptied. For arrays (numpy or backend tensors):
+
+        - A distillation loss that reads labels (`needs_labels`) needs `y`.
+        - Integer labels `y` must be class indices of the student (a label
+          out of range would give a NaN or a silently wrong one-hot loss).
+        - Offline data (from `precompute_teacher`) must hold teacher
+          outputs of the teacher's output shape.
+        - Under a `keras.distribution` layout on JAX (e.g.
+          `keras.distribution.DataParallel`), every batch, the last one and
+          the validation batches too, must divide by the number of devices
+          on the batch axis: an indivisible one raises here, naming the
+          batch size, the example count and the device count, instead of
+          an `IndivisibleError` from JAX at the end of the first epoch. The
+          same holds under a `tf.distribute` strategy with several
+          replicas: it would run an uneven batch, but each replica's loss
+          is the mean over its own share, so that batch's examples would be
+          weighed unequally (and the result would differ from one
+          device's).
 
         Args:
-            x, y, batch_size, *args, **kwargs: as for `keras.Model.fit`
-                (positional arguments after `batch_size` in its order).
+            x, y, batch_size: as for `keras.Model.fit`.
+            **kwargs: the other arguments of `keras.Model.fit`, by keyword.
 
         Returns:
             The `keras.callbacks.History` of `keras.Model.fit`.
         """
-        kwargs = _fit_kwargs(args, kwargs)
-        if needs_labels(self.distillation_loss) and not _is_data_set(x):
-            _require_labels(y)
-        _check_labels(self.student, y)
-        offline.check_offline_arrays(x, _static_shape(self.teacher, "outputs"))
-        self._check_offline_padding(x)
-        _check_divisible(self, x, batch_size, kwargs)
+        if _is_arrays(x):
+            if needs_labels(self.distillation_loss):
+                _require_labels(y)
+            _check_labels(self.student, y)
+            if offline.is_offline_batch(x):
+                offline.check_output_shape(
+                    x[TEACHER_OUTPUTS],
+                    _static_shape(self.teacher, "outputs"),
+                    offline.num_examples(x[STUDENT_INPUTS]),
+                )
+            _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
-
-    def _check_offline_padding(self, x):
-        """Cached numpy teacher outputs put no real mass on dropped ids."""
-        if self.vocab_size is None and self.id_map is None:
-            return
-        if not offline.is_offline_batch(x):
-            return
-        outputs = x[TEACHER_OUTPUTS]
-        if not isinstance(outputs, np.ndarray):
-            return
-        num_real = check_alignment(
-            outputs.shape[-1], None, self.vocab_size, self.id_map
-        )
-        check_padding_mass(
-            outputs,
-            num_real,
-            self.id_map,
-            _teacher_from_logits(self.distillation_loss),
-            "teacher_outputs",
-        )
 
     # ------------------------------------------------------------------
     # Offline distillation and saving.
@@ -576,9 +646,15 @@ class Distiller(keras.Model):
         saved to that file with fingerprints of the teacher's weights, of
         `x` and of the outputs themselves; a later call with the same path
         loads them instead of running the teacher, after checking all three.
-        A cache written for another teacher or other data, a truncated or
-        corrupted file, or outputs of the wrong shape raise `ValueError`
-        (delete the file to recompute); it is never used silently.
+        A cache written for another teacher or other data, or a truncated or
+        corrupted file, raises `ValueError` (delete the file to recompute);
+        it is never used silently.
+
+        Array outputs are checked here, where they are made: they must be
+        finite and, with `vocab_size` or `id_map`, put no real probability
+        on the teacher ids that the alignment drops. `fit`/`evaluate`
+        check that each batch's teacher outputs have the teacher's output
+        shape.
 
         Args:
             x: arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`.
@@ -608,9 +684,25 @@ class Distiller(keras.Model):
         ['student_inputs', 'teacher_outputs']
         >>> _ = distiller.fit(x_off, y_off, epochs=1, verbose=0)
         """
-        return offline.precompute(
+        data = offline.precompute(
             self.teacher, x, y, sample_weight, batch_size, cache
         )
+        if isinstance(data, tuple) and (
+            self.vocab_size is not None or self.id_map is not None
+        ):
+            # The teacher's padding must carry no real mass: the alignment
+            # drops those ids.
+            outputs = data[0][TEACHER_OUTPUTS]
+            check_padding_mass(
+                outputs,
+                check_alignment(
+                    outputs.shape[-1], None, self.vocab_size, self.id_map
+                ),
+                self.id_map,
+                _teacher_from_logits(self.distillation_loss),
+                "teacher_outputs",
+            )
+        return data
 
     def export_student(self, filepath):
         """Saves the student alone as a `.keras` file.
@@ -699,24 +791,6 @@ def _check_models(teacher, student, distillation_loss, vocab_size, id_map):
         )
 
 
-def _fit_kwargs(args, kwargs):
-    """Keyword arguments of `keras.Model.fit` for extra positional ones."""
-    if len(args) > len(FIT_POSITIONAL):
-        raise ValueError(
-            f"`fit` takes at most {3 + len(FIT_POSITIONAL)} positional "
-            f"arguments. Received: {3 + len(args)}"
-        )
-    kwargs = dict(kwargs)
-    for name, value in zip(FIT_POSITIONAL, args, strict=False):
-        if name in kwargs:
-            raise ValueError(
-                f"`fit` got `{name}` both positionally and by keyword. "
-                f"Received: {name}={kwargs[name]!r} and {value!r}"
-            )
-        kwargs[name] = value
-    return kwargs
-
-
 def _check_labels(student, y):
     shape = _static_shape(student, "outputs")
     if not isinstance(y, np.ndarray) or shape is None or shape[-1] is None:
@@ -757,12 +831,9 @@ def _check_divisible(model, x, batch_size, kwargs):
     layout, devices = _num_replicas(model)
     if devices <= 1 or kwargs.get("steps_per_epoch") is not None:
         return
-    try:
-        num = offline.num_examples(x)
-    except (AttributeError, IndexError, TypeError):
-        return  # a data set: its batches are the user's to size
     if not isinstance(keras.tree.flatten(x)[0], np.ndarray):
         return
+    num = offline.num_examples(x)
     batch = 32 if batch_size is None else batch_size
     split = kwargs.get("validation_split") or 0.0
     num_train = int(math.ceil(num * (1.0 - split))) if split else num
@@ -816,15 +887,56 @@ def _unscale_for_distribution(value):
     return value
 
 
-def _is_data_set(x):
-    """A tf.data.Dataset, PyDataset or generator: labels come inside it."""
-    return (
-        offline.is_tf_dataset(x)
-        or isinstance(x, keras.utils.PyDataset)
-        or inspect.isgenerator(x)
-    )
+def _is_arrays(x):
+    """Arrays or a structure of them (not a data set or a generator)."""
+    leaves = keras.tree.flatten(x)
+    return bool(leaves) and all(hasattr(leaf, "shape") for leaf in leaves)
 
 
 def _teacher_from_logits(loss):
     """How the loss reads the teacher (`True` for losses that do not say)."""
     return bool(getattr(loss, "teacher_from_logits", True))
+
+
+def _as_loss(identifier):
+    """`compile`'s student loss as a `keras.losses.Loss` instance.
+
+    A name or function from `keras.losses.get` is wrapped so that Keras's
+    `Loss.__call__` applies the reduction, sample weights and masks.
+    """
+    loss = keras.losses.get(identifier)
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    if not callable(loss):
+        raise ValueError(
+            "`loss` must be a keras.losses name, function or Loss, or None. "
+            f"Received: loss={identifier!r}"
+        )
+    return _FunctionLoss(loss)
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A loss function `fn(y_true, y_pred)` as a `keras.losses.Loss`."""
+
+    def __init__(self, fn):
+        super().__init__(name=getattr(fn, "__name__", "student_loss"))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
+def _saved_layout(loss, weight):
+    """The loss's variables and the weight, in the saved order."""
+    coefficients = getattr(loss, "coefficients", None)
+    temperature = loss.temperature_variable
+    first = [v for v in (coefficients, weight, temperature) if v is not None]
+    return first + [v for v in loss.variables if not any(v is u for u in first)]
+
+
+def _named_results(metric):
+    """`(name, value)` pairs of a metric's result (a dict for several)."""
+    value = metric.result()
+    if isinstance(value, dict):
+        return list(value.items())
+    return [(metric.name, value)]

@@ -5,16 +5,17 @@ whose `compute_loss(teacher_outputs, student_outputs)` returns a scalar.
 `PTLossDistillation` wraps a `PTLoss` (or `KDLoss`) in that interface, and
 `KDDistillation` is Hinton's KD in it (the fix for the default of
 `keras.distillation.LogitsDistillation`, which is not KD). Both are
-`keras.layers.Layer`s that track the loss's variables (coefficients,
-temperature), so the `Distiller` holds them as model state: changing them
-(`loss.set_coefficients(...)`, `loss.set_temperature(...)`) during `fit`
-reaches the compiled step on every backend, and they are saved with the
-model's weights.
+`keras.layers.Layer`s that hold a copy of the loss and track its variables
+(coefficients, temperature), so the `Distiller` holds them as model state:
+changing them (`adapter.loss.set_coefficients(...)`,
+`adapter.loss.set_temperature(...)`) during `fit` reaches the compiled step
+on every backend, and they are saved with the model's weights.
 """
 
 import keras
 
-from keras_ptloss.distiller import resolve_loss_flags
+from keras_ptloss.distiller import copy_loss
+from keras_ptloss.distiller import resolve_teacher_flag
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 
@@ -31,18 +32,21 @@ class PTLossDistillation(
     loss's `reduction`. The loss's `teacher_from_logits` and `from_logits`
     describe the two models' outputs; when the Distiller is built, a
     `teacher_from_logits=None` (not said) is read from the teacher's last
-    layer, and a model whose last layer visibly contradicts a flag (no
-    activation vs. softmax) raises. Note that `keras.distillation.Distiller`
-    computes its total as `w * student_loss + (1 - w) * distillation_loss`
-    and that its losses never see labels or sample weights.
+    layer (into the adapter's copy of the loss), and a model whose last
+    layer visibly contradicts a flag (no activation vs. softmax) raises.
+    Note that `keras.distillation.Distiller` computes its total as
+    `w * student_loss + (1 - w) * distillation_loss` and that its losses
+    never see labels or sample weights.
 
-    The wrapped loss's variables are tracked by the Distiller (this adapter
-    is a layer of it), so `loss.set_coefficients(...)` and
-    `loss.set_temperature(...)` during `fit` take effect at the next step on
-    every backend.
+    The adapter wraps its own copy of `loss` (`adapter.loss`; the object
+    passed in is left as it was). The copy's variables are tracked by the
+    Distiller (this adapter is a layer of it), so
+    `adapter.loss.set_coefficients(...)` and
+    `adapter.loss.set_temperature(...)` during `fit` take effect at the next
+    step on every backend.
 
     Args:
-        loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`.
+        loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`, copied.
         name: optional layer name.
 
     Example:
@@ -70,9 +74,10 @@ class PTLossDistillation(
                 "`loss` must be a keras_ptloss.PTLoss or keras_ptloss.KDLoss."
                 f" Received: loss={loss!r}"
             )
-        self.loss = loss
-        # Tracked by this layer, hence by the Distiller that holds it.
-        self._loss_variables = list(loss.variables)
+        self.loss = copy_loss(loss)
+        # A keras.losses.Loss is not a layer: this layer holds the loss's
+        # variables (tracked as its own, hence by the Distiller).
+        self.schedulable_variables = list(self.loss.variables)
         self.built = True
 
     @property
@@ -81,7 +86,10 @@ class PTLossDistillation(
         return getattr(self.loss, "coefficients", None)
 
     def validate_model_compatibility(self, teacher, student):
-        resolve_loss_flags(self.loss, teacher, student, "loss")
+        # The adapter's own copy takes the flag read from the teacher.
+        self.loss.teacher_from_logits = resolve_teacher_flag(
+            self.loss, teacher, student, "loss"
+        )
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         return self.loss(teacher_outputs, student_outputs)

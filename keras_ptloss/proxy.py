@@ -42,7 +42,6 @@ __all__ = [
     "detemper",
     "proxy_teacher",
     "temper",
-    "validate_coefficients",
 ]
 
 METRICS = ("brier", "l2", "tvd", "nll")
@@ -134,7 +133,7 @@ def proxy_teacher(
     single = probs.ndim == 1
     probs2d = probs[None] if single else probs
     num_classes = probs2d.shape[1]
-    eps = validate_coefficients(
+    eps = _validate_coefficients(
         coefficients, num_classes, batched, allow_nonconvex
     )
     temps = _check_temperatures(temperature, eps.shape[0] if batched else None)
@@ -246,7 +245,7 @@ def detemper(probs, temperature):
 # --------------------------------------------------------------------------
 
 
-def validate_coefficients(
+def _validate_coefficients(
     coefficients, num_classes, batched=False, allow_nonconvex=False
 ):
     """Coefficients as float64 `(M,)`/`(K, M)`, or with a leading candidate
@@ -272,22 +271,6 @@ def validate_coefficients(
         if not allow_nonconvex:
             check_convex(eps[c], name=f"coefficients[{c}]")
     return eps
-
-
-# `validate_probs` and `validate_labels` remain only for
-# `keras_ptloss.callbacks`, until it calls `keras_ptloss._checks` itself.
-
-
-def validate_probs(probs, name="teacher_probs"):
-    """Probabilities of shape `(N, K)` or `(K,)`, renormalised (see
-    `keras_ptloss._checks.check_probabilities`)."""
-    return check_probabilities(probs, name, ndims=(1, 2))
-
-
-def validate_labels(labels, num_examples, num_classes, name="labels"):
-    """Integer class ids of shape `(num_examples,)` in `[0, num_classes)`
-    (see `keras_ptloss._checks.check_labels`)."""
-    return check_labels(labels, num_examples, num_classes, name)
 
 
 def check_metric(metric):

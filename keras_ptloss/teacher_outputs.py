@@ -14,6 +14,7 @@ import os
 import keras
 import numpy as np
 
+from keras_ptloss._checks import check_finite
 from keras_ptloss._checks import check_int
 from keras_ptloss._checks import fingerprint
 from keras_ptloss._checks import to_numpy
@@ -127,6 +128,7 @@ def precompute_arrays(teacher, x, batch_size=32, cache=None):
             "The teacher must return one output per example. Received: "
             f"{outputs.shape[0]} outputs for {num} examples"
         )
+    check_finite(outputs, "teacher_outputs")
     if cache is not None:
         save_cache(cache, teacher, x, outputs)
     return outputs
@@ -187,38 +189,28 @@ def load_cache(path, teacher, x):
     return outputs
 
 
-def check_offline_arrays(x, output_shape):
-    """Offline array data: one finite teacher output per example.
+def check_output_shape(outputs, output_shape, num_inputs=None):
+    """Cached teacher outputs: one of the teacher's output shape per input.
 
     Args:
-        x: data passed to `fit`; checked only when it is an offline batch of
-            numpy arrays.
-        output_shape: the teacher's static output shape (or `None`).
+        outputs: `teacher_outputs` of offline data or of one batch (an
+            array, a tensor or a symbolic tensor).
+        output_shape: the teacher's static output shape, `(None, ..., K)`,
+            or `None` (unknown: the shape is not checked).
+        num_inputs: the number of input examples, or `None` (a batch,
+            whose inputs and outputs come from arrays of one length).
     """
-    if not is_offline_batch(x):
-        return
-    outputs = x[TEACHER_OUTPUTS]
-    if not isinstance(outputs, np.ndarray):
-        return
-    try:
-        num = num_examples(x[STUDENT_INPUTS])
-    except (AttributeError, IndexError, TypeError):
-        return
-    if outputs.shape[0] != num or (
-        output_shape is not None
-        and tuple(outputs.shape[1:]) != tuple(output_shape[1:])
+    shape = tuple(outputs.shape)
+    expected = (num_inputs,) + tuple(output_shape or shape)[1:]
+    if len(shape) != len(expected) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(shape, expected, strict=True)
     ):
-        shape = None if output_shape is None else (num,) + output_shape[1:]
         raise ValueError(
             "The cached teacher outputs must hold one teacher output per "
-            f"input example: expected shape {shape}. Received: "
-            f"teacher_outputs.shape={outputs.shape} for {num} inputs"
-        )
-    if not np.all(np.isfinite(outputs)):
-        raise ValueError(
-            "The cached teacher outputs must be finite (a corrupted "
-            "cache?). Received: teacher_outputs with "
-            f"{int(np.sum(~np.isfinite(outputs)))} non-finite values"
+            f"input example: expected shape {expected}. Received: "
+            f"teacher_outputs.shape={shape}"
+            + ("" if num_inputs is None else f" for {num_inputs} inputs")
         )
 
 

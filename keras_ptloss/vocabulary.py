@@ -24,7 +24,7 @@ from keras_ptloss._core import LOG_ZERO
 # Largest probability (softmax at T = 1) a teacher row may put on the ids an
 # alignment drops. Padding ids carry (almost) none; more means that real
 # tokens would be dropped (a wrong `vocab_size` or `id_map`).
-PADDING_MASS_ATOL = 1e-3
+_PADDING_MASS_ATOL = 1e-3
 # Rows of a large array checked at a time (about 32 MiB of float64).
 _CHECK_BLOCK = 2**22
 
@@ -137,12 +137,12 @@ def check_alignment(teacher_size, student_size, vocab_size=None, id_map=None):
     return teacher_size
 
 
-def is_identity(teacher_size, student_size, num_real, id_map):
+def _is_identity(teacher_size, student_size, num_real, id_map):
     """Whether an alignment leaves the teacher's outputs as they are."""
     return id_map is None and teacher_size == student_size == num_real
 
 
-def mask_value(dtype, from_logits=True):
+def _mask_value(dtype, from_logits=True):
     """What a masked id holds: a logit of probability 0, or 0 itself."""
     if not from_logits:
         return 0.0
@@ -162,7 +162,7 @@ def check_padding_mass(
 
     The dropped ids are the teacher's ids `>= num_real` (no `id_map`) or
     those not in `id_map`. A row's probability on them (softmax at T = 1,
-    or the normalised probabilities) must be at most `PADDING_MASS_ATOL`.
+    or the normalised probabilities) must be at most `_PADDING_MASS_ATOL`.
     Numpy values only; large arrays are checked a block of rows at a time.
     """
     values = as_float_array(teacher_outputs, name)
@@ -183,7 +183,7 @@ def check_padding_mass(
             probs = chunk / chunk.sum(axis=-1, keepdims=True)
         dropped = 1.0 - probs[:, kept].sum(axis=-1)
         worst = int(np.argmax(dropped))
-        if dropped[worst] > PADDING_MASS_ATOL:
+        if dropped[worst] > _PADDING_MASS_ATOL:
             probs[worst, kept] = -1.0
             example = int(np.argmax(probs[worst]))
             index = np.unravel_index(start + worst, values.shape[:-1])
@@ -192,7 +192,7 @@ def check_padding_mass(
                 f"ids that the alignment drops (e.g. id {example}, "
                 f"probability {probs[worst, example]:.3g}) in row "
                 f"{[int(i) for i in index]}; padding ids carry at most "
-                f"{PADDING_MASS_ATOL} (softmax at T = 1). These ids are real "
+                f"{_PADDING_MASS_ATOL} (softmax at T = 1). These ids are real "
                 "tokens: check `vocab_size` or `id_map`; if the models do "
                 f"not share a tokenizer, this alignment does not apply. "
                 f"Received: {name} with shape {values.shape}, "
@@ -213,7 +213,7 @@ def apply_alignment(
 
     Columns `0..num_real-1` are the teacher's first `num_real` ids (or its
     ids `id_map`); columns `num_real..student_size-1` are masked
-    (`mask_value`). Numpy in, numpy out; tensors in, tensors out.
+    (`_mask_value`). Numpy in, numpy out; tensors in, tensors out.
     """
     pad = student_size - num_real
     if isinstance(teacher_outputs, (np.ndarray, list, tuple)):
@@ -230,7 +230,7 @@ def apply_alignment(
         return np.pad(
             columns,
             widths,
-            constant_values=mask_value(values.dtype, from_logits),
+            constant_values=_mask_value(values.dtype, from_logits),
         )
     values = ops.convert_to_tensor(teacher_outputs)
     if not keras.backend.standardize_dtype(values.dtype).startswith("float"):
@@ -245,7 +245,7 @@ def apply_alignment(
     return ops.pad(
         columns,
         widths,
-        constant_values=mask_value(values.dtype, from_logits),
+        constant_values=_mask_value(values.dtype, from_logits),
     )
 
 
@@ -331,7 +331,7 @@ def align_vocabulary(
     vocab_size, id_map = check_alignment_arguments(vocab_size, id_map)
     teacher_size = _last_dim(teacher_outputs)
     num_real = check_alignment(teacher_size, student_size, vocab_size, id_map)
-    if is_identity(teacher_size, student_size, num_real, id_map):
+    if _is_identity(teacher_size, student_size, num_real, id_map):
         return teacher_outputs
     if isinstance(teacher_outputs, (np.ndarray, list, tuple)):
         check_padding_mass(teacher_outputs, num_real, id_map, from_logits)

@@ -19,14 +19,14 @@ from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
 from keras_ptloss import closeness
 from keras_ptloss import kd_loss
-from keras_ptloss import load_digits
-from keras_ptloss import load_mnist1d
-from keras_ptloss import make_gaussian_mixture
-from keras_ptloss import noisy_labels
 from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
-from keras_ptloss import split_dataset
+from keras_ptloss.datasets import load_digits
+from keras_ptloss.datasets import load_mnist1d
+from keras_ptloss.datasets import make_gaussian_mixture
+from keras_ptloss.datasets import noisy_labels
+from keras_ptloss.datasets import split_dataset
 from keras_ptloss.proxy import temper
 from tests.utils import tiny_classifier
 
@@ -437,14 +437,14 @@ CASES = [
         r"coefficients.*\(5,\).*\(3,\)",
     ),
     (
-        "distiller_fit_too_many_positional",
-        lambda: _distiller().fit(X4, Y_VAL, 2, *range(14)),
-        r"at most 16 positional.*Received: 17",
+        "distiller_compile_loss_weights",
+        lambda: _distiller().compile(optimizer="sgd", loss_weights=[0.5]),
+        r"loss_weights.*student_loss_weight.*loss_weights=\[0\.5\]",
     ),
     (
-        "distiller_fit_positional_and_keyword",
-        lambda: _distiller().fit(X4, Y_VAL, 2, 1, epochs=1),
-        r"epochs.*Received: epochs=1 and 1",
+        "distiller_compile_unknown_loss",
+        lambda: _distiller().compile(optimizer="sgd", loss="no_such_loss"),
+        r"no_such_loss",
     ),
     # ---------------- ReestimateCoefficients
     (

@@ -348,6 +348,34 @@ def test_the_command_prints_no_tensorflow_start_up_lines(tmp_path):
     assert not [m for m in STARTUP_MARKS if m in done.stderr], done.stderr
 
 
+@pytest.mark.parametrize(
+    "argv, orig_argv",
+    [
+        (["-m"], ["python", "-m", "keras_ptloss", "--version"]),
+        (["/venv/bin/keras-ptloss", "--version"], ["python", "x"]),
+    ],
+)
+def test_in_the_command_keras_waits_for_the_cli(argv, orig_argv, tmp_path):
+    """In the command's process the package imports no Keras (so the CLI
+    can import it first, quietly), and the CLI then registers the classes;
+    whatever TensorFlow prints on this processor."""
+    code = (
+        "import sys\n"
+        f"sys.argv, sys.orig_argv = {argv!r}, {orig_argv!r}\n"
+        "import keras_ptloss\n"
+        "print('keras' in sys.modules, 'keras_ptloss.cli' in sys.modules)\n"
+        "import keras_ptloss.cli\n"
+        "import keras\n"
+        "print(keras.saving.get_registered_object('keras_ptloss>PTLoss'))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = _python(code, env, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = done.stdout.splitlines()[-2:]
+    assert first == "False False"
+    assert second == "<class 'keras_ptloss.losses.PTLoss'>"
+
+
 def test_the_console_script_is_quiet_and_registers_the_classes(tmp_path):
     """As the `keras-ptloss` script (its `sys.argv[0]`): no start-up lines,
     and the package's serializable classes are registered for loading."""

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from keras_ptloss import GaussianMixture
-from keras_ptloss import load_digits
-from keras_ptloss import load_mnist1d
-from keras_ptloss import load_tfds
-from keras_ptloss import make_gaussian_mixture
-from keras_ptloss import noisy_labels
-from keras_ptloss import split_dataset
+from keras_ptloss.datasets import GaussianMixture
+from keras_ptloss.datasets import load_digits
+from keras_ptloss.datasets import load_mnist1d
+from keras_ptloss.datasets import load_tfds
+from keras_ptloss.datasets import make_gaussian_mixture
+from keras_ptloss.datasets import noisy_labels
+from keras_ptloss.datasets import split_dataset
 
 SPLITS = ("train", "transfer", "validation", "test")
 

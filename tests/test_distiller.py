@@ -5,8 +5,6 @@ Values changed during `fit` are tested with jit on and off on every backend
 default elsewhere; see tests/utils.py).
 """
 
-import inspect
-
 import keras
 import numpy as np
 import pytest
@@ -15,9 +13,9 @@ from keras_ptloss import Distiller
 from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
-from keras_ptloss import load_mnist1d
 from keras_ptloss import teacher_outputs
 from keras_ptloss._checks import fingerprint
+from keras_ptloss.datasets import load_mnist1d
 from tests.utils import FIT_JIT_MODES
 from tests.utils import JIT_MODES
 from tests.utils import assert_allclose
@@ -124,7 +122,7 @@ def test_values_assigned_by_a_callback_set_the_next_epochs_loss(
 def test_changes_made_on_the_loss_set_the_next_epochs_loss(
     data, jit_compile, loss_cls
 ):
-    # The loss object is the one place of the state: a callback that
+    # The Distiller's loss is the one place of the state: a callback that
     # changes it (not the Distiller) reaches the next compiled step.
     x, y = data
     eps_after = EPS1 if loss_cls is PTLoss else [0.0]
@@ -138,6 +136,7 @@ def test_changes_made_on_the_loss_set_the_next_epochs_loss(
         student_loss_weight=0.0,
     )
     compile_distiller(distiller, jit_compile)
+    loss = distiller.distillation_loss
 
     def schedule(epoch, logs):
         if epoch == 1:
@@ -173,6 +172,11 @@ def test_schedulable_values_are_non_trainable_model_variables():
     # The Distiller's own variables keep the saved layout of the versions
     # that copied the loss's values: coefficients, weight, temperature.
     assert [id(v) for v in distiller.non_trainable_variables[:3]] == [
+        id(loss.coefficients),
+        id(distiller.student_loss_weight),
+        id(loss.temperature_variable),
+    ]
+    assert [id(v) for v in distiller.schedulable_variables] == [
         id(loss.coefficients),
         id(distiller.student_loss_weight),
         id(loss.temperature_variable),
@@ -695,7 +699,8 @@ def test_logits_teacher_with_an_unsaid_flag_is_read_as_logits(
     teacher = tiny_classifier(F, K, seed=0)
     loss = PTLoss([0.2], temperature=2.0)
     distiller = Distiller(teacher, tiny_classifier(F, K), loss)
-    assert loss.teacher_from_logits is True
+    assert distiller.distillation_loss.teacher_from_logits is True
+    assert loss.teacher_from_logits is None  # the loss passed in: unchanged
     compile_distiller(distiller, jit_compile)
     history = distiller.fit(x, epochs=1, batch_size=16, verbose=0).history
     t = np_mlp_logits(teacher, x)
@@ -728,7 +733,8 @@ def test_temperature_argument_sets_the_loss():
     distiller = Distiller(
         tiny_classifier(F, K), tiny_classifier(F, K), loss, temperature=4.0
     )
-    assert loss.temperature == 4.0
+    assert distiller.distillation_loss.temperature == 4.0
+    assert loss.temperature == 2.0  # the loss passed in: unchanged
     assert_allclose(distiller.temperature, 4.0)
     assert "temperature" not in distiller.get_config()
 
@@ -761,52 +767,113 @@ def test_setters_validate(data):
         distiller.precompute_teacher(ArrayBatches(*data, 16), y=data[1])
 
 
-# --- fit's positional arguments ---------------------------------------------
+# --- compile and fit keep Keras's arguments -------------------------------
 
 
-def test_fit_maps_every_positional_argument_like_keras_model_fit(
-    data, monkeypatch
-):
+def ce_from_logits(y_true, y_pred):
+    return keras.losses.sparse_categorical_crossentropy(
+        y_true, y_pred, from_logits=True
+    )
+
+
+@pytest.mark.parametrize("jit_compile", FIT_JIT_MODES)
+def test_loss_function_gets_the_sample_weights(data, rng, jit_compile):
     x, y = data
-    names = list(inspect.signature(keras.Model.fit).parameters)[1:]
-    received = {}
-
-    def fake_fit(self, *args, **kwargs):
-        received.update(zip(names, args, strict=False))
-        received.update(kwargs)
-
-    monkeypatch.setattr(keras.Model, "fit", fake_fit)
-    distiller = make_distiller()
-    # One distinct value per parameter after `x, y, batch_size`.
-    values = [f"value_of_{name}" for name in names[3:]]
-    distiller.fit(x, y, 16, *values)
-    assert received == dict(zip(names, [x, y, 16, *values], strict=True))
-    with pytest.raises(ValueError, match="at most"):
-        distiller.fit(x, y, 16, *values, "one too many")
-    with pytest.raises(ValueError, match="`epochs` both"):
-        distiller.fit(x, y, 16, 2, epochs=3)
+    weights = rng.uniform(0.0, 2.0, size=N).astype("float32")
+    distiller = make_distiller(eps=EPS1)
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=ce_from_logits,
+        jit_compile=jit_compile,
+    )
+    assert isinstance(distiller.student_loss, keras.losses.Loss)
+    logs = distiller.evaluate(
+        x, y, sample_weight=weights, batch_size=16, verbose=0, return_dict=True
+    )
+    z = np_mlp_logits(distiller.student, x)
+    assert_allclose(
+        logs["student_loss"], np.mean(weights * np_sparse_ce(z, y)), 1e-5
+    )
 
 
-def test_positional_validation_arguments_are_not_dropped(data):
+def test_loss_passed_in_is_unchanged_by_building_and_fitting(data):
+    x, y = data
+    loss = PTLoss(EPS1, temperature=2.0)  # teacher_from_logits=None
+    before = loss.get_config()
+    distiller = Distiller(
+        tiny_classifier(F, K, seed=0),
+        tiny_classifier(F, K, seed=1),
+        loss,
+        temperature=3.0,
+    )
+    compile_distiller(distiller, lr=0.05)
+    distiller.set_coefficients(EPS2)
+    distiller.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert loss.get_config() == before
+    assert distiller.distillation_loss is not loss
+    assert distiller.distillation_loss.teacher_from_logits is True
+    assert_allclose(distiller.coefficients, EPS2)
+    assert_allclose(loss.coefficients, EPS1)
+
+
+def test_string_loss_and_metrics_are_saved_with_the_compile_config(
+    data, tmp_path
+):
+    x, labels = data
+    y = np.eye(K, dtype="float32")[labels]
+    distiller = make_distiller(eps=EPS1)
+    distiller.compile(
+        optimizer="sgd",
+        loss="categorical_hinge",
+        metrics=["categorical_accuracy"],
+    )
+    logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    z = np_mlp_logits(distiller.student, x)
+    hinge = np.maximum(
+        np.max((1 - y) * z, axis=-1) - np.sum(y * z, axis=-1) + 1, 0
+    )
+    assert_allclose(logs["student_loss"], hinge.mean(), rtol=1e-5)
+    assert_allclose(
+        logs["categorical_accuracy"], np.mean(z.argmax(-1) == labels)
+    )
+    distiller.save(tmp_path / "distiller.keras")
+    restored = keras.saving.load_model(tmp_path / "distiller.keras")
+    assert restored.get_compile_config()["loss"] == "categorical_hinge"
+    restored_logs = restored.evaluate(x, y, verbose=0, return_dict=True)
+    assert (
+        sorted(restored_logs)
+        == sorted(logs)
+        == [
+            "categorical_accuracy",
+            "distillation_loss",
+            "loss",
+            "student_loss",
+        ]
+    )
+    for key, value in logs.items():
+        assert_allclose(restored_logs[key], value, rtol=1e-6)
+
+
+def test_fit_passes_keyword_arguments_to_keras(data):
     x, y = data
     distiller = compile_distiller(make_distiller(eps=EPS1))
-    names = list(inspect.signature(keras.Model.fit).parameters)[4:]
-    arguments = dict.fromkeys(names)
-    arguments.update(
+    history = distiller.fit(
+        x,
+        y,
+        16,
         epochs=2,
         verbose=0,
-        validation_split=0.0,
         validation_data=(x, y),
         shuffle=False,
-        initial_epoch=0,
         validation_batch_size=8,
         validation_freq=2,
-    )
-    history = distiller.fit(
-        x, y, 16, *(arguments[name] for name in names)
     ).history
     assert len(history["loss"]) == 2
     # validation_freq=2: validation ran after the second epoch only.
     assert len(history["val_loss"]) == 1
     total, _, _ = expected_losses(distiller, x, y, EPS1, 2.0, 0.25)
     assert_allclose(history["val_loss"][0], total, rtol=1e-5)
+    with pytest.raises(TypeError, match="positional"):
+        distiller.fit(x, y, 16, 2)
+    with pytest.raises(ValueError, match="loss_weights.*student_loss_weight"):
+        distiller.compile(optimizer="sgd", loss_weights=[0.5])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import keras_ptloss
+from keras_ptloss import datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,11 @@ def _load_generator():
 
 generate_api = _load_generator()
 PUBLIC = generate_api.public_names(keras_ptloss)
+DATA = generate_api.public_names(datasets)
+# Each documented name with the module that exports it.
+DOCUMENTED = [(keras_ptloss, name) for name in PUBLIC] + [
+    (datasets, name) for name in DATA
+]
 
 
 def test_api_reference_is_current():
@@ -38,18 +44,24 @@ def test_every_public_name_has_a_docstring_and_a_section():
     text = (ROOT / "docs" / "api.md").read_text()
     missing_doc = [
         name
-        for name in PUBLIC
-        if not inspect.getdoc(getattr(keras_ptloss, name))
+        for module, name in DOCUMENTED
+        if not inspect.getdoc(getattr(module, name))
     ]
     assert missing_doc == []
-    for name in PUBLIC:
+    for _, name in DOCUMENTED:
         assert f"\n## {name}\n" in text
+    # The data helpers are documented under their subpackage.
+    data_part = text.split(f"\n# {generate_api.DATA_TITLE}\n", 1)[1]
+    for name in DATA:
+        assert f"keras_ptloss.datasets.{name}(" in data_part
 
 
 def test_public_names_exclude_submodules_and_private_names():
     assert "PTLoss" in PUBLIC
     assert "losses" not in PUBLIC
-    assert all(not name.startswith("_") for name in PUBLIC)
+    assert all(not name.startswith("_") for name in PUBLIC + DATA)
+    assert "load_mnist1d" in DATA
+    assert set(PUBLIC).isdisjoint(DATA)
 
 
 def test_guide_and_readme_link_the_api_reference():
@@ -62,8 +74,8 @@ def test_guide_and_readme_link_the_api_reference():
 def _docstring_examples():
     finder = doctest.DocTestFinder(recurse=False)
     cases = []
-    for name in PUBLIC:
-        obj = getattr(keras_ptloss, name)
+    for owner, name in DOCUMENTED:
+        obj = getattr(owner, name)
         targets = [(name, obj)]
         if inspect.isclass(obj):
             for member, _, value in generate_api._own_members(obj):

@@ -89,6 +89,7 @@ def test_coefficients_set_during_fit_take_effect(data, jit_compile):
     x, y = data
     loss = PTLoss(EPS1, temperature=2.0, teacher_from_logits=True)
     distiller = keras_distiller(loss, jit_compile)
+    loss = distiller.distillation_losses[0].loss  # the adapter's copy
     schedule = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: (
             epoch == 1 and loss.set_coefficients(EPS2)
@@ -139,7 +140,8 @@ def test_reestimate_callback_drives_the_keras_distiller(data, jit_compile):
     losses = history["distillation_loss"]
     assert_allclose(losses[0], expected(distiller, x, EPS1, 2.0), rtol=1e-5)
     assert_allclose(losses[1], expected(distiller, x, EPS2, 3.0), rtol=1e-5)
-    assert loss.temperature == 3.0
+    assert distiller.distillation_losses[0].loss.temperature == 3.0
+    assert loss.temperature == 2.0  # the loss passed in: unchanged
     assert history["pt_temperature"] == [2.0, 3.0]
 
 
@@ -167,6 +169,7 @@ def test_coefficients_are_saved_with_the_keras_distiller(data, tmp_path):
     loss = PTLoss(EPS1, temperature=2.0, teacher_from_logits=True)
     distiller = keras_distiller(loss)
     distiller.fit(x, y, epochs=1, **FIT)
+    loss = distiller.distillation_losses[0].loss
     loss.coefficients.assign(EPS2)  # a direct assignment
     loss.set_temperature(3.0)
     path = tmp_path / "keras_distiller.keras"
@@ -187,16 +190,22 @@ def test_coefficients_are_saved_with_the_keras_distiller(data, tmp_path):
 def test_adapter_tracks_the_loss_variables_and_reads_the_teacher_kind(data):
     x, y = data
     loss = PTLoss(EPS1, temperature=2.0)
+    before = loss.get_config()
     distiller = keras_distiller(loss)
-    assert loss.teacher_from_logits is True  # the teacher's last layer
+    adapter = distiller.distillation_losses[0]
+    assert adapter.loss.teacher_from_logits is True  # the teacher's layer
     state = {id(v) for v in distiller.non_trainable_variables}
-    assert all(id(v) in state for v in loss.variables)
+    assert all(id(v) in state for v in adapter.loss.variables)
+    assert [id(v) for v in adapter.schedulable_variables] == [
+        id(v) for v in adapter.loss.variables
+    ]
     history = distiller.fit(x, y, epochs=1, **FIT).history
     assert_allclose(
         history["distillation_loss"][0],
         expected(distiller, x, EPS1, 2.0),
         rtol=1e-5,
     )
+    assert loss.get_config() == before  # the loss passed in: unchanged
 
 
 def test_config_round_trip():

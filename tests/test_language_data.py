@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from keras_ptloss import HiddenMarkovLanguage
-from keras_ptloss import make_language
+from keras_ptloss.datasets import HiddenMarkovLanguage
+from keras_ptloss.datasets import make_language
 
 
 def _brute_force_next(language, prefix):

@@ -17,9 +17,9 @@ Synthetic data for experiments (`keras_ptloss.datasets.synthetic`,
 - `make_language` / `HiddenMarkovLanguage`: token sequences whose
   next-token distribution `p*(next | prefix)` is known exactly.
 
-This package sits outside the library's import path: `import keras_ptloss`
-does not load it; `keras_ptloss.load_mnist1d` and the other top-level names
-load it on first use.
+This subpackage sits outside the library's import path: `import
+keras_ptloss` does not load it; import it on its own, e.g.
+`from keras_ptloss.datasets import load_mnist1d`.
 """
 
 from keras_ptloss.datasets.language import HiddenMarkovLanguage

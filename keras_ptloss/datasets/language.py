@@ -16,14 +16,8 @@ import numpy as np
 
 from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_number
+from keras_ptloss.datasets.loaders import DEFAULT_FRACTIONS
 from keras_ptloss.datasets.loaders import check_fractions
-
-DEFAULT_FRACTIONS = {
-    "train": 0.4,
-    "transfer": 0.3,
-    "validation": 0.1,
-    "test": 0.2,
-}
 
 
 class HiddenMarkovLanguage:

@@ -24,8 +24,7 @@ DEFAULT_FRACTIONS = {
     "validation": 0.1,
     "test": 0.2,
 }
-MNIST1D_LENGTH = 40
-MNIST1D_CLASSES = 10
+_MNIST1D_CLASSES = 10
 
 
 def check_fractions(fractions):
@@ -133,7 +132,7 @@ def load_mnist1d(num_samples=10000, fractions=None, seed=0):
     (40, 40)
     """
     num_samples = check_int(num_samples, "num_samples", minimum=10)
-    if num_samples % MNIST1D_CLASSES:
+    if num_samples % _MNIST1D_CLASSES:
         raise ValueError(
             "`num_samples` must be a multiple of 10 (MNIST-1D draws the "
             f"same number per class). Received: num_samples={num_samples}"
