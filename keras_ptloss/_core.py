@@ -81,7 +81,9 @@ def z_score(logits, delta):
     return centred / denominator
 
 
-def perturbed_terms(log_p, log_q, coefficients=None, derivative=False):
+def perturbed_terms(
+    log_p, log_q, coefficients=None, derivative=False, support=None
+):
     """Per-class PTLoss terms, exactly 0 where the teacher's `p == 0`.
 
         terms_k = p_k * [log p_k - log q_k + sum_{m=1..M} eps_m (1 - q_k)**m]
@@ -104,13 +106,20 @@ def perturbed_terms(log_p, log_q, coefficients=None, derivative=False):
         derivative: also return the series derivative
             `g = sum_m m eps_m (1 - q)**(m - 1)` (the closed-form gradient
             of `lean_loss`), computed in the same Horner loop.
+        support: optional boolean mask, broadcastable with `log_p`, of the
+            classes whose terms count (`p` is taken as 0 elsewhere).
+            Defaults to `p > 0`.
 
     Returns:
         `(p, terms)`, or `(p, terms, g)` when `derivative` is set (`g` is
         `None` without coefficients): `p = exp(log_p)` and the per-class
         terms, both of the broadcast shape `(..., K)`.
     """
-    p = ops.exp(log_p)
+    if support is None:
+        p = ops.exp(log_p)
+        support = p > 0
+    else:
+        p = ops.where(support, ops.exp(log_p), 0.0)
     difference = log_p - log_q
     g = None
     if coefficients is not None:
@@ -125,7 +134,7 @@ def perturbed_terms(log_p, log_q, coefficients=None, derivative=False):
             if derivative:
                 g = columns[m - 1] * float(m) + u * g
         difference = difference + u * inner
-    terms = ops.where(p > 0, p * difference, 0.0)
+    terms = ops.where(support, p * difference, 0.0)
     if derivative:
         return p, terms, g
     return p, terms

@@ -336,11 +336,14 @@ def dkd_terms(
     log_p_y, others_p, log_rest_p = split(log_p)
     log_q_y, others_q, log_rest_q = split(log_q)
     # The KL terms of the binary split: target, then the rest (its term is
-    # 0 for a teacher with no rest mass, whose log is ~LOG_ZERO).
-    p_y, target_term = perturbed_terms(log_p_y, log_q_y)
-    _, rest_term = perturbed_terms(log_rest_p, log_rest_q)
-    tckd = target_term + rest_term
+    # 0 for a teacher with no rest mass, whose log is ~LOG_ZERO). The rest
+    # is masked by `has_rest`, as in the reference code's layout: the same
+    # values as `p > 0`, but under XLA the masked exp rounds as before, so
+    # DKD trains bit for bit as it did.
     has_rest = log_rest_p > _LOG_ZERO_THRESHOLD
+    p_y, target_term = perturbed_terms(log_p_y, log_q_y)
+    _, rest_term = perturbed_terms(log_rest_p, log_rest_q, support=has_rest)
+    tckd = target_term + rest_term
     log_p_hat = others_p - ops.expand_dims(log_rest_p, -1)
     log_q_hat = others_q - ops.expand_dims(log_rest_q, -1)
     _, kl_hat = perturbed_terms(log_p_hat, log_q_hat)

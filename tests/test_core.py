@@ -75,6 +75,22 @@ def test_without_coefficients_the_terms_are_kl_and_no_derivative(pair):
     assert g is None
 
 
+def test_support_mask_counts_only_its_classes(rng, pair):
+    # Classes outside `support` contribute 0 and their p reads as 0, even
+    # where the teacher puts mass on them.
+    p, q = pair
+    support = np.ones_like(p, dtype=bool)
+    support[:, -1] = False
+    eps = rng.uniform(-0.1, 0.5, size=(M,))
+    expected, _ = np_terms(np.where(support, p, 0.0), q, eps)
+    got_p, terms = perturbed_terms(
+        _log(p), _log(q), _tensor(eps), support=ops.convert_to_tensor(support)
+    )
+    assert_allclose(got_p, np.where(support, p, 0.0), atol=1e-7)
+    assert_allclose(terms, expected, atol=1e-6)
+    assert np.all(to_numpy(terms)[:, -1] == 0.0)
+
+
 def test_member_axis_of_coefficients_is_one_more_batch_axis(rng, pair):
     # Coefficients (N, 1, K, M) against (batch, N, S, K): each member n
     # gets the terms of its own eps[n], as if computed alone.
