@@ -211,6 +211,35 @@ def _require_labels(y):
         )
 
 
+def _check_weights_without_labels(x, y, sample_weight, where=None):
+    """Raises for array `sample_weight` without `y`, which Keras drops.
+
+    Keras packs arrays `(x, None, sample_weight)` as `(x,)`
+    (`keras.utils.pack_x_y_sample_weight`), so a padding mask given without
+    labels would silently not reach the loss. Data sets yielding
+    `(x, None, sample_weight)` keep the weights and are not checked.
+    """
+    if sample_weight is None or y is not None or not _is_arrays(x):
+        return
+    shape = getattr(sample_weight, "shape", None)
+    received = (
+        f"sample_weight with shape {tuple(shape)}"
+        if shape is not None
+        else f"sample_weight={sample_weight!r}"
+    )
+    place = "" if where is None else f" in `{where}` (x, None, sample_weight)"
+    raise ValueError(
+        f"`sample_weight` was given without `y`{place}: Keras drops the "
+        "sample weights of arrays when `y` is None, so they (a padding "
+        "mask, say) would silently not reach the distillation loss. Pass "
+        "`y` too (labels, or the teacher's argmax on an unlabelled transfer "
+        "set; after `compile(loss=None)` they feed no loss, only the "
+        "compiled metrics), or pass a `tf.data.Dataset` or "
+        "`keras.utils.PyDataset` yielding `(x, None, sample_weight)` "
+        f"batches, which keeps the weights. Received: y=None, {received}"
+    )
+
+
 def _check_weight(value):
     return check_number(value, "student_loss_weight", 0.0, 1.0)
 
@@ -602,6 +631,12 @@ class Distiller(keras.Model):
         Returns:
             The `keras.callbacks.History` of `keras.Model.fit`.
         """
+        _check_weights_without_labels(x, y, kwargs.get("sample_weight"))
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) == 3:
+            _check_weights_without_labels(
+                validation[0], validation[1], validation[2], "validation_data"
+            )
         if _is_arrays(x):
             if needs_labels(self.distillation_loss):
                 _require_labels(y)
@@ -614,6 +649,23 @@ class Distiller(keras.Model):
                 )
             _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+        """`keras.Model.evaluate`, with array data checked before it starts.
+
+        Arrays with `sample_weight` but no `y` raise, as in `fit`: Keras
+        would drop the weights without a word.
+
+        Args:
+            x, y, batch_size: as for `keras.Model.evaluate`.
+            **kwargs: the other arguments of `keras.Model.evaluate`, by
+                keyword.
+
+        Returns:
+            What `keras.Model.evaluate` returns.
+        """
+        _check_weights_without_labels(x, y, kwargs.get("sample_weight"))
+        return super().evaluate(x, y, batch_size, **kwargs)
 
     # ------------------------------------------------------------------
     # Offline distillation and saving.
