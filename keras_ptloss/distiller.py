@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_ptloss import teacher_outputs as offline
+from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import shapes_match
 from keras_ptloss._checks import vocabulary_hint
@@ -28,6 +29,8 @@ from keras_ptloss.baselines import LSKDLoss
 from keras_ptloss.baselines import Poly1Loss
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
+from keras_ptloss.sparse import SparsePTLoss
+from keras_ptloss.sparse import check_host_indices
 from keras_ptloss.vocabulary import apply_alignment
 from keras_ptloss.vocabulary import check_alignment
 from keras_ptloss.vocabulary import check_alignment_arguments
@@ -357,6 +360,7 @@ class Distiller(keras.Model):
         temperature=None,
         vocab_size=None,
         id_map=None,
+        top_k=None,
         name="distiller",
         **kwargs,
     ):
@@ -367,11 +371,21 @@ class Distiller(keras.Model):
         _check_models(
             teacher, student, distillation_loss, self.vocab_size, self.id_map
         )
-        flag = resolve_teacher_flag(
-            distillation_loss, teacher, student, "distillation_loss"
-        )
+        self.top_k = _check_top_k(top_k, distillation_loss, student)
+        sparse = isinstance(distillation_loss, SparsePTLoss)
+        if sparse:
+            flag = _sparse_teacher_flag(teacher, student, self.top_k)
+        else:
+            flag = resolve_teacher_flag(
+                distillation_loss, teacher, student, "distillation_loss"
+            )
         weight = _check_weight(student_loss_weight)
-        changes = {} if flag is None else {"teacher_from_logits": flag}
+        # SparsePTLoss has no teacher flag (its targets are log-probs): the
+        # Distiller keeps it for the online top-k.
+        self._teacher_logits = flag
+        changes = (
+            {} if flag is None or sparse else {"teacher_from_logits": flag}
+        )
         loss = copy_loss(distillation_loss, **changes)
         if temperature is not None:
             loss.set_temperature(temperature)
@@ -530,7 +544,42 @@ class Distiller(keras.Model):
             int(y_pred.shape[-1]),
             self._num_real_ids(),
             self.id_map,
-            _teacher_from_logits(self.distillation_loss),
+            self._reads_teacher_logits(),
+        )
+
+    def _reads_teacher_logits(self):
+        """Whether the teacher's outputs are logits, as the loss reads them."""
+        if isinstance(self.distillation_loss, SparsePTLoss):
+            return bool(self._teacher_logits)
+        return _teacher_from_logits(self.distillation_loss)
+
+    def _distillation_targets(self, x, y_pred):
+        """The distillation loss's `y_true` for a batch.
+
+        The teacher's outputs on the student's vocabulary; for a
+        `SparsePTLoss`, packed top-k targets `(..., 2k)`: cached ones (from
+        `precompute_top_k`, already on the student's vocabulary) as they
+        are, or the top `top_k` of the teacher's outputs at the loss's
+        current temperature.
+        """
+        if not isinstance(self.distillation_loss, SparsePTLoss):
+            return self._aligned_teacher_outputs(
+                self.teacher_outputs(x), y_pred
+            )
+        if offline.is_offline_batch(x):
+            outputs = x[TEACHER_OUTPUTS]
+            _check_packed_shape(outputs, _static_shape(self.teacher, "outputs"))
+            return ops.stop_gradient(outputs)
+        if self.top_k is None:
+            raise ValueError(_ONLINE_SPARSE_MESSAGE)
+        outputs = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)
+        return ops.stop_gradient(
+            _packed_top_k(
+                outputs,
+                self.top_k,
+                self.distillation_loss.temperature_variable,
+                self._teacher_logits,
+            )
         )
 
     def _num_real_ids(self):
@@ -545,7 +594,7 @@ class Distiller(keras.Model):
             y_pred = self(x, training=training)
         # The Loss objects apply the reduction, the sample weights, masks
         # and the tf.distribute scaling.
-        targets = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)
+        targets = self._distillation_targets(x, y_pred)
         if needs_labels(self.distillation_loss):
             _require_labels(y)
             targets = {TARGET_KEYS[0]: targets, TARGET_KEYS[1]: y}
@@ -641,12 +690,7 @@ class Distiller(keras.Model):
             if needs_labels(self.distillation_loss):
                 _require_labels(y)
             _check_labels(self.student, y)
-            if offline.is_offline_batch(x):
-                offline.check_output_shape(
-                    x[TEACHER_OUTPUTS],
-                    _static_shape(self.teacher, "outputs"),
-                    offline.num_examples(x[STUDENT_INPUTS]),
-                )
+            self._check_array_targets(x)
             _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
 
@@ -665,7 +709,51 @@ class Distiller(keras.Model):
             What `keras.Model.evaluate` returns.
         """
         _check_weights_without_labels(x, y, kwargs.get("sample_weight"))
+        if _is_arrays(x):
+            self._check_array_targets(x)
         return super().evaluate(x, y, batch_size, **kwargs)
+
+    def _check_array_targets(self, x):
+        """Array data: the cached teacher outputs fit the loss.
+
+        Full outputs have the teacher's output shape; top-k targets for a
+        `SparsePTLoss` are packed `(..., 2k)` with ids of the student's
+        vocabulary. Online data for a `SparsePTLoss` needs `top_k`.
+        """
+        teacher_shape = _static_shape(self.teacher, "outputs")
+        sparse = isinstance(self.distillation_loss, SparsePTLoss)
+        if not offline.is_offline_batch(x):
+            if sparse and self.top_k is None:
+                raise ValueError(_ONLINE_SPARSE_MESSAGE)
+            return
+        outputs = x[TEACHER_OUTPUTS]
+        num_inputs = offline.num_examples(x[STUDENT_INPUTS])
+        if not sparse:
+            offline.check_output_shape(outputs, teacher_shape, num_inputs)
+            return
+        _check_packed_shape(outputs, teacher_shape, num_inputs)
+        student_shape = _static_shape(self.student, "outputs")
+        if not isinstance(outputs, np.ndarray):
+            return
+        k = outputs.shape[-1] // 2
+        indices, log_probs = outputs[..., :k], outputs[..., k:]
+        if outputs.size and (
+            np.any(indices < 0)
+            or np.any(indices != np.round(indices))
+            or np.any(log_probs > 1e-6)
+        ):
+            raise ValueError(
+                "A SparsePTLoss reads packed top-k targets (`precompute_top_k`"
+                ": k class ids >= 0, then k log-probabilities <= 0), but "
+                "`teacher_outputs` holds other values (the teacher's full "
+                "outputs?). Build them with `keras_ptloss.teacher_outputs."
+                "precompute_top_k`. Received: ids in "
+                f"[{indices.min()}, {indices.max()}], log-probabilities up "
+                f"to {log_probs.max()}"
+            )
+        if student_shape is not None:
+            # The symbolic student outputs give the number of student ids.
+            check_host_indices(outputs, keras.KerasTensor(student_shape))
 
     # ------------------------------------------------------------------
     # Offline distillation and saving.
@@ -736,6 +824,17 @@ class Distiller(keras.Model):
         ['student_inputs', 'teacher_outputs']
         >>> _ = distiller.fit(x_off, y_off, epochs=1, verbose=0)
         """
+        if isinstance(self.distillation_loss, SparsePTLoss):
+            raise ValueError(
+                "`precompute_teacher` caches the teacher's full outputs, "
+                "but this Distiller's SparsePTLoss reads top-k targets: "
+                "build them with `keras_ptloss.teacher_outputs."
+                "precompute_top_k(teacher, x, k, temperature=..., "
+                "vocab_size=... or id_map=...)` and pass "
+                "`{'student_inputs': x, 'teacher_outputs': packed}`. "
+                "Received: distillation_loss="
+                f"{type(self.distillation_loss).__name__}"
+            )
         data = offline.precompute(
             self.teacher, x, y, sample_weight, batch_size, cache
         )
@@ -751,7 +850,7 @@ class Distiller(keras.Model):
                     outputs.shape[-1], None, self.vocab_size, self.id_map
                 ),
                 self.id_map,
-                _teacher_from_logits(self.distillation_loss),
+                self._reads_teacher_logits(),
                 "teacher_outputs",
             )
         return data
@@ -781,6 +880,7 @@ class Distiller(keras.Model):
             student_loss_weight=float(self._student_loss_weight.numpy()),
             vocab_size=self.vocab_size,
             id_map=None if self.id_map is None else self.id_map.tolist(),
+            top_k=self.top_k,
         )
         return config
 
@@ -792,6 +892,100 @@ class Distiller(keras.Model):
         # __init__ freezes the teacher again (Sequential.from_config does not
         # keep trainable=False).
         return cls(**config)
+
+
+_ONLINE_SPARSE_MESSAGE = (
+    "A SparsePTLoss reads the teacher's top-k log-probabilities. Either "
+    "give the Distiller `top_k` (the teacher then runs in each step and its "
+    "top k are taken there), or train on cached targets: "
+    "`packed = keras_ptloss.teacher_outputs.precompute_top_k(teacher, x, k)` "
+    "and `fit({'student_inputs': x, 'teacher_outputs': packed}, ...)`. "
+    "Received: top_k=None and a batch without teacher outputs"
+)
+
+
+def _sparse_teacher_flag(teacher, student, top_k):
+    """Whether the teacher emits logits, for a `SparsePTLoss`'s online top-k.
+
+    `None` without `top_k` (cached targets: the teacher's kind is not read).
+    The student must emit logits (`SparsePTLoss` reads logits).
+    """
+    kind, layer = final_activation(student)
+    if kind == "softmax":
+        raise ValueError(
+            f"The student's last layer ({layer!r}) applies a softmax, but a "
+            "SparsePTLoss reads student logits. Remove the softmax. "
+            "Received: a softmax student"
+        )
+    if top_k is None:
+        return None
+    kind, layer = final_activation(teacher)
+    if kind is None:
+        raise ValueError(
+            "Cannot tell whether the teacher outputs logits or probabilities "
+            f"(its last layer {layer!r} is neither linear nor softmax), "
+            "which the Distiller's top-k (`top_k`) needs. Build the top-k "
+            "targets offline with `keras_ptloss.teacher_outputs."
+            "precompute_top_k(teacher, x, k, from_logits=...)` instead. "
+            f"Received: top_k={top_k}"
+        )
+    return kind == "linear"
+
+
+def _check_top_k(top_k, loss, student):
+    """`top_k` for a `SparsePTLoss` in the Distiller, checked."""
+    if top_k is None:
+        return None
+    if not isinstance(loss, SparsePTLoss):
+        raise ValueError(
+            "`top_k` is for a SparsePTLoss (the teacher's top-k classes); "
+            f"this Distiller's loss is a {type(loss).__name__}, which reads "
+            f"all the teacher's outputs. Received: top_k={top_k!r}"
+        )
+    # Taken over the student's vocabulary (after `vocab_size`/`id_map`).
+    shape = _static_shape(student, "outputs")
+    maximum = shape[-1] if shape and shape[-1] is not None else None
+    return check_int(top_k, "top_k", minimum=1, maximum=maximum)
+
+
+def _check_packed_shape(outputs, teacher_shape, num_inputs=None):
+    """Packed top-k targets: `(n, ..., 2k)` for a `(None, ..., K)` teacher."""
+    shape = tuple(outputs.shape)
+    width = shape[-1] if shape else None
+    expected = (num_inputs,) + tuple(teacher_shape or shape)[1:-1] + (None,)
+    if (
+        len(shape) != len(expected)
+        or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(shape, expected, strict=True)
+        )
+        or (width is not None and (width < 2 or width % 2))
+    ):
+        raise ValueError(
+            "A SparsePTLoss reads packed top-k targets of shape "
+            f"{expected[:-1] + ('2k',)} (`precompute_top_k`: k indices, "
+            "then k log-probabilities, for each teacher output row). "
+            f"Received: teacher_outputs.shape={shape}"
+            + ("" if num_inputs is None else f" for {num_inputs} inputs")
+        )
+
+
+def _packed_top_k(outputs, k, temperature, from_logits):
+    """Packed `(..., 2k)` top-k targets of teacher outputs, in the step.
+
+    As `keras_ptloss.sparse.top_k_log_probs` (log-probabilities of
+    `softmax(logits / T)`; probabilities `p` are read as logits `log p`),
+    then `pack_top_k`.
+    """
+    outputs = ops.cast(outputs, "float32")
+    if not from_logits:
+        outputs = ops.log(ops.maximum(outputs, 0.0))
+    log_probs = ops.log_softmax(
+        outputs / ops.cast(temperature, "float32"), axis=-1
+    )
+    values, indices = ops.top_k(log_probs, k)
+    values = ops.maximum(values, -1e30)
+    return ops.concatenate([ops.cast(indices, "float32"), values], axis=-1)
 
 
 def _check_models(teacher, student, distillation_loss, vocab_size, id_map):
