@@ -219,8 +219,9 @@ def _check_weights_without_labels(x, y, sample_weight, where=None):
 
     Keras packs arrays `(x, None, sample_weight)` as `(x,)`
     (`keras.utils.pack_x_y_sample_weight`), so a padding mask given without
-    labels would silently not reach the loss. Data sets yielding
-    `(x, None, sample_weight)` keep the weights and are not checked.
+    labels would silently not reach the loss. A `tf.data.Dataset` yielding
+    `(x, None, sample_weight)` keeps the weights (a `PyDataset` yielding
+    `None` fails on the TensorFlow backend); data sets are not checked.
     """
     if sample_weight is None or y is not None or not _is_arrays(x):
         return
@@ -237,9 +238,9 @@ def _check_weights_without_labels(x, y, sample_weight, where=None):
         "mask, say) would silently not reach the distillation loss. Pass "
         "`y` too (labels, or the teacher's argmax on an unlabelled transfer "
         "set; after `compile(loss=None)` they feed no loss, only the "
-        "compiled metrics), or pass a `tf.data.Dataset` or "
-        "`keras.utils.PyDataset` yielding `(x, None, sample_weight)` "
-        f"batches, which keeps the weights. Received: y=None, {received}"
+        "compiled metrics), or pass a `tf.data.Dataset` yielding "
+        "`(x, None, sample_weight)` batches, which keeps the weights. "
+        f"Received: y=None, {received}"
     )
 
 
