@@ -299,6 +299,19 @@ class Distiller(keras.Model):
     returns data in which each batch carries its teacher outputs; `fit` on
     that data runs no teacher forward pass.
 
+    Top-k teachers (vocabulary scale): with a `keras_ptloss.SparsePTLoss`,
+    the Distiller trains on packed top-k targets `(..., 2k)`, either cached
+    (`{"student_inputs": x, "teacher_outputs": packed}` with `packed` from
+    `keras_ptloss.teacher_outputs.precompute_top_k`, at the temperature it
+    was made with, and with the Distiller's `vocab_size`/`id_map`) or, with
+    `top_k=k`, the teacher's top k taken in each step at the loss's current
+    temperature (after the vocabulary alignment).
+
+    Sample weights (e.g. a padding mask) reach the losses. Keras drops the
+    `sample_weight` of arrays passed without `y`, so `fit` and `evaluate`
+    raise for it: pass `y` (after `compile(loss=None)` it feeds no loss) or
+    a `tf.data.Dataset` yielding `(x, None, sample_weight)`.
+
     Vocabularies that differ by padding or order (language models): with
     `vocab_size` or `id_map`, the teacher's outputs (online or cached) are
     put on the student's vocabulary before the loss, as by
@@ -317,7 +330,8 @@ class Distiller(keras.Model):
             the Distiller trains a copy of it (`distillation_loss`
             attribute). A loss with `needs_labels = True` (`KDCELoss`,
             `DKDLoss`, `Poly1Loss`) receives `{"teacher": t, "label": y}`,
-            so `fit` needs `y`.
+            so `fit` needs `y`. A `keras_ptloss.SparsePTLoss` reads top-k
+            targets (see above and `top_k`).
         student_loss_weight: weight `w` in [0, 1] of the compiled hard-label
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
         temperature: optional temperature `T > 0` for the Distiller's copy
@@ -332,6 +346,10 @@ class Distiller(keras.Model):
             `id_map`; with a padded student (more logits than the ids that
             get teacher mass), the loss cannot use `standardize=True`
             (`LSKDLoss`), which would z-score the masked logits.
+        top_k: for a `SparsePTLoss` only: the number `k` of the teacher's
+            most probable classes (of the student's vocabulary) kept when
+            the teacher runs in the training step. Defaults to `None`:
+            batches must carry cached top-k targets.
         name: model name. Defaults to `"distiller"`.
         **kwargs: passed to `keras.Model`.
 
