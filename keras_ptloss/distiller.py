@@ -539,14 +539,20 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def teacher_outputs(self, x):
-        """The teacher's outputs for a batch (cached ones for offline data)."""
+        """The teacher's outputs for a batch (cached ones for offline data).
+
+        Cached outputs are the teacher's full outputs, or packed top-k
+        targets `(..., 2k)` for a `SparsePTLoss`.
+        """
         if offline.is_offline_batch(x):
             outputs = x[TEACHER_OUTPUTS]
             # Checked on the traced batch for data sets (`fit` checks
             # arrays before it starts).
-            offline.check_output_shape(
-                outputs, _static_shape(self.teacher, "outputs")
-            )
+            teacher_shape = _static_shape(self.teacher, "outputs")
+            if isinstance(self.distillation_loss, SparsePTLoss):
+                _check_packed_shape(outputs, teacher_shape)
+            else:
+                offline.check_output_shape(outputs, teacher_shape)
             return ops.stop_gradient(outputs)
         return ops.stop_gradient(self.teacher(x, training=False))
 
@@ -586,9 +592,7 @@ class Distiller(keras.Model):
                 self.teacher_outputs(x), y_pred
             )
         if offline.is_offline_batch(x):
-            outputs = x[TEACHER_OUTPUTS]
-            _check_packed_shape(outputs, _static_shape(self.teacher, "outputs"))
-            return ops.stop_gradient(outputs)
+            return self.teacher_outputs(x)
         if self.top_k is None:
             raise ValueError(_ONLINE_SPARSE_MESSAGE)
         outputs = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)

@@ -256,3 +256,18 @@ def test_top_k_round_trips_through_the_config():
     np.testing.assert_allclose(
         np.array(restored.coefficients), np.array(distiller.coefficients)
     )
+
+
+def test_a_saved_sparse_distiller_reloads_with_its_state(x, tmp_path):
+    distiller = compile_distiller(make_distiller(top_k=TOP))
+    distiller.set_coefficients(EPS2)
+    distiller.set_temperature(T2)
+    path = tmp_path / "sparse_distiller.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.top_k == TOP
+    np.testing.assert_allclose(np.array(restored.coefficients), EPS2)
+    t = np_mlp_logits(restored.teacher, x)
+    z = np_mlp_logits(restored.student, x)
+    expected = np.mean(np_sparse_loss(t, z, TOP, EPS2, T2))
+    assert_allclose(evaluate(restored, x)["loss"], expected, rtol=1e-5)
