@@ -1386,12 +1386,14 @@ def _check_inputs(values, name):
         array = np.asarray(to_numpy(values))
     except (TypeError, ValueError) as e:
         raise ValueError(
-            f"`{name}` must be an array. Received: {name}={values!r}"
+            f"`{name}` must be an array or a dict of arrays. Received: "
+            f"{name}={values!r}"
         ) from e
     if array.ndim < 1 or array.shape[0] == 0:
         raise ValueError(
-            f"`{name}` must hold at least one example. Received: {name} with "
-            f"shape {array.shape}"
+            f"`{name}` must be an array (or a dict of arrays) holding at "
+            f"least one example. Received: {name} of type "
+            f"{type(values).__name__} with shape {array.shape}"
         )
     return array
 
