@@ -68,8 +68,8 @@ generated from the JSON.
 
 Modules: `accuracy_settings.py` (profiles, methods, data, teachers),
 `accuracy_harness.py` (training, the JSON store, the run),
-`accuracy_report.py` (summaries, tables, plot, targets); this file is the
-command line.
+`accuracy_report/` (summaries, tables, plots, targets: one module a
+section); this file is the command line.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/accuracy.py          # the table

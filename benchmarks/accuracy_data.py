@@ -25,17 +25,17 @@ GAUSSIAN_TASK = {
 
 def digits_splits():
     """scikit-learn digits: `{"train", "validation", "test"}` -> `(x, y)`."""
-    import keras_ptloss as kp
+    from keras_ptloss.datasets import load_digits
 
-    return kp.load_digits(DIGITS_FRACTIONS, seed=0)
+    return load_digits(DIGITS_FRACTIONS, seed=0)
 
 
 def gaussian_splits(num_samples):
     """`(splits, task)` of the Gaussian-mixture setting (seed 0): splits
     `{"train", "transfer", "validation", "test"}` -> `(x, y)` and the
     mixture, whose `bayes_probs` gives the exact p*."""
-    import keras_ptloss as kp
+    from keras_ptloss.datasets import make_gaussian_mixture
 
-    return kp.make_gaussian_mixture(
+    return make_gaussian_mixture(
         num_samples, fractions=GAUSSIAN_FRACTIONS, seed=0, **GAUSSIAN_TASK
     )

@@ -274,6 +274,27 @@ def student_record(setting, student, ece_bins, calibrated=None):
     return record
 
 
+def run_search(setting, profile, **options):
+    """`search_coefficients` on the setting's transfer split, with what
+    every method gets: the training recipe (optimizer, batch size, epochs),
+    the validation split and the baselines' tuning budget (`tune_budget`
+    full trainings, in student-epochs); `options` add to that."""
+    epochs = setting.student_epochs
+    return kp.search_coefficients(
+        setting.make_student,
+        setting.transfer[0],
+        setting.teacher_logits["transfer"].astype("float32"),
+        (setting.validation[0], setting.validation[1]),
+        epochs=epochs,
+        budget=profile["tune_budget"] * epochs,
+        validation_teacher=setting.teacher_logits["validation"],
+        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
+        batch_size=profile["batch_size"],
+        verbose=0,
+        **options,
+    )
+
+
 def search(setting, profile, standardize):
     """`search_coefficients` on the tuning seed; a JSON-ready record.
 
@@ -281,24 +302,15 @@ def search(setting, profile, standardize):
     the baselines' tuning budget; the wall time is measured around the
     call.
     """
-    epochs = setting.student_epochs
     start = time.perf_counter()
-    result = kp.search_coefficients(
-        setting.make_student,
-        setting.transfer[0],
-        setting.teacher_logits["transfer"].astype("float32"),
-        (setting.validation[0], setting.validation[1]),
+    result = run_search(
+        setting,
+        profile,
         order=MAX_ORDER,
-        epochs=epochs,
-        budget=profile["tune_budget"] * epochs,
         standardize=standardize,
         teacher_from_logits=True,
-        validation_teacher=setting.teacher_logits["validation"],
-        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
-        batch_size=profile["batch_size"],
         seed=TUNE_SEED,
         calibrate=False,
-        verbose=0,
         **profile["search"],
     )
     seconds = time.perf_counter() - start
@@ -324,21 +336,8 @@ def pipeline(setting, profile, seed):
     student measured is the call's: `uncalibrated_student` as trained and
     `student` calibrated.
     """
-    epochs = setting.student_epochs
     start = time.perf_counter()
-    result = kp.search_coefficients(
-        setting.make_student,
-        setting.transfer[0],
-        setting.teacher_logits["transfer"].astype("float32"),
-        setting.validation,
-        epochs=epochs,
-        budget=profile["tune_budget"] * epochs,
-        validation_teacher=setting.teacher_logits["validation"],
-        optimizer=lambda: keras.optimizers.Adam(profile["learning_rate"]),
-        batch_size=profile["batch_size"],
-        seed=seed,
-        verbose=0,
-    )
+    result = run_search(setting, profile, seed=seed)
     seconds = time.perf_counter() - start
     record = student_record(
         setting,
@@ -452,231 +451,279 @@ class Progress:
 
 
 def run_setting(name, profile_name, profile, store, backend, log):
-    profile = setting_profile(profile, name)
-    setting = build_setting(name, profile)
-    key = lambda *parts: record_key(profile_name, backend, name, *parts)  # noqa: E731
-    log(f"{name}: training the teacher")
-    teacher_stats = train_teacher(setting, profile)
-    store.put(key("teacher"), teacher_stats)
-    log(
-        f"{name}: teacher test accuracy {teacher_stats['test_accuracy']:.4f}, "
-        f"validation Brier {teacher_stats['validation_brier']:.4f} "
-        f"({teacher_stats['seconds']:.1f} s)"
-    )
-    store.put(
-        key("setting"),
-        {
-            "title": setting.title,
-            "teacher": setting.teacher_desc,
-            "student": setting.student_desc,
-            "transfer_size": int(len(setting.transfer[0])),
-            "transfer_labels": setting.transfer[2],
-            "alone_size": int(len(setting.alone[0])),
-            "student_epochs": setting.student_epochs,
-            "teacher_epochs": setting.teacher_epochs,
-            "teacher_train_size": int(len(setting.teacher_data[0])),
-            "validation_size": int(len(setting.validation[0])),
-            "test_size": int(len(setting.test[0])),
-            "gaussian": None
-            if setting.bayes is None
-            else setting.bayes.get_config(),
-        },
-    )
-    trainer = Trainer(setting, profile)
-    methods = []
-    for method in method_names(profile):
-        reason = not_applicable(method, setting.num_classes)
-        if reason is None:
-            methods.append(method)
-            continue
-        store.put(key("not_applicable", method), {"reason": reason})
-        log(f"{name}: {method} not applicable: {reason}")
-    seeds = list(range(profile["seeds"]))
+    """Every step of one setting; each result is stored as it finishes
+    (a rerun resumes from the store)."""
+    SettingRun(name, profile_name, profile, store, backend, log).run()
 
-    def train(method, hp, seed, purpose):
+
+class SettingRun:
+    """One setting of the benchmark, step by step (see `run`)."""
+
+    def __init__(self, name, profile_name, profile, store, backend, log):
+        self.name, self.store, self.log = name, store, log
+        self.profile_name, self.backend = profile_name, backend
+        self.profile = setting_profile(profile, name)
+        self.setting = build_setting(name, self.profile)
+        self.seeds = list(range(self.profile["seeds"]))
+        self.chosen = {"ce": {}}
+
+    def key(self, *parts):
+        return record_key(self.profile_name, self.backend, self.name, *parts)
+
+    def run(self):
+        self.fit_teacher()
+        self.trainer = Trainer(self.setting, self.profile)
+        self.methods = self.applicable_methods()
+        # 1. Tune every baseline on the validation split, same budget each.
+        self.tune_baselines()
+        kd = self.chosen.get("kd", {"temperature": 1.0})
+        self.kd_temperature = kd["temperature"]
+        # 2. PTLoss coefficients from the proxy teacher (no training).
+        self.run_selections()
+        # 2b. PTLoss coefficients and temperature by the student-aware
+        # search, with the baselines' tuning budget (on the tuning seed).
+        self.run_searches()
+        # 2c. The default pipeline: one call per seed, its own student.
+        self.run_pipeline()
+        # 3. Final runs: every method, chosen hyper-parameters, all seeds.
+        for method in self.methods:
+            if method == PIPELINE:
+                continue
+            for seed in self.seeds:
+                self.train(method, self.chosen[method], seed, "final")
+        self.store.put(
+            self.key("chosen"), {m: self.chosen[m] for m in self.methods}
+        )
+        # 4. Selection quality: an M = 1 coefficient grid trained fully.
+        self.coefficient_grid()
+        # 5. The search's short runs against full runs: every first-rung
+        # candidate trained fully on the tuning seed.
+        for method in self.profile["search_study"]:
+            if method in self.methods:
+                self.search_study(method)
+        self.log(f"{self.name}: done")
+
+    def fit_teacher(self):
+        name, setting = self.name, self.setting
+        self.log(f"{name}: training the teacher")
+        stats = train_teacher(setting, self.profile)
+        self.store.put(self.key("teacher"), stats)
+        self.log(
+            f"{name}: teacher test accuracy {stats['test_accuracy']:.4f}, "
+            f"validation Brier {stats['validation_brier']:.4f} "
+            f"({stats['seconds']:.1f} s)"
+        )
+        self.store.put(
+            self.key("setting"),
+            {
+                "title": setting.title,
+                "teacher": setting.teacher_desc,
+                "student": setting.student_desc,
+                "transfer_size": int(len(setting.transfer[0])),
+                "transfer_labels": setting.transfer[2],
+                "alone_size": int(len(setting.alone[0])),
+                "student_epochs": setting.student_epochs,
+                "teacher_epochs": setting.teacher_epochs,
+                "teacher_train_size": int(len(setting.teacher_data[0])),
+                "validation_size": int(len(setting.validation[0])),
+                "test_size": int(len(setting.test[0])),
+                "gaussian": None
+                if setting.bayes is None
+                else setting.bayes.get_config(),
+            },
+        )
+
+    def applicable_methods(self):
+        methods = []
+        for method in method_names(self.profile):
+            reason = not_applicable(method, self.setting.num_classes)
+            if reason is None:
+                methods.append(method)
+                continue
+            self.store.put(
+                self.key("not_applicable", method), {"reason": reason}
+            )
+            self.log(f"{self.name}: {method} not applicable: {reason}")
+        return methods
+
+    def train(self, method, hp, seed, purpose):
+        """One stored student training (trained only if not stored)."""
         family = METHODS[method][1]
         harness_hp = family_hyperparameters(method, hp)
         data = FAMILY_DATA[family]
-        k = key("run", family, data, hp_key(harness_hp), f"seed={seed}")
-        record = store.get(k)
+        k = self.key("run", family, data, hp_key(harness_hp), f"seed={seed}")
+        record = self.store.get(k)
         if record is None:
-            record = trainer.train(method, hp, seed)
-            store.put(k, record)
-            log(
-                f"{name}: {purpose} {method} {_short(hp_key(hp))} "
+            record = self.trainer.train(method, hp, seed)
+            self.store.put(k, record)
+            self.log(
+                f"{self.name}: {purpose} {method} {_short(hp_key(hp))} "
                 f"seed={seed}: "
                 f"val {record['validation_accuracy']:.4f} test "
                 f"{record['test_accuracy']:.4f} ({record['seconds']:.1f} s)"
             )
         return record
 
-    # 1. Tune every baseline on the validation split, same budget each.
-    chosen = {"ce": {}}
-    for method in ("kd", "kd_ce", "dkd", "lskd", "poly1"):
-        needed = method in methods or (
-            method == "kd" and any(m.startswith("pt_") for m in methods)
-        )
-        if not needed:
-            continue
-        if profile["tune_budget"] == 0:
-            chosen[method] = CROSS_FIXED[method]
-            continue
-        grid = subsample_grid(GRIDS[method], profile["tune_budget"])
-        scores = []
-        for hp in grid:
-            record = train(method, hp, TUNE_SEED, "tune")
-            scores.append(record["validation_accuracy"])
-        chosen[method] = grid[int(np.argmax(scores))]
-        store.put(
-            key("tuning", method),
-            {
-                "grid": grid,
-                "validation_accuracy": scores,
-                "chosen": chosen[method],
-            },
-        )
-    kd_temperature = chosen.get("kd", {"temperature": 1.0})["temperature"]
-
-    # 2. PTLoss coefficients from the proxy teacher (no training).
-    val_x, val_y = setting.validation
-    selections = {}
-    for method in methods:
-        if (
-            not method.startswith("pt_")
-            or method in SEARCH_STANDARDIZE
-            or method == PIPELINE
-        ):
-            continue
-        order = int(method.split("_")[1][1:])
-        mode = method.split("_")[2]
-        tune_t = method.endswith("_tuneT")
-        k = key("selection", method, f"T={kd_temperature}")
-        result = store.get(k)
-        if result is None:
-            selection = select_coefficients(
-                setting.val_probs,
-                val_y,
-                order=order,
-                mode=mode,
-                metric="brier",
-                temperature=kd_temperature,
-                tune_temperature=tune_t,
-                seed=0,
-                verbose=0,
-                **profile["selection"],
+    def tune_baselines(self):
+        methods = self.methods
+        for method in ("kd", "kd_ce", "dkd", "lskd", "poly1"):
+            needed = method in methods or (
+                method == "kd" and any(m.startswith("pt_") for m in methods)
             )
-            result = selection.to_dict()
-            for bulky in (
-                "candidates",
-                "candidate_temperatures",
-                "candidate_scores",
-                "history",
-            ):
-                result.pop(bulky, None)
-            store.put(k, result)
-            log(
-                f"{name}: selected {method} at T={result['temperature']:.3g} "
-                f"in {result['wall_time']:.2f} s: proxy Brier "
-                f"{result['proxy_score']:.4f} vs teacher "
-                f"{result['teacher_score']:.4f}"
-            )
-        selections[method] = result
-        chosen[method] = {
-            "coefficients": result["coefficients"],
-            "temperature": result["temperature"],
-        }
-
-    # 2b. PTLoss coefficients and temperature by the student-aware search,
-    # with the baselines' tuning budget (on the tuning seed).
-    for method in methods:
-        if method not in SEARCH_STANDARDIZE:
-            continue
-        k = key("search", method)
-        result = store.get(k)
-        if result is None:
-            result = search(setting, profile, SEARCH_STANDARDIZE[method])
-            store.put(k, result)
-            log(
-                f"{name}: searched {method}: "
-                f"{result['candidates'][result['winner']]['label']} "
-                f"(validation accuracy {result['score']:.4f}, KD "
-                f"{result['kd_score']}) in {result['seconds']:.1f} s, "
-                f"{result['cost']['student_epochs']} student-epochs"
-            )
-        chosen[method] = {
-            "coefficients": result["coefficients"],
-            "temperature": result["temperature"],
-        }
-
-    # 2c. The default pipeline: one call per seed, its own student.
-    if PIPELINE in methods:
-        for seed in seeds:
-            k = key("pipeline", PIPELINE, f"seed={seed}")
-            record = store.get(k)
-            if record is None:
-                record = pipeline(setting, profile, seed)
-                store.put(k, record)
-                result = record["search"]
-                log(
-                    f"{name}: pipeline seed={seed}: "
-                    f"{result['candidates'][result['winner']]['label']}, "
-                    f"test {record['test_accuracy']:.4f}, calibrated ECE "
-                    f"{record['test_ece']:.4f} -> "
-                    f"{record['test_ece_calibrated']:.4f} "
-                    f"({record['seconds']:.1f} s, "
-                    f"{result['cost']['student_epochs']} student-epochs)"
-                )
-        chosen[PIPELINE] = {}
-
-    # 3. Final runs: every method, chosen hyper-parameters, all seeds.
-    for method in methods:
-        if method == PIPELINE:
-            continue
-        for seed in seeds:
-            train(method, chosen[method], seed, "final")
-    store.put(key("chosen"), {m: chosen[m] for m in methods})
-
-    # 4. Selection quality: an M = 1 coefficient grid trained exhaustively.
-    grid_seeds = list(range(min(profile["grid_seeds"], profile["seeds"])))
-    if profile["grid"] and grid_seeds:
-        grid_rows = []
-        for eps in profile["grid"]:
-            hp = {"coefficients": [eps], "temperature": kd_temperature}
-            accs = [
-                train("pt_m1_shared", hp, s, "grid")["test_accuracy"]
-                for s in grid_seeds
+            if not needed:
+                continue
+            if self.profile["tune_budget"] == 0:
+                self.chosen[method] = CROSS_FIXED[method]
+                continue
+            grid = subsample_grid(GRIDS[method], self.profile["tune_budget"])
+            scores = [
+                self.train(method, hp, TUNE_SEED, "tune")["validation_accuracy"]
+                for hp in grid
             ]
-            proxy = proxy_teacher(
-                setting.val_probs,
-                [eps],
-                temperature=kd_temperature,
-                detemper=True,
+            self.chosen[method] = grid[int(np.argmax(scores))]
+            self.store.put(
+                self.key("tuning", method),
+                {
+                    "grid": grid,
+                    "validation_accuracy": scores,
+                    "chosen": self.chosen[method],
+                },
             )
-            row = {
-                "epsilon": eps,
-                "test_accuracy": accs,
-                "validation_brier": closeness(proxy, val_y, "brier"),
-            }
-            if setting.bayes is not None:
-                p_star = setting.bayes.bayes_probs(val_x)
-                row["sq_dist_to_bayes"] = float(
-                    np.mean(np.sum((proxy - p_star) ** 2, 1))
+
+    def run_selections(self):
+        for method in self.methods:
+            if (
+                not method.startswith("pt_")
+                or method in SEARCH_STANDARDIZE
+                or method == PIPELINE
+            ):
+                continue
+            k = self.key("selection", method, f"T={self.kd_temperature}")
+            result = self.store.get(k)
+            if result is None:
+                result = self.select_one(method)
+                self.store.put(k, result)
+                self.log(
+                    f"{self.name}: selected {method} at "
+                    f"T={result['temperature']:.3g} in "
+                    f"{result['wall_time']:.2f} s: proxy Brier "
+                    f"{result['proxy_score']:.4f} vs teacher "
+                    f"{result['teacher_score']:.4f}"
                 )
-            grid_rows.append(row)
-        store.put(
-            key("grid"),
+            self.chosen[method] = {
+                "coefficients": result["coefficients"],
+                "temperature": result["temperature"],
+            }
+
+    def select_one(self, method):
+        """`select_coefficients` for a `pt_m<M>_<mode>[_tuneT]` method."""
+        selection = select_coefficients(
+            self.setting.val_probs,
+            self.setting.validation[1],
+            order=int(method.split("_")[1][1:]),
+            mode=method.split("_")[2],
+            metric="brier",
+            temperature=self.kd_temperature,
+            tune_temperature=method.endswith("_tuneT"),
+            seed=0,
+            verbose=0,
+            **self.profile["selection"],
+        )
+        result = selection.to_dict()
+        for bulky in (
+            "candidates",
+            "candidate_temperatures",
+            "candidate_scores",
+            "history",
+        ):
+            result.pop(bulky, None)
+        return result
+
+    def run_searches(self):
+        for method in self.methods:
+            if method not in SEARCH_STANDARDIZE:
+                continue
+            k = self.key("search", method)
+            result = self.store.get(k)
+            if result is None:
+                result = search(
+                    self.setting, self.profile, SEARCH_STANDARDIZE[method]
+                )
+                self.store.put(k, result)
+                self.log(
+                    f"{self.name}: searched {method}: "
+                    f"{result['candidates'][result['winner']]['label']} "
+                    f"(validation accuracy {result['score']:.4f}, KD "
+                    f"{result['kd_score']}) in {result['seconds']:.1f} s, "
+                    f"{result['cost']['student_epochs']} student-epochs"
+                )
+            self.chosen[method] = {
+                "coefficients": result["coefficients"],
+                "temperature": result["temperature"],
+            }
+
+    def run_pipeline(self):
+        if PIPELINE not in self.methods:
+            return
+        for seed in self.seeds:
+            k = self.key("pipeline", PIPELINE, f"seed={seed}")
+            if self.store.get(k) is not None:
+                continue
+            record = pipeline(self.setting, self.profile, seed)
+            self.store.put(k, record)
+            result = record["search"]
+            self.log(
+                f"{self.name}: pipeline seed={seed}: "
+                f"{result['candidates'][result['winner']]['label']}, "
+                f"test {record['test_accuracy']:.4f}, calibrated ECE "
+                f"{record['test_ece']:.4f} -> "
+                f"{record['test_ece_calibrated']:.4f} "
+                f"({record['seconds']:.1f} s, "
+                f"{result['cost']['student_epochs']} student-epochs)"
+            )
+        self.chosen[PIPELINE] = {}
+
+    def coefficient_grid(self):
+        profile = self.profile
+        grid_seeds = list(range(min(profile["grid_seeds"], profile["seeds"])))
+        if not profile["grid"] or not grid_seeds:
+            return
+        rows = [self.grid_row(eps, grid_seeds) for eps in profile["grid"]]
+        self.store.put(
+            self.key("grid"),
             {
-                "temperature": kd_temperature,
+                "temperature": self.kd_temperature,
                 "seeds": grid_seeds,
-                "rows": grid_rows,
+                "rows": rows,
             },
         )
-    # 5. The search's short runs against full runs: every first-rung
-    # candidate trained fully on the tuning seed.
-    for method in profile["search_study"]:
-        if method not in methods:
-            continue
-        result = store.get(key("search", method))
+
+    def grid_row(self, eps, grid_seeds):
+        """Test accuracies and proxy closeness at M = 1 coefficient `eps`."""
+        setting, temperature = self.setting, self.kd_temperature
+        val_x, val_y = setting.validation
+        hp = {"coefficients": [eps], "temperature": temperature}
+        accs = [
+            self.train("pt_m1_shared", hp, s, "grid")["test_accuracy"]
+            for s in grid_seeds
+        ]
+        proxy = proxy_teacher(
+            setting.val_probs, [eps], temperature=temperature, detemper=True
+        )
+        row = {
+            "epsilon": eps,
+            "test_accuracy": accs,
+            "validation_brier": closeness(proxy, val_y, "brier"),
+        }
+        if setting.bayes is not None:
+            p_star = setting.bayes.bayes_probs(val_x)
+            row["sq_dist_to_bayes"] = float(
+                np.mean(np.sum((proxy - p_star) ** 2, 1))
+            )
+        return row
+
+    def search_study(self, method):
+        result = self.store.get(self.key("search", method))
         rows = []
         for member in result["ranking"][0]["members"]:
             candidate = result["candidates"][member["candidate"]]
@@ -684,7 +731,7 @@ def run_setting(name, profile_name, profile, store, backend, log):
                 "coefficients": candidate["coefficients"],
                 "temperature": candidate["temperature"],
             }
-            full = train(method, hp, TUNE_SEED, "study")
+            full = self.train(method, hp, TUNE_SEED, "study")
             rows.append(
                 {
                     "candidate": member["candidate"],
@@ -694,15 +741,43 @@ def run_setting(name, profile_name, profile, store, backend, log):
                     "test_accuracy": full["test_accuracy"],
                 }
             )
-        store.put(
-            key("study", method),
+        self.store.put(
+            self.key("study", method),
             {
                 "short_epochs": result["ranking"][0]["epochs"],
                 "winner": result["winner"],
                 "rows": rows,
             },
         )
-    log(f"{name}: done")
+
+
+def with_overrides(profile, **overrides):
+    """A copy of `profile` with the overrides that are given (not None,
+    not empty, not 0: the command line's "use the profile's")."""
+    given = {k: v for k, v in overrides.items() if v}
+    return {**profile, **given}
+
+
+def drop_stale(store, prefix, old, fingerprint):
+    """Drops the records under `prefix` when they were made with another
+    profile (their stored fingerprint `old` differs from `fingerprint`)."""
+    if old is not None and old != fingerprint:
+        dropped = store.drop_prefix(prefix)
+        print(
+            f"profile changed since the stored run ({old} -> {fingerprint}): "
+            f"dropped {dropped} stale records of {prefix!r}"
+        )
+
+
+def run_meta(command, profile, fingerprint):
+    """The meta record of a run: its command, machine, date and profile."""
+    return {
+        "command": command,
+        "machine": timing.describe_machine(),
+        "date": timing.utc_now(),
+        "profile": profile,
+        "fingerprint": fingerprint,
+    }
 
 
 def command_text(args):
@@ -715,32 +790,17 @@ def command_text(args):
 def run(args):
     backend = keras.backend.backend()
     profile_name = args.profile
-    profile = dict(PROFILES[profile_name])
-    if args.settings:
-        profile["settings"] = args.settings
-    if args.seeds:
-        profile["seeds"] = args.seeds
+    profile = with_overrides(
+        PROFILES[profile_name], settings=args.settings, seeds=args.seeds
+    )
     store = Store(args.json)
     fingerprint = profile_fingerprint(profile)
-    prefix = record_key(profile_name, backend, "")
-    old_meta = store.get(record_key(profile_name, backend, "meta")) or {}
-    old = old_meta.get(f"{profile_name}|{backend}", {}).get("fingerprint")
-    if old is not None and old != fingerprint:
-        dropped = store.drop_prefix(prefix)
-        print(
-            f"profile changed since the stored run ({old} -> {fingerprint}): "
-            f"dropped {dropped} stale records of {prefix!r}"
-        )
-    meta = {
-        f"{profile_name}|{backend}": {
-            "command": command_text(args),
-            "machine": timing.describe_machine(),
-            "date": timing.utc_now(),
-            "profile": profile,
-            "fingerprint": fingerprint,
-        }
-    }
-    store.put(record_key(profile_name, backend, "meta"), meta)
+    meta_key = record_key(profile_name, backend, "meta")
+    run_key = f"{profile_name}|{backend}"
+    old = (store.get(meta_key) or {}).get(run_key, {}).get("fingerprint")
+    drop_stale(store, record_key(profile_name, backend, ""), old, fingerprint)
+    meta = run_meta(command_text(args), profile, fingerprint)
+    store.put(meta_key, {run_key: meta})
     log = Progress(verbose=not args.silent)
     log(
         f"profile={profile_name} backend={backend} settings="

@@ -20,8 +20,9 @@ from accuracy_data import digits_splits  # noqa: E402
 from accuracy_data import gaussian_splits  # noqa: E402
 from keras import ops  # noqa: E402
 
-import keras_ptloss as kp  # noqa: E402
 from keras_ptloss import closeness  # noqa: E402
+from keras_ptloss.datasets import load_mnist1d  # noqa: E402
+from keras_ptloss.datasets import noisy_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "accuracy"
@@ -389,7 +390,7 @@ _MNIST1D_CACHE = {}
 def _mnist1d_data(profile):
     key = hp_key([profile["mnist1d_samples"], profile["mnist1d_fractions"]])
     if key not in _MNIST1D_CACHE:
-        _MNIST1D_CACHE[key] = kp.load_mnist1d(
+        _MNIST1D_CACHE[key] = load_mnist1d(
             num_samples=profile["mnist1d_samples"],
             fractions=profile["mnist1d_fractions"],
             seed=0,
@@ -442,7 +443,7 @@ def _superclass_setting(name, profile):
     x_train, y_train = data["train"]
     teacher_labels = y_train
     if noisy:
-        teacher_labels, _ = kp.noisy_labels(
+        teacher_labels, _ = noisy_labels(
             y_train, NOISE_RATE, num_classes=num_classes, seed=0
         )
     setting.teacher_data = (x_train, teacher_labels)
@@ -482,7 +483,7 @@ def _build_setting(name, profile):
         )
         teacher_labels = y_train
         if name == "mnist1d_noisy":
-            teacher_labels, _ = kp.noisy_labels(
+            teacher_labels, _ = noisy_labels(
                 y_train, 0.4, num_classes=10, seed=0
             )
         setting.teacher_data = (x_train, teacher_labels)

@@ -31,7 +31,6 @@ Usage:
 """
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -47,7 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from accuracy_data import digits_splits  # noqa: E402
 from accuracy_data import gaussian_splits  # noqa: E402
+from timing import read_json  # noqa: E402
 from timing import run_backend_worker  # noqa: E402
+from timing import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -173,6 +174,9 @@ def prepare(profile, folder):
                     [rng.permutation(n) for _ in range(epochs)]
                 ).astype("int64")
         np.savez(Path(folder) / f"{name}.npz", **arrays)
+        # Every backend distils from this teacher (its outputs pre-computed
+        # above; the Distiller checks them against its output shape).
+        teacher.save(Path(folder) / f"{name}_teacher.keras")
         info[name] = dict(
             teacher_test_accuracy=test_acc,
             sizes={
@@ -188,7 +192,7 @@ def prepare(profile, folder):
 
 
 class Snapshots:
-    """Records the model's weights after the given training steps."""
+    """Records the student's weights after the given training steps."""
 
     def __init__(self, steps):
         import keras
@@ -199,16 +203,23 @@ class Snapshots:
             def on_train_batch_end(self, batch, logs=None):
                 outer.step += 1
                 if outer.step in steps:
-                    outer.taken[outer.step] = self.model.get_weights()
+                    # The trained model: the Distiller (its student) or the
+                    # student itself; `self.model` syncs it on JAX.
+                    student = getattr(self.model, "student", self.model)
+                    outer.taken[outer.step] = student.get_weights()
 
         self.step, self.taken, self.callback = 0, {}, Callback()
 
 
 class Trainer:
-    """One compiled student per (setting, method), reused for every run
-    (the optimizer's state is reset and the weights loaded before each)."""
+    """One compiled model per (setting, method), reused for every run (the
+    optimizer's state is reset and the student's weights loaded before
+    each). KD trains through `keras_ptloss.Distiller` on the shared
+    teacher's pre-computed logits (`{"student_inputs", "teacher_outputs"}`
+    batches, no label term); the student alone is a plain Keras model on
+    the labels."""
 
-    def __init__(self, name, arrays, profile, method):
+    def __init__(self, name, arrays, profile, method, teacher_path):
         import keras
 
         import keras_ptloss as kp
@@ -216,19 +227,35 @@ class Trainer:
         self.name, self.arrays, self.profile = name, arrays, profile
         self.method = method
         self.hidden = profile["student_hidden"][name]
+        optimizer = keras.optimizers.Adam(profile["learning_rate"])
         if method == "alone":
             self.x, self.y = arrays["x_alone"], arrays["y_alone"]
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            self.student = mlp(self.x.shape[1], self.hidden, 10)
+            self.model = self.student
+            self.model.compile(
+                optimizer,
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
         else:
             self.x, self.y = arrays["x_transfer"], arrays["teacher_logits"]
-            loss = kp.KDLoss(
-                temperature=profile["temperature"], teacher_from_logits=True
+            self.student = mlp(self.x.shape[1], self.hidden, 10)
+            self.model = kp.Distiller(
+                keras.saving.load_model(teacher_path),
+                self.student,
+                kp.KDLoss(
+                    temperature=profile["temperature"],
+                    teacher_from_logits=True,
+                ),
+                student_loss_weight=0.0,
             )
-        self.model = mlp(self.x.shape[1], self.hidden, 10)
-        self.model.compile(
-            keras.optimizers.Adam(profile["learning_rate"]), loss
-        )
+            self.model.compile(optimizer)
         self.model.optimizer.build(self.model.trainable_variables)
+
+    def _data(self, x, y):
+        """`fit`'s `(x, y)`: the Distiller's offline batches for KD."""
+        if self.method == "alone":
+            return x, y
+        return {"student_inputs": x, "teacher_outputs": y}, None
 
     def _reset_optimizer(self):
         optimizer = self.model.optimizer
@@ -259,22 +286,21 @@ class Trainer:
             # This backend's own seeded initialisation and shuffling.
             weights = mlp(self.x.shape[1], self.hidden, 10).get_weights()
             fit_x, fit_y, fit_epochs, shuffle = self.x, self.y, epochs, True
-        self.model.set_weights(weights)
+        self.student.set_weights(weights)
         self._reset_optimizer()
         snaps = Snapshots(set(SNAPSHOTS))
         self.model.fit(
-            fit_x,
-            fit_y,
+            *self._data(fit_x, fit_y),
             epochs=fit_epochs,
             batch_size=profile["batch_size"],
             shuffle=shuffle,
             verbose=0,
             callbacks=[snaps.callback],
         )
-        logits = keras.ops.convert_to_numpy(self.model(arrays["x_test"]))
+        logits = keras.ops.convert_to_numpy(self.student(arrays["x_test"]))
         preds = np.argmax(logits, 1)
         accuracy = float(np.mean(preds == arrays["y_test"]))
-        snaps.taken["final"] = self.model.get_weights()
+        snaps.taken["final"] = self.student.get_weights()
         return accuracy, preds, snaps.taken
 
 
@@ -286,7 +312,10 @@ def worker(args, profile):
     for name in profile["settings"]:
         arrays = dict(np.load(folder / f"{name}.npz"))
         saved = {}
-        trainers = {m: Trainer(name, arrays, profile, m) for m in METHODS}
+        teacher = folder / f"{name}_teacher.keras"
+        trainers = {
+            m: Trainer(name, arrays, profile, m, teacher) for m in METHODS
+        }
         for controlled in (True, False):
             for method in METHODS:
                 for seed in range(profile["seeds"]):
@@ -311,7 +340,7 @@ def worker(args, profile):
                         for i, w in enumerate(weights):
                             saved[f"{key}_{step}_{i}"] = w
         np.savez(folder / f"{args.backend}_{name}.npz", **saved)
-    Path(args.worker_output).write_text(json.dumps(out))
+    write_json(args.worker_output, out)
 
 
 # --------------------------------------------------------------------------
@@ -537,7 +566,7 @@ def conclude(comparison):
     )
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backends", default=",".join(BACKENDS))
@@ -550,21 +579,33 @@ def main(argv=None):
         action="store_true",
         help="rewrite the markdown section from the saved JSON",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     output = Path(args.output)
+    json_path, md_path = output.with_suffix(".json"), output.with_suffix(".md")
     if args.markdown_only:
-        report = json.loads(output.with_suffix(".json").read_text())
+        report = read_json(json_path)
         report["conclusion"] = conclude(report["comparison"])
-        output.with_suffix(".json").write_text(
-            json.dumps(report, indent=2) + "\n"
-        )
-        output.with_suffix(".md").write_text(markdown(report))
+        write_json(json_path, report)
+        md_path.write_text(markdown(report))
         return 0
     profile = dict(PROFILE)
     if args.quick:
         profile.update(QUICK)
     if args.worker_output:
         return worker(args, profile)
+    report = run(args, profile)
+    write_json(json_path, report)
+    md_path.write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def run(args, profile):
+    """The shared teachers, every backend's runs and their comparison."""
     start = time.time()
     with tempfile.TemporaryDirectory() as folder:
         info = prepare(profile, folder)
@@ -579,18 +620,10 @@ def main(argv=None):
         comparison = compare(profile, folder, results)
     import keras
 
-    versions = {}
-    for module in ("jax", "tensorflow", "torch", "keras"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            pass
     report = dict(
         command="python benchmarks/cross_backend.py"
         + (" --quick" if args.quick else ""),
-        machine=f"{platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        machine=_machine(),
         teacher_backend=keras.backend.backend(),
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         minutes=(time.time() - start) / 60,
@@ -601,11 +634,21 @@ def main(argv=None):
         seed_noise=seed_noise(profile, results),
     )
     report["conclusion"] = conclude(comparison)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    output.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    return 0
+    return report
+
+
+def _machine():
+    versions = {}
+    for module in ("jax", "tensorflow", "torch", "keras"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return (
+        f"{platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+    )
 
 
 if __name__ == "__main__":

@@ -38,18 +38,15 @@ keras is imported); the results go to `benchmarks/results/distiller_speed`
 (`.json`, then `.md` generated from it).
 """
 
-import argparse
-import os
-import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 import timing  # noqa: E402
 
-BACKENDS = ("jax", "tensorflow", "torch")
 NAME = "distiller_speed"
 METHODS = (
     "keras_io",
@@ -80,71 +77,26 @@ NUM_CLASSES = 10
 DEFAULT_CONFIGS = ("64/4.5", "256-256/4.5", "256-256/30")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS)
-    )
-    parser.add_argument(
-        "--samples", type=int, default=8192, help="examples per epoch"
-    )
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument(
+# The script's own options: (flag, default, help), see harness.add_options.
+OPTIONS = [
+    ("--samples", 8192, "examples per epoch"),
+    ("--batch-size", 256, None),
+    (
         "--configs",
-        nargs="+",
-        default=list(DEFAULT_CONFIGS),
-        help="STUDENT/MULTIPLE: the student's hidden widths joined by '-', "
-        "and the teacher's MACs per example as a multiple of the "
-        "student's (its hidden width is solved for)",
+        list(DEFAULT_CONFIGS),
+        "STUDENT/MULTIPLE: the student's hidden widths joined by "
+        "'-', and the teacher's MACs per example as a multiple of "
+        "the student's (its hidden width is solved for)",
+    ),
+    ("--rounds", 7, "timed epochs per method"),
+]
+
+
+def parse_args(argv=None):
+    parser = harness.speed_parser(
+        __doc__, "1024 samples, 2 rounds", 1800.0, OPTIONS
     )
-    parser.add_argument(
-        "--rounds", type=int, default=7, help="timed epochs per method"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads per backend (0: the backend's default); one "
-        "thread keeps ratios stable on a shared machine",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 1024 samples, 2 rounds; results go to "
-        "benchmarks/results/tmp unless --results-dir is given",
-    )
-    parser.add_argument(
-        "--results-dir",
-        default=None,
-        help="folder for the results (default benchmarks/results, or the "
-        "git-ignored benchmarks/results/tmp with --quick)",
-    )
-    parser.add_argument(
-        "--backend-timeout",
-        type=float,
-        default=1800.0,
-        help="seconds after which a backend's subprocess is stopped and "
-        "reported as not measured",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--markdown-only",
-        action="store_true",
-        help="only regenerate the .md from the existing .json",
-    )
-    parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-output", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.samples = min(args.samples, 1024)
-        args.rounds = min(args.rounds, 2)
-    if args.results_dir is None:
-        args.results_dir = str(
-            timing.QUICK_RESULTS if args.quick else timing.RESULTS
-        )
+    args = harness.parse(parser, argv, quick=_quick)
     try:
         args.parsed_configs = [parse_config(c) for c in args.configs]
     except ValueError:
@@ -163,6 +115,11 @@ def parse_config(text):
     if multiple <= 0 or any(w <= 0 for w in widths):
         raise ValueError(text)
     return widths, multiple
+
+
+def _quick(args):
+    args.samples = min(args.samples, 1024)
+    args.rounds = min(args.rounds, 2)
 
 
 # --------------------------------------------------------------------------
@@ -320,75 +277,21 @@ def build_methods(keras, student_spec, teacher_spec, x, y, seed):
     return methods, precompute
 
 
-def epoch_timer(keras):
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = (time.perf_counter(), time.process_time())
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.wall = time.perf_counter() - self.start[0]
-            self.cpu = time.process_time() - self.start[1]
-
-    return EpochTimer()
-
-
 def run_backend(args):
     backend = args.backend
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(timing.ROOT))
-    timing.configure_threads(backend, args.threads)
-    import keras
+    keras = harness.start_backend(backend, args.threads)
     import numpy as np
 
-    assert keras.backend.backend() == backend, keras.backend.backend()
     rng = np.random.default_rng(args.seed)
     x = rng.normal(size=(args.samples, NUM_FEATURES)).astype("float32")
     y = rng.integers(0, NUM_CLASSES, size=args.samples).astype("int32")
     result = {"backend": backend, "threads": args.threads, "configs": []}
     for hidden, multiple in args.parsed_configs:
-        keras.utils.set_random_seed(args.seed)
-        student_spec = student_widths(hidden)
-        student_macs = mlp_macs(student_spec)
-        spec = teacher_widths(student_spec, multiple)
-        methods, precompute = build_methods(
-            keras, student_spec, spec, x, y, args.seed
-        )
-        fit_kwargs = dict(batch_size=args.batch_size, epochs=1, verbose=0)
-        for model, data in methods.values():  # warm-up: compiles the step
-            model.fit(*data, **fit_kwargs)
-        wall = {name: [] for name in methods}
-        cpu = {name: [] for name in methods}
-        order = random.Random(args.seed)
-        names = list(methods)
-        for _ in range(args.rounds):
-            order.shuffle(names)
-            for name in names:
-                model, data = methods[name]
-                timer = epoch_timer(keras)
-                model.fit(*data, callbacks=[timer], **fit_kwargs)
-                wall[name].append(timer.wall)
-                cpu[name].append(timer.cpu)
-        entry = {
-            "multiple": multiple,
-            "student_widths": list(student_spec),
-            "teacher_widths": list(spec),
-            "teacher_macs": mlp_macs(spec),
-            "student_macs": student_macs,
-            "macs_ratio": mlp_macs(spec) / student_macs,
-            "precompute_seconds": precompute,
-            "epoch_seconds": {n: timing.summarize(wall[n]) for n in METHODS},
-            "epoch_cpu_seconds": {n: timing.summarize(cpu[n]) for n in METHODS},
-            "ratios": {},
-            "cpu_ratios": {},
-        }
-        for label, num, den, _, _ in RATIOS:
-            entry["ratios"][label] = timing.paired_ratio(wall, num, den)
-            entry["cpu_ratios"][label] = timing.paired_ratio(cpu, num, den)
+        entry = measure_config(keras, args, x, y, hidden, multiple)
         result["configs"].append(entry)
         print(
-            f"[{backend}] student {'-'.join(map(str, student_spec))}, "
-            f"teacher {entry['macs_ratio']:.1f}x: "
+            f"[{backend}] student {'-'.join(map(str, entry['student_widths']))}"
+            f", teacher {entry['macs_ratio']:.1f}x: "
             + ", ".join(
                 f"{label} {entry['ratios'][label]['median']:.2f}"
                 for label, *_ in RATIOS
@@ -398,13 +301,50 @@ def run_backend(args):
     return result
 
 
+def measure_config(keras, args, x, y, hidden, multiple):
+    """Epoch times of every method for one (student, teacher) pair."""
+    keras.utils.set_random_seed(args.seed)
+    student_spec = student_widths(hidden)
+    student_macs = mlp_macs(student_spec)
+    spec = teacher_widths(student_spec, multiple)
+    methods, precompute = build_methods(
+        keras, student_spec, spec, x, y, args.seed
+    )
+    fit_kwargs = dict(batch_size=args.batch_size, epochs=1, verbose=0)
+    for model, data in methods.values():  # warm-up: compiles the step
+        model.fit(*data, **fit_kwargs)
+
+    def epoch(model, data):
+        timer = harness.epoch_timer(keras)
+        model.fit(*data, callbacks=[timer], **fit_kwargs)
+        return timer.wall, timer.cpu
+
+    wall, cpu = harness.timed_rounds(
+        {n: lambda m=m: epoch(*m) for n, m in methods.items()},
+        args.rounds,
+        args.seed,
+    )
+    entry = {
+        "multiple": multiple,
+        "student_widths": list(student_spec),
+        "teacher_widths": list(spec),
+        "teacher_macs": mlp_macs(spec),
+        "student_macs": student_macs,
+        "macs_ratio": mlp_macs(spec) / student_macs,
+        "precompute_seconds": precompute,
+        "epoch_seconds": {n: timing.summarize(wall[n]) for n in METHODS},
+        "epoch_cpu_seconds": {n: timing.summarize(cpu[n]) for n in METHODS},
+        "ratios": {},
+        "cpu_ratios": {},
+    }
+    for label, num, den, _, _ in RATIOS:
+        entry["ratios"][label] = timing.paired_ratio(wall, num, den)
+        entry["cpu_ratios"][label] = timing.paired_ratio(cpu, num, den)
+    return entry
+
+
 # --------------------------------------------------------------------------
 # Parent: one subprocess per backend, then the JSON and the markdown.
-
-
-def run_subprocess(backend, argv, timeout):
-    result, reason = timing.run_backend_worker(__file__, backend, argv, timeout)
-    return result if reason is None else {"backend": backend, "skipped": reason}
 
 
 def _ms(summary):
@@ -427,6 +367,15 @@ def _config_label(entry):
 
 
 def to_markdown(data):
+    lines = _intro(data)
+    lines += _ratio_table(data["results"], lines)
+    lines += _epoch_table(data["results"])
+    lines += _models_line(data["results"])
+    return "\n".join(lines)
+
+
+def _intro(data):
+    """Title, protocol, command, machine and targets."""
     s = data["settings"]
     lines = [
         f"## Distiller epoch time ({data['machine']['cpu']})",
@@ -472,16 +421,16 @@ def to_markdown(data):
         "fast as online).",
         "",
     ]
+    return lines
+
+
+def _ratio_table(results, lines):
+    """The ratios' table; a note in `lines` for each backend not measured."""
     headers = ["backend", "student", "teacher"]
     for label, *_ in RATIOS:
         headers += [label, f"{label} CPU"]
     rows = []
-    for result in data["results"]:
-        if result.get("skipped"):
-            lines.append(
-                f"- **{result['backend']} not measured**: {result['skipped']}"
-            )
-            continue
+    for result in timing.measured(results, lines):
         for entry in result["configs"]:
             row = [result["backend"], *_config_label(entry)]
             for label, _, _, target, kind in RATIOS:
@@ -492,8 +441,11 @@ def to_markdown(data):
                     _ratio_cell(entry["cpu_ratios"][label], target, kind)
                 )
             rows.append(row)
-    lines += [timing.markdown_table(headers, rows, "lll" + "r" * 8), ""]
-    lines += [
+    return [timing.markdown_table(headers, rows, "lll" + "r" * 8), ""]
+
+
+def _epoch_table(results):
+    lines = [
         "Epoch times in ms (median, wall / CPU), and the one-time teacher "
         "pass of (d) (wall ms):",
         "",
@@ -501,7 +453,7 @@ def to_markdown(data):
     headers = ["backend", "student", "teacher"]
     headers += [LABELS[m] for m in METHODS] + ["(d) teacher pass"]
     rows = []
-    for result in data["results"]:
+    for result in results:
         for entry in result.get("configs", []):
             row = [result["backend"], *_config_label(entry)]
             for method in METHODS:
@@ -512,53 +464,52 @@ def to_markdown(data):
             row.append(f"{entry['precompute_seconds'] * 1e3:,.0f}")
             rows.append(row)
     lines += [timing.markdown_table(headers, rows, "lll" + "r" * 6), ""]
-    measured = [r for r in data["results"] if r.get("configs")]
-    if measured:
-        lines.append(
-            "Models (widths, input to output): "
-            + "; ".join(
-                f"student {'-'.join(map(str, e['student_widths']))} "
-                f"({e['student_macs']:,} MACs) with teacher "
-                f"{'-'.join(map(str, e['teacher_widths']))} "
-                f"({e['teacher_macs']:,} MACs)"
-                for e in measured[0]["configs"]
-            )
-            + "."
+    return lines
+
+
+def _models_line(results):
+    measured = [r for r in results if r.get("configs")]
+    if not measured:
+        return []
+    return [
+        "Models (widths, input to output): "
+        + "; ".join(
+            f"student {'-'.join(map(str, e['student_widths']))} "
+            f"({e['student_macs']:,} MACs) with teacher "
+            f"{'-'.join(map(str, e['teacher_widths']))} "
+            f"({e['teacher_macs']:,} MACs)"
+            for e in measured[0]["configs"]
         )
-    return "\n".join(lines)
+        + "."
+    ]
+
+
+def settings(args):
+    """The run's settings, as the results record them."""
+    names = ["samples", "batch_size", "configs", "rounds", "threads"]
+    return harness.settings(
+        args,
+        [*names, "quick", "seed"],
+        alpha=ALPHA,
+        temperature=TEMPERATURE,
+        coefficients=COEFFICIENTS,
+    )
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if timing.serve_worker(args, run_backend):
-        return
-    folder = Path(args.results_dir)
-    if args.markdown_only:
-        timing.rewrite_markdown(folder, NAME, to_markdown)
-        return
-    worker_argv = timing.drop_options(argv, {"--backends", "--backend-timeout"})
-    results = [
-        run_subprocess(backend, worker_argv, args.backend_timeout)
-        for backend in args.backends
-    ]
-    data = {
-        **timing.results_header(NAME, __file__, argv),
-        "settings": {
-            "samples": args.samples,
-            "batch_size": args.batch_size,
-            "configs": args.configs,
-            "rounds": args.rounds,
-            "threads": args.threads,
-            "quick": args.quick,
-            "seed": args.seed,
-            "alpha": ALPHA,
-            "temperature": TEMPERATURE,
-            "coefficients": COEFFICIENTS,
-        },
-        "results": results,
-    }
-    timing.write_results(folder, NAME, data, to_markdown)
+    harness.run_parent(
+        __file__,
+        NAME,
+        argv,
+        args,
+        (
+            run_backend,
+            to_markdown,
+            lambda results: {"settings": settings(args)},
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ exact and a student's `KL(p* || q)` is measured without sampling error.
   test ECE and NLL are recorded).
 - Student: a smaller Transformer, distilled on FRESH `transfer` sequences
   from the same language, with the teacher's logits pre-computed; every
-  method trains through `keras_ptloss.StudentPopulation` (one compiled
-  step; the members of a tuning grid train side by side on the same
-  batches, so a grid of three costs three student trainings).
+  method trains through `keras_ptloss.search_coefficients` (every
+  configuration of a tuning grid is one call with that single candidate:
+  one full training from the seed's initial weights on the seed's
+  batches, scored by validation NLL; a grid of three costs three student
+  trainings).
 - Methods: the student alone (cross-entropy on the sampled next tokens);
   KD, temperature tuned on the validation split's NLL; logit-standardised
   KD and KD + CE (weight 0.5), temperature tuned the same way; PTLoss with
@@ -67,29 +69,51 @@ import numpy as np  # noqa: E402
 import scipy.special  # noqa: E402
 import timing  # noqa: E402
 from accuracy_harness import Store  # noqa: E402
+from accuracy_harness import drop_stale  # noqa: E402
 from accuracy_harness import record_key  # noqa: E402
+from accuracy_harness import run_meta  # noqa: E402
+from accuracy_harness import with_overrides  # noqa: E402
 from accuracy_settings import ece_of  # noqa: E402
 
 import keras_ptloss as kp  # noqa: E402
-from keras_ptloss.population import StudentPopulation  # noqa: E402
+from keras_ptloss.datasets import make_language  # noqa: E402
 
 NAME = "language"
 CODE_VERSION = 1
 TEMPERATURES = (1.0, 2.0, 4.0)
 
+
+def hidden_markov(
+    vocab_size, num_states, tokens_per_state, successors, concentration
+):
+    """A profile's `HiddenMarkovLanguage` arguments."""
+    return {
+        "vocab_size": vocab_size,
+        "num_states": num_states,
+        "tokens_per_state": tokens_per_state,
+        "successors": successors,
+        "concentration": concentration,
+    }
+
+
+def splits_of(**sequences):
+    """Sequences per split (train, transfer, validation)."""
+    return sequences
+
+
+def transformer_of(d_model, heads, layers, **training):
+    """A profile's Transformer (and, for the teacher, its epochs)."""
+    return {"d_model": d_model, "heads": heads, "layers": layers, **training}
+
+
 FULL = {
-    "language": {
-        "vocab_size": 1024,
-        "num_states": 32,
-        "tokens_per_state": 64,
-        "successors": 4,
-        "concentration": 0.2,
-    },
+    # vocabulary, hidden states, tokens per state, successors, Dirichlet.
+    "language": hidden_markov(1024, 32, 64, 4, 0.2),
     "length": 32,
-    "sequences": {"train": 1600, "transfer": 1024, "validation": 192},
+    "sequences": splits_of(train=1600, transfer=1024, validation=192),
     "test_sequences": 384,
-    "teacher": {"d_model": 64, "heads": 4, "layers": 2, "epochs": 14},
-    "student": {"d_model": 32, "heads": 2, "layers": 1},
+    "teacher": transformer_of(64, 4, 2, epochs=14),
+    "student": transformer_of(32, 2, 1),
     "student_epochs": 6,
     "batch_size": 64,
     "learning_rate": 2e-3,
@@ -101,26 +125,20 @@ FULL = {
     "data_seed": 0,
     "seeds": 5,
 }
-QUICK = {
-    **FULL,
-    "language": {
-        "vocab_size": 48,
-        "num_states": 4,
-        "tokens_per_state": 12,
-        "successors": 2,
-        "concentration": 0.3,
-    },
-    "length": 6,
-    "sequences": {"train": 64, "transfer": 64, "validation": 20},
-    "test_sequences": 20,
-    "teacher": {"d_model": 8, "heads": 2, "layers": 1, "epochs": 3},
-    "student": {"d_model": 4, "heads": 1, "layers": 1},
-    "student_epochs": 2,
-    "order": 2,
-    "strengths": (2.0,),
-    "selection_positions": 64,
-    "seeds": 2,
-}
+QUICK = dict(
+    FULL,
+    language=hidden_markov(48, 4, 12, 2, 0.3),
+    length=6,
+    sequences=splits_of(train=64, transfer=64, validation=20),
+    test_sequences=20,
+    teacher=transformer_of(8, 2, 1, epochs=3),
+    student=transformer_of(4, 1, 1),
+    student_epochs=2,
+    order=2,
+    strengths=(2.0,),
+    selection_positions=64,
+    seeds=2,
+)
 # A second condition where PTLoss's premise is stronger: a clearly more
 # over-confident teacher (about twice the steps on half the training
 # sequences: 30 epochs at batch 32 on 800), a student trained closer to
@@ -130,8 +148,8 @@ QUICK = {
 # same budget; the costlier LS-KD and KD + CE rows are left out by default.
 OVERCONFIDENT = {
     **FULL,
-    "sequences": {"train": 800, "transfer": 512, "validation": 192},
-    "teacher": {"d_model": 64, "heads": 4, "layers": 2, "epochs": 30},
+    "sequences": splits_of(train=800, transfer=512, validation=192),
+    "teacher": transformer_of(64, 4, 2, epochs=30),
     "student_epochs": 10,
     "batch_size": 32,
     "kd_temperatures": (1.0, 1.5, 2.0, 4.0),
@@ -213,7 +231,7 @@ def make_data(profile):
     sizes = dict(profile["sequences"], test=profile["test_sequences"])
     total = sum(sizes.values())
     fractions = {name: count / total for name, count in sizes.items()}
-    splits, language = kp.make_language(
+    splits, language = make_language(
         total,
         length=profile["length"],
         fractions=fractions,
@@ -344,53 +362,55 @@ def build_student_fn(profile):
     return build
 
 
-def train_members(profile, data, members, seed, weight=0.0):
-    """Trains one population of `(coefficients, temperature, standardize)`
-    members, as `search_coefficients` trains a rung (same initial weights,
-    same batch order for the seed); returns the members."""
-    build = build_student_fn(profile)
-    keras.utils.set_random_seed(seed)
-    students = [build() for _ in members]
-    for student in students[1:]:
-        student.set_weights(students[0].get_weights())
-    order = profile["order"]
-    population = StudentPopulation(
-        students,
-        np.stack([np.broadcast_to(m[0], (order,)) for m in members]),
-        [m[1] for m in members],
-        [m[2] for m in members],
-        student_loss_weight=weight,
+def search(profile, data, seed, candidates, trainings, **options):
+    """`keras_ptloss.search_coefficients` over `candidates` with a budget of
+    `trainings` full student trainings, scored by validation NLL; the
+    students are judged as trained (no method of this benchmark is
+    calibrated). `options` go to the call."""
+    epochs = profile["student_epochs"]
+    return kp.search_coefficients(
+        build_student_fn(profile),
+        data["x"],
+        data["teacher"],
+        data["validation"],
+        order=profile["order"],
+        epochs=epochs,
+        budget=trainings * epochs,
+        candidates=candidates,
+        metric="nll",
+        optimizer=keras.optimizers.Adam(profile["learning_rate"]),
+        batch_size=profile["batch_size"],
+        seed=seed,
+        calibrate=False,
+        verbose=0,
+        **options,
     )
-    population.compile(
-        optimizer=keras.optimizers.Adam(profile["learning_rate"])
-    )
-    x = data["x"]
-    targets = data["targets_with_labels"] if weight > 0 else data["teacher"]
-    order_rng = np.random.default_rng(seed)
-    for _ in range(profile["student_epochs"]):
-        permutation = order_rng.permutation(len(x))
-        population.fit(
-            x[permutation],
-            targets[permutation],
-            batch_size=profile["batch_size"],
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-    return students
 
 
-def best_on_validation(students, data):
-    """Index of the member with the lowest validation NLL, and the NLLs."""
-    x_val, y_val = data["validation"]
-    scores = []
-    for student in students:
-        scores.append(
-            metrics_of(
-                logits_of(student, x_val), y_val, data["validation_p_star"]
-            )["nll"]
+def train_candidates(profile, data, candidates, seed, weight=0.0):
+    """Trains each candidate fully through `search` (one candidate a call:
+    a single rung, no cut; the seed's initial weights and batch order,
+    common to every method) and scores it by validation NLL. Returns the
+    `SearchResult`s, in order."""
+    labels = data["labels"] if weight > 0 else None
+    return [
+        search(
+            profile,
+            data,
+            seed,
+            [candidate],
+            1,
+            labels=labels,
+            student_loss_weight=weight,
         )
-    return int(np.argmin(scores)), scores
+        for candidate in candidates
+    ]
+
+
+def candidate(coefficients, temperature, standardize=False):
+    return kp.Candidate(
+        np.asarray(coefficients, "float64"), float(temperature), standardize
+    )
 
 
 def selection_positions(data):
@@ -408,89 +428,114 @@ def selection_positions(data):
 def run_seed(profile, data, seed, store, key, log, methods=None):
     """Every method (or those in `methods`) for one seed; each result is
     stored as it finishes."""
-    order = profile["order"]
-    zero = np.zeros(order)
-    epochs = profile["student_epochs"]
-    temperatures = profile.get("kd_temperatures", TEMPERATURES)
-    if methods is None:
-        methods = profile.get("methods")
-    test_x, test_y = data["test"]
+    SeedRun(profile, data, seed, store, key, log, methods).run()
 
-    def finish(method, student, extra):
+
+class SeedRun:
+    """The methods of one seed, each stored as it finishes (see `run`)."""
+
+    def __init__(self, profile, data, seed, store, key, log, methods=None):
+        self.profile, self.data, self.seed = profile, data, seed
+        self.store, self.key, self.log = store, key, log
+        self.methods = profile.get("methods") if methods is None else methods
+        self.zero = np.zeros(profile["order"])
+
+    def run(self):
+        if not self.done("student"):
+            start = time.perf_counter()
+            (result,) = train_candidates(
+                self.profile,
+                self.data,
+                [candidate(self.zero, 1.0)],
+                self.seed,
+                1,
+            )
+            seconds = time.perf_counter() - start
+            self.finish("student", result.student, {"seconds": seconds})
+        temperatures = self.profile.get("kd_temperatures", TEMPERATURES)
+        # Each baseline's temperature tuned by validation NLL over its
+        # grid of full trainings.
+        for method, standardize, weight in (
+            ("kd", False, 0.0),
+            ("lskd", True, 0.0),
+            ("kd_ce", False, 0.5),
+        ):
+            if not self.done(method):
+                grid = [
+                    candidate(self.zero, t, standardize) for t in temperatures
+                ]
+                self.tune(method, grid, weight)
+        if not self.done("pt_selected"):
+            self.pt_selected()
+        searches = [("pt_search", False)]
+        if self.profile["search_standardized"]:
+            searches.append(("pt_search_std", True))
+        for method, standardize in searches:
+            if not self.done(method):
+                self.pt_search(method, standardize)
+
+    def done(self, method):
+        skipped = self.methods is not None and method not in self.methods
+        return (
+            skipped or self.store.get(self.key(self.seed, method)) is not None
+        )
+
+    def finish(self, method, student, extra):
+        data = self.data
+        test_x, test_y = data["test"]
         record = metrics_of(logits_of(student, test_x), test_y, data["p_star"])
         record.update(extra)
-        store.put(key(seed, method), record)
-        log(
-            f"seed {seed} {method}: ppl {record['perplexity']:.3f} "
+        self.store.put(self.key(self.seed, method), record)
+        self.log(
+            f"seed {self.seed} {method}: ppl {record['perplexity']:.3f} "
             f"KL {record['kl']:.4f} acc {record['accuracy']:.4f}"
         )
 
-    def done(method):
-        skipped = methods is not None and method not in methods
-        return skipped or store.get(key(seed, method)) is not None
-
-    if not done("student"):
+    def tune(self, method, grid, weight):
+        """The grid member with the lowest validation NLL."""
         start = time.perf_counter()
-        (student,) = train_members(profile, data, [(zero, 1.0, False)], seed, 1)
-        finish("student", student, {"seconds": time.perf_counter() - start})
+        results = train_candidates(
+            self.profile, self.data, grid, self.seed, weight
+        )
+        scores = [r.score for r in results]
+        best = int(np.argmin(scores))
+        self.finish(
+            method,
+            results[best].student,
+            {
+                "temperature": grid[best].temperature,
+                "validation_nll": scores,
+                "seconds": time.perf_counter() - start,
+            },
+        )
 
-    # The methods of one loss family (KD and LS-KD: no hard labels) that
-    # are still to run train side by side in one population (one compiled
-    # step); each is tuned over its own members (one per temperature).
-    grids = {
-        "kd": ([(zero, t, False) for t in temperatures], 0.0),
-        "lskd": ([(zero, t, True) for t in temperatures], 0.0),
-        "kd_ce": ([(zero, t, False) for t in temperatures], 0.5),
-    }
-    size = len(temperatures)
-    for group in (("kd", "lskd"), ("kd_ce",)):
-        pending = [method for method in group if not done(method)]
-        if not pending:
-            continue
-        members = [m for method in pending for m in grids[method][0]]
-        weight = grids[pending[0]][1]
+    def pt_selected(self):
+        """PTLoss at KD's tuned T, coefficients by `select_coefficients`."""
         start = time.perf_counter()
-        students = train_members(profile, data, members, seed, weight)
-        seconds = (time.perf_counter() - start) / len(pending)
-        for i, method in enumerate(pending):
-            part = slice(size * i, size * (i + 1))
-            best, scores = best_on_validation(students[part], data)
-            finish(
-                method,
-                students[part][best],
-                {
-                    "temperature": members[part][best][1],
-                    "validation_nll": scores,
-                    "seconds": seconds,
-                },
-            )
-
-    if not done("pt_selected"):
-        start = time.perf_counter()
-        kd = store.get(key(seed, "kd"))
+        kd = self.store.get(self.key(self.seed, "kd"))
         if kd is None:
             raise ValueError(
                 "PTLoss training-free uses KD's tuned temperature: run kd "
-                f"first (seed {seed})"
+                f"first (seed {self.seed})"
             )
         temperature = kd["temperature"]
-        val_probs, val_labels = selection_positions(data)
+        val_probs, val_labels = selection_positions(self.data)
         picked = kp.select_coefficients(
             val_probs,
             val_labels,
-            order=order,
+            order=self.profile["order"],
             temperature=temperature,
-            seed=seed,
+            seed=self.seed,
             verbose=0,
         )
         selection_seconds = time.perf_counter() - start
         eps = np.asarray(picked.coefficients, "float64")
-        (student,) = train_members(
-            profile, data, [(eps, temperature, False)], seed
+        (result,) = train_candidates(
+            self.profile, self.data, [candidate(eps, temperature)], self.seed
         )
-        finish(
+        self.finish(
             "pt_selected",
-            student,
+            result.student,
             {
                 "coefficients": eps.tolist(),
                 "temperature": temperature,
@@ -499,50 +544,35 @@ def run_seed(profile, data, seed, store, key, log, methods=None):
             },
         )
 
-    searches = [("pt_search", False)]
-    if profile["search_standardized"]:
-        searches.append(("pt_search_std", True))
-    for method, standardize in searches:
-        if done(method):
-            continue
+    def pt_search(self, method, standardize):
+        """PTLoss by `search_coefficients`, KD's tuning budget."""
+        profile, data, seed = self.profile, self.data, self.seed
         # The search's own proposal, with the training-free picks made on
         # the same subsample of validation positions as `pt_selected`.
         val_probs, val_labels = selection_positions(data)
         candidates = kp.propose_candidates(
             val_probs,
             val_labels,
-            order=order,
+            order=profile["order"],
             temperatures=TEMPERATURES,
             strengths=profile["strengths"],
             standardize=standardize,
             seed=seed,
         )
-        result = kp.search_coefficients(
-            build_student_fn(profile),
-            data["x"],
-            data["teacher"],
-            data["validation"],
-            order=order,
-            epochs=epochs,
-            budget=profile["tune_budget"] * epochs,
+        result = search(
+            profile,
+            data,
+            seed,
+            candidates,
+            profile["tune_budget"],
             temperatures=TEMPERATURES,
             strengths=profile["strengths"],
-            candidates=candidates,
-            metric="nll",
-            optimizer=keras.optimizers.Adam(profile["learning_rate"]),
-            batch_size=profile["batch_size"],
-            seed=seed,
-            # The published conditions judge the students as trained (no
-            # method of this benchmark is calibrated).
-            calibrate=False,
-            verbose=0,
         )
-        winner = result.candidates[result.winner]
-        finish(
+        self.finish(
             method,
             result.student,
             {
-                "winner": winner.label,
+                "winner": result.candidates[result.winner].label,
                 "coefficients": result.coefficients.tolist(),
                 "temperature": result.temperature,
                 "validation_nll": result.score,
@@ -557,28 +587,15 @@ def run_seed(profile, data, seed, store, key, log, methods=None):
 def run(args):
     backend = keras.backend.backend()
     profile_name = args.profile_name
-    profile = dict(PROFILES[profile_name])
-    if args.seeds:
-        profile["seeds"] = args.seeds
+    profile = with_overrides(PROFILES[profile_name], seeds=args.seeds)
     store = Store(args.json)
     fingerprint = profile_fingerprint(profile)
-    prefix = record_key(profile_name, backend, "")
     meta_key = record_key(profile_name, backend, "meta")
     old = (store.get(meta_key) or {}).get("fingerprint")
-    if old is not None and old != fingerprint:
-        dropped = store.drop_prefix(prefix)
-        print(f"profile changed: dropped {dropped} stale records")
+    drop_stale(store, record_key(profile_name, backend, ""), old, fingerprint)
     command = timing.command_line(script=__file__, argv=args.argv)
-    store.put(
-        meta_key,
-        {
-            "command": f"KERAS_BACKEND={backend} {command}",
-            "machine": timing.describe_machine(),
-            "date": timing.utc_now(),
-            "profile": profile,
-            "fingerprint": fingerprint,
-        },
-    )
+    command = f"KERAS_BACKEND={backend} {command}"
+    store.put(meta_key, run_meta(command, profile, fingerprint))
     start = time.perf_counter()
 
     def log(message):
@@ -590,39 +607,15 @@ def run(args):
     teacher, teacher_seconds, teacher_curve = train_teacher(
         profile, splits, log, args.cache_dir
     )
-    x, transfer_y = splits["transfer"]
-    teacher_logits = logits_of(teacher, x)
-    vocab = profile["language"]["vocab_size"]
-    one_hot = np.eye(vocab, dtype="float32")[transfer_y]
-    x_val, y_val = splits["validation"]
-    data = {
-        "x": x,
-        "vocab": vocab,
-        "selection_positions": profile["selection_positions"],
-        "teacher": teacher_logits,
-        "targets_with_labels": np.concatenate([teacher_logits, one_hot], -1),
-        "validation": (x_val, y_val),
-        "validation_teacher": logits_of(teacher, x_val),
-        "validation_p_star": language.next_token_probs(x_val, "float32"),
-        "test": splits["test"],
-        "p_star": language.next_token_probs(splits["test"][0], "float32"),
-    }
-    del one_hot
+    data = student_data(profile, splits, language, teacher)
     reference_key = record_key(profile_name, backend, "reference")
     if store.get(reference_key) is None:
-        test_x, test_y = splits["test"]
-        p_star = data["p_star"]
-        teacher_record = metrics_of(logits_of(teacher, test_x), test_y, p_star)
-        teacher_record["train"] = metrics_of(
-            logits_of(teacher, splits["train"][0]),
-            splits["train"][1],
-            language.next_token_probs(splits["train"][0], "float32"),
+        teacher_record, bayes = references(
+            splits, language, teacher, data["p_star"]
         )
         teacher_record["seconds"] = teacher_seconds
         if teacher_curve is not None:
             teacher_record["validation_perplexity"] = teacher_curve
-        bayes = metrics_of(np.log(np.maximum(p_star, 1e-30)), test_y, p_star)
-        bayes["entropy_rate"] = language.entropy_rate(test_x)
         store.put(reference_key, {"teacher": teacher_record, "bayes": bayes})
         log(
             f"teacher: test ppl {teacher_record['perplexity']:.3f} KL "
@@ -640,6 +633,41 @@ def run(args):
         {"date": timing.utc_now(), "seconds": time.perf_counter() - start},
     )
     log("done")
+
+
+def student_data(profile, splits, language, teacher):
+    """What the students train and are measured on: transfer inputs with
+    the teacher's logits and the sampled next tokens, validation and test
+    splits, and the exact p* on them."""
+    x, transfer_y = splits["transfer"]
+    x_val, y_val = splits["validation"]
+    return {
+        "x": x,
+        "vocab": profile["language"]["vocab_size"],
+        "selection_positions": profile["selection_positions"],
+        "teacher": logits_of(teacher, x),
+        "labels": transfer_y,
+        "validation": (x_val, y_val),
+        "validation_teacher": logits_of(teacher, x_val),
+        "validation_p_star": language.next_token_probs(x_val, "float32"),
+        "test": splits["test"],
+        "p_star": language.next_token_probs(splits["test"][0], "float32"),
+    }
+
+
+def references(splits, language, teacher, p_star):
+    """The teacher's and the Bayes predictor's metrics on the test split
+    (and the teacher's on its training split)."""
+    test_x, test_y = splits["test"]
+    teacher_record = metrics_of(logits_of(teacher, test_x), test_y, p_star)
+    teacher_record["train"] = metrics_of(
+        logits_of(teacher, splits["train"][0]),
+        splits["train"][1],
+        language.next_token_probs(splits["train"][0], "float32"),
+    )
+    bayes = metrics_of(np.log(np.maximum(p_star, 1e-30)), test_y, p_star)
+    bayes["entropy_rate"] = language.entropy_rate(test_x)
+    return teacher_record, bayes
 
 
 # --------------------------------------------------------------------------
@@ -734,6 +762,25 @@ def _signed(stat, digits=4):
 def markdown(summary, profile_name, heading="##"):
     """The section of one condition (its setup, references, the table and
     the paired differences to KD, the verdict)."""
+    lines = _setup(summary, profile_name, heading)
+    lines.append(_results_table(summary["rows"]))
+    lines += [
+        "",
+        "Paired differences to tuned KD (mean ± SE over seeds; negative "
+        "perplexity / KL / ECE is better):",
+        "",
+        _difference_table(summary["rows"]),
+    ]
+    lines += _verdict_lines(summary)
+    return "\n".join(lines)
+
+
+def _num_seeds(rows):
+    return len(rows.get("kd", {"runs": []})["runs"])
+
+
+def _setup(summary, profile_name, heading):
+    """The heading, command, protocol and references of one condition."""
     meta, reference, rows = (
         summary["meta"],
         summary["reference"],
@@ -742,7 +789,7 @@ def markdown(summary, profile_name, heading="##"):
     profile = meta["profile"]
     lang = profile["language"]
     teacher, bayes = reference["teacher"], reference["bayes"]
-    n = len(rows.get("kd", {"runs": []})["runs"])
+    n = _num_seeds(rows)
     # A run made in parts (`--methods`) is regenerated by the plain command.
     command = shlex.join(
         timing.drop_options(shlex.split(meta["command"]), ["--methods"])
@@ -760,7 +807,7 @@ def markdown(summary, profile_name, heading="##"):
             "student-epochs"
         )
     title = CONDITIONS.get(profile_name)
-    lines = [
+    return [
         f"{heading} Language model distillation with exact p*"
         + (f" — condition {title}" if title else ""),
         "",
@@ -801,6 +848,11 @@ def markdown(summary, profile_name, heading="##"):
         + _curve_note(teacher),
         "",
     ]
+
+
+def _results_table(rows):
+    """Mean ± std of every method's metrics, with what it chose."""
+    n = _num_seeds(rows)
     table = []
     for method, row in rows.items():
         stats = row["stats"]
@@ -826,26 +878,22 @@ def markdown(summary, profile_name, heading="##"):
                 note,
             ]
         )
-    lines.append(
-        timing.markdown_table(
-            [
-                "method",
-                "accuracy",
-                "perplexity",
-                "KL(p* ‖ student)",
-                "ECE",
-                "chosen",
-            ],
-            table,
-            align="lrrrrl",
-        )
+    return timing.markdown_table(
+        [
+            "method",
+            "accuracy",
+            "perplexity",
+            "KL(p* ‖ student)",
+            "ECE",
+            "chosen",
+        ],
+        table,
+        align="lrrrrl",
     )
-    lines += [
-        "",
-        "Paired differences to tuned KD (mean ± SE over seeds; negative "
-        "perplexity / KL / ECE is better):",
-        "",
-    ]
+
+
+def _difference_table(rows):
+    """Paired differences of every method to tuned KD."""
     diff_rows = []
     for method, row in rows.items():
         if "vs_kd" not in row:
@@ -860,26 +908,27 @@ def markdown(summary, profile_name, heading="##"):
                 _signed(d["ece"]),
             ]
         )
-    lines.append(
-        timing.markdown_table(
-            ["method", "Δ accuracy", "Δ perplexity", "Δ KL", "Δ ECE"],
-            diff_rows,
-            align="lrrrr",
-        )
+    return timing.markdown_table(
+        ["method", "Δ accuracy", "Δ perplexity", "Δ KL", "Δ ECE"],
+        diff_rows,
+        align="lrrrr",
     )
+
+
+def _verdict_lines(summary):
     verdict = target_verdict(summary)
-    if verdict is not None:
-        word = {True: "yes", False: "no"}
-        lines += [
-            "",
-            "Target (PTLoss searched, plain, against tuned KD): KL lower by "
-            f"more than one SE: **{word[verdict['kl']]}**; perplexity lower "
-            f"by more than one SE: **{word[verdict['perplexity']]}**; "
-            "accuracy not below KD's by more than one std: "
-            f"**{word[verdict['accuracy']]}**. Target met: "
-            f"**{word[verdict['met']]}**.",
-        ]
-    return "\n".join(lines)
+    if verdict is None:
+        return []
+    word = {True: "yes", False: "no"}
+    return [
+        "",
+        "Target (PTLoss searched, plain, against tuned KD): KL lower by "
+        f"more than one SE: **{word[verdict['kl']]}**; perplexity lower "
+        f"by more than one SE: **{word[verdict['perplexity']]}**; "
+        "accuracy not below KD's by more than one std: "
+        f"**{word[verdict['accuracy']]}**. Target met: "
+        f"**{word[verdict['met']]}**.",
+    ]
 
 
 def _curve_note(teacher):

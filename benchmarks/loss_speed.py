@@ -24,17 +24,15 @@ All variants of one (backend, mode, K) are timed round-robin in the same
 process, and ratios are medians over rounds of the within-round ratio.
 """
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 import timing  # noqa: E402
 
-BACKENDS = ("jax", "tensorflow", "torch")
 TARGET_ORDER = 5
 TARGET_RATIO = 1.3
 REFERENCE = "KDLoss"
@@ -48,46 +46,51 @@ MODE_LABELS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="time only this backend (default: every backend of "
+    parser = harness.speed_parser(
+        __doc__,
+        "K in {10, 100}, 5 rounds, short samples",
+        backend_help="time only this backend (default: every backend of "
         "--backends); each backend runs in its own subprocess",
     )
-    parser.add_argument(
-        "--backends",
-        nargs="+",
-        choices=BACKENDS,
-        default=list(BACKENDS),
-        help="backends to run when --backend is not given",
-    )
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument(
-        "--classes", type=int, nargs="+", default=[10, 100, 1000]
-    )
-    parser.add_argument("--orders", type=int, nargs="+", default=[1, 2, 5])
-    parser.add_argument(
-        "--repeats", type=int, default=40, help="timed rounds per case"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=3, help="untimed calls per variant"
-    )
-    parser.add_argument(
-        "--min-time",
-        type=float,
-        default=0.02,
-        help="seconds one timed sample lasts at least (calls are looped)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads per backend (0: the backend's default); one "
-        "thread keeps ratios stable on a shared machine",
+    harness.add_options(
+        parser,
+        [
+            ("--batch-size", 256, None),
+            ("--classes", [10, 100, 1000], None),
+            ("--orders", [1, 2, 5], None),
+            ("--repeats", 40, "timed rounds per case"),
+            ("--warmup", 3, "untimed calls per variant"),
+            (
+                "--min-time",
+                0.02,
+                "seconds one timed sample lasts at least (calls are looped)",
+            ),
+            (
+                "--device-label",
+                None,
+                "hardware named in the section title (default: the CPU)",
+            ),
+            (
+                "--output-name",
+                "loss_speed",
+                "results file stem: <results-dir>/<output-name>.json and .md",
+            ),
+            (
+                "--backend-budget",
+                None,
+                "seconds after which a backend starts no new (mode, K) case; "
+                "the cases left out are listed in the results",
+                float,
+            ),
+            (
+                "--total-budget",
+                None,
+                "seconds for all backends together: each backend gets an "
+                "equal share of the time left as its --backend-budget (less "
+                "15 s for start-up), and is stopped 45 s after its share",
+                float,
+            ),
+        ],
     )
     parser.add_argument(
         "--tf-modes",
@@ -101,68 +104,14 @@ def parse_args(argv=None):
         action="store_true",
         help="skip (with a note) any backend that sees no GPU",
     )
-    parser.add_argument(
-        "--device-label",
-        default=None,
-        help="hardware named in the section title (default: the CPU)",
-    )
-    parser.add_argument(
-        "--output-name",
-        default="loss_speed",
-        help="results file stem: <results-dir>/<output-name>.json and .md",
-    )
-    parser.add_argument(
-        "--results-dir",
-        default=None,
-        help="folder for the results (default benchmarks/results, or the "
-        "git-ignored benchmarks/results/tmp with --quick)",
-    )
-    parser.add_argument(
-        "--backend-budget",
-        type=float,
-        default=None,
-        help="seconds after which a backend starts no new (mode, K) case; "
-        "the cases left out are listed in the results",
-    )
-    parser.add_argument(
-        "--total-budget",
-        type=float,
-        default=None,
-        help="seconds for all backends together: each backend gets an equal "
-        "share of the time left as its --backend-budget (less 15 s for "
-        "start-up), and is stopped 45 s after its share",
-    )
-    parser.add_argument(
-        "--backend-timeout",
-        type=float,
-        default=None,
-        help="seconds after which a backend's subprocess is stopped and "
-        "reported as not measured",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: K in {10, 100}, 5 rounds, short samples; results "
-        "go to benchmarks/results/tmp unless --results-dir is given",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--markdown-only",
-        action="store_true",
-        help="only regenerate <output-name>.md from the existing .json",
-    )
-    parser.add_argument("--worker-output", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.classes = [k for k in args.classes if k <= 100] or [10]
-        args.repeats = min(args.repeats, 5)
-        args.warmup = min(args.warmup, 2)
-        args.min_time = min(args.min_time, 0.005)
-    if args.results_dir is None:
-        args.results_dir = str(
-            timing.QUICK_RESULTS if args.quick else timing.RESULTS
-        )
-    return args
+    return harness.parse(parser, argv, quick=_quick)
+
+
+def _quick(args):
+    args.classes = [k for k in args.classes if k <= 100] or [10]
+    args.repeats = min(args.repeats, 5)
+    args.warmup = min(args.warmup, 2)
+    args.min_time = min(args.min_time, 0.005)
 
 
 # --------------------------------------------------------------------------
@@ -276,14 +225,7 @@ def torch_step(keras, loss, softmax, y_true, logits, is_gpu):
 def run_backend(args):
     """Times every case on `args.backend`; returns a JSON-able dict."""
     backend = args.backend
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(timing.ROOT))
-    timing.configure_threads(backend, args.threads)
-    import keras
-    import numpy as np
-
-    assert keras.backend.backend() == backend, keras.backend.backend()
+    keras = harness.start_backend(backend, args.threads)
     device, is_gpu = describe_device(backend)
     result = {
         "backend": backend,
@@ -306,67 +248,67 @@ def run_backend(args):
                     f"{args.backend_budget:g} s budget"
                 )
                 continue
-            rng = np.random.default_rng(args.seed + num_classes)
-            shape = (args.batch_size, num_classes)
-            teacher = rng.dirichlet(np.ones(num_classes), size=shape[0])
-            y_true = keras.ops.convert_to_tensor(teacher.astype("float32"))
-            logits = keras.ops.convert_to_tensor(
-                rng.normal(size=shape).astype("float32")
-            )
-            runs = {}
-            for name, loss, softmax in make_variants(
-                keras, rng, num_classes, args.orders
-            ):
-                if backend == "jax":
-                    runs[name] = jax_step(keras, loss, softmax, y_true, logits)
-                elif backend == "tensorflow":
-                    runs[name] = tf_step(
-                        keras,
-                        loss,
-                        softmax,
-                        y_true,
-                        logits,
-                        mode == "xla",
-                        is_gpu,
-                    )
-                else:
-                    runs[name] = torch_step(
-                        keras, loss, softmax, y_true, logits, is_gpu
-                    )
-            timings = timing.interleaved_timings(
-                runs,
-                repeats=args.repeats,
-                warmup=args.warmup,
-                min_time=args.min_time,
-                seed=args.seed,
-            )
-            wall, cpu = timings["wall"], timings["cpu"]
-            for name in runs:
-                case = {
-                    "mode": mode,
-                    "classes": num_classes,
-                    "variant": name,
-                    "inner_loops": timings["inner"][name],
-                    "seconds": timing.summarize(wall[name]),
-                    "vs_kd": timing.paired_ratio(wall, name, REFERENCE),
-                    "vs_kl": timing.paired_ratio(wall, name, BASELINE),
-                }
-                if not is_gpu:
-                    case["cpu_seconds"] = timing.summarize(cpu[name])
-                    case["cpu_vs_kd"] = timing.paired_ratio(
-                        cpu, name, REFERENCE
-                    )
-                    case["cpu_vs_kl"] = timing.paired_ratio(cpu, name, BASELINE)
-                result["cases"].append(case)
+            cases = time_case(keras, args, mode, num_classes, is_gpu)
+            result["cases"] += cases
             print(
                 f"[{backend}/{mode}] K={num_classes}: "
                 + ", ".join(
-                    f"{c['variant']} {c['vs_kd']['median']:.2f}x"
-                    for c in result["cases"][-len(runs) :]
+                    f"{c['variant']} {c['vs_kd']['median']:.2f}x" for c in cases
                 ),
                 flush=True,
             )
     return result
+
+
+def time_case(keras, args, mode, num_classes, is_gpu):
+    """Every variant's loss + gradient step at K = `num_classes`, timed
+    round-robin; one case record per variant."""
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed + num_classes)
+    shape = (args.batch_size, num_classes)
+    teacher = rng.dirichlet(np.ones(num_classes), size=shape[0])
+    y_true = keras.ops.convert_to_tensor(teacher.astype("float32"))
+    logits = keras.ops.convert_to_tensor(
+        rng.normal(size=shape).astype("float32")
+    )
+    backend = keras.backend.backend()
+    runs = {}
+    for name, loss, softmax in make_variants(
+        keras, rng, num_classes, args.orders
+    ):
+        step = (keras, loss, softmax, y_true, logits)
+        if backend == "jax":
+            runs[name] = jax_step(*step)
+        elif backend == "tensorflow":
+            runs[name] = tf_step(*step, mode == "xla", is_gpu)
+        else:
+            runs[name] = torch_step(*step, is_gpu)
+    timings = timing.interleaved_timings(
+        runs,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        min_time=args.min_time,
+        seed=args.seed,
+    )
+    wall, cpu = timings["wall"], timings["cpu"]
+    cases = []
+    for name in runs:
+        case = {
+            "mode": mode,
+            "classes": num_classes,
+            "variant": name,
+            "inner_loops": timings["inner"][name],
+            "seconds": timing.summarize(wall[name]),
+            "vs_kd": timing.paired_ratio(wall, name, REFERENCE),
+            "vs_kl": timing.paired_ratio(wall, name, BASELINE),
+        }
+        if not is_gpu:
+            case["cpu_seconds"] = timing.summarize(cpu[name])
+            case["cpu_vs_kd"] = timing.paired_ratio(cpu, name, REFERENCE)
+            case["cpu_vs_kl"] = timing.paired_ratio(cpu, name, BASELINE)
+        cases.append(case)
+    return cases
 
 
 # --------------------------------------------------------------------------
@@ -374,20 +316,7 @@ def run_backend(args):
 
 
 # Options the parent consumes; the per-backend workers never see them.
-PARENT_ONLY = {"--backends", "--backend-timeout", "--total-budget"}
-
-
-def run_subprocess(backend, args, argv, timeout=None):
-    """Runs the worker for `backend`; returns its result or a skip note."""
-    result, reason = timing.run_backend_worker(
-        __file__, backend, timing.drop_options(argv, PARENT_ONLY), timeout
-    )
-    return result if reason is None else _skipped(backend, reason)
-
-
-def _skipped(backend, reason):
-    print(f"   {backend} skipped: {reason}", flush=True)
-    return {"backend": backend, "skipped": reason, "cases": []}
+PARENT_ONLY = harness.PARENT_ONLY | {"--total-budget"}
 
 
 def settings(args):
@@ -590,32 +519,31 @@ def _mode_table(cases):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if timing.serve_worker(args, run_backend):
-        return
-    folder = Path(args.results_dir)
-    if args.markdown_only:
-        timing.rewrite_markdown(folder, args.output_name, to_markdown)
-        return
-    backends = [args.backend] if args.backend else args.backends
-    results = []
-    start = time.perf_counter()
-    for index, backend in enumerate(backends):
-        extra, timeout = [], args.backend_timeout
-        if args.total_budget:
-            left = args.total_budget - (time.perf_counter() - start)
-            share = max(left, 0.0) / (len(backends) - index)
-            extra = ["--backend-budget", f"{max(share - 15.0, 1.0):.0f}"]
-            timeout = share + 45.0
-        results.append(run_subprocess(backend, args, argv + extra, timeout))
-    data = {
-        **timing.results_header(args.output_name, __file__, argv),
-        "device_label": args.device_label or timing.cpu_description(),
-        "settings": settings(args),
-        "target": {"order": TARGET_ORDER, "max_ratio_vs_kd": TARGET_RATIO},
-        "results": results,
-    }
-    timing.write_results(folder, args.output_name, data, to_markdown)
-    print(_target_summary(data))
+
+    def schedule(index, count, elapsed):
+        """An equal share of what is left of `--total-budget`."""
+        if not args.total_budget:
+            return [], args.backend_timeout
+        share = max(args.total_budget - elapsed, 0.0) / (count - index)
+        extra = ["--backend-budget", f"{max(share - 15.0, 1.0):.0f}"]
+        return extra, share + 45.0
+
+    def make_data(results):
+        return {
+            "device_label": args.device_label or timing.cpu_description(),
+            "settings": settings(args),
+            "target": {"order": TARGET_ORDER, "max_ratio_vs_kd": TARGET_RATIO},
+            # A backend that was not measured has no cases.
+            "results": [{**r, "cases": r.get("cases", [])} for r in results],
+        }
+
+    steps = (run_backend, to_markdown, make_data)
+    name = args.output_name
+    data = harness.run_parent(
+        __file__, name, argv, args, steps, PARENT_ONLY, schedule
+    )
+    if data is not None:
+        print(_target_summary(data))
 
 
 if __name__ == "__main__":

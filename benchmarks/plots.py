@@ -23,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from selection_task import make_task  # noqa: E402
+
 
 def closeness_grid(task, out_path, num_classes=10, num_examples=2000, seed=0):
     import matplotlib
@@ -161,10 +163,8 @@ def reliability(task, out_path, num_classes=10, num_examples=20000, seed=0):
     return out_path
 
 
-def make_plots(out_dir, seed=0, make_task=None):
+def make_plots(out_dir, seed=0):
     """Writes both PNGs into `out_dir`; returns `[(title, path), ...]`."""
-    if make_task is None:
-        from selection_speed import make_task
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [

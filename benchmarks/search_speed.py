@@ -5,7 +5,7 @@ For each backend, N MNIST-1D MLP students (40 inputs, hidden widths
 temperature, are trained on the same teacher logits (pre-computed, as the
 search does) by
 
-- (a) `population`: one `keras_ptloss.population.StudentPopulation` holding
+- (a) `population`: one `keras_ptloss.StudentPopulation` holding
   all N (one Keras model, one compiled step; the step of
   `keras_ptloss.search_coefficients`);
 - (b) `separate`: N students, each compiled on its own with
@@ -40,114 +40,61 @@ runs in its own subprocess; the results go to
 `benchmarks/results/search_speed` (`.json`, then `.md` generated from it).
 """
 
-import argparse
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 import timing  # noqa: E402
 
-BACKENDS = ("jax", "tensorflow", "torch")
 NAME = "search_speed"
 TARGET = 3.0
 ORDER = 5
 NUM_CLASSES = 10
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS)
-    )
-    parser.add_argument(
-        "--members", type=int, default=8, help="students N in the population"
-    )
-    parser.add_argument(
+# The script's own options: (flag, default, help), see harness.add_options.
+OPTIONS = [
+    ("--members", 8, "students N in the population"),
+    (
         "--samples",
-        type=int,
-        default=4000,
-        help="MNIST-1D transfer examples per epoch (a multiple of 10)",
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
+        4000,
+        "MNIST-1D transfer examples per epoch (a multiple of 10)",
+    ),
+    ("--batch-size", 64, None),
+    (
         "--hidden",
-        default="100-100",
-        help="the student's hidden widths joined by '-'",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="timed epochs per method"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads per backend (0: the backend's default); one "
-        "thread keeps ratios stable on a shared machine",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 1000 samples, 2 rounds; results go to "
-        "benchmarks/results/tmp unless --results-dir is given",
-    )
-    parser.add_argument(
-        "--results-dir",
-        default=None,
-        help="folder for the results (default benchmarks/results, or the "
-        "git-ignored benchmarks/results/tmp with --quick)",
-    )
-    parser.add_argument(
-        "--backend-timeout",
-        type=float,
-        default=900.0,
-        help="seconds after which a backend's subprocess is stopped and "
-        "reported as not measured",
-    )
-    parser.add_argument(
+        "100-100",
+        "the student's hidden widths joined by '-'",
+    ),
+    ("--rounds", 5, "timed epochs per method"),
+    (
         "--epochs",
-        type=int,
-        default=10,
-        help="epochs of one full training, for the pipeline vs KD tuning",
-    )
-    parser.add_argument(
+        10,
+        "epochs of one full training, for the pipeline vs KD tuning",
+    ),
+    (
         "--tune-budget",
-        type=int,
-        default=6,
-        help="full trainings KD's tuning runs; the pipeline's budget is as "
-        "many in student-epochs",
-    )
-    parser.add_argument(
+        6,
+        "full trainings KD's tuning runs; the pipeline's budget is "
+        "as many in student-epochs",
+    ),
+    (
         "--pipeline-rounds",
-        type=int,
-        default=3,
-        help="timed rounds of the pipeline vs KD tuning (0: skip it)",
+        3,
+        "timed rounds of the pipeline vs KD tuning (0: skip it)",
+    ),
+]
+
+
+def parse_args(argv=None):
+    parser = harness.speed_parser(
+        __doc__, "1000 samples, 2 rounds", 900.0, OPTIONS
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--markdown-only",
-        action="store_true",
-        help="only regenerate the .md from the existing .json",
-    )
-    parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-output", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.samples = min(args.samples, 1000)
-        args.rounds = min(args.rounds, 2)
-        args.epochs = min(args.epochs, 2)
-        args.tune_budget = min(args.tune_budget, 2)
-        args.pipeline_rounds = min(args.pipeline_rounds, 1)
-    if args.results_dir is None:
-        args.results_dir = str(
-            timing.QUICK_RESULTS if args.quick else timing.RESULTS
-        )
+    args = harness.parse(parser, argv, quick=_quick)
     try:
         args.widths = tuple(int(w) for w in args.hidden.split("-"))
     except ValueError:
@@ -161,6 +108,14 @@ def parse_args(argv=None):
             "--epochs and --tune-budget must be >= 1, --pipeline-rounds >= 0"
         )
     return args
+
+
+def _quick(args):
+    args.samples = min(args.samples, 1000)
+    args.rounds = min(args.rounds, 2)
+    args.epochs = min(args.epochs, 2)
+    args.tune_budget = min(args.tune_budget, 2)
+    args.pipeline_rounds = min(args.pipeline_rounds, 1)
 
 
 # --------------------------------------------------------------------------
@@ -261,19 +216,23 @@ def pipeline_vs_kd_tuning(args, keras, x, logits, validation):
             scores.append(float(np.mean(predicted.argmax(1) == y_val)))
         return len(scores) * args.epochs
 
-    methods = {"pipeline": pipeline, "kd_tuning": kd_tuning}
-    wall = {name: [] for name in methods}
-    cpu = {name: [] for name in methods}
     student_epochs = {}
-    names = list(methods)
-    order = random.Random(args.seed + 1)
-    for _ in range(args.pipeline_rounds):
-        order.shuffle(names)
-        for name in names:
+
+    def timed(name, fn):
+        def run():
             start = (time.perf_counter(), time.process_time())
-            student_epochs[name] = methods[name]()
-            wall[name].append(time.perf_counter() - start[0])
-            cpu[name].append(time.process_time() - start[1])
+            student_epochs[name] = fn()
+            end = (time.perf_counter(), time.process_time())
+            return end[0] - start[0], end[1] - start[1]
+
+        return run
+
+    methods = {"pipeline": pipeline, "kd_tuning": kd_tuning}
+    wall, cpu = harness.timed_rounds(
+        {name: timed(name, fn) for name, fn in methods.items()},
+        args.pipeline_rounds,
+        args.seed + 1,
+    )
     return {
         "seconds": {n: timing.summarize(wall[n]) for n in methods},
         "cpu_seconds": {n: timing.summarize(cpu[n]) for n in methods},
@@ -284,31 +243,13 @@ def pipeline_vs_kd_tuning(args, keras, x, logits, validation):
     }
 
 
-def epoch_timer(keras):
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = (time.perf_counter(), time.process_time())
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.wall = time.perf_counter() - self.start[0]
-            self.cpu = time.process_time() - self.start[1]
-
-    return EpochTimer()
-
-
 def run_backend(args):
     backend = args.backend
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(timing.ROOT))
-    timing.configure_threads(backend, args.threads)
-    import keras
-
+    keras = harness.start_backend(backend, args.threads)
     from keras_ptloss import PTLoss
-    from keras_ptloss import load_mnist1d
-    from keras_ptloss.population import StudentPopulation
+    from keras_ptloss import StudentPopulation
+    from keras_ptloss.datasets import load_mnist1d
 
-    assert keras.backend.backend() == backend, keras.backend.backend()
     keras.utils.set_random_seed(args.seed)
     splits = load_mnist1d(
         num_samples=args.samples, fractions={"transfer": 1.0}, seed=args.seed
@@ -344,7 +285,7 @@ def run_backend(args):
     fit_kwargs = dict(batch_size=args.batch_size, epochs=1, verbose=0)
 
     def epoch(model):
-        timer = epoch_timer(keras)
+        timer = harness.epoch_timer(keras)
         model.fit(x, logits, callbacks=[timer], **fit_kwargs)
         return timer.wall, timer.cpu
 
@@ -356,16 +297,7 @@ def run_backend(args):
             map(sum, zip(*(epoch(m) for m in separate), strict=True))
         ),
     }
-    wall = {name: [] for name in methods}
-    cpu = {name: [] for name in methods}
-    names = list(methods)
-    order = random.Random(args.seed)
-    for _ in range(args.rounds):
-        order.shuffle(names)
-        for name in names:
-            seconds, cpu_seconds = methods[name]()
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
+    wall, cpu = harness.timed_rounds(methods, args.rounds, args.seed)
     result = {
         "backend": backend,
         "threads": args.threads,
@@ -395,11 +327,6 @@ def run_backend(args):
 
 # --------------------------------------------------------------------------
 # Parent: one subprocess per backend, then the JSON and the markdown.
-
-
-def run_subprocess(backend, argv, timeout):
-    result, reason = timing.run_backend_worker(__file__, backend, argv, timeout)
-    return result if reason is None else {"backend": backend, "skipped": reason}
 
 
 def _cell(summary):
@@ -463,12 +390,7 @@ def to_markdown(data):
         "speed-up CPU",
     ]
     rows = []
-    for result in data["results"]:
-        if result.get("skipped"):
-            lines.append(
-                f"- **{result['backend']} not measured**: {result['skipped']}"
-            )
-            continue
+    for result in timing.measured(data["results"], lines):
         e, c = result["epoch_seconds"], result["epoch_cpu_seconds"]
         rows.append(
             [
@@ -552,41 +474,20 @@ def _load_line(load):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if timing.serve_worker(args, run_backend):
-        return
-    folder = Path(args.results_dir)
-    if args.markdown_only:
-        timing.rewrite_markdown(folder, NAME, to_markdown)
-        return
-    worker_argv = timing.drop_options(argv, {"--backends", "--backend-timeout"})
     # Load averages (1, 5, 15 min) before and after: timings are comparable
     # only from a machine that ran nothing else meanwhile.
     load_start = os.getloadavg()
-    results = [
-        run_subprocess(backend, worker_argv, args.backend_timeout)
-        for backend in args.backends
-    ]
-    data = {
-        **timing.results_header(NAME, __file__, argv),
-        "load_average": {"start": load_start, "end": os.getloadavg()},
-        "settings": {
-            "members": args.members,
-            "samples": args.samples,
-            "batch_size": args.batch_size,
-            "hidden": args.hidden,
-            "rounds": args.rounds,
-            "threads": args.threads,
-            "quick": args.quick,
-            "seed": args.seed,
-            "epochs": args.epochs,
-            "tune_budget": args.tune_budget,
-            "pipeline_rounds": args.pipeline_rounds,
-            "order": ORDER,
-            "target": TARGET,
-        },
-        "results": results,
-    }
-    timing.write_results(folder, NAME, data, to_markdown)
+    names = ["members", "samples", "batch_size", "hidden", "rounds"]
+    names += ["threads", "quick", "seed", "epochs", "tune_budget"]
+    names += ["pipeline_rounds"]
+
+    def make_data(results):
+        load = {"start": load_start, "end": os.getloadavg()}
+        recorded = harness.settings(args, names, order=ORDER, target=TARGET)
+        return {"load_average": load, "settings": recorded}
+
+    steps = (run_backend, to_markdown, make_data)
+    harness.run_parent(__file__, NAME, argv, args, steps)
 
 
 if __name__ == "__main__":

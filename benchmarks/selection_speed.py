@@ -40,7 +40,9 @@ import scipy.optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 import timing  # noqa: E402
+from selection_task import make_task  # noqa: E402
 
 NAME = "selection_speed"
 TARGETS = {
@@ -56,30 +58,33 @@ def parse_args(argv=None):
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--examples", type=int, default=10_000)
-    parser.add_argument(
-        "--classes", type=int, nargs="+", default=[10, 100, 1000]
+    harness.add_options(
+        parser,
+        [
+            ("--examples", 10_000, None),
+            ("--classes", [10, 100, 1000], None),
+            ("--orders", [1, 5], None),
+            ("--repeats", 3, "timed selection runs per case (median reported)"),
+            (
+                "--repeats-large",
+                1,
+                "timed runs for class-wise K >= 1000 (minutes each)",
+            ),
+            ("--candidates", 256, None),
+            (
+                "--solver-rounds",
+                5,
+                "round-robin rounds timing our solver against the naive one",
+            ),
+            ("--seed", 0, None),
+        ],
     )
-    parser.add_argument("--orders", type=int, nargs="+", default=[1, 5])
     parser.add_argument(
         "--modes",
         nargs="+",
         default=["shared", "classwise"],
         choices=["shared", "classwise"],
     )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=3,
-        help="timed selection runs per case (median reported)",
-    )
-    parser.add_argument(
-        "--repeats-large",
-        type=int,
-        default=1,
-        help="timed runs for class-wise K >= 1000 (minutes each)",
-    )
-    parser.add_argument("--candidates", type=int, default=256)
     parser.add_argument(
         "--naive-examples",
         type=int,
@@ -89,13 +94,6 @@ def parse_args(argv=None):
         help="subsample size of the naive scipy solver for K <= 10, <= 100 "
         "and larger",
     )
-    parser.add_argument(
-        "--solver-rounds",
-        type=int,
-        default=5,
-        help="round-robin rounds timing our solver against the naive one",
-    )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-plots", action="store_true", help="skip the PNG plots"
     )
@@ -120,36 +118,6 @@ def parse_args(argv=None):
         args.naive_examples = [5, 3, 1]
         args.solver_rounds = 2
     return args
-
-
-# --- The synthetic task ------------------------------------------------------
-
-
-def make_task(
-    num_examples, num_classes, seed, sample=0, dim=32, tau=0.6, noise=0.3
-):
-    """Teacher probabilities, labels and exact Bayes probabilities p*.
-
-    `seed` fixes the task (class means, teacher biases); `sample` the draw
-    of examples from it.
-    """
-    task_rng = np.random.default_rng(seed)
-    spread = 1.5 * np.sqrt(2.0 * np.log(num_classes) / dim)
-    means = task_rng.normal(scale=spread, size=(num_classes, dim))
-    bias = task_rng.normal(scale=0.3, size=num_classes)
-    rng = np.random.default_rng([seed, sample])
-    labels = rng.integers(0, num_classes, size=num_examples)
-    x = means[labels] + rng.normal(size=(num_examples, dim))
-    logits = x @ means.T - 0.5 * np.sum(means**2, axis=1)
-    p_star = _softmax(logits)
-    teacher_logits = logits / tau + bias + noise * rng.normal(size=logits.shape)
-    return _softmax(teacher_logits), labels, p_star
-
-
-def _softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 # --- The naive per-example solver --------------------------------------------
@@ -295,56 +263,110 @@ def fmt_s(seconds):
 
 
 def fmt_duration(seconds):
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"
+    for unit, size in (("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size or unit == "s":
+            return f"{seconds / size:.1f} {unit}"
 
 
 def markdown(data, plots, out_dir):
-    rows = []
-    for r in data["rows"]:
-        target = target_of(r)
-        wall = fmt_s(r["wall"]["median"])
-        if target is not None:
-            ok = r["wall"]["median"] <= target
-            wall = f"{wall} ({'≤' if ok else '**>**'} {target:g})"
-        search = " → ".join(
-            f"{s['candidates']}@{s['examples']}" for s in r["screening"]
-        )
-        speed = r["speedup"]["median"]
-        rows.append(
+    """The section: protocol, the speed and quality tables, the plots."""
+    lines = _protocol(data) + [
+        timing.markdown_table(
             [
-                f"{r['mode']}, K={r['classes']}, M={r['order']}",
-                wall,
-                fmt_s(r["cpu"]["median"]),
-                r["repeats"],
-                search,
-                r["refinement_steps"],
-                f"{r['example_solves']:,}",
-                timing.format_us(r["ours_per_example_s"]["median"]),
-                f"{r['naive_per_example_s']['median'] * 1e3:,.1f}",
-                f"{speed:,.0f}"
-                if speed >= TARGET_SPEEDUP
-                else f"**{speed:,.0f}**",
-                fmt_duration(r["naive_selection_extrapolated_s"]),
-                f"{r['naive_max_abs_diff']:.1e}",
-            ]
-        )
-    quality = [
-        [
-            f"{r['mode']}, K={r['classes']}, M={r['order']}",
-            f"{r['teacher_brier_holdout']:.4f}",
-            f"{r['proxy_brier_holdout']:.4f}",
-            f"{r['teacher_sq_dist_p_star']:.4f}",
-            f"{r['proxy_sq_dist_p_star']:.4f}",
-            f"{r['proxy_sq_dist_p_star'] / r['teacher_sq_dist_p_star']:.2f}",
-        ]
-        for r in data["rows"]
+                "case",
+                "wall s (target)",
+                "CPU s",
+                "repeats",
+                "candidates scored",
+                "L-BFGS steps",
+                "proxy solves",
+                "ours µs/example",
+                "naive ms/example",
+                "×",
+                "naive selection",
+                "max |Δq|",
+            ],
+            [_speed_row(r) for r in data["rows"]],
+            align="lrrrlrrrrrrr",
+        ),
+        "",
+        "Quality of the selected coefficients: Brier score of teacher and "
+        "(de-tempered) proxy on the held-out 20 %, and mean squared distance "
+        "to the true Bayes probabilities p* on a separate test sample of the "
+        "same task (ratio < 1: the proxy is closer to p* than the teacher).",
+        "",
+        timing.markdown_table(
+            [
+                "case",
+                "teacher Brier",
+                "proxy Brier",
+                "teacher ‖·−p*‖²",
+                "proxy ‖·−p*‖²",
+                "ratio",
+            ],
+            [_quality_row(r) for r in data["rows"]],
+        ),
     ]
+    if plots:
+        # Links relative to the repository root, where BENCHMARKS.md lives.
+        folder = Path(out_dir).resolve().relative_to(timing.ROOT)
+        links = [(title, (folder / name).as_posix()) for title, name in plots]
+        lines += ["", "Plots (K = 10, shared coefficients):", ""]
+        for title, path in links:
+            lines.append(f"- [{title}]({path})")
+        lines.append("")
+        for title, path in links:
+            lines.append(f"![{title}]({path})")
+    if data.get("errors"):
+        lines += ["", "Errors:", ""]
+        lines += [f"- {e}" for e in data["errors"]]
+    return "\n".join(lines)
+
+
+def _case(r):
+    return f"{r['mode']}, K={r['classes']}, M={r['order']}"
+
+
+def _speed_row(r):
+    target = target_of(r)
+    wall = fmt_s(r["wall"]["median"])
+    if target is not None:
+        ok = r["wall"]["median"] <= target
+        wall = f"{wall} ({'≤' if ok else '**>**'} {target:g})"
+    search = " → ".join(
+        f"{s['candidates']}@{s['examples']}" for s in r["screening"]
+    )
+    speed = r["speedup"]["median"]
+    return [
+        _case(r),
+        wall,
+        fmt_s(r["cpu"]["median"]),
+        r["repeats"],
+        search,
+        r["refinement_steps"],
+        f"{r['example_solves']:,}",
+        timing.format_us(r["ours_per_example_s"]["median"]),
+        f"{r['naive_per_example_s']['median'] * 1e3:,.1f}",
+        f"{speed:,.0f}" if speed >= TARGET_SPEEDUP else f"**{speed:,.0f}**",
+        fmt_duration(r["naive_selection_extrapolated_s"]),
+        f"{r['naive_max_abs_diff']:.1e}",
+    ]
+
+
+def _quality_row(r):
+    return [
+        _case(r),
+        f"{r['teacher_brier_holdout']:.4f}",
+        f"{r['proxy_brier_holdout']:.4f}",
+        f"{r['teacher_sq_dist_p_star']:.4f}",
+        f"{r['proxy_sq_dist_p_star']:.4f}",
+        f"{r['proxy_sq_dist_p_star'] / r['teacher_sq_dist_p_star']:.2f}",
+    ]
+
+
+def _protocol(data):
     machine = data["machine"]
-    lines = [
+    return [
         f"## Coefficient selection speed ({machine['cpu']})",
         "",
         "Wall time of one `select_coefficients` call on N = "
@@ -384,56 +406,7 @@ def markdown(data, plots, out_dir):
         f"class-wise K=1000 M=5 ≤ 300 s; solver ≥ {TARGET_SPEEDUP:g}× the "
         "naive one per example. Bold: target missed.",
         "",
-        timing.markdown_table(
-            [
-                "case",
-                "wall s (target)",
-                "CPU s",
-                "repeats",
-                "candidates scored",
-                "L-BFGS steps",
-                "proxy solves",
-                "ours µs/example",
-                "naive ms/example",
-                "×",
-                "naive selection",
-                "max |Δq|",
-            ],
-            rows,
-            align="lrrrlrrrrrrr",
-        ),
-        "",
-        "Quality of the selected coefficients: Brier score of teacher and "
-        "(de-tempered) proxy on the held-out 20 %, and mean squared distance "
-        "to the true Bayes probabilities p* on a separate test sample of the "
-        "same task (ratio < 1: the proxy is closer to p* than the teacher).",
-        "",
-        timing.markdown_table(
-            [
-                "case",
-                "teacher Brier",
-                "proxy Brier",
-                "teacher ‖·−p*‖²",
-                "proxy ‖·−p*‖²",
-                "ratio",
-            ],
-            quality,
-        ),
     ]
-    if plots:
-        # Links relative to the repository root, where BENCHMARKS.md lives.
-        folder = Path(out_dir).resolve().relative_to(timing.ROOT)
-        links = [(title, (folder / name).as_posix()) for title, name in plots]
-        lines += ["", "Plots (K = 10, shared coefficients):", ""]
-        for title, path in links:
-            lines.append(f"- [{title}]({path})")
-        lines.append("")
-        for title, path in links:
-            lines.append(f"![{title}]({path})")
-    if data.get("errors"):
-        lines += ["", "Errors:", ""]
-        lines += [f"- {e}" for e in data["errors"]]
-    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -492,7 +465,7 @@ def main(argv=None):
     if not args.no_plots:
         from plots import make_plots
 
-        paths = make_plots(out_dir, seed=args.seed, make_task=make_task)
+        paths = make_plots(out_dir, seed=args.seed)
         plots = [(title, Path(p).name) for title, p in paths]
         data["plots"] = plots
     timing.write_json(out_dir / f"{NAME}.json", data)

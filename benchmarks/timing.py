@@ -2,7 +2,9 @@
 
 Import it from a script in `benchmarks/` with `from timing import ...`
 (scripts run as `python benchmarks/<name>.py`, so this folder is on
-`sys.path`). It imports no backend itself; pass backend objects in.
+`sys.path`). It imports no backend itself; pass backend objects in. The
+speed benchmarks' shared command line and worker prologue are in
+`harness.py`.
 
 Timing (`interleaved_timings`): each callable is warmed up, then given an
 inner loop count so that one sample lasts at least `min_time` seconds; the
@@ -264,6 +266,20 @@ def markdown_table(headers, rows, align=None):
     for row in rows:
         lines.append("| " + " | ".join(str(c) for c in row) + " |")
     return "\n".join(lines)
+
+
+def measured(results, lines):
+    """The measured backends' results; appends a "not measured" line to
+    `lines` for each skipped one."""
+    kept = []
+    for result in results:
+        if result.get("skipped"):
+            lines.append(
+                f"- **{result['backend']} not measured**: {result['skipped']}"
+            )
+        else:
+            kept.append(result)
+    return kept
 
 
 def format_us(seconds):

@@ -38,6 +38,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -70,8 +74,8 @@ def _limit_threads(backend, threads):
 
 
 def _make_loss(method, chunk_size):
-    from keras_ptloss.losses import KDLoss
-    from keras_ptloss.losses import PTLoss
+    from keras_ptloss import KDLoss
+    from keras_ptloss import PTLoss
 
     flags = dict(temperature=TEMPERATURE, teacher_from_logits=True)
     if method == "kd":
@@ -225,6 +229,22 @@ def selection_task(tokens, classes, seed=0):
     return teacher, labels
 
 
+def top_k(logits, k):
+    """Top-k classes (by decreasing probability) and their log-softmax
+    probabilities, as int32 and float32 arrays of shape `(N, k)`."""
+    import numpy as np
+    import scipy.special
+
+    indices = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
+    top = np.take_along_axis(logits, indices, -1)
+    indices = np.take_along_axis(indices, np.argsort(-top, axis=-1), -1)
+    log_probs = scipy.special.log_softmax(logits, axis=-1)
+    return (
+        indices.astype("int32"),
+        np.take_along_axis(log_probs, indices, -1).astype("float32"),
+    )
+
+
 def worker_selection(tokens, classes, k, repeats, dense):
     """Wall and CPU seconds of a shared-coefficient selection (median).
 
@@ -232,19 +252,18 @@ def worker_selection(tokens, classes, k, repeats, dense):
     `select_sparse_coefficients` on its top-k classes plus the tail.
     """
     import numpy as np
+    import scipy.special
 
     from keras_ptloss import select_coefficients
-    from keras_ptloss._checks import softmax
-    from keras_ptloss.sparse import top_k_log_probs
-    from keras_ptloss.sparse_selection import select_sparse_coefficients
+    from keras_ptloss import select_sparse_coefficients
 
     teacher, labels = selection_task(tokens, classes)
     start = time.perf_counter()
     if dense:
-        probs = softmax(teacher)
+        probs = scipy.special.softmax(teacher, axis=-1)
         del teacher
     else:
-        indices, log_probs = top_k_log_probs(teacher, k)
+        indices, log_probs = top_k(teacher, k)
         del teacher
     prepare = time.perf_counter() - start
     walls, cpus, results = [], [], []
@@ -269,17 +288,9 @@ def worker_selection(tokens, classes, k, repeats, dense):
 
 
 def _run_worker(backend, args, threads, timeout=None):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = str(threads)
-    if backend == "jax" and threads == 1:
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-            " intra_op_parallelism_threads=1"
-        ).strip()
     out = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(args)],
-        env=env,
+        env=harness.worker_env(backend, threads),
         capture_output=True,
         text=True,
         check=False,
@@ -331,6 +342,12 @@ def methods_for(classes, config):
     return list(METHODS)
 
 
+def _memory(backend, method, chunk_size, common, **extra):
+    """Peak memory of one method's loss + gradient, in a fresh process."""
+    spec = dict(kind="memory", method=method, chunk_size=chunk_size)
+    return _run_worker(backend, {**spec, **common, **extra}, common["threads"])
+
+
 def measure(config, log=print, save=None):
     rows = []
     threads = config["threads"]
@@ -344,16 +361,7 @@ def measure(config, log=print, save=None):
             common = dict(tokens=tokens, classes=classes, threads=threads)
             row = dict(backend=backend, chunk_size=chunk_size, **common)
             for method in methods:
-                memory = _run_worker(
-                    backend,
-                    dict(
-                        kind="memory",
-                        method=method,
-                        chunk_size=chunk_size,
-                        **common,
-                    ),
-                    threads,
-                )
+                memory = _memory(backend, method, chunk_size, common)
                 row[f"{method}_rss_mib"] = memory["rss_mib"]
                 if "compiled_mib" in memory:
                     row[f"{method}_compiled_mib"] = memory["compiled_mib"]
@@ -374,16 +382,8 @@ def measure(config, log=print, save=None):
             if backend == "jax" and tokens != config["analysis_tokens"]:
                 full = dict(common, tokens=config["analysis_tokens"])
                 for method in methods:
-                    memory = _run_worker(
-                        backend,
-                        dict(
-                            kind="memory",
-                            method=method,
-                            chunk_size=chunk_size,
-                            compiled_only=1,
-                            **full,
-                        ),
-                        threads,
+                    memory = _memory(
+                        backend, method, chunk_size, full, compiled_only=1
                     )
                     row[f"{method}_compiled_mib_full"] = memory["compiled_mib"]
             log(json.dumps(row))
@@ -500,6 +500,48 @@ def _verdict(row):
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
+def _measured_row(row):
+    """One (backend, K) row of the memory and time table."""
+    load = "/".join(f"{v:.1f}" for v in row.get("load", []))
+    return (
+        f"| {row['backend']} | {row['classes']:,} | {row['tokens']:,} | "
+        f"{row['chunk_size']} | {row['kd_rss_mib']:.0f} | "
+        f"{_cell(row, 'pt', 'rss_mib', 0)} | "
+        f"{_cell(row, 'pt_chunked', 'rss_mib', 0)} | "
+        f"{row['kd_s']:.3f} | {_cell(row, 'pt', 's', 3)} | "
+        f"{_cell(row, 'pt_chunked', 's', 3)} | {load} | "
+        f"{_verdict(row)} |"
+    )
+
+
+def _compiled_table(rows, config):
+    """JAX's compiled memory of each method (empty without JAX rows)."""
+    lines = []
+    jax_rows = [r for r in rows if "kd_compiled_mib" in r]
+    if jax_rows:
+        lines += [
+            "",
+            "JAX compiled memory (`memory_analysis`, temporary + output "
+            "bytes, MiB; runs nothing):",
+            "",
+            "| K | tokens | KD | PT (x KD) | chunked (x KD) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for row in jax_rows:
+            suffixes = [("compiled_mib", row["tokens"])]
+            if "kd_compiled_mib_full" in row:
+                suffixes.append(
+                    ("compiled_mib_full", config["analysis_tokens"])
+                )
+            for key, tokens in suffixes:
+                lines.append(
+                    f"| {row['classes']:,} | {tokens:,} | "
+                    f"{row[f'kd_{key}']:.0f} | {_cell(row, 'pt', key, 0)} | "
+                    f"{_cell(row, 'pt_chunked', key, 0)} |"
+                )
+    return lines
+
+
 def markdown(payload):
     config = payload["config"]
     big = any(c >= 100_000 for c in config["classes"])
@@ -534,39 +576,8 @@ def markdown(payload):
         "targets |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for row in payload["rows"]:
-        load = "/".join(f"{v:.1f}" for v in row.get("load", []))
-        lines.append(
-            f"| {row['backend']} | {row['classes']:,} | {row['tokens']:,} | "
-            f"{row['chunk_size']} | {row['kd_rss_mib']:.0f} | "
-            f"{_cell(row, 'pt', 'rss_mib', 0)} | "
-            f"{_cell(row, 'pt_chunked', 'rss_mib', 0)} | "
-            f"{row['kd_s']:.3f} | {_cell(row, 'pt', 's', 3)} | "
-            f"{_cell(row, 'pt_chunked', 's', 3)} | {load} | "
-            f"{_verdict(row)} |"
-        )
-    jax_rows = [r for r in payload["rows"] if "kd_compiled_mib" in r]
-    if jax_rows:
-        lines += [
-            "",
-            "JAX compiled memory (`memory_analysis`, temporary + output "
-            "bytes, MiB; runs nothing):",
-            "",
-            "| K | tokens | KD | PT (x KD) | chunked (x KD) |",
-            "|---:|---:|---:|---:|---:|",
-        ]
-        for row in jax_rows:
-            suffixes = [("compiled_mib", row["tokens"])]
-            if "kd_compiled_mib_full" in row:
-                suffixes.append(
-                    ("compiled_mib_full", config["analysis_tokens"])
-                )
-            for key, tokens in suffixes:
-                lines.append(
-                    f"| {row['classes']:,} | {tokens:,} | "
-                    f"{row[f'kd_{key}']:.0f} | {_cell(row, 'pt', key, 0)} | "
-                    f"{_cell(row, 'pt_chunked', key, 0)} |"
-                )
+    lines += [_measured_row(row) for row in payload["rows"]]
+    lines += _compiled_table(payload["rows"], config)
     lines += [
         "",
         "The default PTLoss is not run at K = 128k: its several `(N, K)` "
@@ -583,19 +594,30 @@ def markdown(payload):
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--classes", default="1000,32000,128000")
-    parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--tokens-128k", type=int, default=1024)
-    parser.add_argument("--analysis-tokens", type=int, default=4096)
-    parser.add_argument("--chunk-elements", type=int, default=2**18)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--repeats-128k", type=int, default=2)
-    parser.add_argument("--output", default=str(RESULTS / "vocab_scale"))
+    harness.add_options(
+        parser,
+        [
+            ("--tokens", 4096, None),
+            ("--tokens-128k", 1024, None),
+            ("--analysis-tokens", 4096, None),
+            ("--chunk-elements", 2**18, None),
+            ("--threads", 1, None),
+            ("--repeats", 3, None),
+            ("--repeats-128k", 2, None),
+            ("--output", str(RESULTS / "vocab_scale"), None),
+            ("--selection-classes", 32000, None),
+            ("--selection-tokens", 4096, None),
+            ("--selection-k", 32, None),
+            ("--selection-repeats", 3, None),
+            ("--dense-tokens", 64, None),
+            ("--dense-timeout", 900, None),
+        ],
+    )
     parser.add_argument(
         "--markdown-only",
         action="store_true",
@@ -606,57 +628,50 @@ def main(argv=None):
         action="store_true",
         help="measure only the selection times and add them to the results",
     )
-    parser.add_argument("--selection-classes", type=int, default=32000)
-    parser.add_argument("--selection-tokens", type=int, default=4096)
-    parser.add_argument("--selection-k", type=int, default=32)
-    parser.add_argument("--selection-repeats", type=int, default=3)
-    parser.add_argument("--dense-tokens", type=int, default=64)
-    parser.add_argument("--dense-timeout", type=int, default=900)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+# The measurement's settings, as the results record them.
+CONFIG = ["tokens", "tokens_128k", "analysis_tokens", "chunk_elements"]
+CONFIG += ["threads", "repeats", "repeats_128k"]
+SELECTION_CONFIG = ["threads", "selection_classes", "selection_tokens"]
+SELECTION_CONFIG += ["selection_k", "selection_repeats", "dense_tokens"]
+SELECTION_CONFIG += ["dense_timeout"]
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.worker:
         return _worker_main(args.worker)
     output = Path(args.output)
+    json_path, md_path = output.with_suffix(".json"), output.with_suffix(".md")
     if args.markdown_only:
-        payload = json.loads(output.with_suffix(".json").read_text())
-        output.with_suffix(".md").write_text(markdown(payload))
+        payload = json.loads(json_path.read_text())
+        md_path.write_text(markdown(payload))
         return print(markdown(payload))
-    config = dict(
-        backends=args.backends.split(","),
-        classes=[int(c) for c in args.classes.split(",")],
-        tokens=args.tokens,
-        tokens_128k=args.tokens_128k,
-        analysis_tokens=args.analysis_tokens,
-        chunk_elements=args.chunk_elements,
-        threads=args.threads,
-        repeats=args.repeats,
-        repeats_128k=args.repeats_128k,
-    )
-    if args.quick:
-        config.update(classes=[1000, 8000], tokens=512, repeats=2)
     given = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(["python benchmarks/vocab_scale.py", *given])
     previous = {}
-    if output.with_suffix(".json").exists():
-        previous = json.loads(output.with_suffix(".json").read_text())
+    if json_path.exists():
+        previous = json.loads(json_path.read_text())
     if args.selection:
-        selection_config = dict(
-            threads=args.threads,
-            selection_classes=args.selection_classes,
-            selection_tokens=args.selection_tokens,
-            selection_k=args.selection_k,
-            selection_repeats=args.selection_repeats,
-            dense_tokens=args.dense_tokens,
-            dense_timeout=args.dense_timeout,
-        )
+        selection_config = harness.settings(args, SELECTION_CONFIG)
         previous["selection"] = dict(
             config=selection_config,
             rows=measure_selection(selection_config),
             command=command,
         )
-        output.with_suffix(".json").write_text(json.dumps(previous, indent=1))
-        output.with_suffix(".md").write_text(markdown(previous))
+        json_path.write_text(json.dumps(previous, indent=1))
+        md_path.write_text(markdown(previous))
         return print(markdown(previous))
+    config = dict(
+        backends=args.backends.split(","),
+        classes=[int(c) for c in args.classes.split(",")],
+        **harness.settings(args, CONFIG),
+    )
+    if args.quick:
+        config.update(classes=[1000, 8000], tokens=512, repeats=2)
     payload = dict(
         config=config,
         rows=[],
@@ -670,8 +685,8 @@ def main(argv=None):
 
     def save(rows):  # after every row: a long run keeps what it measured
         payload["rows"] = rows
-        output.with_suffix(".json").write_text(json.dumps(payload, indent=1))
-        output.with_suffix(".md").write_text(markdown(payload))
+        json_path.write_text(json.dumps(payload, indent=1))
+        md_path.write_text(markdown(payload))
 
     measure(config, save=save)
     print(markdown(payload))

@@ -42,11 +42,16 @@ def test_readme_test_command_is_what_ci_runs():
 def test_readme_demo_command_matches_the_test_install_and_runs_the_demo():
     commands = readme_commands()
     install, run = (part.strip() for part in commands["demo"].split("&&"))
-    test_install, test_run = (
+    test_install, hub_install, test_run = (
         part.strip() for part in commands["test"].split("&&")
     )
     assert run == DEMO_RUN
     assert test_run == "bash scripts/test.sh"
+    # KerasHub without its tensorflow-text requirement, which would install
+    # a second TensorFlow distribution over tensorflow-cpu (README).
+    assert hub_install == (
+        "python -m pip install -c constraints.txt --no-deps keras-hub"
+    )
     assert install == test_install.replace('".[all,test]"', '".[all]"')
     assert install != test_install
 
