@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_ptloss import teacher_outputs as offline
+from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import shapes_match
 from keras_ptloss._checks import vocabulary_hint
@@ -28,6 +29,8 @@ from keras_ptloss.baselines import LSKDLoss
 from keras_ptloss.baselines import Poly1Loss
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
+from keras_ptloss.sparse import SparsePTLoss
+from keras_ptloss.sparse import check_host_indices
 from keras_ptloss.vocabulary import apply_alignment
 from keras_ptloss.vocabulary import check_alignment
 from keras_ptloss.vocabulary import check_alignment_arguments
@@ -211,6 +214,36 @@ def _require_labels(y):
         )
 
 
+def _check_weights_without_labels(x, y, sample_weight, where=None):
+    """Raises for array `sample_weight` without `y`, which Keras drops.
+
+    Keras packs arrays `(x, None, sample_weight)` as `(x,)`
+    (`keras.utils.pack_x_y_sample_weight`), so a padding mask given without
+    labels would silently not reach the loss. A `tf.data.Dataset` yielding
+    `(x, None, sample_weight)` keeps the weights (a `PyDataset` yielding
+    `None` fails on the TensorFlow backend); data sets are not checked.
+    """
+    if sample_weight is None or y is not None or not _is_arrays(x):
+        return
+    shape = getattr(sample_weight, "shape", None)
+    received = (
+        f"sample_weight with shape {tuple(shape)}"
+        if shape is not None
+        else f"sample_weight={sample_weight!r}"
+    )
+    place = "" if where is None else f" in `{where}` (x, None, sample_weight)"
+    raise ValueError(
+        f"`sample_weight` was given without `y`{place}: Keras drops the "
+        "sample weights of arrays when `y` is None, so they (a padding "
+        "mask, say) would silently not reach the distillation loss. Pass "
+        "`y` too (labels, or the teacher's argmax on an unlabelled transfer "
+        "set; after `compile(loss=None)` they feed no loss, only the "
+        "compiled metrics), or pass a `tf.data.Dataset` yielding "
+        "`(x, None, sample_weight)` batches, which keeps the weights. "
+        f"Received: y=None, {received}"
+    )
+
+
 def _check_weight(value):
     return check_number(value, "student_loss_weight", 0.0, 1.0)
 
@@ -266,6 +299,19 @@ class Distiller(keras.Model):
     returns data in which each batch carries its teacher outputs; `fit` on
     that data runs no teacher forward pass.
 
+    Top-k teachers (vocabulary scale): with a `keras_ptloss.SparsePTLoss`,
+    the Distiller trains on packed top-k targets `(..., 2k)`, either cached
+    (`{"student_inputs": x, "teacher_outputs": packed}` with `packed` from
+    `keras_ptloss.teacher_outputs.precompute_top_k`, at the temperature it
+    was made with, and with the Distiller's `vocab_size`/`id_map`) or, with
+    `top_k=k`, the teacher's top k taken in each step at the loss's current
+    temperature (after the vocabulary alignment).
+
+    Sample weights (e.g. a padding mask) reach the losses. Keras drops the
+    `sample_weight` of arrays passed without `y`, so `fit` and `evaluate`
+    raise for it: pass `y` (after `compile(loss=None)` it feeds no loss) or
+    a `tf.data.Dataset` yielding `(x, None, sample_weight)`.
+
     Vocabularies that differ by padding or order (language models): with
     `vocab_size` or `id_map`, the teacher's outputs (online or cached) are
     put on the student's vocabulary before the loss, as by
@@ -284,7 +330,8 @@ class Distiller(keras.Model):
             the Distiller trains a copy of it (`distillation_loss`
             attribute). A loss with `needs_labels = True` (`KDCELoss`,
             `DKDLoss`, `Poly1Loss`) receives `{"teacher": t, "label": y}`,
-            so `fit` needs `y`.
+            so `fit` needs `y`. A `keras_ptloss.SparsePTLoss` reads top-k
+            targets (see above and `top_k`).
         student_loss_weight: weight `w` in [0, 1] of the compiled hard-label
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
         temperature: optional temperature `T > 0` for the Distiller's copy
@@ -299,6 +346,10 @@ class Distiller(keras.Model):
             `id_map`; with a padded student (more logits than the ids that
             get teacher mass), the loss cannot use `standardize=True`
             (`LSKDLoss`), which would z-score the masked logits.
+        top_k: for a `SparsePTLoss` only: the number `k` of the teacher's
+            most probable classes (of the student's vocabulary) kept when
+            the teacher runs in the training step. Defaults to `None`:
+            batches must carry cached top-k targets.
         name: model name. Defaults to `"distiller"`.
         **kwargs: passed to `keras.Model`.
 
@@ -328,6 +379,7 @@ class Distiller(keras.Model):
         temperature=None,
         vocab_size=None,
         id_map=None,
+        top_k=None,
         name="distiller",
         **kwargs,
     ):
@@ -338,11 +390,21 @@ class Distiller(keras.Model):
         _check_models(
             teacher, student, distillation_loss, self.vocab_size, self.id_map
         )
-        flag = resolve_teacher_flag(
-            distillation_loss, teacher, student, "distillation_loss"
-        )
+        self.top_k = _check_top_k(top_k, distillation_loss, student)
+        sparse = isinstance(distillation_loss, SparsePTLoss)
+        if sparse:
+            flag = _sparse_teacher_flag(teacher, student, self.top_k)
+        else:
+            flag = resolve_teacher_flag(
+                distillation_loss, teacher, student, "distillation_loss"
+            )
         weight = _check_weight(student_loss_weight)
-        changes = {} if flag is None else {"teacher_from_logits": flag}
+        # SparsePTLoss has no teacher flag (its targets are log-probs): the
+        # Distiller keeps it for the online top-k.
+        self._teacher_logits = flag
+        changes = (
+            {} if flag is None or sparse else {"teacher_from_logits": flag}
+        )
         loss = copy_loss(distillation_loss, **changes)
         if temperature is not None:
             loss.set_temperature(temperature)
@@ -477,14 +539,20 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def teacher_outputs(self, x):
-        """The teacher's outputs for a batch (cached ones for offline data)."""
+        """The teacher's outputs for a batch (cached ones for offline data).
+
+        Cached outputs are the teacher's full outputs, or packed top-k
+        targets `(..., 2k)` for a `SparsePTLoss`.
+        """
         if offline.is_offline_batch(x):
             outputs = x[TEACHER_OUTPUTS]
             # Checked on the traced batch for data sets (`fit` checks
             # arrays before it starts).
-            offline.check_output_shape(
-                outputs, _static_shape(self.teacher, "outputs")
-            )
+            teacher_shape = _static_shape(self.teacher, "outputs")
+            if isinstance(self.distillation_loss, SparsePTLoss):
+                _check_packed_shape(outputs, teacher_shape)
+            else:
+                offline.check_output_shape(outputs, teacher_shape)
             return ops.stop_gradient(outputs)
         return ops.stop_gradient(self.teacher(x, training=False))
 
@@ -501,7 +569,40 @@ class Distiller(keras.Model):
             int(y_pred.shape[-1]),
             self._num_real_ids(),
             self.id_map,
-            _teacher_from_logits(self.distillation_loss),
+            self._reads_teacher_logits(),
+        )
+
+    def _reads_teacher_logits(self):
+        """Whether the teacher's outputs are logits, as the loss reads them."""
+        if isinstance(self.distillation_loss, SparsePTLoss):
+            return bool(self._teacher_logits)
+        return _teacher_from_logits(self.distillation_loss)
+
+    def _distillation_targets(self, x, y_pred):
+        """The distillation loss's `y_true` for a batch.
+
+        The teacher's outputs on the student's vocabulary; for a
+        `SparsePTLoss`, packed top-k targets `(..., 2k)`: cached ones (from
+        `precompute_top_k`, already on the student's vocabulary) as they
+        are, or the top `top_k` of the teacher's outputs at the loss's
+        current temperature.
+        """
+        if not isinstance(self.distillation_loss, SparsePTLoss):
+            return self._aligned_teacher_outputs(
+                self.teacher_outputs(x), y_pred
+            )
+        if offline.is_offline_batch(x):
+            return self.teacher_outputs(x)
+        if self.top_k is None:
+            raise ValueError(_ONLINE_SPARSE_MESSAGE)
+        outputs = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)
+        return ops.stop_gradient(
+            _packed_top_k(
+                outputs,
+                self.top_k,
+                self.distillation_loss.temperature_variable,
+                self._teacher_logits,
+            )
         )
 
     def _num_real_ids(self):
@@ -516,7 +617,7 @@ class Distiller(keras.Model):
             y_pred = self(x, training=training)
         # The Loss objects apply the reduction, the sample weights, masks
         # and the tf.distribute scaling.
-        targets = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)
+        targets = self._distillation_targets(x, y_pred)
         if needs_labels(self.distillation_loss):
             _require_labels(y)
             targets = {TARGET_KEYS[0]: targets, TARGET_KEYS[1]: y}
@@ -602,18 +703,80 @@ class Distiller(keras.Model):
         Returns:
             The `keras.callbacks.History` of `keras.Model.fit`.
         """
+        _check_weights_without_labels(x, y, kwargs.get("sample_weight"))
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) == 3:
+            _check_weights_without_labels(
+                validation[0], validation[1], validation[2], "validation_data"
+            )
         if _is_arrays(x):
             if needs_labels(self.distillation_loss):
                 _require_labels(y)
             _check_labels(self.student, y)
-            if offline.is_offline_batch(x):
-                offline.check_output_shape(
-                    x[TEACHER_OUTPUTS],
-                    _static_shape(self.teacher, "outputs"),
-                    offline.num_examples(x[STUDENT_INPUTS]),
-                )
+            self._check_array_targets(x)
             _check_divisible(self, x, batch_size, kwargs)
         return super().fit(x, y, batch_size, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+        """`keras.Model.evaluate`, with array data checked before it starts.
+
+        Arrays with `sample_weight` but no `y` raise, as in `fit`: Keras
+        would drop the weights without a word.
+
+        Args:
+            x, y, batch_size: as for `keras.Model.evaluate`.
+            **kwargs: the other arguments of `keras.Model.evaluate`, by
+                keyword.
+
+        Returns:
+            What `keras.Model.evaluate` returns.
+        """
+        _check_weights_without_labels(x, y, kwargs.get("sample_weight"))
+        if _is_arrays(x):
+            self._check_array_targets(x)
+        return super().evaluate(x, y, batch_size, **kwargs)
+
+    def _check_array_targets(self, x):
+        """Array data: the cached teacher outputs fit the loss.
+
+        Full outputs have the teacher's output shape; top-k targets for a
+        `SparsePTLoss` are packed `(..., 2k)` with ids of the student's
+        vocabulary. Online data for a `SparsePTLoss` needs `top_k`.
+        """
+        teacher_shape = _static_shape(self.teacher, "outputs")
+        sparse = isinstance(self.distillation_loss, SparsePTLoss)
+        if not offline.is_offline_batch(x):
+            if sparse and self.top_k is None:
+                raise ValueError(_ONLINE_SPARSE_MESSAGE)
+            return
+        outputs = x[TEACHER_OUTPUTS]
+        num_inputs = offline.num_examples(x[STUDENT_INPUTS])
+        if not sparse:
+            offline.check_output_shape(outputs, teacher_shape, num_inputs)
+            return
+        _check_packed_shape(outputs, teacher_shape, num_inputs)
+        student_shape = _static_shape(self.student, "outputs")
+        if not isinstance(outputs, np.ndarray):
+            return
+        k = outputs.shape[-1] // 2
+        indices, log_probs = outputs[..., :k], outputs[..., k:]
+        if outputs.size and (
+            np.any(indices < 0)
+            or np.any(indices != np.round(indices))
+            or np.any(log_probs > 1e-6)
+        ):
+            raise ValueError(
+                "A SparsePTLoss reads packed top-k targets (`precompute_top_k`"
+                ": k class ids >= 0, then k log-probabilities <= 0), but "
+                "`teacher_outputs` holds other values (the teacher's full "
+                "outputs?). Build them with `keras_ptloss.teacher_outputs."
+                "precompute_top_k`. Received: ids in "
+                f"[{indices.min()}, {indices.max()}], log-probabilities up "
+                f"to {log_probs.max()}"
+            )
+        if student_shape is not None:
+            # The symbolic student outputs give the number of student ids.
+            check_host_indices(outputs, keras.KerasTensor(student_shape))
 
     # ------------------------------------------------------------------
     # Offline distillation and saving.
@@ -684,6 +847,17 @@ class Distiller(keras.Model):
         ['student_inputs', 'teacher_outputs']
         >>> _ = distiller.fit(x_off, y_off, epochs=1, verbose=0)
         """
+        if isinstance(self.distillation_loss, SparsePTLoss):
+            raise ValueError(
+                "`precompute_teacher` caches the teacher's full outputs, "
+                "but this Distiller's SparsePTLoss reads top-k targets: "
+                "build them with `keras_ptloss.teacher_outputs."
+                "precompute_top_k(teacher, x, k, temperature=..., "
+                "vocab_size=... or id_map=...)` and pass "
+                "`{'student_inputs': x, 'teacher_outputs': packed}`. "
+                "Received: distillation_loss="
+                f"{type(self.distillation_loss).__name__}"
+            )
         data = offline.precompute(
             self.teacher, x, y, sample_weight, batch_size, cache
         )
@@ -699,7 +873,7 @@ class Distiller(keras.Model):
                     outputs.shape[-1], None, self.vocab_size, self.id_map
                 ),
                 self.id_map,
-                _teacher_from_logits(self.distillation_loss),
+                self._reads_teacher_logits(),
                 "teacher_outputs",
             )
         return data
@@ -729,6 +903,7 @@ class Distiller(keras.Model):
             student_loss_weight=float(self._student_loss_weight.numpy()),
             vocab_size=self.vocab_size,
             id_map=None if self.id_map is None else self.id_map.tolist(),
+            top_k=self.top_k,
         )
         return config
 
@@ -740,6 +915,100 @@ class Distiller(keras.Model):
         # __init__ freezes the teacher again (Sequential.from_config does not
         # keep trainable=False).
         return cls(**config)
+
+
+_ONLINE_SPARSE_MESSAGE = (
+    "A SparsePTLoss reads the teacher's top-k log-probabilities. Either "
+    "give the Distiller `top_k` (the teacher then runs in each step and its "
+    "top k are taken there), or train on cached targets: "
+    "`packed = keras_ptloss.teacher_outputs.precompute_top_k(teacher, x, k)` "
+    "and `fit({'student_inputs': x, 'teacher_outputs': packed}, ...)`. "
+    "Received: top_k=None and a batch without teacher outputs"
+)
+
+
+def _sparse_teacher_flag(teacher, student, top_k):
+    """Whether the teacher emits logits, for a `SparsePTLoss`'s online top-k.
+
+    `None` without `top_k` (cached targets: the teacher's kind is not read).
+    The student must emit logits (`SparsePTLoss` reads logits).
+    """
+    kind, layer = final_activation(student)
+    if kind == "softmax":
+        raise ValueError(
+            f"The student's last layer ({layer!r}) applies a softmax, but a "
+            "SparsePTLoss reads student logits. Remove the softmax. "
+            "Received: a softmax student"
+        )
+    if top_k is None:
+        return None
+    kind, layer = final_activation(teacher)
+    if kind is None:
+        raise ValueError(
+            "Cannot tell whether the teacher outputs logits or probabilities "
+            f"(its last layer {layer!r} is neither linear nor softmax), "
+            "which the Distiller's top-k (`top_k`) needs. Build the top-k "
+            "targets offline with `keras_ptloss.teacher_outputs."
+            "precompute_top_k(teacher, x, k, from_logits=...)` instead. "
+            f"Received: top_k={top_k}"
+        )
+    return kind == "linear"
+
+
+def _check_top_k(top_k, loss, student):
+    """`top_k` for a `SparsePTLoss` in the Distiller, checked."""
+    if top_k is None:
+        return None
+    if not isinstance(loss, SparsePTLoss):
+        raise ValueError(
+            "`top_k` is for a SparsePTLoss (the teacher's top-k classes); "
+            f"this Distiller's loss is a {type(loss).__name__}, which reads "
+            f"all the teacher's outputs. Received: top_k={top_k!r}"
+        )
+    # Taken over the student's vocabulary (after `vocab_size`/`id_map`).
+    shape = _static_shape(student, "outputs")
+    maximum = shape[-1] if shape and shape[-1] is not None else None
+    return check_int(top_k, "top_k", minimum=1, maximum=maximum)
+
+
+def _check_packed_shape(outputs, teacher_shape, num_inputs=None):
+    """Packed top-k targets: `(n, ..., 2k)` for a `(None, ..., K)` teacher."""
+    shape = tuple(outputs.shape)
+    width = shape[-1] if shape else None
+    expected = (num_inputs,) + tuple(teacher_shape or shape)[1:-1] + (None,)
+    if (
+        len(shape) != len(expected)
+        or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(shape, expected, strict=True)
+        )
+        or (width is not None and (width < 2 or width % 2))
+    ):
+        raise ValueError(
+            "A SparsePTLoss reads packed top-k targets of shape "
+            f"{expected[:-1] + ('2k',)} (`precompute_top_k`: k indices, "
+            "then k log-probabilities, for each teacher output row). "
+            f"Received: teacher_outputs.shape={shape}"
+            + ("" if num_inputs is None else f" for {num_inputs} inputs")
+        )
+
+
+def _packed_top_k(outputs, k, temperature, from_logits):
+    """Packed `(..., 2k)` top-k targets of teacher outputs, in the step.
+
+    As `keras_ptloss.sparse.top_k_log_probs` (log-probabilities of
+    `softmax(logits / T)`; probabilities `p` are read as logits `log p`),
+    then `pack_top_k`.
+    """
+    outputs = ops.cast(outputs, "float32")
+    if not from_logits:
+        outputs = ops.log(ops.maximum(outputs, 0.0))
+    log_probs = ops.log_softmax(
+        outputs / ops.cast(temperature, "float32"), axis=-1
+    )
+    values, indices = ops.top_k(log_probs, k)
+    values = ops.maximum(values, -1e30)
+    return ops.concatenate([ops.cast(indices, "float32"), values], axis=-1)
 
 
 def _check_models(teacher, student, distillation_loss, vocab_size, id_map):

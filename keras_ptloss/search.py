@@ -601,13 +601,17 @@ def search_coefficients(
         build_student: function with no arguments returning a fresh,
             uncompiled student `keras.Model` mapping `x` to logits. Every
             call must give the same architecture.
-        x: the transfer inputs, shape `(N, ...)`.
+        x: the transfer inputs, shape `(N, ...)`, or a dict of such
+            arrays with the same `N` (a multi-input student's, e.g. a
+            KerasHub model's `{"token_ids": ..., "padding_mask": ...}`);
+            every member and the teacher model get the same structure.
         teacher: a teacher `keras.Model` (run once on `x`), or its outputs
             on `x`, shape `(N, K)`; for sequence models (e.g. a language
             model predicting every next token) `(N, S, K)`, each member's
             loss then being the mean over all positions (no mask).
         validation_data: `(x_val, y_val)` with integer labels, `(N_val,)`
-            or, for sequences, `(N_val, S)` (scored over all positions).
+            or, for sequences, `(N_val, S)` (scored over all positions);
+            `x_val` an array or a dict, as `x`.
         order: `M >= 1`.
         epochs: epochs of the winner's full training.
         budget: most student-epochs to spend (a student-epoch is one epoch
@@ -833,9 +837,9 @@ class _Data:
     `standardize` resolved (`"auto"` replaced).
     """
 
-    x: np.ndarray
+    x: object  # an array or a dict of arrays
     targets: np.ndarray
-    x_val: np.ndarray
+    x_val: object
     y_val: np.ndarray
     positions: tuple
     classes: int
@@ -862,7 +866,7 @@ def _teacher_pass(
     # scored over every position.
     positions = logits.shape[1:-1]
     y_val = _position_labels(
-        y_val, x_val.shape[0], positions, classes, "validation_data"
+        y_val, _num_examples(x_val), positions, classes, "validation_data"
     )
     standardize = _resolve_standardize(settings.standardize, classes)
     targets = logits.astype("float32")
@@ -874,9 +878,10 @@ def _teacher_pass(
                 f"`student_loss_weight` > 0. Received: labels=None, "
                 f"student_loss_weight={weight}"
             )
+        count = _num_examples(x)
         hard = _position_labels(
-            labels, x.shape[0], positions, classes, "labels"
-        ).reshape(x.shape[0], *positions)
+            labels, count, positions, classes, "labels"
+        ).reshape(count, *positions)
         one_hot = np.eye(classes, dtype="float32")[hard]
         targets = np.concatenate([targets, one_hot], axis=-1)
     val_probs = None
@@ -940,11 +945,14 @@ def _successive_halving(build_student, data, plan, settings):
     training = settings.training
     candidates, schedule = plan.candidates, plan.schedule
     keras.utils.set_random_seed(training.seed)
-    students = _build_members(build_student, len(candidates), data.x[:1])
+    students = _build_members(
+        build_student, len(candidates), _take(data.x, slice(0, 1))
+    )
     losses = _MemberLosses.of(candidates, data.classes, settings.order)
     order_rng = np.random.default_rng(training.seed)
     permutations = [
-        order_rng.permutation(data.x.shape[0]) for _ in range(training.epochs)
+        order_rng.permutation(_num_examples(data.x))
+        for _ in range(training.epochs)
     ]
     progress = _Progress(settings.verbose, schedule_cost(schedule))
     alive = list(range(len(candidates)))
@@ -1029,7 +1037,7 @@ def _population(students, alive, losses, training, previous):
 def _train_epoch(population, data, permutation, training):
     """One epoch in the given example order (the same for every rung)."""
     population.fit(
-        data.x[permutation],
+        _take(data.x, permutation),
         data.targets[permutation],
         batch_size=training.batch_size,
         epochs=1,
@@ -1105,7 +1113,9 @@ def _assemble(trained, plan, data, settings, start):
     student, calibration = winner, {}
     if settings.calibrate:
         # The winner's logits from its last scoring: no second pass.
-        labels_val = data.y_val.reshape(data.x_val.shape[0], *data.positions)
+        labels_val = data.y_val.reshape(
+            _num_examples(data.x_val), *data.positions
+        )
         student = calibrate_outputs(winner, trained.winner_logits, labels_val)
         calibration = student.calibration
     return SearchResult(
@@ -1166,8 +1176,8 @@ def _predict(population, x):
     """Stacked member logits as numpy (eager calls: no predict step to
     compile for every rung's population)."""
     parts = [
-        keras.ops.convert_to_numpy(population(x[i : i + 1024]))
-        for i in range(0, x.shape[0], 1024)
+        keras.ops.convert_to_numpy(population(_take(x, slice(i, i + 1024))))
+        for i in range(0, _num_examples(x), 1024)
     ]
     return np.concatenate(parts, axis=0)
 
@@ -1353,18 +1363,51 @@ def _fit_budget(candidates, epochs, eta, num_final, budget, kinds):
 
 
 def _check_inputs(values, name):
+    """An array of at least one example, or a dict of such arrays with
+    one number of examples (the dict's structure kept)."""
+    if isinstance(values, dict):
+        if not values:
+            raise ValueError(
+                f"`{name}` must be an array or a dict of arrays, one row "
+                f"per example. Received: an empty dict"
+            )
+        arrays = {
+            key: _check_inputs(value, f"{name}[{key!r}]")
+            for key, value in values.items()
+        }
+        counts = {key: a.shape[0] for key, a in arrays.items()}
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                f"The arrays of `{name}` must hold the same number of "
+                f"examples. Received: {name} with first dimensions {counts}"
+            )
+        return arrays
     try:
         array = np.asarray(to_numpy(values))
     except (TypeError, ValueError) as e:
         raise ValueError(
-            f"`{name}` must be an array. Received: {name}={values!r}"
+            f"`{name}` must be an array or a dict of arrays. Received: "
+            f"{name}={values!r}"
         ) from e
     if array.ndim < 1 or array.shape[0] == 0:
         raise ValueError(
-            f"`{name}` must hold at least one example. Received: {name} with "
-            f"shape {array.shape}"
+            f"`{name}` must be an array (or a dict of arrays) holding at "
+            f"least one example. Received: {name} of type "
+            f"{type(values).__name__} with shape {array.shape}"
         )
     return array
+
+
+def _num_examples(x):
+    """The number of examples of checked inputs (an array or a dict)."""
+    return keras.tree.flatten(x)[0].shape[0]
+
+
+def _take(x, index):
+    """The examples `index` (a slice or positions) of every array of `x`."""
+    if isinstance(x, dict):
+        return {key: _take(value, index) for key, value in x.items()}
+    return x[index]
 
 
 def _check_validation_pair(validation_data):
@@ -1393,10 +1436,11 @@ def _teacher_logits(
     else:
         outputs = teacher
     logits = _as_logits(outputs, from_logits, "teacher")
-    if logits.ndim < 2 or logits.shape[0] != x.shape[0]:
+    count = _num_examples(x)
+    if logits.ndim < 2 or logits.shape[0] != count:
         raise ValueError(
-            f"`teacher` outputs must have shape ({x.shape[0]}, K) (or "
-            f"({x.shape[0]}, S, K) for sequences), one row per example of "
+            f"`teacher` outputs must have shape ({count}, K) (or "
+            f"({count}, S, K) for sequences), one row per example of "
             f"`x`. Received: shape {logits.shape}"
         )
     val_logits = None
@@ -1404,7 +1448,7 @@ def _teacher_logits(
         val_logits = _as_logits(
             validation_teacher, from_logits, "validation_teacher"
         )
-        expected = (x_val.shape[0], *logits.shape[1:])
+        expected = (_num_examples(x_val), *logits.shape[1:])
         if val_logits.shape != expected:
             raise ValueError(
                 f"`validation_teacher` must have shape {expected}. Received: "
