@@ -145,8 +145,8 @@ def _validated(
 
     Returns:
         `(y_true, y_pred, eps)`: teacher and student at the student's float
-        dtype (at least float32), and the coefficients cast to it (`None`
-        stays `None`).
+        dtype (at least float32), both z-scored when `standardize`, and the
+        coefficients cast to it (`None` stays `None`).
     """
     _check_standardize(standardize, from_logits, teacher_from_logits)
     host_inputs = (y_true, y_pred)
@@ -159,17 +159,9 @@ def _validated(
     if standardize:
         check_standardizable(y_true.shape[-1])
         check_standardizable(y_pred.shape[-1])
+        y_true = z_score(y_true, STANDARDIZE_DELTA)
+        y_pred = z_score(y_pred, STANDARDIZE_DELTA)
     return y_true, y_pred, eps
-
-
-def _standardized(y_true, y_pred, standardize):
-    """Both logits z-scored (`standardize_logits`) when `standardize`."""
-    if not standardize:
-        return y_true, y_pred
-    return (
-        z_score(y_true, STANDARDIZE_DELTA),
-        z_score(y_pred, STANDARDIZE_DELTA),
-    )
 
 
 def kd_loss(
@@ -216,7 +208,6 @@ def kd_loss(
     y_true, y_pred, _ = _validated(
         y_true, y_pred, None, from_logits, teacher_from_logits, standardize
     )
-    y_true, y_pred = _standardized(y_true, y_pred, standardize)
     return distillation_loss(
         y_true, y_pred, None, temperature, from_logits, teacher_from_logits
     )
@@ -279,7 +270,6 @@ def pt_loss(
         teacher_from_logits,
         standardize,
     )
-    y_true, y_pred = _standardized(y_true, y_pred, standardize)
     return distillation_loss(
         y_true, y_pred, eps, temperature, from_logits, teacher_from_logits
     )
@@ -415,7 +405,6 @@ def lean_loss(
     )
     if eps is not None:
         eps = ops.convert_to_tensor(eps)
-    y_true, y_pred = _standardized(y_true, y_pred, standardize)
     t = ops.stop_gradient(as_logits(y_true, teacher_from_logits))
     z = as_logits(y_pred, from_logits)
     temperature = ops.convert_to_tensor(ops.cast(temperature, z.dtype))
