@@ -54,18 +54,20 @@ def build_student():
     return tiny_classifier(NUM_FEATURES, NUM_CLASSES, hidden=8, seed=3)
 
 
-def train_alone(loss, x, targets, epochs, batch_size, seed):
+def train_alone(loss, x, targets, epochs, batch_size, seed, build=None):
     """A separate student trained as the search trains its members: the
     same initial weights (seed) and each epoch's batch order drawn from
-    `numpy.random.default_rng(seed)`."""
+    `numpy.random.default_rng(seed)`. `x` is an array or a dict of arrays
+    (for `build`'s multi-input student; default `build_student`)."""
     keras.utils.set_random_seed(seed)
-    alone = build_student()
+    alone = (build or build_student)()
     alone.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
     order_rng = np.random.default_rng(seed)
+    num_examples = len(keras.tree.flatten(x)[0])
     for _ in range(epochs):
-        order = order_rng.permutation(len(x))
+        order = order_rng.permutation(num_examples)
         alone.fit(
-            x[order],
+            keras.tree.map_structure(lambda v, o=order: v[o], x),
             targets[order],
             batch_size=batch_size,
             epochs=1,

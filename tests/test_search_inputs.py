@@ -7,6 +7,8 @@ import pytest
 from keras_ptloss import PTLoss
 from keras_ptloss.search import Candidate
 from keras_ptloss.search import search_coefficients
+from tests.test_search import assert_same_weights
+from tests.test_search import train_alone
 from tests.utils import assert_allclose
 from tests.utils import np_softmax
 
@@ -46,10 +48,6 @@ def build_student():
     return keras.Model({"a": a, "b": b}, out)
 
 
-def take(x, index):
-    return {key: value[index] for key, value in x.items()}
-
-
 def np_logits(model, x):
     """float64 forward pass of `build_student`'s model in numpy."""
     w1, b1, w2, b2 = (np.asarray(w, "float64") for w in model.get_weights())
@@ -78,28 +76,14 @@ def test_dict_inputs_winner_equals_its_separate_training(data):
         verbose=0,
     )
     # The winner, trained alone on the same dicts in the search's order.
-    keras.utils.set_random_seed(5)
-    alone = build_student()
     loss = PTLoss(
         result.coefficients, result.temperature, teacher_from_logits=True
     )
-    alone.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-    order_rng = np.random.default_rng(5)
-    for _ in range(3):
-        order = order_rng.permutation(160)
-        alone.fit(
-            take(data["x"], order),
-            data["teacher"][order],
-            batch_size=32,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
+    alone = train_alone(
+        loss, data["x"], data["teacher"], 3, 32, seed=5, build=build_student
+    )
     student = result.uncalibrated_student
-    for got, want in zip(
-        student.get_weights(), alone.get_weights(), strict=True
-    ):
-        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert_same_weights(student, alone)
     # The scores are those of the winner's validation predictions.
     probs = np_softmax(np_logits(student, data["x_val"]))
     accuracy = np.mean(probs.argmax(-1) == data["y_val"])
