@@ -17,7 +17,8 @@
 #    both at the version of keras_ptloss/version.py.
 # 4. Install: a virtual environment made with --system-site-packages (Keras
 #    and the backends come from the current environment; nothing is
-#    downloaded) gets the wheel with `pip install --no-deps --no-index`.
+#    downloaded) gets the wheel with `pip --python <its python> install
+#    --no-deps --no-index` (pip >= 22.3).
 # 5. Smoke run: with that environment's python, from an empty directory and
 #    with PYTHONPATH unset, `keras_ptloss` must be the installed copy (also
 #    when the checkout is installed editable in the base environment), its
@@ -166,10 +167,12 @@ if problems:
 PY
 
 step "installing the wheel into a fresh virtual environment"
-"$python" -m venv --system-site-packages "$work/venv" || fail "python -m venv"
+# No pip of its own (ensurepip is slow): the current pip installs into it.
+"$python" -m venv --system-site-packages --without-pip "$work/venv" ||
+  fail "python -m venv"
 venv_python="$work/venv/bin/python"
-"$venv_python" -m pip install --no-deps --no-index --no-cache-dir -q \
-  "$work"/dist/keras_ptloss-"$version"-py3-none-any.whl ||
+"$python" -m pip --python "$venv_python" install --no-deps --no-index \
+  --no-cache-dir -q "$work"/dist/keras_ptloss-"$version"-py3-none-any.whl ||
   fail "pip install of the wheel"
 
 step "smoke run of the installed wheel (KERAS_BACKEND=${KERAS_BACKEND:-jax})"
