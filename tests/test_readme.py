@@ -4,8 +4,9 @@
 - The demo command installs what the test command installs, minus the test
   extra, then runs `python -m keras_ptloss demo`; tests/test_demo.py runs
   that same command (plus `--quick`), taken from the README.
-- The README's Python examples run as written (JAX only, like the
-  notebooks: they are backend-agnostic documentation, not library code).
+- The README's Python examples run as written, at a smaller size (JAX
+  only, like the notebooks: they are backend-agnostic documentation, not
+  library code).
 """
 
 import re
@@ -17,6 +18,8 @@ import pytest
 import tomllib
 
 from keras_ptloss import CalibratedModel
+from keras_ptloss import Distiller
+from keras_ptloss import SearchResult
 from tests.utils import readme_commands
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,33 +100,83 @@ def _python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_has_the_minimal_and_distiller_examples():
-    blocks = _python_blocks()
-    assert len(blocks) == 3
-    assert "loss=PTLoss(" in blocks[0]
-    assert "Distiller(" in blocks[1]
-    assert "ReestimateCoefficients" in blocks[1]
-    assert "search_coefficients(" in blocks[2]
+# The examples at a size that runs in seconds: fewer examples and epochs.
+SHRINK = (
+    (r"num_samples=\d+", "num_samples=1000"),
+    (r"epochs=\d+", "epochs=2"),
+)
+
+
+def _shrunk(block):
+    for pattern, small in SHRINK:
+        block = re.sub(pattern, small, block)
+    return block
+
+
+def test_readme_opens_with_the_install_and_the_recommended_example():
+    first_screen = "\n".join(README.read_text().splitlines()[:40])
+    assert "pip install" in first_screen
+    recommended = _python_blocks()[0]
+    assert recommended in first_screen
+    assert len(recommended.splitlines()) <= 25
+    for call in (
+        "load_mnist1d(",
+        "search_coefficients(",
+        "print(result.summary())",
+        "student = result.student",
+        "result.build_distiller(teacher, build_student())",
+        "distiller.fit(",
+    ):
+        assert call in recommended, call
+
+
+def test_readme_shows_the_other_ways_to_use_it():
+    others = "\n".join(_python_blocks()[1:])
+    for call in (
+        "loss=PTLoss(",
+        "Distiller(",
+        "ReestimateCoefficients(",
+        "select_coefficients(",
+        "TopKPTLoss(",
+        "precompute_top_k(",
+        "KDDistillation(",
+        "calibrate(",
+    ):
+        assert call in others, call
+
+
+def test_readme_states_the_teacher_output_rule_once():
+    text = README.read_text()
+    assert text.count("teacher_from_logits=True") == 1
+    assert "teacher_from_logits=False" in text
+
+
+def test_readme_is_at_most_220_lines():
+    assert len(README.read_text().splitlines()) <= 220
 
 
 if keras.backend.backend() == "jax":
 
     def test_readme_python_examples_run(capsys):
+        blocks = _python_blocks()
         namespace = {"__name__": "readme"}
-        for block in _python_blocks():
-            exec(compile(block, str(README), "exec"), namespace)
-        student, distiller = namespace["student"], namespace["distiller"]
-        assert student.loss.order == 5
-        assert tuple(distiller.coefficients.shape) == (5,)
-        search = namespace["search"]
-        assert search.cost["student_epochs"] <= 6 * 5
-        calibrated = namespace["calibrated"]
-        assert isinstance(calibrated, CalibratedModel)
-        assert calibrated.temperature == search.calibration["temperature"]
+        exec(compile(_shrunk(blocks[0]), str(README), "exec"), namespace)
+        result, student = namespace["result"], namespace["student"]
+        assert isinstance(result, SearchResult)
+        assert result.cost["student_epochs"] <= 6 * 2
+        assert isinstance(student, CalibratedModel)
+        assert student.temperature == result.calibration["temperature"]
+        retrained = namespace["distiller"]
+        assert isinstance(retrained, Distiller)
+        assert int(retrained.optimizer.iterations) > 0
         out = capsys.readouterr().out
-        assert "Coefficient selection" in out
         assert "Student-aware search" in out
         assert "calibrated: T = " in out
+        for block in blocks[1:]:
+            exec(compile(_shrunk(block), str(README), "exec"), namespace)
+        assert namespace["selection"].coefficients.shape == (5,)
+        assert tuple(namespace["distiller"].coefficients.shape) == (5,)
+        assert isinstance(namespace["calibrated"], CalibratedModel)
 
 
 def test_readme_states_the_default_backend():
@@ -134,7 +187,13 @@ def test_readme_states_the_default_backend():
 
 @pytest.mark.parametrize(
     "section",
-    ["## Multiple devices", "## When does PTLoss help", "## Other results"],
+    [
+        "## What PTLoss is",
+        "## When it helps",
+        "## Other ways to use it",
+        "## Cost",
+        "## Documentation",
+    ],
 )
 def test_readme_sections_present(section):
     assert section in README.read_text()
