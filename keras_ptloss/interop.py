@@ -330,8 +330,16 @@ class KDDistillation(PTLossDistillation):
 
     @property
     def temperature(self):
-        """The temperature `T` as a Python float (the loss's variable)."""
+        """The temperature `T` as a Python float (the loss's variable).
+
+        Assigning validates and sets the variable
+        (`kd.loss.set_temperature`), which a compiled step reads.
+        """
         return self.loss.temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self.loss.set_temperature(value)
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         keras.distillation.DistillationLoss.validate_outputs(

@@ -153,6 +153,11 @@ def test_temperature_set_during_training_reaches_both_terms(rng):
     adapter.loss.set_temperature(4.0)
     assert adapter.temperature == 4.0
     assert_allclose(adapter.compute_loss(t, s), np_divergence("ce", t, s, 4.0))
+    adapter.temperature = 1.5  # as LogitsDistillation's attribute
+    assert adapter.loss.temperature == 1.5
+    assert_allclose(adapter.compute_loss(t, s), np_divergence("ce", t, s, 1.5))
+    with pytest.raises(ValueError, match="temperature"):
+        adapter.temperature = -1.0
 
 
 @pytest.mark.parametrize(
@@ -475,10 +480,10 @@ def test_config_round_trip(rng, loss):
     assert again.get_config() == config
     # Same values on outputs of the loss's structure.
     t = keras.tree.map_structure(
-        lambda _: random_logits(rng, (6, K)), adapter._loss_structure
+        lambda _: random_logits(rng, (8, K)), adapter._loss_structure
     )
     s = keras.tree.map_structure(
-        lambda _: random_logits(rng, (6, K)), adapter._loss_structure
+        lambda _: random_logits(rng, (8, K)), adapter._loss_structure
     )
     restored.loss.teacher_from_logits = adapter.loss.teacher_from_logits = True
     assert_allclose(restored.compute_loss(t, s), adapter.compute_loss(t, s))
