@@ -134,6 +134,16 @@ def test_default_loss_and_temperature_are_logits_distillations(rng):
 
 
 @pytest.mark.parametrize("kind", ["kl", "ce"])
+def test_chunked_path_gives_the_same_values(rng, kind):
+    loss = "kld" if kind == "kl" else keras.losses.CategoricalCrossentropy()
+    adapter = KDDistillation(2.0, loss, chunk_size=3)
+    for shape in ((8, K), (2, 3, K)):
+        t, s = random_logits(rng, shape), random_logits(rng, shape)
+        expected = np_divergence(kind, t, s, 2.0)
+        assert_allclose(adapter.compute_loss(t, s), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["kl", "ce"])
 def test_teacher_probabilities_with_zeros(rng, kind):
     t = scipy.special.softmax(random_logits(rng, (8, K)), axis=-1)
     t[:, 0] = 0.0
