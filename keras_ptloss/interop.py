@@ -1,23 +1,114 @@
-"""PTLoss as a distillation loss of `keras.distillation.Distiller`.
+"""PTLoss and KD as distillation losses of `keras.distillation.Distiller`.
 
 Keras's own `Distiller` (Keras >= 3.12) takes `DistillationLoss` objects
 whose `compute_loss(teacher_outputs, student_outputs)` returns a scalar.
 `PTLossDistillation` wraps a `PTLoss` (or `KDLoss`) in that interface, and
-`KDDistillation` is Hinton's KD in it (the fix for the default of
-`keras.distillation.LogitsDistillation`, which is not KD). Both are
-`keras.layers.Layer`s that hold a copy of the loss and track its variables
-(coefficients, temperature), so the `Distiller` holds them as model state:
-changing them (`adapter.loss.set_coefficients(...)`,
-`adapter.loss.set_temperature(...)`) during `fit` reaches the compiled step
-on every backend, and they are saved with the model's weights.
+`KDDistillation` is Hinton's KD in it, taking the arguments of
+`keras.distillation.LogitsDistillation`. Both are `keras.layers.Layer`s
+that hold a copy of the loss and track its variables (coefficients,
+temperature), so the `Distiller` holds them as model state: changing them
+(`adapter.loss.set_coefficients(...)`, `adapter.loss.set_temperature(...)`)
+during `fit` reaches the compiled step on every backend, and they are saved
+with the model's weights.
 """
 
 import keras
+from keras import ops
+from keras import tree
 
+from keras_ptloss._core import tempered_log_probs
 from keras_ptloss.distiller import copy_loss
 from keras_ptloss.distiller import resolve_teacher_flag
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
+
+KL = "kl_divergence"
+CROSS_ENTROPY = "categorical_crossentropy"
+# Reductions of a Keras loss instance in `loss=`: "sum" sums over the
+# examples (tokens); every other one gives their mean, as in
+# `LogitsDistillation`, which takes the mean of what the loss returns.
+MEAN_REDUCTIONS = (
+    None,
+    "sum_over_batch_size",
+    "mean",
+    "mean_with_sample_weight",
+)
+ACCEPTED_LOSSES = (
+    "'kl_divergence' (also 'kld', keras.losses.kl_divergence or a "
+    "keras.losses.KLDivergence), 'categorical_crossentropy' (also "
+    "keras.losses.categorical_crossentropy or a "
+    "keras.losses.CategoricalCrossentropy), None to skip an output, or a "
+    "list, tuple or dict of these with one entry per model output"
+)
+
+
+def _not_accepted(entry, why=""):
+    return ValueError(
+        f"`loss` must be {ACCEPTED_LOSSES}.{why} Received: loss={entry!r}"
+    )
+
+
+def _divergence(entry):
+    """`(kind, summed)` for one leaf of `loss`, or `None` to skip it."""
+    if entry is None:
+        return None
+    resolved = entry
+    if isinstance(entry, str):
+        try:
+            resolved = keras.losses.get(entry)
+        except ValueError:
+            raise _not_accepted(entry) from None
+    if resolved is keras.losses.kl_divergence or isinstance(
+        resolved, keras.losses.KLDivergence
+    ):
+        kind = KL
+    elif resolved is keras.losses.categorical_crossentropy or isinstance(
+        resolved, keras.losses.CategoricalCrossentropy
+    ):
+        kind = CROSS_ENTROPY
+    else:
+        raise _not_accepted(
+            entry,
+            " Another loss on the tempered logits is"
+            " keras.distillation.LogitsDistillation's; a keras_ptloss loss"
+            " goes in PTLossDistillation.",
+        )
+    if not isinstance(resolved, keras.losses.Loss):
+        return kind, False
+    config = resolved.get_config()
+    if config.get("label_smoothing", 0.0) != 0.0:
+        raise _not_accepted(entry, " Label smoothing is not supported.")
+    if config.get("axis", -1) != -1:
+        raise _not_accepted(entry, " The class axis must be -1.")
+    if resolved.reduction not in MEAN_REDUCTIONS + ("sum",):
+        raise _not_accepted(
+            entry, f" Reduction {resolved.reduction!r} is not supported."
+        )
+    return kind, resolved.reduction == "sum"
+
+
+def _canonical(entry):
+    """A leaf of `loss` as stored: a string, a loss instance or `None`."""
+    if entry is keras.losses.kl_divergence:
+        return KL
+    if entry is keras.losses.categorical_crossentropy:
+        return CROSS_ENTROPY
+    return entry
+
+
+def _deserialize_losses(structure):
+    """Inverse of `serialize_keras_object` on a structure of losses."""
+    if isinstance(structure, dict) and "class_name" in structure:
+        return keras.losses.deserialize(structure)
+    if isinstance(structure, dict):
+        return {k: _deserialize_losses(v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_deserialize_losses(v) for v in structure)
+    return structure
+
+
+def _describe(outputs):
+    return tree.map_structure(lambda x: tuple(getattr(x, "shape", ())), outputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
@@ -47,7 +138,15 @@ class PTLossDistillation(
 
     Args:
         loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`, copied.
+        temperature: `None` (default) keeps the loss's temperature; a
+            number `T > 0` sets the copy's (as the `temperature` of
+            `keras.distillation.LogitsDistillation`).
         name: optional layer name.
+
+    Raises:
+        ValueError: for a `loss` of another kind, a `temperature` that is
+            not a number `> 0`, or (when the Distiller is built or the loss
+            computed) models with several outputs.
 
     Example:
 
@@ -58,7 +157,7 @@ class PTLossDistillation(
     >>> distiller = keras.distillation.Distiller(
     ...     teacher,
     ...     student,
-    ...     PTLossDistillation(PTLoss([0.5])),
+    ...     PTLossDistillation(PTLoss([0.5]), temperature=2.0),
     ...     student_loss_weight=0.1,
     ... )
     >>> distiller.compile(
@@ -67,14 +166,15 @@ class PTLossDistillation(
     >>> _ = distiller.fit(x, y, epochs=1, verbose=0)
     """
 
-    def __init__(self, loss, name=None, **kwargs):
+    def __init__(self, loss, temperature=None, name=None, **kwargs):
         keras.layers.Layer.__init__(self, name=name, **kwargs)
         if not isinstance(loss, (PTLoss, KDLoss)):
             raise ValueError(
                 "`loss` must be a keras_ptloss.PTLoss or keras_ptloss.KDLoss."
                 f" Received: loss={loss!r}"
             )
-        self.loss = copy_loss(loss)
+        changes = {} if temperature is None else {"temperature": temperature}
+        self.loss = copy_loss(loss, **changes)
         # A keras.losses.Loss is not a layer: this layer holds the loss's
         # variables (tracked as its own, hence by the Distiller).
         self.schedulable_variables = list(self.loss.variables)
@@ -90,6 +190,16 @@ class PTLossDistillation(
         self.loss.teacher_from_logits = resolve_teacher_flag(
             self.loss, teacher, student, "loss"
         )
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        super().validate_outputs(teacher_outputs, student_outputs)
+        if len(tree.flatten(teacher_outputs)) != 1:
+            raise ValueError(
+                "PTLossDistillation distils one output; the models have "
+                f"several: {_describe(teacher_outputs)}. Use one adapter "
+                "per output in a custom DistillationLoss, or "
+                "KDDistillation(loss=[...]) for KD on several outputs."
+            )
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         return self.loss(teacher_outputs, student_outputs)
@@ -111,38 +221,39 @@ class PTLossDistillation(
 class KDDistillation(PTLossDistillation):
     """Hinton's knowledge distillation as a `keras.distillation` loss.
 
-    From the teacher's logits `t` and the student's logits `s`:
+    Takes the arguments of `keras.distillation.LogitsDistillation`. From the
+    teacher's logits `t` and the student's logits `s`, with
+    `p = softmax(t / T)` and `q = softmax(s / T)`:
 
-        L = T**2 * mean_batch KL(softmax(t / T) || softmax(s / T))
+        loss="kl_divergence":            L = T**2 * KL(p || q)
+        loss="categorical_crossentropy": L = T**2 * CE(p, q)
+                                           = T**2 * (KL(p || q) + H(p))
 
-    computed by `keras_ptloss.KDLoss` with log-softmax (no clipping). A
-    drop-in for `keras.distillation.LogitsDistillation(temperature=T)` in
-    `keras.distillation.Distiller`, which it fixes: in Keras 3.15.1 that
-    loss's default `loss="kl_divergence"` resolves to the function
-    `keras.losses.kl_divergence`, not a `keras.losses.KLDivergence`
-    instance, so its softmax-and-`T**2` branch is skipped and it computes
+    each averaged over the examples (and any sequence axes), computed by
+    `keras_ptloss.KDLoss` with log-softmax (no clipping). The two give the
+    student the same gradients. A structure of such losses distils a
+    multi-output model: one entry per output (`None` skips one), summed.
 
-        mean_batch sum_k c(t_k / T) * log(c(t_k / T) / c(s_k / T))
-
-    on the tempered logits themselves, `c` clipping to `[1e-7, 1]`: not a
-    divergence between distributions, not invariant to a shift of the
-    logits, and without the `T**2` factor. On 8 x 10 random logits (scale
-    3, T = 3) it gives 28.53 where KD is 5.54; after adding 10 to every
-    logit, 0.012. `KDDistillation(temperature=T)` computes KD. (Keras's
-    `LogitsDistillation(T, loss=keras.losses.KLDivergence())` takes the
-    softmax branch too, with probabilities clipped at 1e-7.)
-
-    The temperature lives in the `KDLoss`'s non-trainable variable, tracked
-    by the Distiller (`kd.loss.set_temperature(...)` during `fit` takes
-    effect at the next step) and saved with its weights.
+    The temperature lives in the `KDLoss`'s non-trainable variable
+    (`kd.loss`), tracked by the Distiller (`kd.loss.set_temperature(...)`
+    during `fit` takes effect at the next step) and saved with its weights.
 
     Args:
-        temperature: softmax temperature `T > 0`. Defaults to `3.0` (as
-            `LogitsDistillation`).
+        temperature: softmax temperature `T > 0`. Defaults to `3.0`.
+        loss: which divergence, as in `LogitsDistillation`:
+            `"kl_divergence"` (default; also `"kld"`,
+            `keras.losses.kl_divergence`, `keras.losses.KLDivergence()`) or
+            `"categorical_crossentropy"` (also
+            `keras.losses.categorical_crossentropy`,
+            `keras.losses.CategoricalCrossentropy()`, whose `from_logits`
+            is not read: `from_logits` below says what the student
+            outputs); or a list, tuple or dict of these (and `None`) with
+            the structure of the models' outputs. A loss instance with
+            `reduction="sum"` sums over the examples instead of averaging.
         teacher_from_logits: whether the teacher outputs logits. Defaults
-            to `True` (as `LogitsDistillation`, which reads logits); checked
-            against the teacher's last layer when the Distiller is built
-            (`None`: read from it; `False` for a softmax teacher).
+            to `True`; checked against the teacher's last layer when the
+            Distiller is built (`None`: read from it; `False` for a softmax
+            teacher).
         from_logits: whether the student outputs logits. Defaults to
             `True`.
         chunk_size: `None` (default), or rows (tokens) per chunk of the
@@ -150,9 +261,14 @@ class KDDistillation(PTLossDistillation):
         name: optional layer name.
 
     Returns:
-        `compute_loss(teacher_outputs, student_outputs)` returns the loss
-        above as a scalar: the mean over the batch (and any sequence axes)
-        of `T**2 * KL` per example.
+        `compute_loss(teacher_outputs, student_outputs)` returns `L` above
+        as a scalar (the sum over the outputs of a multi-output model).
+
+    Raises:
+        ValueError: for a `temperature` that is not a number `> 0`, a
+            `loss` other than those above (naming the accepted values),
+            a `loss` of only `None`, or (when the Distiller is built or the
+            loss computed) outputs whose structure is not that of `loss`.
 
     Example:
 
@@ -161,14 +277,11 @@ class KDDistillation(PTLossDistillation):
     >>> rng = np.random.default_rng(0)
     >>> t = (3 * rng.normal(size=(8, 10))).astype("float32")
     >>> s = (3 * rng.normal(size=(8, 10))).astype("float32")
-    >>> kd = KDDistillation(temperature=3.0)
+    >>> kd = KDDistillation(temperature=3.0, loss="kl_divergence")
     >>> round(float(kd.compute_loss(t, s)), 4)
     5.5407
     >>> round(float(kd.compute_loss(t + 10, s + 10)), 4)  # shift-invariant
     5.5407
-    >>> keras_default = keras.distillation.LogitsDistillation(temperature=3.0)
-    >>> round(float(keras_default.compute_loss(t, s)), 2)  # not KD
-    28.53
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> distiller = keras.distillation.Distiller(
@@ -186,12 +299,20 @@ class KDDistillation(PTLossDistillation):
     def __init__(
         self,
         temperature=3.0,
+        loss=KL,
         teacher_from_logits=True,
         from_logits=True,
         chunk_size=None,
         name=None,
         **kwargs,
     ):
+        structure = tree.map_structure(_canonical, loss)
+        divergences = [_divergence(e) for e in tree.flatten(structure)]
+        if all(d is None for d in divergences):
+            raise ValueError(
+                "`loss` must name a divergence for at least one output "
+                f"(not only None). Received: loss={loss!r}"
+            )
         super().__init__(
             KDLoss(
                 temperature=temperature,
@@ -202,16 +323,83 @@ class KDDistillation(PTLossDistillation):
             name=name,
             **kwargs,
         )
+        # Set past the layer's tracking, which would wrap lists and dicts
+        # in its own containers (leaves, not structures, to `keras.tree`).
+        object.__setattr__(self, "_loss_structure", structure)
+        object.__setattr__(self, "_divergences", divergences)
 
     @property
     def temperature(self):
-        """The temperature `T` as a Python float (the loss's variable)."""
+        """The temperature `T` as a Python float (the loss's variable).
+
+        Assigning validates and sets the variable
+        (`kd.loss.set_temperature`), which a compiled step reads.
+        """
         return self.loss.temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self.loss.set_temperature(value)
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        keras.distillation.DistillationLoss.validate_outputs(
+            self, teacher_outputs, student_outputs
+        )
+        self._check_structure(teacher_outputs)
+
+    def _check_structure(self, outputs):
+        try:
+            tree.assert_same_structure(
+                tree.lists_to_tuples(self._loss_structure),
+                tree.lists_to_tuples(outputs),
+            )
+        except (ValueError, TypeError):
+            raise ValueError(
+                "`loss` must have the structure of the models' outputs: one "
+                "entry per output (None to skip one). Received: "
+                f"loss={self._loss_structure!r} for outputs "
+                f"{_describe(outputs)}"
+            ) from None
+
+    def _divergence_value(self, divergence, teacher, student):
+        kind, summed = divergence
+        value = self.loss(teacher, student)
+        if kind == CROSS_ENTROPY:
+            # CE = KL + H(p): the teacher's entropy, a constant to the student.
+            temperature = self.loss.temperature_variable
+            log_p = tempered_log_probs(
+                ops.stop_gradient(ops.cast(teacher, "float32")),
+                temperature,
+                bool(self.loss.teacher_from_logits),
+            )
+            entropy = -ops.sum(ops.exp(log_p) * log_p, axis=-1)
+            scale = ops.square(ops.cast(temperature, "float32"))
+            value = value + ops.cast(scale * ops.mean(entropy), value.dtype)
+        if summed:
+            rows = ops.size(student) // ops.shape(student)[-1]
+            value = value * ops.cast(rows, value.dtype)
+        return value
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        self.validate_outputs(teacher_outputs, student_outputs)
+        total = None
+        for divergence, teacher, student in zip(
+            self._divergences,
+            tree.flatten(teacher_outputs),
+            tree.flatten(student_outputs),
+            strict=True,
+        ):
+            if divergence is None:
+                continue
+            value = self._divergence_value(divergence, teacher, student)
+            total = value if total is None else total + value
+        return total
 
     def get_config(self):
         return {
             "name": self.name,
             "temperature": self.loss.temperature,
+            "loss": keras.saving.serialize_keras_object(self._loss_structure),
             "teacher_from_logits": self.loss.teacher_from_logits,
             "from_logits": self.loss.from_logits,
             "chunk_size": self.loss.chunk_size,
@@ -219,4 +407,7 @@ class KDDistillation(PTLossDistillation):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        if "loss" in config:
+            config["loss"] = _deserialize_losses(config["loss"])
         return cls(**config)

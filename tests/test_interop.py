@@ -338,7 +338,7 @@ def test_keras_default_logits_distillation_is_not_kd(rng):
     # logit <= 0 counts as 1e-7, every logit >= T as 1. That is no
     # divergence between distributions (it changes when a constant is added
     # to every logit, which leaves both softmaxes unchanged). This test pins
-    # that behaviour: KDDistillation's docstring, docs/guide.md and the
+    # that behaviour: docs/design.md ("Keras traps"), docs/guide.md and the
     # README state it. If Keras fixes it, update them.
     t, s = random_logits(rng), random_logits(rng)
     keras_default = keras.distillation.LogitsDistillation(temperature=3.0)
@@ -355,9 +355,8 @@ def test_keras_default_logits_distillation_is_not_kd(rng):
                 f"logits (got {value:.6g}, that formula gives "
                 f"{documented:.6g}, KD gives {kd:.6g}; logits shifted by "
                 f"{shift}). Keras changed its default: update the docs that "
-                "describe it (KDDistillation's docstring, docs/guide.md, "
-                "the README's comparison with Keras's Distiller) and this "
-                "test."
+                "describe it (docs/design.md, docs/guide.md, the README's "
+                "comparison with Keras's Distiller) and this test."
             )
         assert abs(value - kd) > 1.0
     # The numbers the docs quote: 28.53 and 0.012 where KD is 5.54.
