@@ -1423,9 +1423,9 @@ def _assemble(trained, plan, data, settings, start):
 
 
 def _optimizer_name(serialized):
-    """The class name of a serialized optimizer, without its package."""
-    name = serialized.get("registered_name") or serialized["class_name"]
-    return name.split(">")[-1]
+    """The class name of a serialized optimizer (Keras writes some names
+    lowercase in `class_name`)."""
+    return type(keras.optimizers.deserialize(serialized)).__name__
 
 
 def _training_record(data, settings):

@@ -57,9 +57,9 @@ def search(problem, **kwargs):
         order=2,
         epochs=EPOCHS,
         candidates=[
-            Candidate(np.zeros(2), 2.0),
             Candidate(np.array([2.0, 0.0]), 2.0),
             Candidate(np.array([1.0, 0.0]), 1.0, standardize=True),
+            Candidate(np.array([-0.5, 0.0]), 4.0),
         ],
         eta=3,
         keep_kd=False,
@@ -92,30 +92,12 @@ def accuracy(model, x, y):
 
 
 def test_built_distiller_retrains_the_winner(problem):
+    """One search: the Distiller's settings are the search's, and trained
+    on `fit_kwargs` it ends with the winner's weights."""
     result = search(problem)
     assert len(result.ranking) == 2  # the winner survived a cut
     student = build_student()
     distiller = result.build_distiller(problem["teacher"], student)
-    history = distiller.fit(
-        **result.fit_kwargs(problem["x"], problem["labels"]), verbose=0
-    )
-    assert len(history.history["loss"]) == EPOCHS
-    winner = result.uncalibrated_student
-    got, want = student.get_weights(), winner.get_weights()
-    # The winner moved away from its start: the comparison is not trivial.
-    assert not np.allclose(want[0], result.initial_weights[0], atol=1e-2)
-    exact = all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
-    print(f"{BACKEND}: bitwise equal weights: {exact}")
-    for a, b in zip(got, want, strict=True):
-        assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    x_val, y_val = problem["x_val"], problem["y_val"]
-    assert abs(accuracy(student, x_val, y_val) - result.score) <= 0.005
-    assert accuracy(winner, x_val, y_val) == result.score
-
-
-def test_built_distiller_has_the_searched_settings(problem):
-    result = search(problem)
-    distiller = result.build_distiller(problem["teacher"], build_student())
     loss = distiller.distillation_loss
     assert isinstance(loss, PTLoss)
     assert loss.get_config() == result.loss.get_config()
@@ -152,9 +134,28 @@ def test_built_distiller_has_the_searched_settings(problem):
         distiller.student.get_weights(), result.initial_weights, strict=True
     ):
         np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="`y`.*student_loss_weight=0.3"):
+        result.fit_kwargs(problem["x"])
+    history = distiller.fit(
+        **result.fit_kwargs(problem["x"], problem["labels"]), verbose=0
+    )
+    assert len(history.history["loss"]) == EPOCHS
+    winner = result.uncalibrated_student
+    got, want = student.get_weights(), winner.get_weights()
+    # The winner moved away from its start: the comparison is not trivial.
+    assert not np.allclose(want[0], result.initial_weights[0], atol=1e-2)
+    for a, b in zip(got, want, strict=True):
+        # One compiled step over all members rounds the last bits of a
+        # few values differently on JAX and TensorFlow.
+        assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        if BACKEND == "torch":
+            np.testing.assert_array_equal(a, b)
+    x_val, y_val = problem["x_val"], problem["y_val"]
+    assert abs(accuracy(student, x_val, y_val) - result.score) <= 0.005
+    assert accuracy(winner, x_val, y_val) == result.score
 
 
-def test_distillation_alone_compiles_no_student_loss(problem):
+def test_distillation_alone_and_bad_arguments(problem):
     result = search(
         problem,
         labels=None,
@@ -174,6 +175,21 @@ def test_distillation_alone_compiles_no_student_loss(problem):
     )
     kwargs = result.fit_kwargs(problem["x"])  # no labels needed
     assert (kwargs["epochs"], kwargs["steps_per_epoch"]) == (1, 8)
+    teacher = problem["teacher"]
+    with pytest.raises(ValueError, match="the search's 240 examples"):
+        result.fit_kwargs(problem["x"][:100])
+    with pytest.raises(ValueError, match="`y`.*search's 240 examples"):
+        result.fit_kwargs(problem["x"], problem["labels"][:100])
+    wide = keras.Sequential(
+        [keras.Input((NUM_FEATURES,)), keras.layers.Dense(NUM_CLASSES)]
+    )
+    with pytest.raises(ValueError, match="searched architecture"):
+        result.build_distiller(teacher, wide)
+    unbuilt = keras.Sequential([keras.layers.Dense(NUM_CLASSES)])
+    with pytest.raises(ValueError, match="must be built"):
+        result.build_distiller(teacher, unbuilt)
+    with pytest.raises(ValueError, match="`student` must be a keras.Model"):
+        result.build_distiller(teacher, "student")
 
 
 def test_search_batches_follow_the_searchs_permutations():
@@ -190,25 +206,3 @@ def test_search_batches_follow_the_searchs_permutations():
             np.testing.assert_array_equal(got_y, rows + 100)
     (alone,) = SearchBatches(x, None, 4, seed=7)[2]
     assert alone.shape == (2, 1)
-
-
-def test_bad_arguments_are_refused_clearly(problem):
-    result = search(problem, epochs=1, candidates=[Candidate(np.zeros(2), 2.0)])
-    teacher = problem["teacher"]
-    with pytest.raises(ValueError, match="the search's 240 examples"):
-        result.fit_kwargs(problem["x"][:100], problem["labels"][:100])
-    with pytest.raises(ValueError, match="`y`.*search's 240 examples"):
-        result.fit_kwargs(problem["x"], problem["labels"][:100])
-    with pytest.raises(ValueError, match="`y`.*student_loss_weight=0.3"):
-        result.fit_kwargs(problem["x"])
-    wide = keras.Sequential(
-        [keras.Input((NUM_FEATURES,)), keras.layers.Dense(NUM_CLASSES)]
-    )
-    with pytest.raises(ValueError, match="searched architecture"):
-        result.build_distiller(teacher, wide)
-    with pytest.raises(ValueError, match="must be built"):
-        result.build_distiller(
-            teacher, keras.Sequential([keras.layers.Dense(3)])
-        )
-    with pytest.raises(ValueError, match="`student` must be a keras.Model"):
-        result.build_distiller(teacher, "student")
