@@ -285,7 +285,9 @@ class SearchResult:
         to floating-point rounding, since one compiled step over all the
         members and a step over one student may round differently).
         Layers that draw random numbers in training (dropout) draw other
-        ones.
+        ones, and after a search that warned that the optimizer state
+        could not be carried to the survivors, the winner restarted its
+        slots where this student keeps them.
 
         Args:
             teacher: the teacher `keras.Model` whose outputs the search
