@@ -670,7 +670,25 @@ class Distiller(keras.Model):
     # ------------------------------------------------------------------
     # Training: `keras.Model.fit`, after the checks that need all the data.
 
-    def fit(self, x=None, y=None, batch_size=None, **kwargs):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
         """`keras.Model.fit`, with array data checked before it starts.
 
         These checks need `fit`'s arguments or must run before Keras's
@@ -697,44 +715,113 @@ class Distiller(keras.Model):
           device's).
 
         Args:
-            x, y, batch_size: as for `keras.Model.fit`.
-            **kwargs: the other arguments of `keras.Model.fit`, by keyword.
+            x, y, batch_size, epochs, verbose, callbacks, validation_split,
+            validation_data, shuffle, class_weight, sample_weight,
+            initial_epoch, steps_per_epoch, validation_steps,
+            validation_batch_size, validation_freq: as for
+                `keras.Model.fit` (same order and defaults; positional or
+                by keyword).
 
         Returns:
             The `keras.callbacks.History` of `keras.Model.fit`.
+
+        Example:
+
+        >>> import keras, numpy as np
+        >>> from keras_ptloss import Distiller, PTLoss
+        >>> teacher = keras.Sequential(
+        ...     [keras.Input((4,)), keras.layers.Dense(3)])
+        >>> student = keras.Sequential(
+        ...     [keras.Input((4,)), keras.layers.Dense(3)])
+        >>> distiller = Distiller(teacher, student, PTLoss([0.5, 0.0]))
+        >>> distiller.compile(
+        ...     optimizer="adam", loss="sparse_categorical_crossentropy")
+        >>> x, y = np.ones((32, 4)), np.zeros((32,), "int32")
+        >>> history = distiller.fit(x, y, 16, 2, verbose=0)  # 2 epochs of 16
+        >>> len(history.history["loss"])
+        2
         """
-        _check_weights_without_labels(x, y, kwargs.get("sample_weight"))
-        validation = kwargs.get("validation_data")
-        if isinstance(validation, (tuple, list)) and len(validation) == 3:
-            _check_weights_without_labels(
-                validation[0], validation[1], validation[2], "validation_data"
-            )
+        _check_weights_without_labels(x, y, sample_weight)
+        if (
+            isinstance(validation_data, (tuple, list))
+            and len(validation_data) == 3
+        ):
+            _check_weights_without_labels(*validation_data, "validation_data")
         if _is_arrays(x):
             if needs_labels(self.distillation_loss):
                 _require_labels(y)
             _check_labels(self.student, y)
             self._check_array_targets(x)
-            _check_divisible(self, x, batch_size, kwargs)
-        return super().fit(x, y, batch_size, **kwargs)
+            _check_divisible(
+                self,
+                x,
+                batch_size,
+                {
+                    "steps_per_epoch": steps_per_epoch,
+                    "validation_split": validation_split,
+                    "validation_data": validation_data,
+                    "validation_batch_size": validation_batch_size,
+                },
+            )
+        return super().fit(
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size,
+            validation_freq=validation_freq,
+        )
 
-    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+        **kwargs,
+    ):
         """`keras.Model.evaluate`, with array data checked before it starts.
 
         Arrays with `sample_weight` but no `y` raise, as in `fit`: Keras
         would drop the weights without a word.
 
         Args:
-            x, y, batch_size: as for `keras.Model.evaluate`.
-            **kwargs: the other arguments of `keras.Model.evaluate`, by
-                keyword.
+            x, y, batch_size, verbose, sample_weight, steps, callbacks,
+            return_dict: as for `keras.Model.evaluate` (same order and
+                defaults; positional or by keyword).
+            **kwargs: passed on to `keras.Model.evaluate`.
 
         Returns:
             What `keras.Model.evaluate` returns.
         """
-        _check_weights_without_labels(x, y, kwargs.get("sample_weight"))
+        _check_weights_without_labels(x, y, sample_weight)
         if _is_arrays(x):
             self._check_array_targets(x)
-        return super().evaluate(x, y, batch_size, **kwargs)
+        return super().evaluate(
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            verbose=verbose,
+            sample_weight=sample_weight,
+            steps=steps,
+            callbacks=callbacks,
+            return_dict=return_dict,
+            **kwargs,
+        )
 
     def _check_array_targets(self, x):
         """Array data: the cached teacher outputs fit the loss.

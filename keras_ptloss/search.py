@@ -30,6 +30,7 @@ import dataclasses
 import itertools
 import math
 import operator
+import threading
 import time
 import warnings
 
@@ -49,6 +50,7 @@ from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
 from keras_ptloss._names import MODES
 from keras_ptloss.calibration import calibrate_outputs
+from keras_ptloss.distiller import Distiller
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.selection import SelectionConfig
@@ -152,6 +154,16 @@ class SearchResult:
             (`epochs` cumulative).
         cost: `{"student_epochs": ..., "seconds": ...,
             "training_seconds": ..., "budget": ...}`.
+        training: how every member was trained, JSON-ready: `{"epochs",
+            "batch_size", "seed", "num_examples", "student_loss_weight",
+            "teacher_from_logits", "optimizer"}`, the optimizer as
+            `keras.optimizers.serialize` gives it. Each epoch's batch order
+            is `numpy.random.default_rng(seed).permutation(num_examples)`,
+            drawn once per epoch in turn, cut into batches of
+            `batch_size` (the last one smaller). `build_distiller` and
+            `fit_kwargs` train a student the same way.
+        initial_weights: the weights every member started from (numpy
+            arrays, in `student.get_weights()` order).
     """
 
     coefficients: np.ndarray
@@ -170,6 +182,8 @@ class SearchResult:
     ranking: tuple
     schedule: tuple
     cost: dict
+    training: dict
+    initial_weights: tuple
 
     @property
     def winner(self):
@@ -211,6 +225,20 @@ class SearchResult:
                 f"{c['nll_after']:.4f}, ECE {c['ece_before']:.4f} -> "
                 f"{c['ece_after']:.4f} (accuracy unchanged)"
             )
+        t = self.training
+        optimizer = t["optimizer"]
+        learning_rate = optimizer["config"].get("learning_rate")
+        rate = (
+            f", learning_rate={learning_rate:g}"
+            if isinstance(learning_rate, (int, float))
+            else ""
+        )
+        lines.append(
+            f"  trained: {t['epochs']} epochs, batch_size={t['batch_size']}, "
+            f"seed={t['seed']}, student_loss_weight="
+            f"{t['student_loss_weight']:g}, "
+            f"{_optimizer_name(optimizer)}{rate}"
+        )
         lines.append(
             f"  cost: {self.cost['student_epochs']:g} student-epochs of "
             f"{self.cost['budget']:g}, {self.cost['seconds']:.1f} s"
@@ -237,6 +265,161 @@ class SearchResult:
             "ranking": [dict(r) for r in self.ranking],
             "schedule": [dict(s) for s in self.schedule],
             "cost": dict(self.cost),
+            "training": dict(self.training),
+        }
+
+    def build_distiller(self, teacher, student):
+        """A compiled `Distiller` that trains `student` as the winner was.
+
+        The Distiller distils `teacher` into `student` with the winner's
+        loss (`loss`: coefficients, temperature, standardisation, the
+        search's `teacher_from_logits`) and the search's
+        `student_loss_weight` (its hard-label term, when `w > 0`, is
+        `SparseCategoricalCrossentropy(from_logits=True)` on the labels
+        given to `fit`), and is compiled with a new optimizer from the
+        search's configuration (`training["optimizer"]`). `student` gets
+        the members' initial weights (`initial_weights`). Trained with
+        `fit(**result.fit_kwargs(x, labels))` on the search's `x` (and
+        `labels`), it sees the members' batches in their order, for the
+        search's epochs, so it ends where the winner's student ended (up
+        to floating-point rounding, since one compiled step over all the
+        members and a step over one student may round differently).
+        Layers that draw random numbers in training (dropout) draw other
+        ones, and after a search that warned that the optimizer state
+        could not be carried to the survivors, the winner restarted its
+        slots where this student keeps them.
+
+        Args:
+            teacher: the teacher `keras.Model` whose outputs the search
+                read (its last layer must agree with the search's
+                `teacher_from_logits`).
+            student: a new, built student `keras.Model` of the searched
+                architecture (e.g. `build_student()`); its weights are set
+                to `initial_weights`.
+
+        Returns:
+            A compiled `keras_ptloss.Distiller`.
+
+        Raises:
+            ValueError: if `student` is not a built `keras.Model` with the
+                members' weight shapes, or if the teacher's last layer
+                contradicts `teacher_from_logits`.
+
+        Example:
+
+        >>> import keras, numpy as np
+        >>> from keras_ptloss import search_coefficients
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(96, 4)).astype("float32")
+        >>> def build():
+        ...     return keras.Sequential(
+        ...         [keras.Input((4,)), keras.layers.Dense(3)])
+        >>> teacher = build()
+        >>> y_val = teacher.predict(x[:32], verbose=0).argmax(1)
+        >>> result = search_coefficients(
+        ...     build, x, teacher, (x[:32], y_val), order=2, epochs=2,
+        ...     temperatures=(1.0,), strengths=(2.0,), calibrate=False,
+        ...     verbose=0,
+        ... )
+        >>> distiller = result.build_distiller(teacher, build())
+        >>> history = distiller.fit(**result.fit_kwargs(x), verbose=0)
+        >>> len(history.history["loss"]) == result.training["epochs"]
+        True
+        """
+        if not isinstance(student, keras.Model):
+            raise ValueError(
+                "`student` must be a keras.Model. Received: "
+                f"student={student!r}"
+            )
+        if not student.built or not student.weights:
+            raise ValueError(
+                "`student` must be built, so that it can take the members' "
+                "initial weights: call it once on a batch first, e.g. "
+                "`student(x[:1])`. Received: an unbuilt student"
+            )
+        shapes = [tuple(w.shape) for w in student.get_weights()]
+        expected = [tuple(w.shape) for w in self.initial_weights]
+        if shapes != expected:
+            raise ValueError(
+                "`student` must have the searched architecture. Received: "
+                f"weight shapes {shapes}, expected {expected}"
+            )
+        student.set_weights(self.initial_weights)
+        weight = self.training["student_loss_weight"]
+        distiller = Distiller(
+            teacher,
+            student,
+            self.loss,
+            student_loss_weight=weight,
+        )
+        hard = None
+        if weight > 0:
+            hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        distiller.compile(
+            optimizer=keras.optimizers.deserialize(self.training["optimizer"]),
+            loss=hard,
+        )
+        return distiller
+
+    def fit_kwargs(self, x, y=None):
+        """`fit` arguments that replay the search's batches, epoch by epoch.
+
+        For `Distiller.fit` (or `keras.Model.fit`): `x` is a
+        `keras.utils.PyDataset` yielding the batches the members trained
+        on (see `training`), in their order; with `steps_per_epoch` one
+        search epoch is one Keras epoch. Add other arguments (`callbacks`,
+        `validation_data`, `verbose`) beside them.
+
+        Args:
+            x: the search's transfer inputs, the same examples in the same
+                order: an array, a dict of arrays, or offline data
+                (`{"student_inputs": x, "teacher_outputs": t}`, as
+                `Distiller.precompute_teacher` returns).
+            y: the search's `labels` (needed when it mixed hard labels in,
+                `student_loss_weight > 0`; otherwise optional).
+
+        Returns:
+            A dict `{"x", "epochs", "steps_per_epoch", "shuffle"}`.
+
+        Raises:
+            ValueError: if `x` (or `y`) does not hold the search's number
+                of examples, or `y` is missing with `student_loss_weight >
+                0`.
+
+        Example:
+
+        >>> import keras, numpy as np
+        >>> from keras_ptloss import search_coefficients
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(80, 4)).astype("float32")
+        >>> def build():
+        ...     return keras.Sequential(
+        ...         [keras.Input((4,)), keras.layers.Dense(3)])
+        >>> result = search_coefficients(
+        ...     build, x, 3 * x[:, :3], (x[:32], x[:32, :3].argmax(1)),
+        ...     order=2, epochs=3, temperatures=(1.0,), strengths=(2.0,),
+        ...     batch_size=32, calibrate=False, verbose=0,
+        ... )
+        >>> kwargs = result.fit_kwargs(x)
+        >>> kwargs["epochs"], kwargs["steps_per_epoch"], kwargs["shuffle"]
+        (3, 3, False)
+        """
+        t = self.training
+        count = t["num_examples"]
+        x = _replay_arrays(x, "x", count)
+        if y is None and t["student_loss_weight"] > 0:
+            raise ValueError(
+                "`y` (the search's `labels`) is needed: the search mixed "
+                "hard labels in with student_loss_weight="
+                f"{t['student_loss_weight']:g}. Received: y=None"
+            )
+        if y is not None:
+            y = _replay_arrays(y, "y", count)
+        return {
+            "x": SearchBatches(x, y, t["batch_size"], t["seed"]),
+            "epochs": t["epochs"],
+            "steps_per_epoch": math.ceil(count / t["batch_size"]),
+            "shuffle": False,
         }
 
     def plot(self, path=None):
@@ -280,6 +463,86 @@ class SearchResult:
         if path is not None:
             figure.savefig(path, dpi=120)
         return figure
+
+
+class SearchBatches(keras.utils.PyDataset):
+    """The batches of `search_coefficients`, in its order, for `fit`.
+
+    Batch `i` is step `i % steps` of epoch `i // steps` (`steps =
+    ceil(N / batch_size)`): the examples at positions
+    `[step * batch_size, (step + 1) * batch_size)` of that epoch's
+    permutation, epoch `e`'s permutation being the `e`-th draw of
+    `numpy.random.default_rng(seed).permutation(N)`. The data set has no
+    end (`num_batches` is `None`), so Keras never reorders it: give `fit`
+    `steps_per_epoch=steps` (as `SearchResult.fit_kwargs` does).
+
+    Args:
+        x: an array or a (nested) dict of arrays with `N` rows.
+        y: labels with `N` rows, or `None`.
+        batch_size: the search's batch size.
+        seed: the search's seed.
+
+    Example:
+
+    >>> import numpy as np
+    >>> batches = SearchBatches(np.arange(5)[:, None], None, 2, seed=0)
+    >>> first, = batches[0]
+    >>> first.shape
+    (2, 1)
+    """
+
+    def __init__(self, x, y, batch_size, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.x = x
+        self.y = y
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.count = keras.tree.flatten(x)[0].shape[0]
+        self.steps = math.ceil(self.count / self.batch_size)
+        self._rng = np.random.default_rng(self.seed)
+        self._permutations = []
+        self._lock = threading.Lock()
+
+    @property
+    def num_batches(self):
+        return None
+
+    def permutation(self, epoch):
+        """Epoch `epoch`'s order of the examples (as the search drew it)."""
+        with self._lock:
+            while len(self._permutations) <= epoch:
+                self._permutations.append(self._rng.permutation(self.count))
+            return self._permutations[epoch]
+
+    def __getitem__(self, index):
+        epoch, step = divmod(int(index), self.steps)
+        rows = self.permutation(epoch)[
+            step * self.batch_size : (step + 1) * self.batch_size
+        ]
+        x = keras.tree.map_structure(lambda v: v[rows], self.x)
+        if self.y is None:
+            return (x,)
+        return x, self.y[rows]
+
+
+def _replay_arrays(values, name, count):
+    """`values` (an array or a structure of them) as numpy, `count` rows."""
+    try:
+        values = keras.tree.map_structure(
+            lambda v: np.asarray(to_numpy(v)), values
+        )
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"`{name}` must be an array or a dict of arrays. Received: "
+            f"{name}={values!r}"
+        ) from e
+    rows = [v.shape[0] if v.ndim else None for v in keras.tree.flatten(values)]
+    if not rows or any(r != count for r in rows):
+        raise ValueError(
+            f"`{name}` must hold the search's {count} examples (its arrays' "
+            f"first dimension). Received: first dimensions {rows}"
+        )
+    return values
 
 
 def halving_schedule(
@@ -938,6 +1201,7 @@ class _Trained:
     student_epochs: int
     seconds: float
     winner_logits: np.ndarray
+    initial_weights: tuple
 
 
 def _successive_halving(build_student, data, plan, settings):
@@ -948,6 +1212,7 @@ def _successive_halving(build_student, data, plan, settings):
     students = _build_members(
         build_student, len(candidates), _take(data.x, slice(0, 1))
     )
+    initial_weights = tuple(students[0].get_weights())
     losses = _MemberLosses.of(candidates, data.classes, settings.order)
     order_rng = np.random.default_rng(training.seed)
     permutations = [
@@ -986,7 +1251,15 @@ def _successive_halving(build_student, data, plan, settings):
     seconds = time.perf_counter() - start
     progress.close()
     winner_logits = outputs[:, ranked[0]]
-    return _Trained(students, ranking, schedule, spent, seconds, winner_logits)
+    return _Trained(
+        students,
+        ranking,
+        schedule,
+        spent,
+        seconds,
+        winner_logits,
+        initial_weights,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1146,7 +1419,29 @@ def _assemble(trained, plan, data, settings, start):
             "budget": settings.halving.budget,
             "time_budget": settings.halving.time_budget,
         },
+        training=_training_record(data, settings),
+        initial_weights=trained.initial_weights,
     )
+
+
+def _optimizer_name(serialized):
+    """The class name of a serialized optimizer (Keras writes some names
+    lowercase in `class_name`)."""
+    return type(keras.optimizers.deserialize(serialized)).__name__
+
+
+def _training_record(data, settings):
+    """`SearchResult.training`: how the members were trained."""
+    training = settings.training
+    return {
+        "epochs": training.epochs,
+        "batch_size": training.batch_size,
+        "seed": training.seed,
+        "num_examples": _num_examples(data.x),
+        "student_loss_weight": training.student_loss_weight,
+        "teacher_from_logits": settings.teacher_from_logits,
+        "optimizer": keras.optimizers.serialize(training.make_optimizer()),
+    }
 
 
 # --------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Values changed during `fit` are tested with jit on and off on every backend
 default elsewhere; see tests/utils.py).
 """
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -873,7 +875,44 @@ def test_fit_passes_keyword_arguments_to_keras(data):
     assert len(history["val_loss"]) == 1
     total, _, _ = expected_losses(distiller, x, y, EPS1, 2.0, 0.25)
     assert_allclose(history["val_loss"][0], total, rtol=1e-5)
-    with pytest.raises(TypeError, match="positional"):
-        distiller.fit(x, y, 16, 2)
     with pytest.raises(ValueError, match="loss_weights.*student_loss_weight"):
         distiller.compile(optimizer="sgd", loss_weights=[0.5])
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_fit_and_evaluate_have_keras_signatures(method):
+    """Same parameters as keras.Model's: names, order, kinds, defaults."""
+    got = inspect.signature(getattr(Distiller, method)).parameters
+    want = inspect.signature(getattr(keras.Model, method)).parameters
+    assert [(p.name, p.kind, p.default) for p in got.values()] == [
+        (p.name, p.kind, p.default) for p in want.values()
+    ]
+
+
+def test_fit_and_evaluate_take_keras_positional_arguments(data):
+    """`fit(x, y, 16, 2)`: batch size 16, two epochs, as keras.Model.fit."""
+    x, y = data
+    distiller = compile_distiller(make_distiller(eps=EPS1), lr=1e-2)
+    batches = []
+    counter = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batches.append(batch)
+    )
+    history = distiller.fit(x, y, 16, 2, 0, [counter]).history
+    assert len(history["loss"]) == 2
+    assert len(batches) == 2 * N // 16
+    # evaluate(x, y, batch_size, verbose, sample_weight, steps, callbacks,
+    # return_dict), positionally.
+    logs = distiller.evaluate(x, y, 16, 0, None, None, None, True)
+    total, distill, student = expected_losses(distiller, x, y, EPS1, 2.0, 0.25)
+    assert_allclose(logs["loss"], total, rtol=1e-5)
+    assert_allclose(logs["distillation_loss"], distill, rtol=1e-5)
+    assert_allclose(logs["student_loss"], student, rtol=1e-5)
+    # The checks still run on positional arguments: labels out of range.
+    with pytest.raises(ValueError, match="class indices"):
+        distiller.fit(x, y + K, 16, 1, 0)
+    # And array weights without labels, given positionally.
+    weights = np.ones((N,), "float32")
+    with pytest.raises(ValueError, match="sample_weight.*without `y`"):
+        distiller.fit(x, None, 16, 1, 0, None, 0.0, None, True, None, weights)
+    with pytest.raises(ValueError, match="sample_weight.*without `y`"):
+        distiller.evaluate(x, None, 16, 0, weights)
