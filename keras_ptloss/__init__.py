@@ -64,15 +64,14 @@ _EXPORTS = {
         "search_coefficients",
     ),
     "keras_ptloss.population": ("StudentPopulation",),
-    "keras_ptloss.sparse": (
-        "SparsePTLoss",
+    "keras_ptloss.top_k": (
+        "TopKPTLoss",
         "pack_top_k",
-        "sparse_pt_loss",
+        "precompute_top_k",
+        "select_top_k_coefficients",
+        "top_k_proxy_teacher",
+        "top_k_pt_loss",
         "unpack_top_k",
-    ),
-    "keras_ptloss.sparse_selection": (
-        "select_sparse_coefficients",
-        "sparse_proxy_teacher",
     ),
     "keras_ptloss.calibration": (
         "CalibratedModel",
@@ -97,7 +96,7 @@ _SERIALIZABLE = (
     "keras_ptloss.interop",
     "keras_ptloss.losses",
     "keras_ptloss.population",
-    "keras_ptloss.sparse",
+    "keras_ptloss.top_k",
 )
 
 

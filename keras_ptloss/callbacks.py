@@ -31,8 +31,8 @@ from keras_ptloss._checks import fingerprint
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
 from keras_ptloss._checks import to_numpy_tree
+from keras_ptloss._logits import teacher_emits_logits
 from keras_ptloss.distiller import Distiller
-from keras_ptloss.distiller import teacher_emits_logits
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.proxy import check_metric
 

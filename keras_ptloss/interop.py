@@ -14,8 +14,8 @@ on every backend, and they are saved with the model's weights.
 
 import keras
 
+from keras_ptloss._logits import resolve_teacher_flag
 from keras_ptloss.distiller import copy_loss
-from keras_ptloss.distiller import resolve_teacher_flag
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 
