@@ -752,7 +752,7 @@ class LSKDLoss(HyperparameterLoss):
     logit *relations*, not their scale: the loss is invariant to shifting
     or (up to `delta`) positively scaling either side's logits. The
     standard deviation is the sample one (divisor `K - 1`), as in the
-    authors' reference code (see `keras_ptloss.standardize_logits`).
+    authors' reference code (see `keras_ptloss.losses.standardize_logits`).
     On teacher logits this is `KDLoss(standardize=True)` (with
     `delta = 1e-7`).
 

@@ -1,7 +1,7 @@
 """Training-free choice of PTLoss coefficients on a labelled split.
 
 Coefficients are chosen, without training any student, by how close the
-proxy teacher (`keras_ptloss.proxy_teacher`) is to the labels of a
+proxy teacher (`keras_ptloss.proxy.proxy_teacher`) is to the labels of a
 validation split (docs/design.md, "Choosing the coefficients"): with the
 Brier score, the ranking is that of the expected squared distance to the
 true label distribution `p*`.
@@ -378,7 +378,7 @@ def select_coefficients(
     """Chooses PTLoss coefficients by how close the proxy teacher is to labels.
 
     No student is trained: for candidate coefficients `eps` the proxy
-    teacher (the minimiser of PTLoss, `keras_ptloss.proxy_teacher`) is
+    teacher (the minimiser of PTLoss, `keras_ptloss.proxy.proxy_teacher`) is
     computed exactly on a labelled validation split, and the `eps` whose
     de-tempered proxy is closest to the labels is kept.
 
@@ -407,7 +407,7 @@ def select_coefficients(
         mode: `"shared"` or `"classwise"`.
         metric: closeness metric, `"brier"` (default; see docs/design.md,
             "Choosing the coefficients"),
-            `"l2"`, `"tvd"` or `"nll"` (see `keras_ptloss.closeness`).
+            `"l2"`, `"tvd"` or `"nll"` (see `keras_ptloss.proxy.closeness`).
         temperature: distillation temperature `T > 0` (the one PTLoss will
             use); the starting point when `tune_temperature=True`.
         tune_temperature: also choose `T`, jointly with `eps`, within

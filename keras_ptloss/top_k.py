@@ -478,7 +478,7 @@ def top_k_proxy_teacher(log_probs, coefficients, **kwargs):
 
     The top-k probabilities and the tail bucket form a `(N, k + 1)`
     distribution (`tail_buckets`); with shared coefficients the proxy is
-    computed on it by `keras_ptloss.proxy_teacher` (keyword arguments are
+    computed on it by `keras_ptloss.proxy.proxy_teacher` (keyword arguments are
     passed on). Cost scales with k, not with the vocabulary.
 
     Returns:

@@ -17,9 +17,7 @@ from keras_ptloss import LSKDLoss
 from keras_ptloss import Poly1Loss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
-from keras_ptloss import closeness
 from keras_ptloss import kd_loss
-from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss.datasets import load_digits
@@ -27,6 +25,8 @@ from keras_ptloss.datasets import load_mnist1d
 from keras_ptloss.datasets import make_gaussian_mixture
 from keras_ptloss.datasets import noisy_labels
 from keras_ptloss.datasets import split_dataset
+from keras_ptloss.proxy import closeness
+from keras_ptloss.proxy import proxy_teacher
 from keras_ptloss.proxy import temper
 from tests.utils import tiny_classifier
 

@@ -6,11 +6,11 @@ import scipy.optimize
 from keras import ops
 
 from keras_ptloss import PTLoss
-from keras_ptloss import closeness
-from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss.proxy import ProxyTeacherConvergenceError
+from keras_ptloss.proxy import closeness
 from keras_ptloss.proxy import detemper
+from keras_ptloss.proxy import proxy_teacher
 from keras_ptloss.proxy import temper
 from tests.utils import np_temper
 from tests.utils import random_probs

@@ -13,14 +13,14 @@ from keras import ops
 
 from keras_ptloss import PTLoss
 from keras_ptloss import SelectionResult
-from keras_ptloss import closeness
-from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss import selection
 from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import convexity_margin
 from keras_ptloss.datasets import GaussianMixture
+from keras_ptloss.proxy import closeness
+from keras_ptloss.proxy import proxy_teacher
 from keras_ptloss.selection import coefficient_box
 from tests.utils import np_softmax
 from tests.utils import random_probs

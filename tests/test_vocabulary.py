@@ -17,9 +17,9 @@ from keras_ptloss import LSKDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import align_vocabulary
 from keras_ptloss import kd_loss
-from keras_ptloss.sparse import SparsePTLoss
-from keras_ptloss.sparse import pack_top_k
-from keras_ptloss.teacher_outputs import precompute_top_k
+from keras_ptloss.top_k import TopKPTLoss
+from keras_ptloss.top_k import pack_top_k
+from keras_ptloss.top_k import precompute_top_k
 from tests.utils import assert_allclose
 from tests.utils import np_mlp_logits
 from tests.utils import np_pt_loss
@@ -278,10 +278,10 @@ def test_top_k_cache_with_an_id_map_keeps_student_ids(rng):
     )
 
 
-def test_sparse_targets_with_ids_beyond_the_student_are_refused():
+def test_top_k_targets_with_ids_beyond_the_student_are_refused():
     packed = pack_top_k([[V + 1, 0]], np.log([[0.5, 0.3]]))
     with pytest.raises(ValueError, match=r"id 11.*10 classes.*vocab_size"):
-        SparsePTLoss()(packed, np.zeros((1, V)))
+        TopKPTLoss()(packed, np.zeros((1, V)))
 
 
 # --- the Distiller -----------------------------------------------------------
