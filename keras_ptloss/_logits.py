@@ -84,7 +84,7 @@ def teacher_emits_logits(teacher, teacher_from_logits=None, loss_arg="loss"):
     Args:
         teacher: the teacher `keras.Model`.
         teacher_from_logits: `True`/`False` (checked against the teacher's
-            last layer) or `None` (not said: read from the last layer).
+            last layer) or `None` (read from the last layer).
         loss_arg: the argument that received the loss, for messages.
 
     Returns:
@@ -118,7 +118,7 @@ def resolve_teacher_flag(loss, teacher, student, loss_arg="loss"):
     """A loss's `teacher_from_logits` for a teacher-student pair, checked.
 
     Reads nothing into `loss`: returns the flag it should have. A
-    `teacher_from_logits=None` (not said) gives the teacher's kind
+    `teacher_from_logits=None` gives the teacher's kind
     (`teacher_emits_logits`); an explicit flag, and the student's
     `from_logits`, are checked against the models' last layers, and the
     loss's `standardize` needs logits on both sides.

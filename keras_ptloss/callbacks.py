@@ -84,10 +84,10 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         teacher: the teacher model, for a model compiled with `PTLoss`
             (a Distiller's own teacher is used otherwise).
         teacher_from_logits: whether the teacher outputs logits. Defaults
-            to `None`: the distillation loss's `teacher_from_logits` for a
-            Distiller, otherwise (or when the loss does not say) read from
-            the teacher's last layer (no activation: logits; softmax:
-            probabilities). A flag that contradicts that layer raises.
+            to `None`: the `teacher_from_logits` of the `PTLoss` it updates
+            (itself `True` unless given), read from the teacher's last
+            layer (no activation: logits; softmax: probabilities) where
+            that is `None` too. A flag that contradicts that layer raises.
         loss: the `PTLoss` to update in a model compiled with several
             losses. Defaults to `None`: the model's only `PTLoss`.
         frequency: re-estimate at the start of every `frequency`-th epoch
@@ -210,7 +210,7 @@ class ReestimateCoefficients(keras.callbacks.Callback):
                     "(`teacher_probs=`) to ReestimateCoefficients. Received: "
                     "teacher=None, teacher_probs=None"
                 )
-        elif flag is None:
+        if flag is None:
             flag = loss.teacher_from_logits
         if self.teacher_probs is None:
             flag = teacher_emits_logits(teacher, flag, "teacher_from_logits")

@@ -150,11 +150,11 @@ class Distiller(keras.Model):
     every backend, with or without jit, and they are saved with the model.
 
     The teacher's outputs are read with the loss's `teacher_from_logits`
-    flag; when the loss does not say (`None`, the default), it is read from
-    the teacher's last layer (no activation: logits; softmax:
-    probabilities) and set on the Distiller's copy. An explicit flag, or
-    the student's `from_logits`, that visibly contradicts a model's last
-    layer raises.
+    flag (logits by default; `False` for probabilities). A flag, or the
+    student's `from_logits`, that visibly contradicts a model's last layer
+    (no activation: logits; softmax: probabilities) raises; a loss built
+    with `teacher_from_logits=None` has the kind read from the teacher's
+    last layer, set on the Distiller's copy.
 
     `compile(optimizer, loss=..., metrics=[...])` takes the student's
     hard-label loss (a `keras.losses` name, function or `Loss`; `None` for
@@ -228,7 +228,7 @@ class Distiller(keras.Model):
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> distiller = Distiller(teacher, student, PTLoss([0.5, 0.0]))
-    >>> distiller.distillation_loss.teacher_from_logits  # read from teacher
+    >>> distiller.distillation_loss.teacher_from_logits
     True
     >>> distiller.compile(optimizer="adam")
     >>> history = distiller.fit(np.ones((8, 4)), epochs=1, verbose=0)
