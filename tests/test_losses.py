@@ -499,7 +499,7 @@ def test_compile_and_fit_reduces_the_loss(rng, jit_compile):
 @pytest.mark.parametrize("loss_cls", [PTLoss, KDLoss])
 def test_temperature_is_a_variable_read_as_a_float(batch, loss_cls):
     teacher, logits = batch
-    loss = loss_cls(temperature=2.0)
+    loss = loss_cls(temperature=2.0, teacher_from_logits=False)
     assert isinstance(loss.temperature, float) and loss.temperature == 2.0
     variable = loss.temperature_variable
     assert isinstance(variable, keras.Variable) and not variable.trainable
