@@ -83,11 +83,13 @@ class ReestimateCoefficients(keras.callbacks.Callback):
             teacher.
         teacher: the teacher model, for a model compiled with `PTLoss`
             (a Distiller's own teacher is used otherwise).
-        teacher_from_logits: whether the teacher outputs logits. Defaults
-            to `None`: the `teacher_from_logits` of the `PTLoss` it updates
-            (itself `True` unless given), read from the teacher's last
-            layer (no activation: logits; softmax: probabilities) where
-            that is `None` too. A flag that contradicts that layer raises.
+        teacher_from_logits: whether the teacher model outputs logits.
+            Defaults to `None`: for a Distiller, its loss's
+            `teacher_from_logits`; for a model compiled with `PTLoss`
+            (whose targets may be stored probabilities of a teacher that
+            outputs logits), read from the teacher's last layer (no
+            activation: logits; softmax: probabilities). A flag that
+            contradicts that layer raises.
         loss: the `PTLoss` to update in a model compiled with several
             losses. Defaults to `None`: the model's only `PTLoss`.
         frequency: re-estimate at the start of every `frequency`-th epoch
@@ -210,7 +212,7 @@ class ReestimateCoefficients(keras.callbacks.Callback):
                     "(`teacher_probs=`) to ReestimateCoefficients. Received: "
                     "teacher=None, teacher_probs=None"
                 )
-        if flag is None:
+        elif flag is None:
             flag = loss.teacher_from_logits
         if self.teacher_probs is None:
             flag = teacher_emits_logits(teacher, flag, "teacher_from_logits")

@@ -100,9 +100,8 @@ def test_online_top_k_of_a_softmax_teacher_equals_numpy(x):
         [tiny_classifier(F, K, hidden=8, seed=0), keras.layers.Softmax()]
     )
     student = tiny_classifier(F, K, hidden=6, seed=10)
-    distiller = Distiller(
-        teacher, student, TopKPTLoss(EPS1, temperature=T1), top_k=TOP
-    )
+    loss = TopKPTLoss(EPS1, temperature=T1, teacher_from_logits=False)
+    distiller = Distiller(teacher, student, loss, top_k=TOP)
     compile_distiller(distiller)
     t = np_mlp_logits(teacher.layers[0], x)
     z = np_mlp_logits(student, x)
