@@ -216,7 +216,8 @@ class Distiller(keras.Model):
             (`LSKDLoss`), which would z-score the masked logits.
         top_k: for a `TopKPTLoss` only: the number `k` of the teacher's
             most probable classes (of the student's vocabulary) kept when
-            the teacher runs in the training step. Defaults to `None`:
+            the teacher runs in the training step (its outputs read with
+            the loss's `teacher_from_logits`). Defaults to `None`:
             batches must carry cached top-k targets.
         name: model name. Defaults to `"distiller"`.
         **kwargs: passed to `keras.Model`.
