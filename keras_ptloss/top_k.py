@@ -151,7 +151,7 @@ def check_host_indices(y_true, y_pred):
             f"y_pred with {num_classes} classes. For a teacher whose "
             "vocabulary is padded beyond the student's or ordered "
             "differently, build the targets with `keras_ptloss."
-            "teacher_outputs.precompute_top_k(..., vocab_size=...)` (or "
+            "precompute_top_k(..., vocab_size=...)` (or "
             "`id_map=...`), which keeps no padded id."
         )
 
@@ -333,10 +333,10 @@ def precompute_top_k(
 
     Runs the teacher batch by batch and keeps, for each output row, its k
     most probable classes and their log-probabilities at `temperature`
-    (``top_k_log_probs``), packed as `(..., 2k)` targets
-    for `TopKPTLoss` (`pack_top_k`). Only the packed
-    outputs are held, never the whole `(..., K)` outputs. The optional
-    `.npz` cache has the fingerprints of `precompute_arrays`'s (teacher
+    (`top_k_log_probs`), packed as `(..., 2k)` targets for `TopKPTLoss`
+    (`pack_top_k`). Only the packed outputs are held, never the whole
+    `(..., K)` outputs. The optional `.npz` cache has the fingerprints of
+    `keras_ptloss.teacher_outputs.precompute_arrays`'s (teacher
     weights, inputs, outputs) plus `k`, the temperature and the vocabulary
     alignment, all checked on reading.
 
