@@ -45,9 +45,9 @@ from accuracy_settings import train_teacher
 from keras import ops
 
 import keras_ptloss as kp
-from keras_ptloss import closeness
-from keras_ptloss import proxy_teacher
 from keras_ptloss import select_coefficients
+from keras_ptloss.proxy import closeness
+from keras_ptloss.proxy import proxy_teacher
 
 # --------------------------------------------------------------------------
 # Training: every method through keras_ptloss.Distiller.

@@ -20,9 +20,9 @@ from accuracy_data import digits_splits  # noqa: E402
 from accuracy_data import gaussian_splits  # noqa: E402
 from keras import ops  # noqa: E402
 
-from keras_ptloss import closeness  # noqa: E402
 from keras_ptloss.datasets import load_mnist1d  # noqa: E402
 from keras_ptloss.datasets import noisy_labels  # noqa: E402
+from keras_ptloss.proxy import closeness  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "accuracy"

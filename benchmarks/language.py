@@ -78,6 +78,8 @@ from accuracy_settings import ece_of  # noqa: E402
 
 import keras_ptloss as kp  # noqa: E402
 from keras_ptloss.datasets import make_language  # noqa: E402
+from keras_ptloss.search import Candidate  # noqa: E402
+from keras_ptloss.search import propose_candidates  # noqa: E402
 
 NAME = "language"
 CODE_VERSION = 1
@@ -409,7 +411,7 @@ def train_candidates(profile, data, candidates, seed, weight=0.0):
 
 
 def candidate(coefficients, temperature, standardize=False):
-    return kp.Candidate(
+    return Candidate(
         np.asarray(coefficients, "float64"), float(temperature), standardize
     )
 
@@ -551,7 +553,7 @@ class SeedRun:
         # The search's own proposal, with the training-free picks made on
         # the same subsample of validation positions as `pt_selected`.
         val_probs, val_labels = selection_positions(data)
-        candidates = kp.propose_candidates(
+        candidates = propose_candidates(
             val_probs,
             val_labels,
             order=profile["order"],

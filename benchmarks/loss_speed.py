@@ -149,15 +149,25 @@ def make_variants(keras, rng, num_classes, orders):
 
     variants = [
         (BASELINE, keras.losses.KLDivergence(), True),
-        (REFERENCE, KDLoss(), False),
+        (REFERENCE, KDLoss(teacher_from_logits=False), False),
     ]
     for order in orders:
         # Positive coefficients are always in the convex region.
         shared = rng.uniform(0.0, 0.5, size=(order,))
         classwise = rng.uniform(0.0, 0.5, size=(num_classes, order))
-        variants.append((f"PTLoss M={order}", PTLoss(shared), False))
         variants.append(
-            (f"PTLoss M={order} class-wise", PTLoss(classwise), False)
+            (
+                f"PTLoss M={order}",
+                PTLoss(shared, teacher_from_logits=False),
+                False,
+            )
+        )
+        variants.append(
+            (
+                f"PTLoss M={order} class-wise",
+                PTLoss(classwise, teacher_from_logits=False),
+                False,
+            )
         )
     return variants
 

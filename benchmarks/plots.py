@@ -32,8 +32,8 @@ def closeness_grid(task, out_path, num_classes=10, num_examples=2000, seed=0):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_ptloss import proxy_teacher
     from keras_ptloss import select_coefficients
+    from keras_ptloss.proxy import proxy_teacher
 
     teacher, labels, p_star = task(num_examples, num_classes, seed)
     one_hot = np.eye(num_classes)[labels]
@@ -116,8 +116,8 @@ def reliability(task, out_path, num_classes=10, num_examples=20000, seed=0):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_ptloss import proxy_teacher
     from keras_ptloss import select_coefficients
+    from keras_ptloss.proxy import proxy_teacher
 
     teacher, labels, _ = task(num_examples, num_classes, seed)
     result = select_coefficients(teacher, labels, order=5, verbose=0)

@@ -5,7 +5,7 @@ For each backend, N MNIST-1D MLP students (40 inputs, hidden widths
 temperature, are trained on the same teacher logits (pre-computed, as the
 search does) by
 
-- (a) `population`: one `keras_ptloss.StudentPopulation` holding
+- (a) `population`: one `keras_ptloss.population.StudentPopulation` holding
   all N (one Keras model, one compiled step; the step of
   `keras_ptloss.search_coefficients`);
 - (b) `separate`: N students, each compiled on its own with
@@ -247,8 +247,8 @@ def run_backend(args):
     backend = args.backend
     keras = harness.start_backend(backend, args.threads)
     from keras_ptloss import PTLoss
-    from keras_ptloss import StudentPopulation
     from keras_ptloss.datasets import load_mnist1d
+    from keras_ptloss.population import StudentPopulation
 
     keras.utils.set_random_seed(args.seed)
     splits = load_mnist1d(

@@ -165,8 +165,8 @@ def naive_proxy(p, eps):
 
 
 def run_case(args, num_classes, order, mode, repeats):
-    from keras_ptloss import proxy_teacher
     from keras_ptloss import select_coefficients
+    from keras_ptloss.proxy import proxy_teacher
 
     teacher, labels, _ = make_task(args.examples, num_classes, args.seed)
     test_teacher, _, test_p_star = make_task(

@@ -19,7 +19,7 @@ intra-op thread for every method (the 2-core machine is shared), with the
 load average beside it.
 
 `--selection` measures instead the time of choosing shared coefficients at
-K = 32,000 on a top-k teacher (`select_sparse_coefficients`) and on the
+K = 32,000 on a top-k teacher (`select_top_k_coefficients`) and on the
 dense teacher, and adds that table to the results.
 
 Usage:
@@ -249,13 +249,13 @@ def worker_selection(tokens, classes, k, repeats, dense):
     """Wall and CPU seconds of a shared-coefficient selection (median).
 
     `dense`: `select_coefficients` on the full K-class teacher; otherwise
-    `select_sparse_coefficients` on its top-k classes plus the tail.
+    `select_top_k_coefficients` on its top-k classes plus the tail.
     """
     import numpy as np
     import scipy.special
 
     from keras_ptloss import select_coefficients
-    from keras_ptloss import select_sparse_coefficients
+    from keras_ptloss.top_k import select_top_k_coefficients
 
     teacher, labels = selection_task(tokens, classes)
     start = time.perf_counter()
@@ -272,7 +272,7 @@ def worker_selection(tokens, classes, k, repeats, dense):
         if dense:
             result = select_coefficients(probs, labels, order=5, verbose=0)
         else:
-            result = select_sparse_coefficients(
+            result = select_top_k_coefficients(
                 indices, log_probs, labels, order=5, verbose=0
             )
         walls.append(time.perf_counter() - wall)
@@ -444,7 +444,7 @@ def selection_markdown(selection):
         "chosen on a synthetic validation split at K = "
         f"{config['selection_classes']:,} (Zipf-like prior, labels drawn "
         "from the true distribution, an over-confident noisy teacher; "
-        "`selection_task`): `select_sparse_coefficients` on the teacher's "
+        "`selection_task`): `select_top_k_coefficients` on the teacher's "
         f"top-{config['selection_k']} classes plus the tail bucket, and "
         "`select_coefficients` on the full dense teacher for reference. "
         "Wall and CPU time of the selection call (median of "

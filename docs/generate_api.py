@@ -1,6 +1,7 @@
 """Writes docs/api.md from the live docstrings of `keras_ptloss`'s public API.
 
-Every public name listed in `keras_ptloss.__all__`, then in
+Every public name listed in `keras_ptloss.__all__`, then the advanced names
+of `ADVANCED` (documented, imported from their modules), then the names of
 `keras_ptloss.datasets.__all__` (the data helpers, a subpackage), gets a
 section with its signature and its docstring, verbatim; a class also lists
 the public methods and properties it defines itself (inherited Keras ones
@@ -29,8 +30,10 @@ installed `keras_ptloss` (version {version}); do not edit by hand.
 `tests/test_docs.py` fails when this file is stale, and runs every
 `>>>` example below.
 
-The library's names are importable from the top-level package, e.g.
-`from keras_ptloss import PTLoss`; the data helpers (last part,
+The library's public names are importable from the top-level package, e.g.
+`from keras_ptloss import PTLoss`; the advanced names (second part,
+[Advanced](#advanced)) from their modules, e.g.
+`from keras_ptloss.baselines import dkd_loss`; the data helpers (last part,
 [`keras_ptloss.datasets`](#data-helpers-keras_ptlossdatasets)) from their
 subpackage, e.g. `from keras_ptloss.datasets import load_mnist1d`. The guide
 (how to choose the order M, the mode and the validation split, and the
@@ -39,6 +42,56 @@ maths) is [guide.md](guide.md).
 """
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+# Documented names that are not in `keras_ptloss.__all__`, by module.
+ADVANCED = {
+    "keras_ptloss.losses": ("lean_loss", "standardize_logits"),
+    "keras_ptloss.baselines": (
+        "dkd_loss",
+        "dkd_terms",
+        "kd_ce_loss",
+        "lskd_loss",
+        "pack_targets",
+        "poly1_loss",
+        "unpack_targets",
+    ),
+    "keras_ptloss.top_k": (
+        "pack_top_k",
+        "select_top_k_coefficients",
+        "top_k_log_probs",
+        "top_k_proxy_teacher",
+        "top_k_pt_loss",
+        "unpack_top_k",
+    ),
+    "keras_ptloss.proxy": (
+        "ProxyTeacherConvergenceError",
+        "closeness",
+        "proxy_teacher",
+    ),
+    "keras_ptloss.coefficients": ("convexity_margin",),
+    "keras_ptloss.search": ("Candidate", "propose_candidates"),
+    "keras_ptloss.population": ("StudentPopulation",),
+    "keras_ptloss.calibration": (
+        "TemperatureScaling",
+        "expected_calibration_error",
+        "fit_temperature",
+    ),
+}
+ADVANCED_TITLE = "Advanced"
+ADVANCED_INTRO = """\
+Names for finer control, imported from the module that defines them (they
+are not in `keras_ptloss.__all__`), e.g.
+`from keras_ptloss.proxy import proxy_teacher`.
+"""
+
+
+def advanced_names():
+    """`(module, name)` pairs of `ADVANCED`, in its order."""
+    return [
+        (importlib.import_module(module), name)
+        for module, names in ADVANCED.items()
+        for name in names
+    ]
 
 
 def public_names(module):
@@ -108,11 +161,12 @@ scikit-learn and `tensorflow_datasets`).
 """
 
 
-def _contents(module, names):
+def _contents(module, names, qualified=False):
     lines = []
     for name in names:
         kind = _kind(getattr(module, name))
-        lines.append(f"- [`{name}`](#{name.lower()}) ({kind})")
+        label = f"{module.__name__}.{name}" if qualified else name
+        lines.append(f"- [`{label}`](#{name.lower()}) ({kind})")
     return lines
 
 
@@ -146,13 +200,20 @@ def render(module=None, data=None):
     if data is None:
         data = importlib.import_module(f"{module.__name__}.datasets")
     names, data_names = public_names(module), public_names(data)
+    advanced = advanced_names()
     parts = [HEADER.format(version=module.__version__)]
     parts.append("## Contents\n")
     parts += _contents(module, names)
+    parts.append(f"\n[{ADVANCED_TITLE}](#advanced):\n")
+    for owner, name in advanced:
+        parts += _contents(owner, [name], qualified=True)
     parts.append(f"\n[{DATA_TITLE}](#data-helpers-keras_ptlossdatasets):\n")
     parts += _contents(data, data_names)
     parts.append("")
     parts += _sections(module, names)
+    parts.append(f"# {ADVANCED_TITLE}\n\n{ADVANCED_INTRO}")
+    for owner, name in advanced:
+        parts += _sections(owner, [name])
     parts.append(f"# {DATA_TITLE}\n\n{DATA_INTRO}")
     parts += _sections(data, data_names)
     return "\n".join(parts).rstrip() + "\n"

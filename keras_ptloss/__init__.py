@@ -24,63 +24,19 @@ from importlib import import_module as _import_module
 from keras_ptloss._command import started_as_command as _started_as_command
 from keras_ptloss.version import __version__
 
-# The public names, by the module that defines them.
+# The public names, by the module that defines them. Everything else is
+# imported from its module (docs/api.md, "Advanced"), e.g.
+# `keras_ptloss.baselines.dkd_loss` or `keras_ptloss.proxy.proxy_teacher`.
 _EXPORTS = {
-    "keras_ptloss.losses": (
-        "KDLoss",
-        "PTLoss",
-        "kd_loss",
-        "lean_loss",
-        "pt_loss",
-        "standardize_logits",
-    ),
-    "keras_ptloss.baselines": (
-        "DKDLoss",
-        "KDCELoss",
-        "LSKDLoss",
-        "Poly1Loss",
-        "dkd_loss",
-        "dkd_terms",
-        "kd_ce_loss",
-        "lskd_loss",
-        "pack_targets",
-        "poly1_loss",
-        "unpack_targets",
-    ),
+    "keras_ptloss.losses": ("PTLoss", "KDLoss", "pt_loss", "kd_loss"),
+    "keras_ptloss.baselines": ("DKDLoss", "LSKDLoss", "KDCELoss", "Poly1Loss"),
+    "keras_ptloss.top_k": ("TopKPTLoss", "precompute_top_k"),
     "keras_ptloss.distiller": ("Distiller",),
-    "keras_ptloss.interop": ("KDDistillation", "PTLossDistillation"),
     "keras_ptloss.callbacks": ("ReestimateCoefficients",),
-    "keras_ptloss.proxy": (
-        "ProxyTeacherConvergenceError",
-        "closeness",
-        "proxy_teacher",
-    ),
-    "keras_ptloss.coefficients": ("convexity_margin",),
-    "keras_ptloss.selection": ("SelectionResult", "select_coefficients"),
-    "keras_ptloss.search": (
-        "Candidate",
-        "SearchResult",
-        "propose_candidates",
-        "search_coefficients",
-    ),
-    "keras_ptloss.population": ("StudentPopulation",),
-    "keras_ptloss.sparse": (
-        "SparsePTLoss",
-        "pack_top_k",
-        "sparse_pt_loss",
-        "unpack_top_k",
-    ),
-    "keras_ptloss.sparse_selection": (
-        "select_sparse_coefficients",
-        "sparse_proxy_teacher",
-    ),
-    "keras_ptloss.calibration": (
-        "CalibratedModel",
-        "TemperatureScaling",
-        "calibrate",
-        "expected_calibration_error",
-        "fit_temperature",
-    ),
+    "keras_ptloss.search": ("search_coefficients", "SearchResult"),
+    "keras_ptloss.selection": ("select_coefficients", "SelectionResult"),
+    "keras_ptloss.calibration": ("calibrate", "CalibratedModel"),
+    "keras_ptloss.interop": ("KDDistillation", "PTLossDistillation"),
     "keras_ptloss.vocabulary": ("align_vocabulary",),
 }
 _MODULE_OF = {
@@ -97,7 +53,7 @@ _SERIALIZABLE = (
     "keras_ptloss.interop",
     "keras_ptloss.losses",
     "keras_ptloss.population",
-    "keras_ptloss.sparse",
+    "keras_ptloss.top_k",
 )
 
 

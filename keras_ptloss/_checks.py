@@ -15,6 +15,8 @@ import numpy as np
 # Rows of probabilities may sum to 1 within this tolerance (float32 softmax
 # outputs saved to disk and read back differ from 1 by ~1e-7).
 PROB_SUM_ATOL = 1e-3
+# Smallest normal float32: the floor of probabilities read as logits.
+FLOAT32_TINY = float(np.finfo("float32").tiny)
 
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
 # How `check_probabilities` names the accepted ranks in its messages.
@@ -63,6 +65,28 @@ def softmax(logits, axis=-1):
     z = z - np.max(z, axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def as_logits_array(values, from_logits):
+    """Float64 logits (numpy): as given, or `log(max(p, tiny))` of probs.
+
+    Probabilities become logits up to a per-row constant, which neither
+    `softmax(t / T)` nor a standardisation sees; exact zeros are floored at
+    float32's tiny.
+    """
+    values = np.asarray(values, dtype="float64")
+    if from_logits:
+        return values
+    return np.log(np.maximum(values, FLOAT32_TINY))
+
+
+def mean_nll(logits, labels, temperature=1.0):
+    """Mean NLL of integer `labels` under `softmax(logits / temperature)`."""
+    scaled = np.asarray(logits, dtype="float64") / temperature
+    top = scaled.max(axis=-1, keepdims=True)
+    log_norm = top[..., 0] + np.log(np.exp(scaled - top).sum(axis=-1))
+    picked = np.take_along_axis(scaled, labels[:, None], axis=-1)[:, 0]
+    return float(np.mean(log_norm - picked))
 
 
 def safe_log(values):

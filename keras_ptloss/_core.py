@@ -2,7 +2,7 @@
 
 Private. The PTLoss terms `p * (log p - log q + sum_m eps_m (1 - q)**m)`
 live in `perturbed_terms`; the dense (`pt_loss`, `kd_loss`), chunked
-(`lean_loss`), top-k (`sparse_pt_loss`) and population
+(`lean_loss`), top-k (`top_k_pt_loss`) and population
 (`StudentPopulation`) losses and the baselines' KL parts call it with
 differently shaped inputs. The public functions and classes convert and
 validate their arguments; nothing here checks them again.
@@ -64,7 +64,7 @@ def tempered_log_probs(values, temperature=1.0, from_logits=True):
 def z_score(logits, delta):
     """`(z - mean(z)) / (std(z) + delta)` over the class axis.
 
-    The maths of `keras_ptloss.standardize_logits` (which upcasts and
+    The maths of `keras_ptloss.losses.standardize_logits` (which upcasts and
     checks the class count) on float logits.
     """
     centred = logits - ops.mean(logits, axis=-1, keepdims=True)

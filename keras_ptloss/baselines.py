@@ -21,7 +21,7 @@ Targets convention. Losses that need both the teacher and the label
   This is the form `model.fit` needs, because Keras requires `y_true` to
   have the structure of `y_pred`.
 
-Teacher outputs are probabilities unless `teacher_from_logits=True`, as in
+Teacher outputs are logits unless `teacher_from_logits=False`, as in
 `KDLoss`. Labels are integer class indices of shape `(batch,)` (or
 `(batch, 1)`); `Poly1Loss` also accepts one-hot or soft labels `(batch, K)`.
 """
@@ -228,7 +228,7 @@ def kd_ce_loss(
     label_weight=0.5,
     temperature=1.0,
     from_logits=True,
-    teacher_from_logits=False,
+    teacher_from_logits=True,
 ):
     """KD mixed with the hard-label cross-entropy, per example.
 
@@ -247,7 +247,8 @@ def kd_ce_loss(
             scalar tensor (not validated here, see `KDCELoss`).
         temperature: softmax temperature `T > 0` of the KD term.
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether the teacher outputs are logits.
+        teacher_from_logits: whether the teacher outputs are logits
+            (default) or probabilities (`False`).
 
     Returns:
         Per-example loss, shape `(batch,)`, float32 (or wider).
@@ -255,7 +256,7 @@ def kd_ce_loss(
     Example:
 
     >>> import numpy as np
-    >>> y_true = {"teacher": np.array([[0.7, 0.2, 0.1]]),
+    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]),
     ...           "label": np.array([0])}
     >>> loss = kd_ce_loss(y_true, np.log([[0.7, 0.2, 0.1]]), label_weight=1.0)
     >>> round(float(loss[0]), 4)  # pure cross-entropy: -log 0.7
@@ -284,7 +285,7 @@ def dkd_terms(
     y_pred,
     temperature=1.0,
     from_logits=True,
-    teacher_from_logits=False,
+    teacher_from_logits=True,
 ):
     """The parts of decoupled KD: TCKD, NCKD and the teacher's target mass.
 
@@ -304,7 +305,8 @@ def dkd_terms(
         y_pred: student logits (or probabilities), shape `(batch, K)`.
         temperature: softmax temperature `T > 0`.
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether the teacher outputs are logits.
+        teacher_from_logits: whether the teacher outputs are logits
+            (default) or probabilities (`False`).
 
     Returns:
         A tuple `(tckd, nckd, teacher_target_prob)` of shape `(batch,)`
@@ -313,7 +315,7 @@ def dkd_terms(
     Example:
 
     >>> import numpy as np
-    >>> y_true = {"teacher": np.array([[0.7, 0.2, 0.1]]),
+    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]),
     ...           "label": np.array([0])}
     >>> tckd, nckd, p_y = dkd_terms(y_true, np.zeros((1, 3)))
     >>> round(float(p_y[0]), 4)
@@ -358,7 +360,7 @@ def dkd_loss(
     beta=8.0,
     temperature=1.0,
     from_logits=True,
-    teacher_from_logits=False,
+    teacher_from_logits=True,
 ):
     """Decoupled knowledge distillation (DKD), per example.
 
@@ -378,7 +380,8 @@ def dkd_loss(
         beta: weight of NCKD (same).
         temperature: softmax temperature `T > 0`.
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether the teacher outputs are logits.
+        teacher_from_logits: whether the teacher outputs are logits
+            (default) or probabilities (`False`).
 
     Returns:
         Per-example loss, shape `(batch,)`, float32 (or wider).
@@ -386,7 +389,7 @@ def dkd_loss(
     Example:
 
     >>> import numpy as np
-    >>> y_true = {"teacher": np.array([[0.7, 0.2, 0.1]]),
+    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]),
     ...           "label": np.array([0])}
     >>> float(dkd_loss(y_true, np.log([[0.7, 0.2, 0.1]]))[0])
     0.0
@@ -408,7 +411,7 @@ def lskd_loss(
     y_pred,
     temperature=1.0,
     delta=1e-7,
-    teacher_from_logits=False,
+    teacher_from_logits=True,
 ):
     """KD on z-score standardised logits (logit standardisation), per example.
 
@@ -427,7 +430,8 @@ def lskd_loss(
         temperature: softmax temperature `T > 0` applied after
             standardisation.
         delta: non-negative number added to the standard deviation.
-        teacher_from_logits: whether `y_true` holds logits.
+        teacher_from_logits: whether `y_true` holds logits (default) or
+            probabilities (`False`).
 
     Returns:
         Per-example loss, shape `(batch,)`, float32 (or wider).
@@ -538,8 +542,8 @@ class KDCELoss(HyperparameterLoss):
         temperature: softmax temperature `T > 0` of the KD term. Defaults to
             `1.0`.
         from_logits: whether `y_pred` holds student logits (default).
-        teacher_from_logits: whether the teacher outputs are logits instead
-            of probabilities (default `False`).
+        teacher_from_logits: whether the teacher outputs are logits
+            (default) or probabilities (`False`).
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"kd_ce_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
@@ -549,7 +553,7 @@ class KDCELoss(HyperparameterLoss):
 
     >>> import numpy as np
     >>> loss = KDCELoss(label_weight=0.1, temperature=4.0)
-    >>> y_true = pack_targets(np.array([[0.8, 0.1, 0.1]]), np.array([0]))
+    >>> y_true = pack_targets(np.log([[0.8, 0.1, 0.1]]), np.array([0]))
     >>> float(loss(y_true, np.zeros((1, 3)))) > 0
     True
     >>> loss.set_label_weight(0.5)
@@ -572,7 +576,7 @@ class KDCELoss(HyperparameterLoss):
         label_weight=0.5,
         temperature=1.0,
         from_logits=True,
-        teacher_from_logits=False,
+        teacher_from_logits=True,
         reduction="sum_over_batch_size",
         name="kd_ce_loss",
         dtype=None,
@@ -647,8 +651,8 @@ class DKDLoss(HyperparameterLoss):
             CIFAR-100 value).
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds student logits (default).
-        teacher_from_logits: whether the teacher outputs are logits instead
-            of probabilities (default `False`).
+        teacher_from_logits: whether the teacher outputs are logits
+            (default) or probabilities (`False`).
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"dkd_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
@@ -658,7 +662,7 @@ class DKDLoss(HyperparameterLoss):
 
     >>> import numpy as np
     >>> loss = DKDLoss(alpha=1.0, beta=8.0, temperature=4.0)
-    >>> y_true = pack_targets(np.array([[0.8, 0.1, 0.1]]), np.array([0]))
+    >>> y_true = pack_targets(np.log([[0.8, 0.1, 0.1]]), np.array([0]))
     >>> float(loss(y_true, np.zeros((1, 3)))) > 0
     True
     >>> loss.set_beta(2.0)
@@ -683,7 +687,7 @@ class DKDLoss(HyperparameterLoss):
         beta=8.0,
         temperature=1.0,
         from_logits=True,
-        teacher_from_logits=False,
+        teacher_from_logits=True,
         reduction="sum_over_batch_size",
         name="dkd_loss",
         dtype=None,
@@ -752,7 +756,7 @@ class LSKDLoss(HyperparameterLoss):
     logit *relations*, not their scale: the loss is invariant to shifting
     or (up to `delta`) positively scaling either side's logits. The
     standard deviation is the sample one (divisor `K - 1`), as in the
-    authors' reference code (see `keras_ptloss.standardize_logits`).
+    authors' reference code (see `keras_ptloss.losses.standardize_logits`).
     On teacher logits this is `KDLoss(standardize=True)` (with
     `delta = 1e-7`).
 
@@ -769,9 +773,10 @@ class LSKDLoss(HyperparameterLoss):
             Defaults to `1.0`.
         delta: non-negative number added to the standard deviation.
             Defaults to `1e-7`.
-        teacher_from_logits: whether `y_true` holds teacher logits. With
-            probabilities (the default, like `KDLoss`), their logs are used,
-            which standardise exactly like the logits they came from.
+        teacher_from_logits: whether `y_true` holds teacher logits
+            (default, like `KDLoss`). With probabilities (`False`), their
+            logs are used, which standardise exactly like the logits they
+            came from.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"lskd_loss"`.
         dtype: dtype of the computation; half-precision inputs are always
@@ -781,8 +786,8 @@ class LSKDLoss(HyperparameterLoss):
 
     >>> import numpy as np
     >>> loss = LSKDLoss(temperature=2.0)
-    >>> teacher = np.array([[0.8, 0.1, 0.1]])
-    >>> float(loss(teacher, np.zeros((1, 3)))) > 0
+    >>> teacher_logits = np.array([[2.0, 0.0, 0.0]])
+    >>> float(loss(teacher_logits, np.zeros((1, 3)))) > 0
     True
 
     Reference:
@@ -798,7 +803,7 @@ class LSKDLoss(HyperparameterLoss):
         self,
         temperature=1.0,
         delta=1e-7,
-        teacher_from_logits=False,
+        teacher_from_logits=True,
         reduction="sum_over_batch_size",
         name="lskd_loss",
         dtype=None,

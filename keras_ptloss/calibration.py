@@ -24,7 +24,9 @@ import scipy.optimize
 import scipy.special
 from keras import ops
 
+from keras_ptloss._checks import FLOAT32_TINY
 from keras_ptloss._checks import as_float_array
+from keras_ptloss._checks import as_logits_array
 from keras_ptloss._checks import check_bool
 from keras_ptloss._checks import check_finite
 from keras_ptloss._checks import check_int
@@ -32,9 +34,10 @@ from keras_ptloss._checks import check_labels
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
+from keras_ptloss._checks import mean_nll
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
-from keras_ptloss.distiller import check_output_kind
+from keras_ptloss._logits import check_output_kind
 
 __all__ = [
     "CalibratedModel",
@@ -49,7 +52,7 @@ DEFAULT_BOUNDS = (0.05, 20.0)
 ECE_BINS = 15
 # Probability outputs are read as logits `log(max(p, TINY))`: float32's
 # smallest normal number, so that the clipped log is finite in float32.
-TINY = float(np.finfo("float32").tiny)
+TINY = FLOAT32_TINY
 # Tolerance of the bounded search on log T (relative precision of T).
 LOG_T_TOLERANCE = 1e-7
 # A fitted T this close (relatively) to a bound is reported as "at" it.
@@ -364,7 +367,7 @@ def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
         from_logits,
         names=("model(x)", "y", mask_name),
     )
-    logits = _as_logits(values, from_logits)
+    logits = as_logits_array(values, from_logits)
     # The warning of a bound points at the caller of `calibrate`.
     temperature = _fit(logits, labels, bounds, stacklevel=4)
     # Stored in float32 by the layer: measure what the model computes.
@@ -373,8 +376,8 @@ def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
     probs_after = softmax(logits / temperature)
     calibration = {
         "temperature": temperature,
-        "nll_before": _nll(logits, labels, 1.0),
-        "nll_after": _nll(logits, labels, temperature),
+        "nll_before": mean_nll(logits, labels, 1.0),
+        "nll_after": mean_nll(logits, labels, temperature),
         "ece_before": _ece(probs_before, labels, ECE_BINS),
         "ece_after": _ece(probs_after, labels, ECE_BINS),
         "accuracy": float(np.mean(probs_before.argmax(-1) == labels)),
@@ -476,17 +479,10 @@ def confidence_bins(confidence, num_bins):
 # --- computations on validated float64 arrays -----------------------------
 
 
-def _nll(logits, labels, temperature):
-    """Mean NLL of `labels` under `softmax(logits / temperature)`."""
-    scaled = logits / temperature
-    picked = np.take_along_axis(scaled, labels[:, None], axis=-1)[:, 0]
-    return float(np.mean(scipy.special.logsumexp(scaled, axis=-1) - picked))
-
-
 def _fit(logits, labels, bounds, stacklevel=3):
     low, high = bounds
     result = scipy.optimize.minimize_scalar(
-        lambda log_t: _nll(logits, labels, math.exp(log_t)),
+        lambda log_t: mean_nll(logits, labels, math.exp(log_t)),
         bounds=(math.log(low), math.log(high)),
         method="bounded",
         options={"xatol": LOG_T_TOLERANCE},
@@ -511,12 +507,6 @@ def _ece(probs, labels, num_bins):
     index = confidence_bins(confidence, num_bins)
     gaps = np.bincount(index, weights=correct - confidence, minlength=num_bins)
     return float(np.sum(np.abs(gaps)) / len(labels))
-
-
-def _as_logits(values, from_logits):
-    if from_logits:
-        return values
-    return np.log(np.maximum(values, TINY))
 
 
 # --- checks at the public boundary -----------------------------------------

@@ -31,8 +31,8 @@ from keras_ptloss._checks import fingerprint
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
 from keras_ptloss._checks import to_numpy_tree
+from keras_ptloss._logits import teacher_emits_logits
 from keras_ptloss.distiller import Distiller
-from keras_ptloss.distiller import teacher_emits_logits
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.proxy import check_metric
 
@@ -83,11 +83,13 @@ class ReestimateCoefficients(keras.callbacks.Callback):
             teacher.
         teacher: the teacher model, for a model compiled with `PTLoss`
             (a Distiller's own teacher is used otherwise).
-        teacher_from_logits: whether the teacher outputs logits. Defaults
-            to `None`: the distillation loss's `teacher_from_logits` for a
-            Distiller, otherwise (or when the loss does not say) read from
-            the teacher's last layer (no activation: logits; softmax:
-            probabilities). A flag that contradicts that layer raises.
+        teacher_from_logits: whether the teacher model outputs logits.
+            Defaults to `None`: for a Distiller, its loss's
+            `teacher_from_logits`; for a model compiled with `PTLoss`
+            (whose targets may be stored probabilities of a teacher that
+            outputs logits), read from the teacher's last layer (no
+            activation: logits; softmax: probabilities). A flag that
+            contradicts that layer raises.
         loss: the `PTLoss` to update in a model compiled with several
             losses. Defaults to `None`: the model's only `PTLoss`.
         frequency: re-estimate at the start of every `frequency`-th epoch

@@ -18,10 +18,10 @@ import numpy as np
 from keras import ops
 
 from keras_ptloss import teacher_outputs as offline
-from keras_ptloss._checks import check_int
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import shapes_match
 from keras_ptloss._checks import vocabulary_hint
+from keras_ptloss._logits import resolve_teacher_flag
 from keras_ptloss.baselines import TARGET_KEYS
 from keras_ptloss.baselines import DKDLoss
 from keras_ptloss.baselines import KDCELoss
@@ -29,8 +29,13 @@ from keras_ptloss.baselines import LSKDLoss
 from keras_ptloss.baselines import Poly1Loss
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
-from keras_ptloss.sparse import SparsePTLoss
-from keras_ptloss.sparse import check_host_indices
+from keras_ptloss.top_k import _ONLINE_TOP_K_MESSAGE
+from keras_ptloss.top_k import TopKPTLoss
+from keras_ptloss.top_k import _check_packed_shape
+from keras_ptloss.top_k import _check_top_k
+from keras_ptloss.top_k import _packed_top_k
+from keras_ptloss.top_k import _top_k_teacher_flag
+from keras_ptloss.top_k import check_host_indices
 from keras_ptloss.vocabulary import apply_alignment
 from keras_ptloss.vocabulary import check_alignment
 from keras_ptloss.vocabulary import check_alignment_arguments
@@ -44,143 +49,6 @@ DISTILLATION_LOSSES = (PTLoss, KDLoss, KDCELoss, DKDLoss, LSKDLoss, Poly1Loss)
 
 # What `fit(x)` and `evaluate(x)` log without labels (no compiled metrics).
 LABEL_FREE_LOGS = ("loss", "distillation_loss", "student_loss")
-
-
-def final_activation(model):
-    """What a model's last layer emits, and that layer's name.
-
-    Returns:
-        `(kind, layer_name)`: `kind` is `"softmax"` (probabilities),
-        `"linear"` (logits) or `None` (unknown, or no layers).
-    """
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return None, None
-    layer = layers[-1]
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax", layer.name
-    activation = getattr(layer, "activation", None)
-    if activation is keras.activations.softmax:
-        return "softmax", layer.name
-    if activation is keras.activations.linear:
-        return "linear", layer.name
-    return None, layer.name
-
-
-def check_output_kind(model, outputs_logits, role, flag, loss_arg=None):
-    """Raises if a model's last layer contradicts a logits flag.
-
-    A last layer without activation outputs logits; a softmax last layer
-    outputs probabilities. Reading one as the other silently computes a wrong
-    loss (or calibration), so the contradiction is reported where the model
-    meets the flag.
-
-    Args:
-        model: the teacher, student or calibrated `keras.Model`.
-        outputs_logits: what the flag assumes about `model`'s outputs.
-        role: `"teacher"`, `"student"` or `"model"`, for the message.
-        flag: the argument holding the assumption (`"from_logits"` or
-            `"teacher_from_logits"`).
-        loss_arg: the name of the argument that received the loss whose
-            flag it is, or `None` when `flag` was passed directly.
-    """
-    kind, layer_name = final_activation(model)
-    if kind is None:
-        return
-    if kind == "linear" and not outputs_logits:
-        given, fix = _flag_phrases(flag, False, loss_arg)
-        raise ValueError(
-            f"The {role}'s last layer ({layer_name!r}) has no activation, so "
-            f"the {role} outputs logits, but {given} (it expects "
-            f"probabilities). {fix}. Received: {flag}=False"
-        )
-    if kind == "softmax" and outputs_logits:
-        given, fix = _flag_phrases(flag, True, loss_arg)
-        raise ValueError(
-            f"The {role}'s last layer ({layer_name!r}) applies a softmax, so "
-            f"the {role} outputs probabilities, but {given} (it expects "
-            f"logits). {fix}, or remove the softmax. Received: {flag}=True"
-        )
-
-
-def _flag_phrases(flag, value, loss_arg):
-    """What was given and how to fix it, for `check_output_kind`."""
-    if loss_arg is None:
-        return f"{flag}={value} was passed", f"Pass `{flag}={not value}`"
-    return (
-        f"`{loss_arg}` was built with {flag}={value}",
-        f"Build the loss with {flag}={not value}, e.g. "
-        f"`PTLoss(..., {flag}={not value})`",
-    )
-
-
-def teacher_emits_logits(teacher, teacher_from_logits=None, loss_arg="loss"):
-    """Whether `teacher` emits logits: the flag, checked, or its last layer.
-
-    Args:
-        teacher: the teacher `keras.Model`.
-        teacher_from_logits: `True`/`False` (checked against the teacher's
-            last layer) or `None` (not said: read from the last layer).
-        loss_arg: the argument that received the loss, for messages.
-
-    Returns:
-        A bool.
-
-    Raises:
-        ValueError: if the flag contradicts the last layer, or if the flag
-            is `None` and the last layer is neither linear nor softmax.
-    """
-    if teacher_from_logits is not None:
-        check_output_kind(
-            teacher,
-            teacher_from_logits,
-            "teacher",
-            "teacher_from_logits",
-            loss_arg,
-        )
-        return bool(teacher_from_logits)
-    kind, layer = final_activation(teacher)
-    if kind is None:
-        raise ValueError(
-            "Cannot tell whether the teacher outputs logits or probabilities "
-            f"(its last layer {layer!r} is neither linear nor softmax). "
-            f"Build `{loss_arg}` with teacher_from_logits=True or False. "
-            "Received: teacher_from_logits=None"
-        )
-    return kind == "linear"
-
-
-def resolve_teacher_flag(loss, teacher, student, loss_arg="loss"):
-    """A loss's `teacher_from_logits` for a teacher-student pair, checked.
-
-    Reads nothing into `loss`: returns the flag it should have. A
-    `teacher_from_logits=None` (not said) gives the teacher's kind
-    (`teacher_emits_logits`); an explicit flag, and the student's
-    `from_logits`, are checked against the models' last layers, and the
-    loss's `standardize` needs logits on both sides.
-
-    Returns:
-        The bool for `teacher_from_logits`, or `None` for a loss without
-        that flag (`Poly1Loss` reads no teacher).
-    """
-    flag = None
-    if hasattr(loss, "teacher_from_logits"):
-        flag = teacher_emits_logits(teacher, loss.teacher_from_logits, loss_arg)
-    check_output_kind(
-        student,
-        getattr(loss, "from_logits", True),
-        "student",
-        "from_logits",
-        loss_arg,
-    )
-    if getattr(loss, "standardize", False) and not flag:
-        raise ValueError(
-            f"`{loss_arg}` has standardize=True, which needs teacher logits, "
-            "but the teacher outputs probabilities (its last layer applies "
-            "a softmax). Remove the softmax or use standardize=False. "
-            "Received: teacher_from_logits=False"
-        )
-    return flag
 
 
 def copy_loss(loss, **changes):
@@ -282,11 +150,11 @@ class Distiller(keras.Model):
     every backend, with or without jit, and they are saved with the model.
 
     The teacher's outputs are read with the loss's `teacher_from_logits`
-    flag; when the loss does not say (`None`, the default), it is read from
-    the teacher's last layer (no activation: logits; softmax:
-    probabilities) and set on the Distiller's copy. An explicit flag, or
-    the student's `from_logits`, that visibly contradicts a model's last
-    layer raises.
+    flag (logits by default; `False` for probabilities). A flag, or the
+    student's `from_logits`, that visibly contradicts a model's last layer
+    (no activation: logits; softmax: probabilities) raises; a loss built
+    with `teacher_from_logits=None` has the kind read from the teacher's
+    last layer, set on the Distiller's copy.
 
     `compile(optimizer, loss=..., metrics=[...])` takes the student's
     hard-label loss (a `keras.losses` name, function or `Loss`; `None` for
@@ -299,10 +167,10 @@ class Distiller(keras.Model):
     returns data in which each batch carries its teacher outputs; `fit` on
     that data runs no teacher forward pass.
 
-    Top-k teachers (vocabulary scale): with a `keras_ptloss.SparsePTLoss`,
+    Top-k teachers (vocabulary scale): with a `keras_ptloss.TopKPTLoss`,
     the Distiller trains on packed top-k targets `(..., 2k)`, either cached
     (`{"student_inputs": x, "teacher_outputs": packed}` with `packed` from
-    `keras_ptloss.teacher_outputs.precompute_top_k`, at the temperature it
+    `keras_ptloss.precompute_top_k`, at the temperature it
     was made with, and with the Distiller's `vocab_size`/`id_map`) or, with
     `top_k=k`, the teacher's top k taken in each step at the loss's current
     temperature (after the vocabulary alignment).
@@ -330,7 +198,7 @@ class Distiller(keras.Model):
             the Distiller trains a copy of it (`distillation_loss`
             attribute). A loss with `needs_labels = True` (`KDCELoss`,
             `DKDLoss`, `Poly1Loss`) receives `{"teacher": t, "label": y}`,
-            so `fit` needs `y`. A `keras_ptloss.SparsePTLoss` reads top-k
+            so `fit` needs `y`. A `keras_ptloss.TopKPTLoss` reads top-k
             targets (see above and `top_k`).
         student_loss_weight: weight `w` in [0, 1] of the compiled hard-label
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
@@ -346,9 +214,10 @@ class Distiller(keras.Model):
             `id_map`; with a padded student (more logits than the ids that
             get teacher mass), the loss cannot use `standardize=True`
             (`LSKDLoss`), which would z-score the masked logits.
-        top_k: for a `SparsePTLoss` only: the number `k` of the teacher's
+        top_k: for a `TopKPTLoss` only: the number `k` of the teacher's
             most probable classes (of the student's vocabulary) kept when
-            the teacher runs in the training step. Defaults to `None`:
+            the teacher runs in the training step (its outputs read with
+            the loss's `teacher_from_logits`). Defaults to `None`:
             batches must carry cached top-k targets.
         name: model name. Defaults to `"distiller"`.
         **kwargs: passed to `keras.Model`.
@@ -360,7 +229,7 @@ class Distiller(keras.Model):
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> distiller = Distiller(teacher, student, PTLoss([0.5, 0.0]))
-    >>> distiller.distillation_loss.teacher_from_logits  # read from teacher
+    >>> distiller.distillation_loss.teacher_from_logits
     True
     >>> distiller.compile(optimizer="adam")
     >>> history = distiller.fit(np.ones((8, 4)), epochs=1, verbose=0)
@@ -390,20 +259,24 @@ class Distiller(keras.Model):
         _check_models(
             teacher, student, distillation_loss, self.vocab_size, self.id_map
         )
-        self.top_k = _check_top_k(top_k, distillation_loss, student)
-        sparse = isinstance(distillation_loss, SparsePTLoss)
-        if sparse:
-            flag = _sparse_teacher_flag(teacher, student, self.top_k)
+        self.top_k = _check_top_k(
+            top_k, distillation_loss, _static_shape(student, "outputs")
+        )
+        is_top_k = isinstance(distillation_loss, TopKPTLoss)
+        if is_top_k:
+            flag = _top_k_teacher_flag(
+                distillation_loss, teacher, student, self.top_k
+            )
         else:
             flag = resolve_teacher_flag(
                 distillation_loss, teacher, student, "distillation_loss"
             )
         weight = _check_weight(student_loss_weight)
-        # SparsePTLoss has no teacher flag (its targets are log-probs): the
-        # Distiller keeps it for the online top-k.
+        # A TopKPTLoss's targets are log-probabilities: the Distiller keeps
+        # the teacher's kind for its online top-k only.
         self._teacher_logits = flag
         changes = (
-            {} if flag is None or sparse else {"teacher_from_logits": flag}
+            {} if flag is None or is_top_k else {"teacher_from_logits": flag}
         )
         loss = copy_loss(distillation_loss, **changes)
         if temperature is not None:
@@ -542,14 +415,14 @@ class Distiller(keras.Model):
         """The teacher's outputs for a batch (cached ones for offline data).
 
         Cached outputs are the teacher's full outputs, or packed top-k
-        targets `(..., 2k)` for a `SparsePTLoss`.
+        targets `(..., 2k)` for a `TopKPTLoss`.
         """
         if offline.is_offline_batch(x):
             outputs = x[TEACHER_OUTPUTS]
             # Checked on the traced batch for data sets (`fit` checks
             # arrays before it starts).
             teacher_shape = _static_shape(self.teacher, "outputs")
-            if isinstance(self.distillation_loss, SparsePTLoss):
+            if isinstance(self.distillation_loss, TopKPTLoss):
                 _check_packed_shape(outputs, teacher_shape)
             else:
                 offline.check_output_shape(outputs, teacher_shape)
@@ -574,7 +447,7 @@ class Distiller(keras.Model):
 
     def _reads_teacher_logits(self):
         """Whether the teacher's outputs are logits, as the loss reads them."""
-        if isinstance(self.distillation_loss, SparsePTLoss):
+        if isinstance(self.distillation_loss, TopKPTLoss):
             return bool(self._teacher_logits)
         return _teacher_from_logits(self.distillation_loss)
 
@@ -582,19 +455,19 @@ class Distiller(keras.Model):
         """The distillation loss's `y_true` for a batch.
 
         The teacher's outputs on the student's vocabulary; for a
-        `SparsePTLoss`, packed top-k targets `(..., 2k)`: cached ones (from
+        `TopKPTLoss`, packed top-k targets `(..., 2k)`: cached ones (from
         `precompute_top_k`, already on the student's vocabulary) as they
         are, or the top `top_k` of the teacher's outputs at the loss's
         current temperature.
         """
-        if not isinstance(self.distillation_loss, SparsePTLoss):
+        if not isinstance(self.distillation_loss, TopKPTLoss):
             return self._aligned_teacher_outputs(
                 self.teacher_outputs(x), y_pred
             )
         if offline.is_offline_batch(x):
             return self.teacher_outputs(x)
         if self.top_k is None:
-            raise ValueError(_ONLINE_SPARSE_MESSAGE)
+            raise ValueError(_ONLINE_TOP_K_MESSAGE)
         outputs = self._aligned_teacher_outputs(self.teacher_outputs(x), y_pred)
         return ops.stop_gradient(
             _packed_top_k(
@@ -827,18 +700,18 @@ class Distiller(keras.Model):
         """Array data: the cached teacher outputs fit the loss.
 
         Full outputs have the teacher's output shape; top-k targets for a
-        `SparsePTLoss` are packed `(..., 2k)` with ids of the student's
-        vocabulary. Online data for a `SparsePTLoss` needs `top_k`.
+        `TopKPTLoss` are packed `(..., 2k)` with ids of the student's
+        vocabulary. Online data for a `TopKPTLoss` needs `top_k`.
         """
         teacher_shape = _static_shape(self.teacher, "outputs")
-        sparse = isinstance(self.distillation_loss, SparsePTLoss)
+        is_top_k = isinstance(self.distillation_loss, TopKPTLoss)
         if not offline.is_offline_batch(x):
-            if sparse and self.top_k is None:
-                raise ValueError(_ONLINE_SPARSE_MESSAGE)
+            if is_top_k and self.top_k is None:
+                raise ValueError(_ONLINE_TOP_K_MESSAGE)
             return
         outputs = x[TEACHER_OUTPUTS]
         num_inputs = offline.num_examples(x[STUDENT_INPUTS])
-        if not sparse:
+        if not is_top_k:
             offline.check_output_shape(outputs, teacher_shape, num_inputs)
             return
         _check_packed_shape(outputs, teacher_shape, num_inputs)
@@ -853,10 +726,10 @@ class Distiller(keras.Model):
             or np.any(log_probs > 1e-6)
         ):
             raise ValueError(
-                "A SparsePTLoss reads packed top-k targets (`precompute_top_k`"
+                "A TopKPTLoss reads packed top-k targets (`precompute_top_k`"
                 ": k class ids >= 0, then k log-probabilities <= 0), but "
                 "`teacher_outputs` holds other values (the teacher's full "
-                "outputs?). Build them with `keras_ptloss.teacher_outputs."
+                "outputs?). Build them with `keras_ptloss."
                 "precompute_top_k`. Received: ids in "
                 f"[{indices.min()}, {indices.max()}], log-probabilities up "
                 f"to {log_probs.max()}"
@@ -934,11 +807,11 @@ class Distiller(keras.Model):
         ['student_inputs', 'teacher_outputs']
         >>> _ = distiller.fit(x_off, y_off, epochs=1, verbose=0)
         """
-        if isinstance(self.distillation_loss, SparsePTLoss):
+        if isinstance(self.distillation_loss, TopKPTLoss):
             raise ValueError(
                 "`precompute_teacher` caches the teacher's full outputs, "
-                "but this Distiller's SparsePTLoss reads top-k targets: "
-                "build them with `keras_ptloss.teacher_outputs."
+                "but this Distiller's TopKPTLoss reads top-k targets: "
+                "build them with `keras_ptloss."
                 "precompute_top_k(teacher, x, k, temperature=..., "
                 "vocab_size=... or id_map=...)` and pass "
                 "`{'student_inputs': x, 'teacher_outputs': packed}`. "
@@ -1002,100 +875,6 @@ class Distiller(keras.Model):
         # __init__ freezes the teacher again (Sequential.from_config does not
         # keep trainable=False).
         return cls(**config)
-
-
-_ONLINE_SPARSE_MESSAGE = (
-    "A SparsePTLoss reads the teacher's top-k log-probabilities. Either "
-    "give the Distiller `top_k` (the teacher then runs in each step and its "
-    "top k are taken there), or train on cached targets: "
-    "`packed = keras_ptloss.teacher_outputs.precompute_top_k(teacher, x, k)` "
-    "and `fit({'student_inputs': x, 'teacher_outputs': packed}, ...)`. "
-    "Received: top_k=None and a batch without teacher outputs"
-)
-
-
-def _sparse_teacher_flag(teacher, student, top_k):
-    """Whether the teacher emits logits, for a `SparsePTLoss`'s online top-k.
-
-    `None` without `top_k` (cached targets: the teacher's kind is not read).
-    The student must emit logits (`SparsePTLoss` reads logits).
-    """
-    kind, layer = final_activation(student)
-    if kind == "softmax":
-        raise ValueError(
-            f"The student's last layer ({layer!r}) applies a softmax, but a "
-            "SparsePTLoss reads student logits. Remove the softmax. "
-            "Received: a softmax student"
-        )
-    if top_k is None:
-        return None
-    kind, layer = final_activation(teacher)
-    if kind is None:
-        raise ValueError(
-            "Cannot tell whether the teacher outputs logits or probabilities "
-            f"(its last layer {layer!r} is neither linear nor softmax), "
-            "which the Distiller's top-k (`top_k`) needs. Build the top-k "
-            "targets offline with `keras_ptloss.teacher_outputs."
-            "precompute_top_k(teacher, x, k, from_logits=...)` instead. "
-            f"Received: top_k={top_k}"
-        )
-    return kind == "linear"
-
-
-def _check_top_k(top_k, loss, student):
-    """`top_k` for a `SparsePTLoss` in the Distiller, checked."""
-    if top_k is None:
-        return None
-    if not isinstance(loss, SparsePTLoss):
-        raise ValueError(
-            "`top_k` is for a SparsePTLoss (the teacher's top-k classes); "
-            f"this Distiller's loss is a {type(loss).__name__}, which reads "
-            f"all the teacher's outputs. Received: top_k={top_k!r}"
-        )
-    # Taken over the student's vocabulary (after `vocab_size`/`id_map`).
-    shape = _static_shape(student, "outputs")
-    maximum = shape[-1] if shape and shape[-1] is not None else None
-    return check_int(top_k, "top_k", minimum=1, maximum=maximum)
-
-
-def _check_packed_shape(outputs, teacher_shape, num_inputs=None):
-    """Packed top-k targets: `(n, ..., 2k)` for a `(None, ..., K)` teacher."""
-    shape = tuple(outputs.shape)
-    width = shape[-1] if shape else None
-    expected = (num_inputs,) + tuple(teacher_shape or shape)[1:-1] + (None,)
-    if (
-        len(shape) != len(expected)
-        or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(shape, expected, strict=True)
-        )
-        or (width is not None and (width < 2 or width % 2))
-    ):
-        raise ValueError(
-            "A SparsePTLoss reads packed top-k targets of shape "
-            f"{expected[:-1] + ('2k',)} (`precompute_top_k`: k indices, "
-            "then k log-probabilities, for each teacher output row). "
-            f"Received: teacher_outputs.shape={shape}"
-            + ("" if num_inputs is None else f" for {num_inputs} inputs")
-        )
-
-
-def _packed_top_k(outputs, k, temperature, from_logits):
-    """Packed `(..., 2k)` top-k targets of teacher outputs, in the step.
-
-    As `keras_ptloss.sparse.top_k_log_probs` (log-probabilities of
-    `softmax(logits / T)`; probabilities `p` are read as logits `log p`),
-    then `pack_top_k`.
-    """
-    outputs = ops.cast(outputs, "float32")
-    if not from_logits:
-        outputs = ops.log(ops.maximum(outputs, 0.0))
-    log_probs = ops.log_softmax(
-        outputs / ops.cast(temperature, "float32"), axis=-1
-    )
-    values, indices = ops.top_k(log_probs, k)
-    values = ops.maximum(values, -1e30)
-    return ops.concatenate([ops.cast(indices, "float32"), values], axis=-1)
 
 
 def _check_models(teacher, student, distillation_loss, vocab_size, id_map):

@@ -17,8 +17,8 @@ from keras import ops
 from keras import tree
 
 from keras_ptloss._core import tempered_log_probs
+from keras_ptloss._logits import resolve_teacher_flag
 from keras_ptloss.distiller import copy_loss
-from keras_ptloss.distiller import resolve_teacher_flag
 from keras_ptloss.losses import KDLoss
 from keras_ptloss.losses import PTLoss
 
@@ -121,10 +121,11 @@ class PTLossDistillation(
     final outputs (usually logits) to `compute_loss`, which returns
     `loss(teacher_outputs, student_outputs)` reduced to a scalar by the
     loss's `reduction`. The loss's `teacher_from_logits` and `from_logits`
-    describe the two models' outputs; when the Distiller is built, a
-    `teacher_from_logits=None` (not said) is read from the teacher's last
-    layer (into the adapter's copy of the loss), and a model whose last
-    layer visibly contradicts a flag (no activation vs. softmax) raises.
+    describe the two models' outputs (teacher logits unless the loss has
+    `teacher_from_logits=False`); when the Distiller is built, a model
+    whose last layer visibly contradicts a flag (no activation vs.
+    softmax) raises, and a `teacher_from_logits=None` is read from the
+    teacher's last layer (into the adapter's copy of the loss).
     Note that `keras.distillation.Distiller` computes its total as
     `w * student_loss + (1 - w) * distillation_loss` and that its losses
     never see labels or sample weights.

@@ -131,8 +131,7 @@ def _check_standardize(standardize, from_logits, teacher_from_logits):
         raise ValueError(
             "`standardize=True` z-scores the teacher's and the student's "
             "logits, so both must be logits: pass from_logits=True and "
-            "teacher_from_logits=True (a Distiller reads the teacher's kind "
-            "from its last layer when teacher_from_logits=None). Received: "
+            "teacher_from_logits=True. Received: "
             f"from_logits={from_logits}, "
             f"teacher_from_logits={teacher_from_logits}"
         )
@@ -169,7 +168,7 @@ def kd_loss(
     y_pred,
     temperature=1.0,
     from_logits=True,
-    teacher_from_logits=False,
+    teacher_from_logits=True,
     standardize=False,
 ):
     """Hinton knowledge-distillation loss, `T**2 * KL(p || q)` per example.
@@ -188,8 +187,8 @@ def kd_loss(
         temperature: softmax temperature `T > 0` (a number, scalar tensor
             or `keras.Variable`).
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits (`None` counts
-            as `False`).
+        teacher_from_logits: whether `y_true` holds logits (default) or
+            probabilities (`False`; `None` counts as `False`).
         standardize: z-score both logits over classes before tempering
             (needs logits on both sides).
 
@@ -199,9 +198,8 @@ def kd_loss(
     Example:
 
     >>> import numpy as np
-    >>> teacher = np.array([[0.7, 0.2, 0.1]])
-    >>> student_logits = np.log(teacher)
-    >>> float(kd_loss(teacher, student_logits)[0])  # identical -> 0
+    >>> teacher_logits = np.log([[0.7, 0.2, 0.1]])
+    >>> float(kd_loss(teacher_logits, teacher_logits)[0])  # identical -> 0
     0.0
     """
     teacher_from_logits = bool(teacher_from_logits)
@@ -219,7 +217,7 @@ def pt_loss(
     coefficients,
     temperature=1.0,
     from_logits=True,
-    teacher_from_logits=False,
+    teacher_from_logits=True,
     standardize=False,
 ):
     """Perturbed distillation loss (PTLoss) per example.
@@ -244,8 +242,8 @@ def pt_loss(
         temperature: softmax temperature `T > 0` (a number, scalar tensor
             or `keras.Variable`).
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits (`None` counts
-            as `False`).
+        teacher_from_logits: whether `y_true` holds logits (default) or
+            probabilities (`False`; `None` counts as `False`).
         standardize: z-score both logits over classes before tempering
             (needs logits on both sides).
 
@@ -255,9 +253,9 @@ def pt_loss(
     Example:
 
     >>> import numpy as np
-    >>> teacher = np.array([[0.7, 0.2, 0.1]])
+    >>> teacher_logits = np.array([[2.0, 0.5, -1.0]])
     >>> student_logits = np.zeros((1, 3))
-    >>> loss = pt_loss(teacher, student_logits, coefficients=[0.5, -0.1])
+    >>> loss = pt_loss(teacher_logits, student_logits, coefficients=[0.5, -0.1])
     >>> tuple(loss.shape)
     (1,)
     """
@@ -346,7 +344,7 @@ def lean_loss(
     coefficients=None,
     temperature=1.0,
     from_logits=True,
-    teacher_from_logits=False,
+    teacher_from_logits=True,
     standardize=False,
     chunk_size=None,
 ):
@@ -374,7 +372,8 @@ def lean_loss(
         coefficients: `eps`, shape `(M,)` or `(K, M)`, or `None` for KD.
         temperature: softmax temperature `T > 0`.
         from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits.
+        teacher_from_logits: whether `y_true` holds logits (default) or
+            probabilities (`False`).
         standardize: z-score both logits over classes first.
         chunk_size: rows (tokens) per chunk, or `None` for one chunk. The
             number of rows must be known when the function is traced;
@@ -387,7 +386,7 @@ def lean_loss(
     Example:
 
     >>> import numpy as np
-    >>> teacher = np.full((2, 3, 4), 0.25)
+    >>> teacher = np.zeros((2, 3, 4))  # uniform logits: p = 0.25
     >>> student = np.zeros((2, 3, 4))
     >>> loss = lean_loss(teacher, student, [0.5], chunk_size=2)
     >>> # KL is 0 (same distributions); the series adds 0.5 * (1 - 0.25).
@@ -462,7 +461,7 @@ class _TemperedLoss(HyperparameterLoss):
         self.from_logits = check_bool(from_logits, "from_logits")
         self.teacher_from_logits = _check_teacher_flag(teacher_from_logits)
         self.standardize = check_bool(standardize, "standardize")
-        # `None` (not said) is resolved later, e.g. by a Distiller.
+        # `None` (read from the teacher) is resolved by a Distiller.
         _check_standardize(
             self.standardize,
             self.from_logits,
@@ -506,11 +505,12 @@ class _TemperedLoss(HyperparameterLoss):
 class KDLoss(_TemperedLoss):
     """Hinton knowledge-distillation loss: `T**2 * KL(p || q)`.
 
-    `p = softmax(t / T)` is the tempered teacher (given as probabilities by
-    default, re-tempered as `p ** (1/T)`), `q = softmax(z / T)` the tempered
-    student. Both come from log-softmax, so exact zeros and extreme logits
-    stay finite. At `T = 1` with probabilities on both sides this equals
-    `keras.losses.KLDivergence` (which clips instead).
+    `p = softmax(t / T)` is the tempered teacher (given as logits by
+    default; probabilities are re-tempered as `p ** (1/T)`), `q =
+    softmax(z / T)` the tempered student. Both come from log-softmax, so
+    exact zeros and extreme logits stay finite. At `T = 1` with
+    probabilities on both sides this equals `keras.losses.KLDivergence`
+    (which clips instead).
 
     The temperature lives in a non-trainable `keras.Variable`
     (`loss.variables`); change it with `set_temperature`.
@@ -520,9 +520,11 @@ class KDLoss(_TemperedLoss):
         from_logits: whether `y_pred` holds student logits (default) or
             probabilities.
         teacher_from_logits: whether `y_true` holds teacher logits.
-            Defaults to `None` (not said): a standalone loss reads
-            probabilities; a `keras_ptloss.Distiller` reads the kind from
-            the teacher's last layer.
+            Defaults to `True`; pass `False` for teacher probabilities. A
+            `keras_ptloss.Distiller` (or an adapter of
+            `keras_ptloss.interop`) checks it against the teacher's last
+            layer; `None` lets it read the kind from that layer instead (a
+            loss called on its own reads `None` as probabilities).
         standardize: z-score the teacher's and the student's logits over
             classes before tempering (the logit standardisation of Sun et
             al.; needs logits on both sides and at least 3 classes: with
@@ -544,8 +546,8 @@ class KDLoss(_TemperedLoss):
 
     >>> import numpy as np
     >>> loss = KDLoss(temperature=4.0)
-    >>> teacher = np.array([[0.9, 0.05, 0.05]])
-    >>> float(loss(teacher, np.zeros((1, 3)))) > 0
+    >>> teacher_logits = np.array([[3.0, 0.0, 0.0]])
+    >>> float(loss(teacher_logits, np.zeros((1, 3)))) > 0
     True
 
     Reference:
@@ -557,7 +559,7 @@ class KDLoss(_TemperedLoss):
         self,
         temperature=1.0,
         from_logits=True,
-        teacher_from_logits=None,
+        teacher_from_logits=True,
         standardize=False,
         reduction="sum_over_batch_size",
         name="kd_loss",
@@ -628,9 +630,11 @@ class PTLoss(_TemperedLoss):
         from_logits: whether `y_pred` holds student logits (default) or
             probabilities.
         teacher_from_logits: whether `y_true` holds teacher logits.
-            Defaults to `None` (not said): a standalone loss reads
-            probabilities; a `keras_ptloss.Distiller` reads the kind from
-            the teacher's last layer.
+            Defaults to `True`; pass `False` for teacher probabilities. A
+            `keras_ptloss.Distiller` (or an adapter of
+            `keras_ptloss.interop`) checks it against the teacher's last
+            layer; `None` lets it read the kind from that layer instead (a
+            loss called on its own reads `None` as probabilities).
         allow_nonconvex: by default, coefficients for which
             `-log q + sum_m eps_m (1 - q)**m` is not convex in `q` (so the
             proxy teacher may be non-unique) raise `ValueError`; `True`
@@ -657,9 +661,9 @@ class PTLoss(_TemperedLoss):
 
     >>> import numpy as np
     >>> loss = PTLoss(coefficients=[0.5, 0.0, -0.05], temperature=2.0)
-    >>> teacher = np.array([[0.7, 0.2, 0.1]])
+    >>> teacher_logits = np.array([[2.0, 0.5, -1.0]])
     >>> student_logits = np.array([[1.0, 0.0, -1.0]])
-    >>> value = loss(teacher, student_logits)
+    >>> value = loss(teacher_logits, student_logits)
     >>> loss.order
     3
     >>> loss.set_temperature(4.0)
@@ -676,7 +680,7 @@ class PTLoss(_TemperedLoss):
         coefficients=None,
         temperature=1.0,
         from_logits=True,
-        teacher_from_logits=None,
+        teacher_from_logits=True,
         allow_nonconvex=False,
         standardize=False,
         reduction="sum_over_batch_size",

@@ -24,6 +24,7 @@ from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._checks import safe_log
+from keras_ptloss._names import METRICS
 from keras_ptloss._solver import ProxyTeacherConvergenceError
 from keras_ptloss._solver import Solver
 from keras_ptloss._solver import columns
@@ -44,7 +45,6 @@ __all__ = [
     "temper",
 ]
 
-METRICS = ("brier", "l2", "tvd", "nll")
 METHODS = ("auto", "newton", "bisection")
 
 

@@ -37,6 +37,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_ptloss._checks import as_logits_array
 from keras_ptloss._checks import check_bool
 from keras_ptloss._checks import check_choice
 from keras_ptloss._checks import check_finite
@@ -46,9 +47,12 @@ from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_standardizable
 from keras_ptloss._checks import check_temperature
+from keras_ptloss._checks import mean_nll
 from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
 from keras_ptloss._names import MODES
+from keras_ptloss._names import SCORE_METRICS
+from keras_ptloss._progress import Progress
 from keras_ptloss.calibration import calibrate_outputs
 from keras_ptloss.distiller import Distiller
 from keras_ptloss.losses import PTLoss
@@ -63,8 +67,6 @@ DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 # teacher to near uniform (BENCHMARKS.md, the default pipeline).
 DEFAULT_STANDARDIZED_TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
 DEFAULT_STRENGTHS = (-2.0, -0.5, 0.5, 2.0, 8.0)
-METRICS = ("accuracy", "nll")
-_LOG_TINY = float(np.log(np.finfo("float32").tiny))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -1219,7 +1221,10 @@ def _successive_halving(build_student, data, plan, settings):
         order_rng.permutation(_num_examples(data.x))
         for _ in range(training.epochs)
     ]
-    progress = _Progress(settings.verbose, schedule_cost(schedule))
+    progress = Progress(
+        settings.verbose, stateful_metrics=["best"], unit_name="student-epoch"
+    )
+    progress.start(schedule_cost(schedule))
     alive = list(range(len(candidates)))
     ranking, spent, trained, previous = [], 0, 0, None
     start = time.perf_counter()
@@ -1448,25 +1453,6 @@ def _training_record(data, settings):
 # Helpers.
 
 
-class _Progress:
-    def __init__(self, verbose, target):
-        self.bar = None
-        if verbose == 1:
-            self.bar = keras.utils.Progbar(
-                target,
-                unit_name="student-epoch",
-                stateful_metrics=["best"],
-            )
-
-    def update(self, step, **values):
-        if self.bar is not None:
-            self.bar.update(step, values=list(values.items()))
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.update(self.bar.target, finalize=True)
-
-
 def _predict(population, x):
     """Stacked member logits as numpy (eager calls: no predict step to
     compile for every rung's population)."""
@@ -1482,8 +1468,7 @@ def _accuracy(y_true, probs):
 
 
 def _nll(y_true, probs):
-    picked = probs[np.arange(len(y_true)), y_true]
-    return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
+    return mean_nll(np.log(np.maximum(probs, 1e-12)), y_true)
 
 
 def _check_metric(metric, higher_is_better):
@@ -1495,7 +1480,7 @@ def _check_metric(metric, higher_is_better):
             )
         name = getattr(metric, "__name__", "metric")
         return metric, name, bool(higher_is_better)
-    check_choice(metric, "metric", METRICS)
+    check_choice(metric, "metric", SCORE_METRICS)
     default = metric == "accuracy"
     if higher_is_better is not None and higher_is_better != default:
         raise ValueError(
@@ -1766,14 +1751,14 @@ def _position_labels(values, count, positions, classes, name):
 
 
 def _as_logits(values, from_logits, name):
+    """Validated float64 logits of teacher outputs (see `as_logits_array`)."""
     if from_logits:
-        array = np.asarray(to_numpy(values), dtype="float64")
-        return check_finite(array, name)
-    probs = check_probabilities(values, name)
-    # Logits up to a per-row constant, which neither softmax(t / T) nor the
-    # standardisation sees; exact zeros are floored at float32's tiny.
-    with np.errstate(divide="ignore"):
-        return np.maximum(np.log(probs), _LOG_TINY)
+        values = check_finite(
+            np.asarray(to_numpy(values), dtype="float64"), name
+        )
+    else:
+        values = check_probabilities(values, name)
+    return as_logits_array(values, from_logits)
 
 
 def _build_members(build_student, count, sample):

@@ -1,7 +1,7 @@
 """Training-free choice of PTLoss coefficients on a labelled split.
 
 Coefficients are chosen, without training any student, by how close the
-proxy teacher (`keras_ptloss.proxy_teacher`) is to the labels of a
+proxy teacher (`keras_ptloss.proxy.proxy_teacher`) is to the labels of a
 validation split (docs/design.md, "Choosing the coefficients"): with the
 Brier score, the ranking is that of the expected squared distance to the
 true label distribution `p*`.
@@ -38,6 +38,7 @@ from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_probabilities
 from keras_ptloss._checks import check_temperature
 from keras_ptloss._names import MODES
+from keras_ptloss._progress import Progress
 from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import check_convex
 from keras_ptloss.proxy import check_metric
@@ -377,7 +378,7 @@ def select_coefficients(
     """Chooses PTLoss coefficients by how close the proxy teacher is to labels.
 
     No student is trained: for candidate coefficients `eps` the proxy
-    teacher (the minimiser of PTLoss, `keras_ptloss.proxy_teacher`) is
+    teacher (the minimiser of PTLoss, `keras_ptloss.proxy.proxy_teacher`) is
     computed exactly on a labelled validation split, and the `eps` whose
     de-tempered proxy is closest to the labels is kept.
 
@@ -406,7 +407,7 @@ def select_coefficients(
         mode: `"shared"` or `"classwise"`.
         metric: closeness metric, `"brier"` (default; see docs/design.md,
             "Choosing the coefficients"),
-            `"l2"`, `"tvd"` or `"nll"` (see `keras_ptloss.closeness`).
+            `"l2"`, `"tvd"` or `"nll"` (see `keras_ptloss.proxy.closeness`).
         temperature: distillation temperature `T > 0` (the one PTLoss will
             use); the starting point when `tune_temperature=True`.
         tune_temperature: also choose `T`, jointly with `eps`, within
@@ -493,7 +494,12 @@ def select_with_config(probs, labels, config):
             "probability 0 to the label of some example, and no coefficients "
             "can change an exact zero. Use metric='brier'."
         )
-    progress = _Progress(config.verbose)
+    progress = Progress(
+        config.verbose,
+        stateful_metrics=["score", "holdout"],
+        delay=_PROGRESS_DELAY,
+        interval=0.2,
+    )
     search = _Search(fit, hold, config, rng, progress)
     screening = search.screen()
     chosen, history, stop_reason = search.refine_shared(screening.best)
@@ -874,45 +880,3 @@ def _reason(res):
     if isinstance(message, bytes):
         message = message.decode()
     return f"{message} after {res.nit} iterations"
-
-
-# --------------------------------------------------------------------------
-# Progress bar
-# --------------------------------------------------------------------------
-
-
-class _Progress:
-    """A `keras.utils.Progbar` that appears only once the search has run
-    for more than a couple of seconds (and never with `verbose=0`)."""
-
-    def __init__(self, verbose, delay=None):
-        self.verbose = verbose
-        self.delay = _PROGRESS_DELAY if delay is None else delay
-        self.target = None
-        self.step = 0
-        self.bar = None
-        self.t0 = time.perf_counter()
-
-    def start(self, target):
-        self.target = target
-
-    def advance(self, count=1, **values):
-        self.step = min(self.step + max(count, 0), self.target or self.step)
-        if self.verbose != 1:
-            return
-        if self.bar is None:
-            if time.perf_counter() - self.t0 < self.delay:
-                return
-            import keras
-
-            self.bar = keras.utils.Progbar(
-                self.target,
-                stateful_metrics=["score", "holdout"],
-                interval=0.2,
-            )
-        finite = [(k, v) for k, v in values.items() if np.isfinite(v)]
-        self.bar.update(self.step, values=finite)
-
-    def close(self):
-        if self.bar is not None and self.target is not None:
-            self.bar.update(self.target, finalize=True)

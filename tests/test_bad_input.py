@@ -17,9 +17,7 @@ from keras_ptloss import LSKDLoss
 from keras_ptloss import Poly1Loss
 from keras_ptloss import PTLoss
 from keras_ptloss import ReestimateCoefficients
-from keras_ptloss import closeness
 from keras_ptloss import kd_loss
-from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss.datasets import load_digits
@@ -27,6 +25,8 @@ from keras_ptloss.datasets import load_mnist1d
 from keras_ptloss.datasets import make_gaussian_mixture
 from keras_ptloss.datasets import noisy_labels
 from keras_ptloss.datasets import split_dataset
+from keras_ptloss.proxy import closeness
+from keras_ptloss.proxy import proxy_teacher
 from keras_ptloss.proxy import temper
 from tests.utils import tiny_classifier
 
@@ -82,116 +82,124 @@ VAL_PROBS = np.tile(PROBS, (3, 1))
 
 CASES = [
     # ---------------- PTLoss / pt_loss
-    ("ptloss_order_0", lambda: PTLoss([]), r"coefficients.*order M >= 1"),
+    (
+        "ptloss_order_0",
+        lambda: PTLoss([], teacher_from_logits=False),
+        r"coefficients.*order M >= 1",
+    ),
     (
         "ptloss_coefficients_3d",
-        lambda: PTLoss(np.zeros((2, 2, 2))),
+        lambda: PTLoss(np.zeros((2, 2, 2)), teacher_from_logits=False),
         r"coefficients.*shape \(2, 2, 2\)",
     ),
     (
         "ptloss_coefficients_nan",
-        lambda: PTLoss([np.nan, 0.0]),
+        lambda: PTLoss([np.nan, 0.0], teacher_from_logits=False),
         r"coefficients.*finite.*nan",
     ),
     (
         "ptloss_coefficients_text",
-        lambda: PTLoss("large"),
+        lambda: PTLoss("large", teacher_from_logits=False),
         r"coefficients.*'large'",
     ),
     (
         "ptloss_temperature_0",
-        lambda: PTLoss(temperature=0),
+        lambda: PTLoss(temperature=0, teacher_from_logits=False),
         r"temperature.*temperature=0",
     ),
     (
         "ptloss_temperature_string",
-        lambda: PTLoss(temperature="2"),
+        lambda: PTLoss(temperature="2", teacher_from_logits=False),
         r"temperature.*temperature='2'",
     ),
     (
         "ptloss_from_logits_string",
-        lambda: PTLoss(from_logits="yes"),
+        lambda: PTLoss(from_logits="yes", teacher_from_logits=False),
         r"from_logits.*from_logits='yes'",
     ),
     (
         "ptloss_unknown_reduction",
-        lambda: PTLoss(reduction="average"),
+        lambda: PTLoss(reduction="average", teacher_from_logits=False),
         r"reduction.*average",
     ),
     (
         "ptloss_nonconvex",
-        lambda: PTLoss([0.0, -1.0]),
+        lambda: PTLoss([0.0, -1.0], teacher_from_logits=False),
         r"coefficients.*convex",
     ),
     (
         "ptloss_call_class_count",
-        lambda: PTLoss()(FOUR_CLASSES, LOGITS),
+        lambda: PTLoss(teacher_from_logits=False)(FOUR_CLASSES, LOGITS),
         r"y_true.*y_pred.*\(2, 4\).*\(2, 3\)",
     ),
     (
         "ptloss_call_classwise_rows",
-        lambda: PTLoss(np.zeros((4, 2)))(PROBS, LOGITS),
+        lambda: PTLoss(np.zeros((4, 2)), teacher_from_logits=False)(
+            PROBS, LOGITS
+        ),
         r"coefficients.*\(3, M\).*\(4, 2\)",
     ),
     (
         "ptloss_call_negative_probs",
-        lambda: PTLoss()(NEGATIVE, LOGITS),
+        lambda: PTLoss(teacher_from_logits=False)(NEGATIVE, LOGITS),
         r"y_true.*non-negative.*-0.1",
     ),
     (
         "ptloss_call_nan_probs",
-        lambda: PTLoss()(NAN_PROBS, LOGITS),
+        lambda: PTLoss(teacher_from_logits=False)(NAN_PROBS, LOGITS),
         r"y_true.*finite.*nan",
     ),
     (
         "ptloss_call_inf_probs",
-        lambda: PTLoss()(INF_PROBS, LOGITS),
+        lambda: PTLoss(teacher_from_logits=False)(INF_PROBS, LOGITS),
         r"y_true.*finite.*inf",
     ),
     (
         "ptloss_call_unnormalised_probs",
-        lambda: PTLoss()(UNNORMALISED, LOGITS),
+        lambda: PTLoss(teacher_from_logits=False)(UNNORMALISED, LOGITS),
         r"y_true.*sum to 1.*1\.5",
     ),
     (
         "ptloss_call_nan_logits",
-        lambda: PTLoss()(PROBS, _probs_with(np.nan)),
+        lambda: PTLoss(teacher_from_logits=False)(PROBS, _probs_with(np.nan)),
         r"y_pred.*finite.*nan",
     ),
     (
         "ptloss_call_student_probs_not_normalised",
-        lambda: PTLoss(from_logits=False)(PROBS, UNNORMALISED),
+        lambda: PTLoss(from_logits=False, teacher_from_logits=False)(
+            PROBS, UNNORMALISED
+        ),
         r"y_pred.*sum to 1.*1\.5",
     ),
     (
         "pt_loss_rank_mismatch",
-        lambda: pt_loss(PROBS[0], LOGITS, [0.0]),
+        lambda: pt_loss(PROBS[0], LOGITS, [0.0], teacher_from_logits=False),
         r"y_true.*y_pred.*\(3,\).*\(2, 3\)",
     ),
     (
         "pt_loss_negative_probs",
-        lambda: pt_loss(NEGATIVE, LOGITS, [0.0]),
+        lambda: pt_loss(NEGATIVE, LOGITS, [0.0], teacher_from_logits=False),
         r"y_true.*non-negative.*-0.1",
     ),
     (
         "pt_loss_integer_labels_as_teacher",
-        lambda: pt_loss(LABELS, LOGITS, [0.0]),
+        lambda: pt_loss(LABELS, LOGITS, [0.0], teacher_from_logits=False),
         r"y_true.*y_pred.*\(2,\).*\(2, 3\)",
     ),
     # ---------------- KDLoss / kd_loss
     (
         "kdloss_temperature_negative",
-        lambda: KDLoss(temperature=-1.0),
+        lambda: KDLoss(temperature=-1.0, teacher_from_logits=False),
         r"temperature.*temperature=-1",
     ),
     (
         "kdloss_call_class_count",
-        lambda: KDLoss()(FOUR_CLASSES, LOGITS),
+        lambda: KDLoss(teacher_from_logits=False)(FOUR_CLASSES, LOGITS),
         r"y_true.*y_pred.*\(2, 4\).*\(2, 3\)",
     ),
     (
         "kd_loss_unnormalised_probs",
-        lambda: kd_loss(UNNORMALISED, LOGITS),
+        lambda: kd_loss(UNNORMALISED, LOGITS, teacher_from_logits=False),
         r"y_true.*sum to 1.*1\.5",
     ),
     (
@@ -201,22 +209,26 @@ CASES = [
     ),
     (
         "ptloss_standardize_not_bool",
-        lambda: PTLoss(standardize="yes"),
+        lambda: PTLoss(standardize="yes", teacher_from_logits=False),
         r"standardize.*standardize='yes'",
     ),
     (
         "ptloss_standardize_student_probabilities",
-        lambda: PTLoss(standardize=True, from_logits=False),
+        lambda: PTLoss(
+            standardize=True, from_logits=False, teacher_from_logits=False
+        ),
         r"standardize=True.*from_logits=False",
     ),
     (
         "ptloss_standardize_teacher_probabilities_at_call",
-        lambda: PTLoss(standardize=True)(PROBS, LOGITS),
+        lambda: PTLoss(standardize=True, teacher_from_logits=False)(
+            PROBS, LOGITS
+        ),
         r"standardize=True.*teacher_from_logits=False",
     ),
     (
         "ptloss_set_temperature_negative",
-        lambda: PTLoss().set_temperature(-2.0),
+        lambda: PTLoss(teacher_from_logits=False).set_temperature(-2.0),
         r"temperature.*temperature=-2",
     ),
     (
@@ -227,16 +239,24 @@ CASES = [
     # ---------------- baselines
     (
         "kdce_label_weight_out_of_range",
-        lambda: KDCELoss(label_weight=1.5),
+        lambda: KDCELoss(label_weight=1.5, teacher_from_logits=False),
         r"label_weight.*1\.5",
     ),
-    ("dkd_alpha_negative", lambda: DKDLoss(alpha=-1.0), r"alpha.*-1"),
+    (
+        "dkd_alpha_negative",
+        lambda: DKDLoss(alpha=-1.0, teacher_from_logits=False),
+        r"alpha.*-1",
+    ),
     (
         "dkd_temperature_string",
-        lambda: DKDLoss(temperature="high"),
+        lambda: DKDLoss(temperature="high", teacher_from_logits=False),
         r"temperature.*'high'",
     ),
-    ("lskd_delta_negative", lambda: LSKDLoss(delta=-1.0), r"delta.*-1"),
+    (
+        "lskd_delta_negative",
+        lambda: LSKDLoss(delta=-1.0, teacher_from_logits=False),
+        r"delta.*-1",
+    ),
     (
         "poly1_epsilon_below_minus_one",
         lambda: Poly1Loss(epsilon=-2.0),
@@ -382,7 +402,9 @@ CASES = [
     # ---------------- Distiller
     (
         "distiller_teacher_not_model",
-        lambda: Distiller("teacher", _models()[1], PTLoss()),
+        lambda: Distiller(
+            "teacher", _models()[1], PTLoss(teacher_from_logits=False)
+        ),
         r"teacher.*str",
     ),
     (

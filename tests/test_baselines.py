@@ -13,16 +13,16 @@ from keras_ptloss import DKDLoss
 from keras_ptloss import KDCELoss
 from keras_ptloss import LSKDLoss
 from keras_ptloss import Poly1Loss
-from keras_ptloss import dkd_loss
-from keras_ptloss import dkd_terms
-from keras_ptloss import kd_ce_loss
 from keras_ptloss import kd_loss
-from keras_ptloss import lskd_loss
-from keras_ptloss import pack_targets
-from keras_ptloss import poly1_loss
 from keras_ptloss import pt_loss
-from keras_ptloss import standardize_logits
-from keras_ptloss import unpack_targets
+from keras_ptloss.baselines import dkd_loss
+from keras_ptloss.baselines import dkd_terms
+from keras_ptloss.baselines import kd_ce_loss
+from keras_ptloss.baselines import lskd_loss
+from keras_ptloss.baselines import pack_targets
+from keras_ptloss.baselines import poly1_loss
+from keras_ptloss.baselines import unpack_targets
+from keras_ptloss.losses import standardize_logits
 from tests.utils import assert_allclose
 from tests.utils import np_softmax
 from tests.utils import np_standardize
@@ -133,9 +133,12 @@ def test_kd_ce_matches_numpy(batch, label_weight, temperature):
         logits,
         label_weight=label_weight,
         temperature=temperature,
+        teacher_from_logits=False,
     )
     assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
-    loss = KDCELoss(label_weight, temperature, reduction=None)
+    loss = KDCELoss(
+        label_weight, temperature, reduction=None, teacher_from_logits=False
+    )
     assert_allclose(
         loss(pack_targets(teacher, labels), logits),
         expected,
@@ -192,8 +195,10 @@ def test_kd_is_tckd_plus_weighted_nckd(batch, temperature):
     teacher_logits, logits, labels = batch
     teacher = np_softmax(teacher_logits)
     y_true = {"teacher": teacher, "label": labels}
-    tckd, nckd, p_target = dkd_terms(y_true, logits, temperature)
-    kd = kd_loss(teacher, logits, temperature)
+    tckd, nckd, p_target = dkd_terms(
+        y_true, logits, temperature, teacher_from_logits=False
+    )
+    kd = kd_loss(teacher, logits, temperature, teacher_from_logits=False)
     p_t = np_temper(teacher, temperature)[np.arange(BATCH), labels]
     assert_allclose(p_target, p_t)
     assert_allclose(
@@ -204,11 +209,22 @@ def test_kd_is_tckd_plus_weighted_nckd(batch, temperature):
     )
     # The same identity through the loss: alpha = 1, beta = 1 - p_target.
     assert_allclose(
-        dkd_loss(y_true, logits, 1.0, 1.0 - p_t, temperature), kd, atol=1e-5
+        dkd_loss(
+            y_true,
+            logits,
+            1.0,
+            1.0 - p_t,
+            temperature,
+            teacher_from_logits=False,
+        ),
+        kd,
+        atol=1e-5,
     )
     # alpha = beta = 1 over-weights NCKD by exactly p_target * NCKD.
     assert_allclose(
-        dkd_loss(y_true, logits, 1.0, 1.0, temperature),
+        dkd_loss(
+            y_true, logits, 1.0, 1.0, temperature, teacher_from_logits=False
+        ),
         to_numpy(kd) + temperature**2 * p_t * to_numpy(nckd),
         rtol=1e-5,
         atol=1e-5,
@@ -227,6 +243,7 @@ def test_dkd_teacher_probabilities_equal_teacher_logits(batch):
         {"teacher": np_softmax(teacher_logits), "label": labels},
         logits,
         temperature=3.0,
+        teacher_from_logits=False,
     )
     assert_allclose(from_probs, from_logits, rtol=1e-4, atol=1e-5)
 
@@ -242,7 +259,7 @@ def test_dkd_degenerate_teacher_and_extreme_logits_stay_finite():
     )
     labels = np.array([0, 0, 1])
     y_true = {"teacher": teacher, "label": labels}
-    tckd, nckd, _ = dkd_terms(y_true, logits)
+    tckd, nckd, _ = dkd_terms(y_true, logits, teacher_from_logits=False)
     q = np_softmax(logits)
     # Row 0: TCKD = -log q_y, NCKD = 0 (documented convention).
     assert_allclose(tckd[0], -np.log(q[0, 0]), rtol=1e-5)
@@ -251,7 +268,13 @@ def test_dkd_degenerate_teacher_and_extreme_logits_stay_finite():
     expected_tckd, expected_nckd = np_dkd(teacher[1:2], q[1:2], labels[1:2])
     assert_allclose(tckd[1], expected_tckd[0], rtol=1e-5)
     assert_allclose(nckd[1], expected_nckd[0], rtol=1e-5)
-    assert np.all(np.isfinite(to_numpy(dkd_loss(y_true, logits, 1.0, 8.0))))
+    assert np.all(
+        np.isfinite(
+            to_numpy(
+                dkd_loss(y_true, logits, 1.0, 8.0, teacher_from_logits=False)
+            )
+        )
+    )
 
 
 def np_dkd_total(teacher, logits, labels, alpha, beta, temperature):
@@ -280,7 +303,10 @@ def test_dkd_gradient_matches_finite_differences(batch):
         ) / (2 * step)
     y_true = {"teacher": teacher, "label": labels}
     value, grad = value_and_grad(
-        lambda z: ops.sum(dkd_loss(y_true, z, 0.7, 3.0, 2.0)), logits
+        lambda z: ops.sum(
+            dkd_loss(y_true, z, 0.7, 3.0, 2.0, teacher_from_logits=False)
+        ),
+        logits,
     )
     assert value == pytest.approx(np_dkd_total(teacher, logits, *args), 1e-5)
     assert_allclose(grad, numeric, rtol=1e-3, atol=1e-4)
@@ -379,7 +405,9 @@ def test_lskd_teacher_probabilities_equal_teacher_logits(batch):
     from_logits = lskd_loss(
         teacher_logits, logits, 2.0, teacher_from_logits=True
     )
-    from_probs = lskd_loss(np_softmax(teacher_logits), logits, 2.0)
+    from_probs = lskd_loss(
+        np_softmax(teacher_logits), logits, 2.0, teacher_from_logits=False
+    )
     assert_allclose(from_probs, from_logits, rtol=1e-4, atol=1e-5)
 
 
@@ -427,7 +455,11 @@ def test_poly1_matches_optax_definition_and_pt_loss(batch, rng, epsilon):
         poly1_loss(labels[:, None], logits, epsilon), expected, rtol=1e-5
     )
     # PTLoss with a one-hot teacher and shared coefficients [epsilon].
-    assert_allclose(pt_loss(one_hot, logits, [epsilon]), expected, rtol=1e-5)
+    assert_allclose(
+        pt_loss(one_hot, logits, [epsilon], teacher_from_logits=False),
+        expected,
+        rtol=1e-5,
+    )
     # Soft labels follow optax's definition too.
     soft = random_probs(rng, (BATCH, K))
     assert_allclose(
@@ -451,8 +483,19 @@ def test_poly1_probability_inputs_equal_logits(batch):
 
 def make_losses():
     return [
-        KDCELoss(label_weight=0.2, temperature=3.0, name="mixed"),
-        DKDLoss(alpha=0.5, beta=4.0, temperature=2.0, reduction="sum"),
+        KDCELoss(
+            label_weight=0.2,
+            temperature=3.0,
+            name="mixed",
+            teacher_from_logits=False,
+        ),
+        DKDLoss(
+            alpha=0.5,
+            beta=4.0,
+            temperature=2.0,
+            reduction="sum",
+            teacher_from_logits=False,
+        ),
         LSKDLoss(temperature=2.0, delta=1e-3, teacher_from_logits=True),
         Poly1Loss(epsilon=1.5, from_logits=True),
     ]
@@ -483,9 +526,15 @@ def test_half_precision_inputs_are_computed_in_float32(batch):
         student = ops.cast(logits, policy)
         y_true = {"teacher": teacher, "label": labels}
         values = [
-            kd_ce_loss(y_true, student, temperature=2.0),
-            dkd_loss(y_true, student, temperature=2.0),
-            lskd_loss(teacher, student, temperature=2.0),
+            kd_ce_loss(
+                y_true, student, temperature=2.0, teacher_from_logits=False
+            ),
+            dkd_loss(
+                y_true, student, temperature=2.0, teacher_from_logits=False
+            ),
+            lskd_loss(
+                teacher, student, temperature=2.0, teacher_from_logits=False
+            ),
             poly1_loss(labels, student),
         ]
         for value in values:
@@ -534,25 +583,39 @@ def test_bad_targets_raise_clear_errors(batch):
     teacher_logits, logits, labels = batch
     teacher = np_softmax(teacher_logits)
     with pytest.raises(ValueError, match="keys"):
-        dkd_loss({"teacher": teacher, "labels": labels}, logits)
+        dkd_loss(
+            {"teacher": teacher, "labels": labels},
+            logits,
+            teacher_from_logits=False,
+        )
     with pytest.raises(ValueError, match="num_classes \\+ 1"):
-        dkd_loss(teacher, logits)
+        dkd_loss(teacher, logits, teacher_from_logits=False)
     with pytest.raises(ValueError, match="dict"):
-        kd_ce_loss((teacher, labels), logits)
+        kd_ce_loss((teacher, labels), logits, teacher_from_logits=False)
     with pytest.raises(ValueError, match="same shape"):
-        dkd_loss({"teacher": teacher[:, :3], "label": labels}, logits)
+        dkd_loss(
+            {"teacher": teacher[:, :3], "label": labels},
+            logits,
+            teacher_from_logits=False,
+        )
     with pytest.raises(ValueError, match=r"\[0, 5\]"):
         poly1_loss(labels + K, logits)
     with pytest.raises(ValueError, match=r"\[0, 5\]"):
-        DKDLoss()({"teacher": teacher, "label": labels - 10}, logits)
+        DKDLoss(teacher_from_logits=False)(
+            {"teacher": teacher, "label": labels - 10}, logits
+        )
     with pytest.raises(ValueError, match="integer class indices"):
-        kd_ce_loss({"teacher": teacher, "label": labels + 0.5}, logits)
+        kd_ce_loss(
+            {"teacher": teacher, "label": labels + 0.5},
+            logits,
+            teacher_from_logits=False,
+        )
     with pytest.raises(ValueError, match="labels.shape"):
         poly1_loss(np.zeros((BATCH, K + 1)), logits)
     with pytest.raises(ValueError, match="labels"):
         pack_targets(teacher, labels[:3])
     with pytest.raises(ValueError, match="same shape"):
-        lskd_loss(teacher[:, :4], logits)
+        lskd_loss(teacher[:, :4], logits, teacher_from_logits=False)
 
 
 # --- Hyper-parameters held in variables -------------------------------------

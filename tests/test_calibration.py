@@ -17,10 +17,10 @@ import scipy.special
 from keras_ptloss import CalibratedModel
 from keras_ptloss import Distiller
 from keras_ptloss import KDLoss
-from keras_ptloss import TemperatureScaling
 from keras_ptloss import calibrate
-from keras_ptloss import expected_calibration_error
-from keras_ptloss import fit_temperature
+from keras_ptloss.calibration import TemperatureScaling
+from keras_ptloss.calibration import expected_calibration_error
+from keras_ptloss.calibration import fit_temperature
 from tests.utils import assert_allclose
 from tests.utils import np_mlp_logits
 from tests.utils import tiny_classifier

@@ -142,7 +142,7 @@ def test_plain_model_takes_the_change_also_in_a_second_fit(data, jit_compile):
     teacher = tiny_classifier(F, K, seed=0)
     targets = np_softmax(np_mlp_logits(teacher, x)).astype("float32")
     model = tiny_classifier(F, K, hidden=6, seed=10)
-    loss = PTLoss([0.0, 0.0], temperature=2.0)
+    loss = PTLoss([0.0, 0.0], temperature=2.0, teacher_from_logits=False)
     model.compile(
         optimizer=keras.optimizers.SGD(0.0), loss=loss, jit_compile=jit_compile
     )

@@ -177,8 +177,18 @@ def test_probabilities_on_both_sides_give_the_default_values(sequences):
     p[0, 0, :3] = 0.0  # exact zeros in the teacher
     p[0, 0] /= p[0, 0].sum()
     q = np.exp(np_log_softmax(z)).astype("float32")
-    got = lean_loss(p, q, [0.3, -0.05], 2.0, from_logits=False, chunk_size=2)
-    expected = pt_loss(p, q, [0.3, -0.05], 2.0, from_logits=False)
+    got = lean_loss(
+        p,
+        q,
+        [0.3, -0.05],
+        2.0,
+        from_logits=False,
+        chunk_size=2,
+        teacher_from_logits=False,
+    )
+    expected = pt_loss(
+        p, q, [0.3, -0.05], 2.0, from_logits=False, teacher_from_logits=False
+    )
     np.testing.assert_allclose(
         ops.convert_to_numpy(got), ops.convert_to_numpy(expected), atol=1e-5
     )
@@ -196,7 +206,7 @@ def test_chunk_size_round_trips_through_config(cls):
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
 def test_bad_chunk_size_raises(bad):
     with pytest.raises(ValueError, match="chunk_size"):
-        PTLoss(chunk_size=bad)
+        PTLoss(chunk_size=bad, teacher_from_logits=False)
 
 
 def test_chunked_loss_trains_a_model_with_fit(rng):
@@ -207,7 +217,7 @@ def test_chunked_loss_trains_a_model_with_fit(rng):
     model = keras.Sequential([keras.Input((6, 4)), keras.layers.Dense(9)])
     model.compile(
         optimizer=keras.optimizers.SGD(0.5),
-        loss=PTLoss([0.3, -0.05], chunk_size=16),
+        loss=PTLoss([0.3, -0.05], chunk_size=16, teacher_from_logits=False),
     )
     before = model.evaluate(x, teacher, verbose=0)
     model.fit(x, teacher, epochs=5, batch_size=8, verbose=0)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_ptloss import SparsePTLoss
-from keras_ptloss import pack_top_k
+from keras_ptloss import TopKPTLoss
 from keras_ptloss._core import LOG_ZERO
 from keras_ptloss._core import perturbed_terms
 from keras_ptloss._hyperparameters import HyperparameterLoss
+from keras_ptloss.top_k import pack_top_k
 from tests.utils import assert_allclose
 from tests.utils import np_softmax
 from tests.utils import to_numpy
@@ -109,12 +109,11 @@ def test_member_axis_of_coefficients_is_one_more_batch_axis(rng, pair):
         assert_allclose(to_numpy(terms)[:, n, 0], expected, atol=1e-6)
 
 
-LOSS_MODULES = ("losses", "sparse", "baselines", "_core", "_hyperparameters")
+LOSS_MODULES = ("losses", "baselines", "_core", "_hyperparameters", "_logits")
 HIGHER_LAYERS = {"proxy", "selection", "search", "distiller", "callbacks"}
 
 
-@pytest.mark.parametrize("module", LOSS_MODULES)
-def test_loss_modules_import_no_higher_layer(module):
+def _imported_names(module):
     tree = ast.parse((PACKAGE / f"{module}.py").read_text())
     imported = set()
     for node in ast.walk(tree):
@@ -123,13 +122,28 @@ def test_loss_modules_import_no_higher_layer(module):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
             imported.update(a.name.split(".")[-1] for a in node.names)
-    assert imported & (HIGHER_LAYERS | {"population"}) == set()
+    return imported
 
 
-def test_sparse_loss_checks_its_host_targets_through_the_shared_call():
+@pytest.mark.parametrize("module", LOSS_MODULES)
+def test_loss_modules_import_no_higher_layer(module):
+    assert _imported_names(module) & (HIGHER_LAYERS | {"population"}) == set()
+
+
+def test_top_k_module_imports_no_trainer():
+    # It holds the top-k proxy and selection too, so it sits above
+    # `proxy` and `selection`, but below the Distiller that imports it.
+    imported = _imported_names("top_k")
+    assert {"proxy", "selection"} <= imported
+    assert (
+        imported & {"search", "distiller", "callbacks", "population"} == set()
+    )
+
+
+def test_top_k_loss_checks_its_host_targets_through_the_shared_call():
     # The hook runs on the numpy targets before Keras makes them tensors.
-    assert "__call__" not in vars(SparsePTLoss)
-    assert SparsePTLoss.__call__ is HyperparameterLoss.__call__
+    assert "__call__" not in vars(TopKPTLoss)
+    assert TopKPTLoss.__call__ is HyperparameterLoss.__call__
     packed = pack_top_k([[0, 7]], np.log([[0.6, 0.3]]))
     with pytest.raises(ValueError, match="id 7 for y_pred with 4 classes"):
-        SparsePTLoss([0.5])(packed, np.zeros((1, 4)))
+        TopKPTLoss([0.5])(packed, np.zeros((1, 4)))

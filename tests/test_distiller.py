@@ -662,12 +662,16 @@ def _softmax_model():
             "teacher outputs probabilities.*teacher_from_logits=False",
         ),
         (
-            lambda t, s: Distiller(_relu_model(), s, PTLoss()),
+            lambda t, s: Distiller(
+                _relu_model(), s, PTLoss(teacher_from_logits=None)
+            ),
             "Cannot tell.*'relu_out'.*teacher_from_logits=None",
         ),
         (
             lambda t, s: Distiller(
-                _softmax_model(), s, PTLoss(standardize=True)
+                _softmax_model(),
+                s,
+                PTLoss(standardize=True, teacher_from_logits=None),
             ),
             "standardize=True.*teacher_from_logits=False",
         ),
@@ -694,7 +698,7 @@ def test_invalid_arguments_raise_clear_errors(build, match):
 
 
 @pytest.mark.parametrize("jit_compile", FIT_JIT_MODES)
-def test_logits_teacher_with_an_unsaid_flag_is_read_as_logits(
+def test_logits_teacher_under_the_default_flag_is_read_as_logits(
     data, jit_compile
 ):
     x, _ = data
@@ -702,7 +706,7 @@ def test_logits_teacher_with_an_unsaid_flag_is_read_as_logits(
     loss = PTLoss([0.2], temperature=2.0)
     distiller = Distiller(teacher, tiny_classifier(F, K), loss)
     assert distiller.distillation_loss.teacher_from_logits is True
-    assert loss.teacher_from_logits is None  # the loss passed in: unchanged
+    assert loss.teacher_from_logits is True
     compile_distiller(distiller, jit_compile)
     history = distiller.fit(x, epochs=1, batch_size=16, verbose=0).history
     t = np_mlp_logits(teacher, x)
@@ -744,7 +748,9 @@ def test_temperature_argument_sets_the_loss():
 def test_softmax_teacher_with_probability_flag_is_accepted(data):
     x, _ = data
     distiller = Distiller(
-        _softmax_model(), tiny_classifier(F, K), PTLoss([0.2])
+        _softmax_model(),
+        tiny_classifier(F, K),
+        PTLoss([0.2], teacher_from_logits=False),
     )
     compile_distiller(distiller)
     history = distiller.fit(x, epochs=1, batch_size=16, verbose=0).history

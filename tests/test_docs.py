@@ -26,10 +26,13 @@ def _load_generator():
 generate_api = _load_generator()
 PUBLIC = generate_api.public_names(keras_ptloss)
 DATA = generate_api.public_names(datasets)
+ADVANCED = generate_api.advanced_names()
 # Each documented name with the module that exports it.
-DOCUMENTED = [(keras_ptloss, name) for name in PUBLIC] + [
-    (datasets, name) for name in DATA
-]
+DOCUMENTED = (
+    [(keras_ptloss, name) for name in PUBLIC]
+    + ADVANCED
+    + [(datasets, name) for name in DATA]
+)
 
 
 def test_api_reference_is_current():
@@ -54,6 +57,12 @@ def test_every_public_name_has_a_docstring_and_a_section():
     data_part = text.split(f"\n# {generate_api.DATA_TITLE}\n", 1)[1]
     for name in DATA:
         assert f"keras_ptloss.datasets.{name}(" in data_part
+    # The advanced names are documented under their modules, apart.
+    advanced_part = text.split(f"\n# {generate_api.ADVANCED_TITLE}\n", 1)[1]
+    advanced_part = advanced_part.split(f"\n# {generate_api.DATA_TITLE}\n")[0]
+    for module, name in ADVANCED:
+        assert name not in keras_ptloss.__all__
+        assert f"{module.__name__}.{name}" in advanced_part
 
 
 def test_public_names_exclude_submodules_and_private_names():

@@ -34,7 +34,12 @@ def test_zero_coefficients_loss_is_non_negative(
         arrays("float64", teacher_logits.shape, elements=st.floats(-30, 30))
     )
     teacher = np_softmax(teacher_logits)
-    loss = PTLoss(np.zeros(3), temperature=temperature, reduction=None)
+    loss = PTLoss(
+        np.zeros(3),
+        temperature=temperature,
+        reduction=None,
+        teacher_from_logits=False,
+    )
     assert np.all(to_numpy(loss(teacher, student)) >= -1e-5)
 
 
@@ -46,9 +51,12 @@ def test_zero_coefficients_loss_is_zero_at_the_teacher(
     teacher = np_softmax(teacher_logits)
     # The student whose tempered softmax is the tempered teacher: z = log p.
     values = to_numpy(
-        PTLoss(np.zeros(2), temperature=temperature, reduction=None)(
-            teacher, np.log(teacher)
-        )
+        PTLoss(
+            np.zeros(2),
+            temperature=temperature,
+            reduction=None,
+            teacher_from_logits=False,
+        )(teacher, np.log(teacher))
     )
     np.testing.assert_allclose(values, 0.0, atol=1e-4)
 
@@ -61,7 +69,11 @@ def test_zero_coefficients_loss_is_positive_away_from_the_teacher(
     teacher = np_softmax(teacher_logits / 10.0)
     student = np.log(teacher)
     student[:, 0] += shift  # A different distribution for every row.
-    values = to_numpy(PTLoss(np.zeros(2), reduction=None)(teacher, student))
+    values = to_numpy(
+        PTLoss(np.zeros(2), reduction=None, teacher_from_logits=False)(
+            teacher, student
+        )
+    )
     assert np.all(values > 0)
 
 
@@ -81,8 +93,15 @@ def test_permuting_classes_permutes_nothing_in_the_loss(
     classwise = np.linspace(0.0, 1.0, k * 3).reshape(k, 3) * eps
     perm = data.draw(st.permutations(range(k)))
     teacher = np_softmax(teacher_logits)
-    loss = PTLoss(classwise, temperature=2.0, reduction=None)
-    permuted = PTLoss(classwise[perm], temperature=2.0, reduction=None)
+    loss = PTLoss(
+        classwise, temperature=2.0, reduction=None, teacher_from_logits=False
+    )
+    permuted = PTLoss(
+        classwise[perm],
+        temperature=2.0,
+        reduction=None,
+        teacher_from_logits=False,
+    )
     np.testing.assert_allclose(
         to_numpy(loss(teacher, student)),
         to_numpy(permuted(teacher[:, perm], student[:, perm])),
@@ -107,7 +126,10 @@ def test_gradients_are_finite(teacher_logits, data, eps, temperature, scale):
     teacher[0] = 0.0
     teacher[0, 0] = 1.0  # A one-hot row: exact zeros and an exact one.
     value, grad = value_and_grad(
-        lambda z: ops.sum(pt_loss(teacher, z, eps, temperature)), student
+        lambda z: ops.sum(
+            pt_loss(teacher, z, eps, temperature, teacher_from_logits=False)
+        ),
+        student,
     )
     assert np.isfinite(value)
     assert np.all(np.isfinite(grad))

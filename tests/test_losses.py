@@ -49,16 +49,30 @@ def test_zero_coefficients_equal_tempered_kl(batch, temperature):
     expected = temperature**2 * np_kl(
         np_temper(teacher, temperature), np_softmax(logits, temperature)
     )
-    actual = pt_loss(teacher, logits, np.zeros(5), temperature=temperature)
+    actual = pt_loss(
+        teacher,
+        logits,
+        np.zeros(5),
+        temperature=temperature,
+        teacher_from_logits=False,
+    )
     assert_allclose(actual, expected)
-    assert_allclose(kd_loss(teacher, logits, temperature), expected)
+    assert_allclose(
+        kd_loss(teacher, logits, temperature, teacher_from_logits=False),
+        expected,
+    )
 
 
 def test_zero_coefficients_equal_keras_kl_divergence(batch):
     teacher, logits = batch
     keras_kl = keras.losses.KLDivergence()(teacher, np_softmax(logits))
-    assert_allclose(PTLoss(np.zeros(3))(teacher, logits), keras_kl)
-    assert_allclose(KDLoss()(teacher, logits), keras_kl)
+    assert_allclose(
+        PTLoss(np.zeros(3), teacher_from_logits=False)(teacher, logits),
+        keras_kl,
+    )
+    assert_allclose(
+        KDLoss(teacher_from_logits=False)(teacher, logits), keras_kl
+    )
 
 
 @pytest.mark.parametrize("order", [1, 3, 5])
@@ -73,7 +87,9 @@ def test_truncated_log_series_leaves_the_tail(batch, order):
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy_term = np.where(p > 0, p * np.log(p), 0.0)
     expected = temperature**2 * np.sum(entropy_term + p * tail, -1)
-    actual = pt_loss(teacher, logits, eps, temperature=temperature)
+    actual = pt_loss(
+        teacher, logits, eps, temperature=temperature, teacher_from_logits=False
+    )
     assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -86,7 +102,9 @@ def test_one_hot_teacher_is_poly_loss(rng, eps):
     expected = -np.log(q_y) + sum(
         e * (1 - q_y) ** (m + 1) for m, e in enumerate(eps)
     )
-    assert_allclose(pt_loss(one_hot, logits, eps), expected)
+    assert_allclose(
+        pt_loss(one_hot, logits, eps, teacher_from_logits=False), expected
+    )
 
 
 # --- The general formula ------------------------------------------------------
@@ -98,7 +116,9 @@ def test_matches_numpy_reference(batch, rng, classwise, temperature):
     teacher, logits = batch
     shape = (K, 4) if classwise else (4,)
     eps = rng.uniform(-0.05, 0.8, size=shape)
-    loss = PTLoss(eps, temperature=temperature, reduction=None)
+    loss = PTLoss(
+        eps, temperature=temperature, reduction=None, teacher_from_logits=False
+    )
     expected = np_pt_loss(teacher, logits, eps, temperature)
     assert_allclose(loss(teacher, logits), expected)
 
@@ -108,7 +128,7 @@ def test_teacher_logits_equal_teacher_probabilities(batch, rng):
     teacher_logits = rng.normal(scale=3.0, size=(BATCH, K))
     eps = [0.4, 0.1]
     from_logits = PTLoss(eps, temperature=2.0, teacher_from_logits=True)
-    from_probs = PTLoss(eps, temperature=2.0)
+    from_probs = PTLoss(eps, temperature=2.0, teacher_from_logits=False)
     expected = np.mean(
         np_pt_loss(teacher_logits, logits, eps, 2.0, teacher_from_logits=True)
     )
@@ -119,8 +139,10 @@ def test_teacher_logits_equal_teacher_probabilities(batch, rng):
 def test_student_probabilities_equal_student_logits(batch):
     teacher, logits = batch
     eps = [0.5, 0.2, 0.1]
-    probs_loss = PTLoss(eps, temperature=2.0, from_logits=False)
-    logits_loss = PTLoss(eps, temperature=2.0)
+    probs_loss = PTLoss(
+        eps, temperature=2.0, from_logits=False, teacher_from_logits=False
+    )
+    logits_loss = PTLoss(eps, temperature=2.0, teacher_from_logits=False)
     assert_allclose(
         probs_loss(teacher, np_softmax(logits)),
         logits_loss(teacher, logits),
@@ -136,7 +158,9 @@ def test_same_value_on_every_backend():
     logits = rng.normal(scale=3.0, size=(16, 10))
     eps = rng.uniform(0.0, 0.5, size=(10, 5))
     expected = np.mean(np_pt_loss(teacher, logits, eps, 4.0))
-    actual = PTLoss(eps, temperature=4.0)(teacher, logits)
+    actual = PTLoss(eps, temperature=4.0, teacher_from_logits=False)(
+        teacher, logits
+    )
     assert_allclose(actual, expected, rtol=1e-5, atol=0)
 
 
@@ -165,7 +189,10 @@ def test_gradient_matches_closed_form(batch, rng, classwise):
     teacher, logits = batch
     eps = rng.uniform(0.0, 0.6, size=(K, 3) if classwise else (3,))
     value, grad = value_and_grad(
-        lambda z: ops.sum(pt_loss(teacher, z, eps, temperature=2.0)), logits
+        lambda z: ops.sum(
+            pt_loss(teacher, z, eps, temperature=2.0, teacher_from_logits=False)
+        ),
+        logits,
     )
     expected = np_pt_loss_grad(teacher, logits, eps, 2.0)
     assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
@@ -190,7 +217,10 @@ def test_gradient_matches_finite_differences(batch):
             2 * step
         )
     _, grad = value_and_grad(
-        lambda z: ops.sum(pt_loss(teacher, z, eps, temperature=1.5)), logits
+        lambda z: ops.sum(
+            pt_loss(teacher, z, eps, temperature=1.5, teacher_from_logits=False)
+        ),
+        logits,
     )
     assert_allclose(grad, numeric, rtol=1e-3, atol=1e-4)
 
@@ -207,13 +237,19 @@ def test_extreme_logits_and_degenerate_teacher_stay_finite(scale):
         [[scale, 0.0, -scale, 1.0], [0.0, scale, scale, -scale], [scale] * 4]
     )
     for temperature in (1.0, 4.0):
-        loss_fn = PTLoss([1.0, 0.3, 0.1], temperature=temperature)
+        loss_fn = PTLoss(
+            [1.0, 0.3, 0.1], temperature=temperature, teacher_from_logits=False
+        )
         value, grad = value_and_grad(lambda z, f=loss_fn: f(teacher, z), logits)
         assert np.isfinite(value)
         assert np.all(np.isfinite(grad))
     # Exact identity at a degenerate teacher: the student that matches it.
     perfect = np.where(teacher > 0, 0.0, -1e4)
-    assert_allclose(PTLoss(np.zeros(2))(teacher, perfect), 0.0, atol=1e-6)
+    assert_allclose(
+        PTLoss(np.zeros(2), teacher_from_logits=False)(teacher, perfect),
+        0.0,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -223,7 +259,9 @@ def test_half_precision_inputs_are_computed_in_float32(batch, policy):
     half = "float16" if policy == "mixed_float16" else "bfloat16"
     eps = [0.5, 0.1]
     logits_half = ops.cast(logits * 300, half)
-    loss = PTLoss(eps)(ops.cast(teacher, half), logits_half)
+    loss = PTLoss(eps, teacher_from_logits=False)(
+        ops.cast(teacher, half), logits_half
+    )
     assert keras.backend.standardize_dtype(loss.dtype) == "float32"
     expected = np.mean(
         np_pt_loss(
@@ -253,7 +291,12 @@ def test_reductions(batch, reduction):
         None: per_example,
         "none": per_example,
     }[reduction]
-    assert_allclose(PTLoss(eps, reduction=reduction)(teacher, logits), expected)
+    assert_allclose(
+        PTLoss(eps, reduction=reduction, teacher_from_logits=False)(
+            teacher, logits
+        ),
+        expected,
+    )
 
 
 def test_sample_weight_matches_kl_divergence_convention(batch):
@@ -262,12 +305,16 @@ def test_sample_weight_matches_kl_divergence_convention(batch):
     eps = [0.5, 0.2]
     per_example = np_pt_loss(teacher, logits, eps)
     assert_allclose(
-        PTLoss(eps)(teacher, logits, sample_weight=weights),
+        PTLoss(eps, teacher_from_logits=False)(
+            teacher, logits, sample_weight=weights
+        ),
         np.sum(per_example * weights) / BATCH,
     )
     # Same convention as Keras's own KL divergence (zero coefficients).
     assert_allclose(
-        PTLoss(np.zeros(2))(teacher, logits, sample_weight=weights),
+        PTLoss(np.zeros(2), teacher_from_logits=False)(
+            teacher, logits, sample_weight=weights
+        ),
         keras.losses.KLDivergence()(
             teacher, np_softmax(logits), sample_weight=weights
         ),
@@ -283,7 +330,7 @@ def test_mask_from_a_masking_layer_is_applied(rng):
         [keras.Input((3, 2)), keras.layers.Masking(0.0), keras.layers.Dense(K)]
     )
     eps = [0.4, 0.1]
-    model.compile(loss=PTLoss(eps))
+    model.compile(loss=PTLoss(eps, teacher_from_logits=False))
     logits = to_numpy(model.predict(x, verbose=0))
     per_step = np_pt_loss(teacher, logits, eps)
     expected = np.sum(per_step * mask) / mask.sum()
@@ -331,8 +378,8 @@ def test_nonconvex_coefficients_need_explicit_opt_in(batch):
     teacher, logits = batch
     eps = [0.0, -0.6, 0.0]  # 2 * 1 * 0.6 > 1: phi'' < 0 near q = 1
     with pytest.raises(ValueError, match="allow_nonconvex=True"):
-        PTLoss(eps)
-    loss = PTLoss(eps, allow_nonconvex=True)
+        PTLoss(eps, teacher_from_logits=False)
+    loss = PTLoss(eps, allow_nonconvex=True, teacher_from_logits=False)
     assert_allclose(
         loss(teacher, logits), np.mean(np_pt_loss(teacher, logits, eps))
     )
@@ -341,26 +388,26 @@ def test_nonconvex_coefficients_need_explicit_opt_in(batch):
 def test_convexity_check_is_exact_not_only_sufficient():
     # Violates the sufficient condition sum m(m-1) max(-eps, 0) <= 1 (= 1.2)
     # but q^2 phi''(q) = 1 - 1.2 q^2 (1 - q) stays > 0 on [0, 1].
-    PTLoss([0.0, 0.0, -0.2])
+    PTLoss([0.0, 0.0, -0.2], teacher_from_logits=False)
 
 
 def test_shape_mismatch_between_teacher_and_student(batch):
     teacher, logits = batch
     with pytest.raises(ValueError, match=r"y_true.shape=\(5, 6\).*\(5, 4\)"):
-        PTLoss()(teacher, logits[:, :4])
+        PTLoss(teacher_from_logits=False)(teacher, logits[:, :4])
     with pytest.raises(ValueError, match="same shape"):
-        KDLoss()(teacher[:2], logits)
+        KDLoss(teacher_from_logits=False)(teacher[:2], logits)
 
 
 def test_classwise_rows_must_match_number_of_classes(batch):
     teacher, logits = batch
     with pytest.raises(ValueError, match=r"expected shape \(6, M\)"):
-        PTLoss(np.zeros((4, 2)))(teacher, logits)
+        PTLoss(np.zeros((4, 2)), teacher_from_logits=False)(teacher, logits)
 
 
 def test_set_coefficients_validates_and_assigns(batch):
     teacher, logits = batch
-    loss = PTLoss(np.zeros(2))
+    loss = PTLoss(np.zeros(2), teacher_from_logits=False)
     loss.set_coefficients([0.5, 0.1])
     assert_allclose(loss.coefficients, [0.5, 0.1])
     assert_allclose(
@@ -374,7 +421,7 @@ def test_set_coefficients_validates_and_assigns(batch):
 
 def test_default_is_order_five_zeros_plain_kd(batch):
     teacher, logits = batch
-    loss = PTLoss()
+    loss = PTLoss(teacher_from_logits=False)
     assert loss.order == 5 and not loss.classwise
     assert_allclose(loss.coefficients, np.zeros(5))
     assert_allclose(
@@ -403,7 +450,10 @@ def test_compiled_model_saves_and_loads_with_loss(tmp_path, rng):
     teacher = random_probs(rng, (32, 3)).astype("float32")
     model = tiny_classifier(4, 3)
     eps = [[0.3, 0.1], [0.2, 0.0], [0.5, 0.05]]
-    model.compile(optimizer="adam", loss=PTLoss(eps, temperature=2.0))
+    model.compile(
+        optimizer="adam",
+        loss=PTLoss(eps, temperature=2.0, teacher_from_logits=False),
+    )
     model.fit(x, teacher, epochs=1, batch_size=16, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)
@@ -426,7 +476,7 @@ def test_compile_and_fit_reduces_the_loss(rng, jit_compile):
     model = tiny_classifier(4, 3, hidden=16)
     model.compile(
         optimizer=keras.optimizers.Adam(0.05),
-        loss=PTLoss([0.5, 0.1], temperature=2.0),
+        loss=PTLoss([0.5, 0.1], temperature=2.0, teacher_from_logits=False),
         jit_compile=jit_compile,
     )
     history = model.fit(x, teacher, epochs=8, batch_size=16, verbose=0)
@@ -449,7 +499,7 @@ def test_compile_and_fit_reduces_the_loss(rng, jit_compile):
 @pytest.mark.parametrize("loss_cls", [PTLoss, KDLoss])
 def test_temperature_is_a_variable_read_as_a_float(batch, loss_cls):
     teacher, logits = batch
-    loss = loss_cls(temperature=2.0)
+    loss = loss_cls(temperature=2.0, teacher_from_logits=False)
     assert isinstance(loss.temperature, float) and loss.temperature == 2.0
     variable = loss.temperature_variable
     assert isinstance(variable, keras.Variable) and not variable.trainable
@@ -469,7 +519,7 @@ def test_temperature_is_a_variable_read_as_a_float(batch, loss_cls):
 
 
 def test_ptloss_variables_are_its_coefficients_and_temperature():
-    loss = PTLoss([0.1, 0.2], temperature=2.0)
+    loss = PTLoss([0.1, 0.2], temperature=2.0, teacher_from_logits=False)
     assert [id(v) for v in loss.variables] == [
         id(loss.coefficients),
         id(loss.temperature_variable),
@@ -493,20 +543,32 @@ def test_get_config_writes_the_current_values(batch, loss_cls):
     assert restored.temperature_variable is not loss.temperature_variable
 
 
-def test_unsaid_teacher_kind_reads_probabilities_standalone(batch):
+def test_teacher_outputs_are_logits_unless_told_otherwise(batch):
     teacher, logits = batch
-    assert PTLoss().teacher_from_logits is None
-    assert KDLoss().teacher_from_logits is None
+    assert PTLoss().teacher_from_logits is True
+    assert KDLoss().teacher_from_logits is True
+    assert PTLoss().get_config()["teacher_from_logits"] is True
     eps = [0.3, 0.1]
+    # Teacher logits log(p) give the teacher p back.
     expected = np.mean(np_pt_loss(teacher, logits, eps, 2.0))
-    assert_allclose(PTLoss(eps, temperature=2.0)(teacher, logits), expected)
+    assert_allclose(
+        PTLoss(eps, temperature=2.0)(np.log(teacher), logits), expected
+    )
     assert_allclose(
         PTLoss(eps, temperature=2.0, teacher_from_logits=False)(
             teacher, logits
         ),
         expected,
     )
-    assert PTLoss().get_config()["teacher_from_logits"] is None
+
+
+def test_an_explicit_none_reads_probabilities_standalone(batch):
+    # `None` leaves the kind to a Distiller (its teacher's last layer).
+    teacher, logits = batch
+    loss = PTLoss([0.3, 0.1], temperature=2.0, teacher_from_logits=None)
+    assert loss.get_config()["teacher_from_logits"] is None
+    expected = np.mean(np_pt_loss(teacher, logits, [0.3, 0.1], 2.0))
+    assert_allclose(loss(teacher, logits), expected)
 
 
 # --- Logit standardisation ---------------------------------------------------
@@ -576,8 +638,18 @@ def test_standardize_matches_numpy_with_coefficients(rng, classwise):
 def test_standardize_needs_logits_on_both_sides(batch):
     teacher, logits = batch
     with pytest.raises(ValueError, match="teacher_from_logits=False"):
-        PTLoss(standardize=True)(teacher, logits)  # not said: probabilities
+        PTLoss(standardize=True, teacher_from_logits=False)(
+            teacher, logits
+        )  # not said: probabilities
     with pytest.raises(ValueError, match="teacher_from_logits=False"):
-        pt_loss(teacher, logits, [0.0], standardize=True)
+        pt_loss(
+            teacher, logits, [0.0], standardize=True, teacher_from_logits=False
+        )
     with pytest.raises(ValueError, match="from_logits=False"):
-        kd_loss(teacher, teacher, from_logits=False, standardize=True)
+        kd_loss(
+            teacher,
+            teacher,
+            from_logits=False,
+            standardize=True,
+            teacher_from_logits=False,
+        )

@@ -6,11 +6,11 @@ import scipy.optimize
 from keras import ops
 
 from keras_ptloss import PTLoss
-from keras_ptloss import closeness
-from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss.proxy import ProxyTeacherConvergenceError
+from keras_ptloss.proxy import closeness
 from keras_ptloss.proxy import detemper
+from keras_ptloss.proxy import proxy_teacher
 from keras_ptloss.proxy import temper
 from tests.utils import np_temper
 from tests.utils import random_probs
@@ -243,7 +243,15 @@ def test_ptloss_gradient_vanishes_at_the_proxy_teacher(
     proxy = proxy_teacher(teacher, eps, temperature=temperature)
 
     def total_loss(logits):
-        return ops.sum(pt_loss(teacher, logits, eps, temperature=temperature))
+        return ops.sum(
+            pt_loss(
+                teacher,
+                logits,
+                eps,
+                temperature=temperature,
+                teacher_from_logits=False,
+            )
+        )
 
     # Student logits whose tempered softmax is the proxy teacher.
     _, grad_at_proxy = value_and_grad(total_loss, temperature * np.log(proxy))
@@ -253,7 +261,9 @@ def test_ptloss_gradient_vanishes_at_the_proxy_teacher(
     assert np.abs(grad_at_proxy).max() < 2e-6
     assert np.abs(grad_at_teacher).max() > 1e-2
     # And it is a minimum: moving the logits increases PTLoss.
-    loss = PTLoss(eps, temperature=temperature, reduction="sum")
+    loss = PTLoss(
+        eps, temperature=temperature, reduction="sum", teacher_from_logits=False
+    )
     base = float(
         ops.convert_to_numpy(loss(teacher, temperature * np.log(proxy)))
     )

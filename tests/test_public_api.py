@@ -7,6 +7,7 @@ standard error alone, and registers the package's classes with Keras so
 that a saved model loads (each checked in a fresh interpreter).
 """
 
+import importlib
 import inspect
 import json
 import os
@@ -29,11 +30,82 @@ OPTIONAL = ("matplotlib", "mnist1d", "sklearn", "tensorflow_datasets")
 OUTSIDE = ("keras_ptloss.cli", "keras_ptloss.datasets", "keras_ptloss.demo")
 
 
-def test_all_lists_unique_public_names_only():
+PUBLIC = [
+    "PTLoss",
+    "KDLoss",
+    "pt_loss",
+    "kd_loss",
+    "DKDLoss",
+    "LSKDLoss",
+    "KDCELoss",
+    "Poly1Loss",
+    "TopKPTLoss",
+    "precompute_top_k",
+    "Distiller",
+    "ReestimateCoefficients",
+    "search_coefficients",
+    "SearchResult",
+    "select_coefficients",
+    "SelectionResult",
+    "calibrate",
+    "CalibratedModel",
+    "KDDistillation",
+    "PTLossDistillation",
+    "align_vocabulary",
+]
+# Documented, imported from their modules, not from the package.
+ADVANCED = {
+    "keras_ptloss.losses": ("lean_loss", "standardize_logits"),
+    "keras_ptloss.baselines": (
+        "dkd_loss",
+        "dkd_terms",
+        "kd_ce_loss",
+        "lskd_loss",
+        "pack_targets",
+        "poly1_loss",
+        "unpack_targets",
+    ),
+    "keras_ptloss.proxy": (
+        "ProxyTeacherConvergenceError",
+        "closeness",
+        "proxy_teacher",
+    ),
+    "keras_ptloss.coefficients": ("convexity_margin",),
+    "keras_ptloss.search": ("Candidate", "propose_candidates"),
+    "keras_ptloss.population": ("StudentPopulation",),
+    "keras_ptloss.top_k": (
+        "pack_top_k",
+        "select_top_k_coefficients",
+        "top_k_proxy_teacher",
+        "top_k_pt_loss",
+        "unpack_top_k",
+    ),
+    "keras_ptloss.calibration": (
+        "TemperatureScaling",
+        "expected_calibration_error",
+        "fit_temperature",
+    ),
+}
+
+
+def test_all_is_exactly_the_public_surface():
     names = keras_ptloss.__all__
+    assert names == PUBLIC
+    assert len(names) <= 25
     assert len(names) == len(set(names))
-    assert [name for name in names if name.startswith("_")] == []
-    assert "ProxyTeacherConvergenceError" in names
+
+
+@pytest.mark.parametrize(
+    "module,name",
+    [(module, name) for module, names in ADVANCED.items() for name in names],
+)
+def test_advanced_names_come_from_their_module_only(module, name):
+    value = getattr(importlib.import_module(module), name)
+    assert value.__module__.startswith("keras_ptloss.")
+    assert name not in keras_ptloss.__all__
+    assert name not in dir(keras_ptloss)
+    with pytest.raises(AttributeError, match=name):
+        getattr(keras_ptloss, name)
 
 
 @pytest.mark.parametrize("name", keras_ptloss.__all__)
@@ -73,10 +145,11 @@ def test_dir_lists_every_public_name_and_no_import_helper():
 
 
 def test_convergence_error_is_the_one_the_solver_raises():
+    from keras_ptloss import _solver
     from keras_ptloss import proxy
 
-    error = keras_ptloss.ProxyTeacherConvergenceError
-    assert error is proxy.ProxyTeacherConvergenceError
+    error = proxy.ProxyTeacherConvergenceError
+    assert error is _solver.ProxyTeacherConvergenceError
     assert issubclass(error, RuntimeError)
 
 
@@ -98,14 +171,6 @@ def test_data_helpers_live_in_their_subpackage_only():
         assert name not in dir(keras_ptloss)
         with pytest.raises(AttributeError, match=name):
             getattr(keras_ptloss, name)
-
-
-def test_standardize_logits_is_listed_with_the_losses():
-    from keras_ptloss import losses
-
-    assert keras_ptloss.standardize_logits is losses.standardize_logits
-    groups = keras_ptloss._EXPORTS
-    assert "standardize_logits" in groups["keras_ptloss.losses"]
 
 
 def _defines_serializable(path):
@@ -306,7 +371,7 @@ def test_saved_model_loads_in_a_fresh_process_after_import(tmp_path):
         [
             keras.Input((4,)),
             keras.layers.Dense(3),
-            keras_ptloss.TemperatureScaling(1.5),
+            keras_ptloss.calibration.TemperatureScaling(1.5),
         ]
     )
     model.compile(

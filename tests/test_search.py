@@ -10,8 +10,8 @@ import pytest
 from keras_ptloss import KDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import pt_loss
-from keras_ptloss import standardize_logits
 from keras_ptloss.calibration import calibrate
+from keras_ptloss.losses import standardize_logits
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.search import Candidate
 from keras_ptloss.search import SearchResult

@@ -13,14 +13,14 @@ from keras import ops
 
 from keras_ptloss import PTLoss
 from keras_ptloss import SelectionResult
-from keras_ptloss import closeness
-from keras_ptloss import proxy_teacher
 from keras_ptloss import pt_loss
 from keras_ptloss import select_coefficients
 from keras_ptloss import selection
 from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import convexity_margin
 from keras_ptloss.datasets import GaussianMixture
+from keras_ptloss.proxy import closeness
+from keras_ptloss.proxy import proxy_teacher
 from keras_ptloss.selection import coefficient_box
 from tests.utils import np_softmax
 from tests.utils import random_probs
@@ -116,7 +116,11 @@ def test_result_reports_scores_and_is_ready_for_ptloss(rng):
     assert result.wall_time > 0
     # Inside the convex region: PTLoss accepts it with its defaults.
     assert convexity_margin(result.coefficients) > 0
-    PTLoss(coefficients=result.coefficients, temperature=result.temperature)
+    PTLoss(
+        coefficients=result.coefficients,
+        temperature=result.temperature,
+        teacher_from_logits=False,
+    )
     # Plain JSON, and a readable summary.
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert as_dict["coefficients"] == result.coefficients.tolist()
@@ -205,7 +209,7 @@ def test_classwise_keeps_the_best_held_out_iterate():
     # The first held-out value is the shared start; the result is the best.
     assert result.holdout_proxy_score == pytest.approx(min(held))
     assert result.holdout_proxy_score <= held[0]
-    PTLoss(coefficients=result.coefficients)
+    PTLoss(coefficients=result.coefficients, teacher_from_logits=False)
 
 
 def test_tuned_temperature_stays_in_range_and_helps():
@@ -299,7 +303,11 @@ def test_ptloss_at_the_selected_coefficients_is_minimal_at_the_proxy():
     proxy = proxy_teacher(batch, result.coefficients, t)
 
     def total(logits):
-        return ops.sum(pt_loss(batch, logits, result.coefficients, t))
+        return ops.sum(
+            pt_loss(
+                batch, logits, result.coefficients, t, teacher_from_logits=False
+            )
+        )
 
     _, grad = value_and_grad(total, t * np.log(proxy))
     assert np.abs(grad).max() < 5e-6

@@ -64,9 +64,18 @@ def student_model():
 def make_loss(kind, chunk_size=None, reduction="sum_over_batch_size"):
     if kind == "pt":
         return PTLoss(
-            EPS, temperature=2.0, chunk_size=chunk_size, reduction=reduction
+            EPS,
+            temperature=2.0,
+            chunk_size=chunk_size,
+            reduction=reduction,
+            teacher_from_logits=False,
         )
-    return KDLoss(temperature=2.0, chunk_size=chunk_size, reduction=reduction)
+    return KDLoss(
+        temperature=2.0,
+        chunk_size=chunk_size,
+        reduction=reduction,
+        teacher_from_logits=False,
+    )
 
 
 def kind_eps(kind):
@@ -77,8 +86,12 @@ def kind_eps(kind):
 def test_per_token_values_equal_numpy(rng, teacher, classwise):
     logits = rng.normal(size=(BATCH, SEQ, CLASSES)).astype("float32")
     eps = EPS * rng.uniform(0.5, 1.5, size=(CLASSES, 1)) if classwise else EPS
-    got_pt = pt_loss(teacher, logits, eps, temperature=2.0)
-    got_kd = kd_loss(teacher, logits, temperature=2.0)
+    got_pt = pt_loss(
+        teacher, logits, eps, temperature=2.0, teacher_from_logits=False
+    )
+    got_kd = kd_loss(
+        teacher, logits, temperature=2.0, teacher_from_logits=False
+    )
     assert tuple(got_pt.shape) == (BATCH, SEQ)
     np.testing.assert_allclose(
         ops.convert_to_numpy(got_pt),

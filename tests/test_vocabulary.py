@@ -17,9 +17,9 @@ from keras_ptloss import LSKDLoss
 from keras_ptloss import PTLoss
 from keras_ptloss import align_vocabulary
 from keras_ptloss import kd_loss
-from keras_ptloss.sparse import SparsePTLoss
-from keras_ptloss.sparse import pack_top_k
-from keras_ptloss.teacher_outputs import precompute_top_k
+from keras_ptloss.top_k import TopKPTLoss
+from keras_ptloss.top_k import pack_top_k
+from keras_ptloss.top_k import precompute_top_k
 from tests.utils import assert_allclose
 from tests.utils import np_mlp_logits
 from tests.utils import np_pt_loss
@@ -112,7 +112,8 @@ def test_teacher_probabilities_are_aligned_with_zeros(rng):
     )
     np.testing.assert_array_equal(aligned[..., V:], 0.0)
     expected = np_loss_on_real_ids(np.log(teacher[..., :V]), student, [0], T)
-    assert_allclose(KDLoss(T)(aligned, student), expected.mean(), rtol=1e-4)
+    loss = KDLoss(T, teacher_from_logits=False)
+    assert_allclose(loss(aligned, student), expected.mean(), rtol=1e-4)
 
 
 def test_id_map_permutation_gives_the_permuted_result(rng):
@@ -278,10 +279,10 @@ def test_top_k_cache_with_an_id_map_keeps_student_ids(rng):
     )
 
 
-def test_sparse_targets_with_ids_beyond_the_student_are_refused():
+def test_top_k_targets_with_ids_beyond_the_student_are_refused():
     packed = pack_top_k([[V + 1, 0]], np.log([[0.5, 0.3]]))
     with pytest.raises(ValueError, match=r"id 11.*10 classes.*vocab_size"):
-        SparsePTLoss()(packed, np.zeros((1, V)))
+        TopKPTLoss()(packed, np.zeros((1, V)))
 
 
 # --- the Distiller -----------------------------------------------------------

@@ -29,7 +29,7 @@ COLORS = {
 def reliability(probs, labels, bins=calibration.ECE_BINS):
     """Confidence, accuracy and count per confidence bin (equal width).
 
-    The bins of `keras_ptloss.expected_calibration_error`.
+    The bins of `keras_ptloss.calibration.expected_calibration_error`.
     """
     confidence = probs.max(axis=-1)
     correct = probs.argmax(axis=-1) == labels

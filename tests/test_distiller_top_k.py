@@ -1,7 +1,7 @@
-"""Distiller with a SparsePTLoss: top-k teacher targets, cached or online.
+"""Distiller with a TopKPTLoss: top-k teacher targets, cached or online.
 
 Expected losses are computed in float64 numpy from the models' weights
-(`np_mlp_logits`) and the tail-bucket formula of `sparse_pt_loss`.
+(`np_mlp_logits`) and the tail-bucket formula of `top_k_pt_loss`.
 """
 
 import keras
@@ -10,10 +10,10 @@ import pytest
 
 from keras_ptloss import Distiller
 from keras_ptloss import PTLoss
-from keras_ptloss import SparsePTLoss
-from keras_ptloss.sparse import pack_top_k
-from keras_ptloss.teacher_outputs import precompute_top_k
-from tests.test_sparse_teacher import np_sparse_loss
+from keras_ptloss import TopKPTLoss
+from keras_ptloss.top_k import pack_top_k
+from keras_ptloss.top_k import precompute_top_k
+from tests.test_top_k import np_top_k_loss
 from tests.utils import JIT_MODES
 from tests.utils import assert_allclose
 from tests.utils import np_mlp_logits
@@ -26,7 +26,7 @@ EPS2 = [-0.2, 0.1]
 T1, T2 = 2.0, 3.0
 
 
-def np_sparse_from_packed(packed, student_logits, eps, temperature):
+def np_top_k_from_packed(packed, student_logits, eps, temperature):
     """The tail-bucket loss per example from packed targets, float64."""
     k = packed.shape[-1] // 2
     idx = packed[..., :k].astype("int64")
@@ -52,7 +52,7 @@ def x(rng):
 def make_distiller(teacher_classes=K, **kwargs):
     teacher = tiny_classifier(F, teacher_classes, hidden=8, seed=0)
     student = tiny_classifier(F, K, hidden=6, seed=10)
-    loss = SparsePTLoss(EPS1, temperature=T1)
+    loss = TopKPTLoss(EPS1, temperature=T1)
     return Distiller(teacher, student, loss, **kwargs)
 
 
@@ -80,7 +80,7 @@ def test_cached_top_k_loss_equals_numpy(x, jit_compile):
     packed = precompute_top_k(distiller.teacher, x, k=TOP, temperature=T1)
     t = np_mlp_logits(distiller.teacher, x)
     z = np_mlp_logits(distiller.student, x)
-    expected = np.mean(np_sparse_loss(t, z, TOP, EPS1, T1))
+    expected = np.mean(np_top_k_loss(t, z, TOP, EPS1, T1))
     logs = evaluate(distiller, offline(x, packed))
     assert_allclose(logs["loss"], expected, rtol=1e-5)
     assert_allclose(logs["distillation_loss"], expected, rtol=1e-5)
@@ -91,7 +91,7 @@ def test_online_top_k_loss_equals_numpy(x, jit_compile):
     distiller = compile_distiller(make_distiller(top_k=TOP), jit_compile)
     t = np_mlp_logits(distiller.teacher, x)
     z = np_mlp_logits(distiller.student, x)
-    expected = np.mean(np_sparse_loss(t, z, TOP, EPS1, T1))
+    expected = np.mean(np_top_k_loss(t, z, TOP, EPS1, T1))
     assert_allclose(evaluate(distiller, x)["loss"], expected, rtol=1e-5)
 
 
@@ -100,23 +100,22 @@ def test_online_top_k_of_a_softmax_teacher_equals_numpy(x):
         [tiny_classifier(F, K, hidden=8, seed=0), keras.layers.Softmax()]
     )
     student = tiny_classifier(F, K, hidden=6, seed=10)
-    distiller = Distiller(
-        teacher, student, SparsePTLoss(EPS1, temperature=T1), top_k=TOP
-    )
+    loss = TopKPTLoss(EPS1, temperature=T1, teacher_from_logits=False)
+    distiller = Distiller(teacher, student, loss, top_k=TOP)
     compile_distiller(distiller)
     t = np_mlp_logits(teacher.layers[0], x)
     z = np_mlp_logits(student, x)
-    expected = np.mean(np_sparse_loss(t, z, TOP, EPS1, T1))
+    expected = np.mean(np_top_k_loss(t, z, TOP, EPS1, T1))
     assert_allclose(evaluate(distiller, x)["loss"], expected, rtol=1e-5)
 
 
-def test_sample_weights_weigh_the_sparse_loss(x):
+def test_sample_weights_weigh_the_top_k_loss(x):
     distiller = compile_distiller(make_distiller())
     packed = precompute_top_k(distiller.teacher, x, k=TOP, temperature=T1)
     weights = np.linspace(0.0, 2.0, N).astype("float32")
     # `y` (unused: compile(loss=None)) carries the weights through Keras.
     y = np.zeros(N, "int32")
-    per_example = np_sparse_from_packed(
+    per_example = np_top_k_from_packed(
         packed, np_mlp_logits(distiller.student, x), EPS1, T1
     )
     logs = evaluate(distiller, offline(x, packed), y=y, sample_weight=weights)
@@ -145,9 +144,9 @@ def test_set_coefficients_and_temperature_reach_the_next_step(x, jit_compile):
     )
     # The cache stays at T1; the student is read at the loss's temperature.
     expected = [
-        np.mean(np_sparse_from_packed(packed, z, EPS1, T1)),
-        np.mean(np_sparse_from_packed(packed, z, EPS2, T1)),
-        np.mean(np_sparse_from_packed(packed, z, EPS2, T2)),
+        np.mean(np_top_k_from_packed(packed, z, EPS1, T1)),
+        np.mean(np_top_k_from_packed(packed, z, EPS2, T1)),
+        np.mean(np_top_k_from_packed(packed, z, EPS2, T2)),
     ]
     assert_allclose(history.history["loss"], expected, rtol=1e-5)
 
@@ -157,7 +156,7 @@ def test_online_top_k_follows_the_temperature(x):
     distiller.set_temperature(T2)
     t = np_mlp_logits(distiller.teacher, x)
     z = np_mlp_logits(distiller.student, x)
-    expected = np.mean(np_sparse_loss(t, z, TOP, EPS1, T2))
+    expected = np.mean(np_top_k_loss(t, z, TOP, EPS1, T2))
     assert_allclose(evaluate(distiller, x)["loss"], expected, rtol=1e-5)
 
 
@@ -195,7 +194,7 @@ def test_vocab_size_aligns_the_top_k_teacher(x, top_k):
     distiller = padded_distiller(top_k=top_k)
     t = np_mlp_logits(distiller.teacher, x)[:, :K]
     z = np_mlp_logits(distiller.student, x)
-    expected = np.mean(np_sparse_loss(t, z, TOP, EPS1, T1))
+    expected = np.mean(np_top_k_loss(t, z, TOP, EPS1, T1))
     data = x
     if top_k is None:
         packed = precompute_top_k(
@@ -213,7 +212,7 @@ def test_cached_ids_beyond_the_students_raise(x):
         distiller.fit(offline(x, packed), epochs=1, verbose=0)
 
 
-def test_full_teacher_outputs_for_a_sparse_loss_raise(x):
+def test_full_teacher_outputs_for_a_top_k_loss_raise(x):
     distiller = compile_distiller(make_distiller())
     outputs = np_mlp_logits(distiller.teacher, x).astype("float32")
     with pytest.raises(ValueError, match="holds other values"):
@@ -229,7 +228,7 @@ def test_packed_targets_of_the_wrong_shape_raise(x):
         distiller.fit(offline(x, packed[:8]), epochs=1, verbose=0)
 
 
-def test_online_sparse_loss_without_top_k_raises(x):
+def test_online_top_k_loss_without_top_k_raises(x):
     distiller = compile_distiller(make_distiller())
     with pytest.raises(ValueError, match="precompute_top_k"):
         distiller.fit(x, epochs=1, verbose=0)
@@ -239,35 +238,35 @@ def test_online_sparse_loss_without_top_k_raises(x):
         distiller.precompute_teacher(x)
 
 
-def test_top_k_needs_a_sparse_loss_and_a_valid_k():
+def test_top_k_needs_a_top_k_loss_and_a_valid_k():
     teacher = tiny_classifier(F, K, seed=0)
     student = tiny_classifier(F, K, seed=10)
-    with pytest.raises(ValueError, match="`top_k` is for a SparsePTLoss"):
+    with pytest.raises(ValueError, match="`top_k` is for a TopKPTLoss"):
         Distiller(teacher, student, PTLoss(), top_k=3)
     with pytest.raises(ValueError, match="`top_k` must be <= 10"):
-        Distiller(teacher, student, SparsePTLoss(), top_k=11)
+        Distiller(teacher, student, TopKPTLoss(), top_k=11)
 
 
 def test_top_k_round_trips_through_the_config():
     distiller = make_distiller(top_k=TOP)
     restored = Distiller.from_config(distiller.get_config())
     assert restored.top_k == TOP
-    assert isinstance(restored.distillation_loss, SparsePTLoss)
+    assert isinstance(restored.distillation_loss, TopKPTLoss)
     np.testing.assert_allclose(
         np.array(restored.coefficients), np.array(distiller.coefficients)
     )
 
 
-def test_a_saved_sparse_distiller_reloads_with_its_state(x, tmp_path):
+def test_a_saved_top_k_distiller_reloads_with_its_state(x, tmp_path):
     distiller = compile_distiller(make_distiller(top_k=TOP))
     distiller.set_coefficients(EPS2)
     distiller.set_temperature(T2)
-    path = tmp_path / "sparse_distiller.keras"
+    path = tmp_path / "top_k_distiller.keras"
     distiller.save(path)
     restored = keras.saving.load_model(path)
     assert restored.top_k == TOP
     np.testing.assert_allclose(np.array(restored.coefficients), EPS2)
     t = np_mlp_logits(restored.teacher, x)
     z = np_mlp_logits(restored.student, x)
-    expected = np.mean(np_sparse_loss(t, z, TOP, EPS2, T2))
+    expected = np.mean(np_top_k_loss(t, z, TOP, EPS2, T2))
     assert_allclose(evaluate(restored, x)["loss"], expected, rtol=1e-5)

@@ -1,6 +1,6 @@
 """Top-k teachers with a tail bucket: loss, packed targets, fit and cache,
 against float64 numpy (the proxy/selection entry points:
-test_sparse_selection.py)."""
+test_top_k_selection.py)."""
 
 import keras
 import numpy as np
@@ -8,11 +8,11 @@ import pytest
 from keras import ops
 
 from keras_ptloss.losses import pt_loss
-from keras_ptloss.sparse import SparsePTLoss
-from keras_ptloss.sparse import pack_top_k
-from keras_ptloss.sparse import sparse_pt_loss
-from keras_ptloss.sparse import top_k_log_probs
-from keras_ptloss.teacher_outputs import precompute_top_k
+from keras_ptloss.top_k import TopKPTLoss
+from keras_ptloss.top_k import pack_top_k
+from keras_ptloss.top_k import precompute_top_k
+from keras_ptloss.top_k import top_k_log_probs
+from keras_ptloss.top_k import top_k_pt_loss
 
 EPS = np.array([0.4, -0.1, 0.03])
 
@@ -23,7 +23,7 @@ def np_log_softmax(x):
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def np_sparse_loss(teacher_logits, student_logits, k, eps, temperature):
+def np_top_k_loss(teacher_logits, student_logits, k, eps, temperature):
     """Tail-bucket PTLoss by explicit loops over examples."""
     t = np.asarray(teacher_logits, "float64").reshape(
         -1, teacher_logits.shape[-1]
@@ -66,13 +66,13 @@ def test_top_k_log_probs_are_the_largest_tempered_ones(rng):
 
 
 @pytest.mark.parametrize("k", [1, 4, 12])
-def test_sparse_loss_equals_numpy(logits, k):
+def test_top_k_loss_equals_numpy(logits, k):
     t, z = logits
     indices, log_probs = top_k_log_probs(t, k, temperature=2.0)
     packed = pack_top_k(indices, log_probs)
-    got = sparse_pt_loss(packed, z, EPS, temperature=2.0)
+    got = top_k_pt_loss(packed, z, EPS, temperature=2.0)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(got), np_sparse_loss(t, z, k, EPS, 2.0), atol=1e-5
+        ops.convert_to_numpy(got), np_top_k_loss(t, z, k, EPS, 2.0), atol=1e-5
     )
 
 
@@ -81,7 +81,7 @@ def test_full_support_equals_the_dense_loss(logits):
     packed = pack_top_k(*top_k_log_probs(t, 12, temperature=2.0))
     dense = pt_loss(t, z, EPS, 2.0, teacher_from_logits=True)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(sparse_pt_loss(packed, z, EPS, 2.0)),
+        ops.convert_to_numpy(top_k_pt_loss(packed, z, EPS, 2.0)),
         ops.convert_to_numpy(dense),
         atol=1e-5,
     )
@@ -91,21 +91,21 @@ def test_loss_class_reduces_with_sample_weight_and_round_trips(rng, logits):
     t, z = logits
     packed = pack_top_k(*top_k_log_probs(t, 4, temperature=2.0))
     weights = rng.uniform(size=(3, 4)).astype("float32")
-    loss = SparsePTLoss(EPS, temperature=2.0)
-    expected = np.sum(np_sparse_loss(t, z, 4, EPS, 2.0) * weights) / 12
+    loss = TopKPTLoss(EPS, temperature=2.0)
+    expected = np.sum(np_top_k_loss(t, z, 4, EPS, 2.0) * weights) / 12
     np.testing.assert_allclose(
         float(ops.convert_to_numpy(loss(packed, z, weights))),
         expected,
         rtol=1e-5,
     )
-    restored = SparsePTLoss.from_config(loss.get_config())
+    restored = TopKPTLoss.from_config(loss.get_config())
     assert restored.get_config() == loss.get_config()
     np.testing.assert_allclose(
         ops.convert_to_numpy(restored.coefficients), EPS, atol=1e-7
     )
 
 
-def test_sparse_loss_trains_a_sequence_model_with_fit(rng):
+def test_top_k_loss_trains_a_sequence_model_with_fit(rng):
     tokens = rng.integers(1, 10, size=(24, 6))
     teacher = rng.normal(size=(24, 6, 20)).astype("float32") * 2
     packed = pack_top_k(*top_k_log_probs(teacher, 5))
@@ -116,14 +116,14 @@ def test_sparse_loss_trains_a_sequence_model_with_fit(rng):
             keras.layers.Dense(20),
         ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=SparsePTLoss(EPS))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=TopKPTLoss(EPS))
     before = model.evaluate(tokens, packed, verbose=0)
     model.fit(tokens, packed, epochs=5, batch_size=8, verbose=0)
     after = model.evaluate(tokens, packed, verbose=0)
     assert after < before
     outputs = model.predict(tokens, verbose=0)
     np.testing.assert_allclose(
-        after, np_sparse_loss(teacher, outputs, 5, EPS, 1.0).mean(), rtol=1e-4
+        after, np_top_k_loss(teacher, outputs, 5, EPS, 1.0).mean(), rtol=1e-4
     )
 
 
@@ -143,7 +143,7 @@ def test_bad_packed_targets_raise(kwargs, match):
 
 def test_classwise_coefficients_are_rejected():
     with pytest.raises(ValueError, match="shared"):
-        SparsePTLoss(np.zeros((4, 2)))
+        TopKPTLoss(np.zeros((4, 2)))
 
 
 def tiny_teacher(classes=15):
