@@ -5,7 +5,13 @@ when they run), so the command line can parse and print `--help` without
 starting TensorFlow.
 """
 
+import argparse
+
 from keras_ptloss._names import MODES
+
+# The teachers the demo can train, in the order it runs them: the CNN on
+# the labelled split's labels, and on the same labels partly flipped.
+TEACHER_NAMES = ("clean", "noisy")
 
 # Defaults of the full demo (the `mnist1d_unlabelled` and `mnist1d_noisy`
 # regimes of the accuracy benchmark: a teacher trained on a small labelled
@@ -23,6 +29,7 @@ DEFAULTS = dict(
     validation_fraction=0.1,
     test_fraction=0.2,
     noise_rate=0.4,
+    teachers=("noisy",),
     teacher_epochs=20,
     student_epochs=10,
     seeds=3,
@@ -58,9 +65,20 @@ def _temperatures(text):
     return tuple(float(t) for t in text.split(","))
 
 
+def _teachers(text):
+    names = tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in names if name not in TEACHER_NAMES]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names among {', '.join(TEACHER_NAMES)}"
+            f", each at most once; received {text!r}"
+        )
+    return names
+
+
 def _shown(value):
     if isinstance(value, tuple):
-        return ",".join(f"{v:g}" for v in value)
+        return ",".join(v if isinstance(v, str) else f"{v:g}" for v in value)
     return str(value)
 
 
@@ -121,6 +139,15 @@ def _add_data_arguments(parser):
         "noise, `keras_ptloss.datasets.noisy_labels`) for the second "
         "teacher and its student alone, in (0, 0.9) "
         f"(default {d['noise_rate']})",
+    )
+    parser.add_argument(
+        "--teachers",
+        type=_teachers,
+        default=d["teachers"],
+        help="comma-separated teachers to distil from: noisy (trained on "
+        "the flipped labels), clean (trained on the labels as they are), "
+        "or clean,noisy; each adds its own students "
+        f"(default {_shown(d['teachers'])})",
     )
 
 
@@ -278,4 +305,16 @@ def check_options(o):
         for t in temperatures:
             check_temperature(t, name)
     check_choice(o["mode"], "mode", MODES)
+    teachers = o["teachers"]
+    if (
+        isinstance(teachers, str)
+        or not isinstance(teachers, (list, tuple))
+        or not teachers
+        or any(name not in TEACHER_NAMES for name in teachers)
+        or len(set(teachers)) != len(teachers)
+    ):
+        raise ValueError(
+            "`teachers` must be a non-empty list of distinct names among "
+            f"{TEACHER_NAMES}. Received: teachers={teachers!r}"
+        )
     check_int(o["verbose"], "verbose", 0, 2)
