@@ -132,7 +132,16 @@ def test_readme_demo_command_runs_the_teachers_it_is_given(quick_run):
     sizes = results["sizes"]
     n = demo.QUICK["num_samples"]
     assert sum(sizes.values()) == n
-    expected = dict(labelled=0.15, transfer=0.55, validation=0.1, test=0.2)
+    d = demo.DEFAULTS
+    expected = dict(
+        labelled=d["labelled_fraction"],
+        transfer=1
+        - d["labelled_fraction"]
+        - d["validation_fraction"]
+        - d["test_fraction"],
+        validation=d["validation_fraction"],
+        test=d["test_fraction"],
+    )
     for name, fraction in expected.items():
         assert abs(sizes[name] - n * fraction) <= 1, (name, sizes)
     flipped = round(demo.DEFAULTS["noise_rate"] * sizes["labelled"])

@@ -1,7 +1,8 @@
-"""The demo's run: data, two teachers, four students each, the report.
+"""The demo's run: data, the teachers, four students each, the report.
 
-For each teacher (a 1-D CNN trained on the labelled split, clean or with
-noisy labels) and each student seed, the same MLP student is trained four
+For each teacher (a 1-D CNN trained on the labelled split with noisy
+labels, and with `teachers=("clean", "noisy")` also on the labels as they
+are) and each student seed, the same MLP student is trained four
 ways. Every distilled student is trained by `search_coefficients`'
 population trainer, with the same initial weights and batch order per
 seed (common random numbers), so the methods differ only in their losses

@@ -4,7 +4,8 @@ import numpy as np
 
 from keras_ptloss import calibration
 
-# The two teachers: name -> what it is (the noise rate is filled in).
+# The teachers the demo can train: name -> what it is (the noise rate is
+# filled in), in the order it runs them.
 TEACHERS = {
     "clean": "1-D CNN trained on the labelled split",
     "noisy": "the same CNN trained on the labelled split with {noise:.0%} of "
