@@ -222,9 +222,9 @@ def build_parser():
     demo_parser = sub.add_parser(
         "demo",
         help="MNIST-1D, a noisy-label teacher (and optionally a clean "
-        "one), students distilled on an unlabelled split: student alone, tuned KD and "
-        "LS-KD, PTLoss's default search, all calibrated; tables over seeds, "
-        "verdict and plots (no download)",
+        "one), students distilled on an unlabelled split: student alone, "
+        "tuned KD and LS-KD, PTLoss's default search, all calibrated; tables "
+        "over seeds, verdict and plots (no download)",
         description=DEMO_DESCRIPTION,
     )
     options.add_arguments(demo_parser)
