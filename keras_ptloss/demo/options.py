@@ -19,11 +19,12 @@ TEACHER_NAMES = ("clean", "noisy")
 # unlabelled split; 3000 validation examples) on a smaller transfer split
 # (8500 examples, not 16500) and one teacher, so that three seeds fit in
 # about 5 minutes on 2 CPU cores. PTLoss's gain over KD with this teacher
-# grows with the student's epochs; at 10 or 20 it stays within the spread
-# over seeds. `order`, `mode`, `temperatures` (KD's grid) and
-# `standardized_temperatures` (LS-KD's) are `search_coefficients`'
-# defaults, and every tuned method gets its default budget, six trainings'
-# worth of student-epochs (a test checks).
+# grows with the student's epochs, hence one teacher at 40 epochs rather
+# than two at fewer (`--teachers clean,noisy` doubles the time). `order`,
+# `mode`, `temperatures` (KD's grid) and `standardized_temperatures`
+# (LS-KD's) are `search_coefficients`' defaults, and every tuned method
+# gets its default budget, six trainings' worth of student-epochs (a test
+# checks).
 DEFAULTS = dict(
     num_samples=20000,
     labelled_fraction=0.225,
