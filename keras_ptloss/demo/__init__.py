@@ -34,7 +34,7 @@ benchmark's `mnist1d_noisy` setting with a smaller transfer split:
    (`results.json`) to the output directory.
 
 The defaults (40 teacher and student epochs, 3 seeds, one teacher) take
-about 5 minutes on 2 CPU cores; `--quick` runs tiny sizes in seconds (for
+about 5 to 6 minutes on 2 CPU cores; `--quick` runs tiny sizes in seconds (for
 tests: its numbers mean nothing).
 
 Usage: `python -m keras_ptloss demo [--quick] [--teachers clean,noisy]

@@ -17,8 +17,8 @@ TEACHER_NAMES = ("clean", "noisy")
 # regime (a CNN teacher trained 40 epochs on 4500 labelled examples with
 # 40 % of the labels flipped, an MLP student distilled 40 epochs on an
 # unlabelled split; 3000 validation examples) on a smaller transfer split
-# (8500 examples, not 16500) and one teacher, so that three seeds fit in
-# about 5 minutes on 2 CPU cores. PTLoss's gain over KD with this teacher
+# (8500 examples, not 16500) and one teacher, so that three seeds take
+# about 5 to 6 minutes on 2 CPU cores. PTLoss's gain over KD with this teacher
 # grows with the student's epochs, hence one teacher at 40 epochs rather
 # than two at fewer (`--teachers clean,noisy` doubles the time). `order`,
 # `mode`, `temperatures` (KD's grid) and `standardized_temperatures`
