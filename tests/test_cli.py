@@ -43,6 +43,7 @@ def test_demo_help_lists_its_options(capsys):
         "--validation-fraction",
         "--test-fraction",
         "--noise-rate",
+        "--teachers",
         "--teacher-epochs",
         "--student-epochs",
         "--order",
@@ -276,6 +277,11 @@ def test_demo_runs_in_a_child_with_the_log_level_set(monkeypatch):
 def test_bad_demo_options_fail_in_the_parent(capsys):
     assert _exit_code(["demo", "--mode", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+    for teachers in ("dirty", "noisy,noisy", ""):
+        assert _exit_code(["demo", "--teachers", teachers]) == 2
+        err = capsys.readouterr().err
+        assert "--teachers" in err
+        assert "expected comma-separated names among clean, noisy" in err
 
 
 @pytest.mark.parametrize(

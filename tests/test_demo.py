@@ -3,8 +3,9 @@
 `quick_run` runs the command the README shows (taken from the README
 itself, so the two cannot drift apart) with `--quick`, once for the
 module, in a subprocess on the backend under test and without
-`TF_CPP_MIN_LOG_LEVEL` (as a user runs it), and the tests check
-everything the demo promises: the two teachers, the default search and
+`TF_CPP_MIN_LOG_LEVEL` (as a user runs it) and with both teachers
+(`--teachers clean,noisy`; the default runs the noisy one), and the tests
+check everything the demo promises: the teachers, the default search and
 the baselines' budgets, the calibration of every student, the tables
 over seeds and the verdict (recomputed here from the per-seed numbers it
 saves), the plots and the JSON.
@@ -59,7 +60,7 @@ def user_env():
 def quick_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("demo")
     proc = subprocess.Popen(
-        [*demo_argv(), "--quick"],
+        [*demo_argv(), "--quick", "--teachers", "clean,noisy"],
         cwd=cwd,
         env=user_env(),
         stdout=subprocess.PIPE,
@@ -121,7 +122,7 @@ def test_the_demo_program_hides_only_the_retracing_warning():
         logger.filters[:] = filters
 
 
-def test_readme_demo_command_runs_a_clean_and_a_noisy_teacher(quick_run):
+def test_readme_demo_command_runs_the_teachers_it_is_given(quick_run):
     _, out, results = quick_run[:3]
     assert f"backend: {BACKEND} (KERAS_BACKEND={BACKEND})" in out
     # On torch the demo's program uses one thread unless OMP_NUM_THREADS
@@ -131,13 +132,25 @@ def test_readme_demo_command_runs_a_clean_and_a_noisy_teacher(quick_run):
     sizes = results["sizes"]
     n = demo.QUICK["num_samples"]
     assert sum(sizes.values()) == n
-    expected = dict(labelled=0.15, transfer=0.55, validation=0.1, test=0.2)
+    d = demo.DEFAULTS
+    expected = dict(
+        labelled=d["labelled_fraction"],
+        transfer=1
+        - d["labelled_fraction"]
+        - d["validation_fraction"]
+        - d["test_fraction"],
+        validation=d["validation_fraction"],
+        test=d["test_fraction"],
+    )
     for name, fraction in expected.items():
         assert abs(sizes[name] - n * fraction) <= 1, (name, sizes)
     flipped = round(demo.DEFAULTS["noise_rate"] * sizes["labelled"])
     assert f"{flipped} of them flipped for the noisy teacher" in out
     assert f"{sizes['transfer']} unlabelled transfer" in out
     assert list(results["teachers"]) == list(TEACHERS)
+    assert results["options"]["teachers"] == list(TEACHERS)
+    # Without `--teachers`, the noisy teacher alone.
+    assert demo.DEFAULTS["teachers"] == ("noisy",)
     assert (
         "40% of its labels flipped"
         in results["teachers"]["noisy"]["description"]
@@ -306,6 +319,10 @@ def test_quick_flag_sets_small_sizes_and_explicit_options_win():
         (dict(temperatures=()), "temperatures"),
         (dict(learning_rate=-1.0), "learning_rate"),
         (dict(mode="per-class"), "mode"),
+        (dict(teachers=()), "teachers"),
+        (dict(teachers=("noisy", "dirty")), "teachers"),
+        (dict(teachers=("noisy", "noisy")), "teachers"),
+        (dict(teachers="noisy"), "teachers"),
         (dict(epochs=3), "epochs"),
     ],
 )
@@ -407,6 +424,25 @@ def test_demo_prints_a_verdict_computed_from_its_numbers(quick_run):
                     continue
                 assert abs(printed_std - std) <= half_unit + 1e-9
     last = next(lines)
+    assert next(lines).startswith("  (on test accuracy: helps = ")
+    spreads = [
+        100
+        * (
+            per_seed(results, t, "PTLoss", "accuracy")
+            - per_seed(results, t, b, "accuracy")
+        ).std(ddof=1)
+        for t in TEACHERS
+        for b in ("KD", "LS-KD")
+    ]
+    low, high = f"{min(spreads):.1f}", f"{max(spreads):.1f}"
+    spread = low if low == high else f"{low} to {high}"
+    assert next(lines) == (
+        f"  what this run resolves: over {demo.QUICK['seeds']} seeds the "
+        "per-seed test accuracy differences (PTLoss minus KD, minus LS-KD) "
+        f"vary by {spread} points (std); a mean difference larger than that "
+        "is resolved, a smaller one cannot be told apart from the variation "
+        "between seeds"
+    )
     for teacher, signs in outcomes.items():
         if min(signs) < 0:
             verb = "falls behind"
@@ -485,6 +521,21 @@ def test_verdict_compares_ptloss_with_both_baselines_per_teacher():
         "noisy teacher"
     )
     assert lines[6].startswith("  (on test accuracy: helps = ahead of both")
+    # The spread: the smallest and largest std of the four accuracy
+    # differences (two teachers, two baselines).
+    stds = [
+        100 * (np.array(acc["PTLoss"]) - np.array(acc[b])).std(ddof=1)
+        for acc in (clean, noisy)
+        for b in ("KD", "LS-KD")
+    ]
+    assert lines[7] == (
+        "  what this run resolves: over 3 seeds the per-seed test accuracy "
+        "differences (PTLoss minus KD, minus LS-KD) vary by "
+        f"{min(stds):.1f} to {max(stds):.1f} points (std); a mean difference "
+        "larger than that is resolved, a smaller one cannot be told apart "
+        "from the variation between seeds"
+    )
+    assert len(lines) == 8
 
 
 def test_teacher_outcome_needs_both_baselines_beaten_and_a_spread():
@@ -504,5 +555,6 @@ def test_teacher_outcome_needs_both_baselines_beaten_and_a_spread():
     assert outcome([0.7, 0.8], [0.65, 0.76]) == "hurts"
     one_seed = _summaries({"t": {n: [0.6] for n in STUDENTS}})
     assert demo.teacher_outcome(one_seed["t"]) is None
-    line = demo.verdict(one_seed)[-2]
-    assert "cannot be judged (one seed) with the t teacher" in line
+    lines = demo.verdict(one_seed)
+    assert "cannot be judged (one seed) with the t teacher" in lines[-3]
+    assert lines[-1].startswith("  this run cannot resolve any difference")

@@ -4,7 +4,8 @@ import numpy as np
 
 from keras_ptloss import calibration
 
-# The two teachers: name -> what it is (the noise rate is filled in).
+# The teachers the demo can train: name -> what it is (the noise rate is
+# filled in), in the order it runs them.
 TEACHERS = {
     "clean": "1-D CNN trained on the labelled split",
     "noisy": "the same CNN trained on the labelled split with {noise:.0%} of "
@@ -265,5 +266,44 @@ def verdict(summaries):
         "  (on test accuracy: helps = ahead of both KD and LS-KD by more than "
         "the spread; falls behind = behind either by more than it; ties = "
         "otherwise)",
+        resolution(summaries),
     ]
     return lines
+
+
+def resolution(summaries):
+    """The line saying which accuracy differences the run can resolve.
+
+    The spread is the standard deviation over seeds of the per-seed
+    PTLoss - baseline test accuracy differences; a difference smaller than
+    it is not told apart from the variation between seeds.
+
+    Args:
+        summaries: `{teacher: pipeline.summarize's dict}`.
+
+    Returns:
+        A string.
+    """
+    first = next(iter(summaries.values()))
+    num_seeds = len(first["PTLoss"]["accuracy"]["values"])
+    if num_seeds < 2:
+        return (
+            "  this run cannot resolve any difference: with one seed it "
+            "measures no spread (use --seeds 2 or more)"
+        )
+    spreads = [
+        100 * paired_difference(summary, "accuracy", "PTLoss", baseline)[1]
+        for summary in summaries.values()
+        for baseline in BASELINES
+    ]
+    low, high = min(spreads), max(spreads)
+    spread = f"{low:.1f} to {high:.1f}"
+    if f"{low:.1f}" == f"{high:.1f}":
+        spread = f"{low:.1f}"
+    return (
+        f"  what this run resolves: over {num_seeds} seeds the per-seed "
+        "test accuracy differences (PTLoss minus KD, minus LS-KD) vary by "
+        f"{spread} points (std); a mean difference larger than that is "
+        "resolved, a smaller one cannot be told apart from the variation "
+        "between seeds"
+    )
