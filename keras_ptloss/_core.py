@@ -58,16 +58,9 @@ def perturbed_terms(
 ):
     """Per-class terms `p * (log p - log q + sum_m eps_m (1 - q)**m)`.
 
-    Args:
-        log_p: teacher log-probabilities, shape `(..., K)`.
-        log_q: student log-probabilities, broadcastable with `log_p`.
-        coefficients: `eps` of shape `(..., M)` broadcasting against
-            `(..., K)`, or `None` for the KL terms only.
-        derivative: also return `g = sum_m m eps_m (1 - q)**(m - 1)`.
-        support: boolean mask of the classes that count; defaults to `p > 0`.
-
-    Returns:
-        `(p, terms)`, or `(p, terms, g)` with `derivative`.
+    `coefficients` `(..., M)` broadcast against `(..., K)` (`None`: KL only);
+    `derivative` adds `g = sum_m m eps_m (1 - q)**(m - 1)` to the returned
+    `(p, terms)`; `support` masks the classes that count (default `p > 0`).
     """
     if support is None:
         p = ops.exp(log_p)

@@ -1,8 +1,7 @@
 """Logit-distillation baselines (docs/design.md, "Baselines").
 
-`KDCELoss` and `DKDLoss` need the teacher and the label: `y_true` is a dict
-`{"teacher": ..., "label": ...}` or, for `model.fit`, the `(batch, K + 1)`
-array of `pack_targets`.
+`KDCELoss` and `DKDLoss` take `y_true` as `{"teacher": ..., "label": ...}`
+or, for `model.fit`, as the `(batch, K + 1)` array of `pack_targets`.
 """
 
 import keras
@@ -208,12 +207,10 @@ def kd_ce_loss(
     Args:
         y_true: `{"teacher": ..., "label": ...}` or a `pack_targets` array.
         y_pred: student logits (or probabilities), shape `(batch, K)`.
-        label_weight: weight of the cross-entropy, in `[0, 1]`. Defaults to
-            `0.5`.
+        label_weight: cross-entropy weight in `[0, 1]`. Defaults to `0.5`.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
-        teacher_from_logits: whether the teacher outputs are logits.
-            Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
 
     Returns:
         Per-example loss, shape `(batch,)`.
@@ -261,8 +258,7 @@ def dkd_terms(
         y_pred: student logits (or probabilities), shape `(batch, K)`.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
-        teacher_from_logits: whether the teacher outputs are logits.
-            Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
 
     Returns:
         A tuple `(tckd, nckd, teacher_target_prob)`, each of shape `(batch,)`.
@@ -325,8 +321,7 @@ def dkd_loss(
         beta: weight of NCKD. Defaults to `8.0`.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
-        teacher_from_logits: whether the teacher outputs are logits.
-            Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
 
     Returns:
         Per-example loss, shape `(batch,)`.
@@ -363,8 +358,7 @@ def lskd_loss(
         s(z) = (z - mean z) / (std z + delta)
 
     Args:
-        y_true: teacher logits (or probabilities if
-            `teacher_from_logits=False`), shape `(batch, K)`, `K >= 3`.
+        y_true: teacher outputs, shape `(batch, K)`, `K >= 3`.
         y_pred: student logits, shape `(batch, K)`.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         delta: non-negative number added to the standard deviation.
@@ -409,8 +403,7 @@ def poly1_loss(y_true, y_pred, epsilon=1.0, from_logits=True):
         loss = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
 
     Args:
-        y_true: integer labels `(batch,)` or `(batch, 1)`, or one-hot / soft
-            labels `(batch, K)`.
+        y_true: integer labels `(batch,)`, or one-hot/soft labels `(batch, K)`.
         y_pred: student logits (or probabilities), shape `(batch, K)`.
         epsilon: the Poly-1 coefficient. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
@@ -456,12 +449,10 @@ class KDCELoss(HyperparameterLoss):
     `y_true` is `{"teacher": ..., "label": ...}` or a `pack_targets` array.
 
     Args:
-        label_weight: weight of the cross-entropy, in `[0, 1]`. Defaults to
-            `0.5`.
+        label_weight: cross-entropy weight in `[0, 1]`. Defaults to `0.5`.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
-        teacher_from_logits: whether the teacher outputs are logits.
-            Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"kd_ce_loss"`.
         dtype: dtype of the computation (at least float32).
@@ -533,17 +524,14 @@ class DKDLoss(HyperparameterLoss):
 
         loss = T**2 * (alpha * TCKD + beta * NCKD)
 
-    TCKD is the KL divergence of the binary target / non-target split, NCKD
-    that of the distributions over the non-target classes. `y_true` is
-    `{"teacher": ..., "label": ...}` or a `pack_targets` array.
+    with TCKD and NCKD as in `dkd_terms`; `y_true` as in `KDCELoss`.
 
     Args:
         alpha: weight of TCKD, `>= 0`. Defaults to `1.0`.
         beta: weight of NCKD, `>= 0`. Defaults to `8.0`.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
-        teacher_from_logits: whether the teacher outputs are logits.
-            Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"dkd_loss"`.
         dtype: dtype of the computation (at least float32).
@@ -631,8 +619,7 @@ class LSKDLoss(HyperparameterLoss):
 
     Args:
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
-        delta: non-negative number added to the standard deviation.
-            Defaults to `1e-7`.
+        delta: added to the standard deviation. Defaults to `1e-7`.
         teacher_from_logits: whether `y_true` holds logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"lskd_loss"`.

@@ -42,8 +42,7 @@ def standardize_logits(logits, delta=STANDARDIZE_DELTA):
     to zeros.
 
     Args:
-        logits: tensor of shape `(..., K)` with `K >= 3` (two z-scored logits
-            are always `±1/sqrt(2)`, which leaves no gradient).
+        logits: tensor of shape `(..., K)`, `K >= 3`.
         delta: non-negative number added to the standard deviation.
 
     Returns:
@@ -85,10 +84,7 @@ def _check_shapes(y_true, y_pred, coefficients=None):
 
 
 def _check_host_values(values, from_logits, name):
-    """NaN/Inf and probability checks on numpy/list inputs only.
-
-    Backend tensors are not read back: that would sync the device every step.
-    """
+    # Tensors are not read back: that would sync the device every step.
     if not isinstance(values, (np.ndarray, list, tuple)):
         return
     if from_logits:
@@ -155,10 +151,8 @@ def kd_loss(
     `p = softmax(t / T)` and student `q = softmax(z / T)`.
 
     Args:
-        y_true: teacher logits (or probabilities if
-            `teacher_from_logits=False`), shape `(batch, ..., K)`.
-        y_pred: student logits (or probabilities if `from_logits=False`),
-            same shape.
+        y_true: teacher outputs, shape `(batch, ..., K)`.
+        y_pred: student outputs, same shape.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
         teacher_from_logits: whether `y_true` holds logits. Defaults to `True`.
@@ -201,10 +195,8 @@ def pt_loss(
     with teacher `p = softmax(t / T)` and student `q = softmax(z / T)`.
 
     Args:
-        y_true: teacher logits (or probabilities if
-            `teacher_from_logits=False`), shape `(batch, ..., K)`.
-        y_pred: student logits (or probabilities if `from_logits=False`),
-            same shape.
+        y_true: teacher outputs, shape `(batch, ..., K)`.
+        y_pred: student outputs, same shape.
         coefficients: `eps`, shape `(M,)` (shared) or `(K, M)` (class-wise).
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
@@ -244,7 +236,6 @@ def _flat_rows(values):
 
 
 def _chunked_rows(t, z, eps, temperature, chunk_size):
-    """`_lean_rows` over `chunk_size` rows at a time (`keras.ops.map`)."""
     num_rows = z.shape[0]
     if num_rows is None or chunk_size is None or chunk_size >= num_rows:
         return _lean_rows(t, z, eps, temperature)
@@ -293,16 +284,13 @@ def lean_loss(
 ):
     """`pt_loss` (or `kd_loss`) computed in chunks with a closed-form gradient.
 
-    Same values as `pt_loss`; rows of the flattened `(N, K)` outputs are
-    processed `chunk_size` at a time, and only the `(N, K)` gradient is kept
-    for the backward pass (docs/design.md, "Vocabulary scale"). The gradient
-    reaches the student only.
+    Same values as `pt_loss`, `chunk_size` rows of the flattened `(N, K)`
+    outputs at a time; only the gradient, which reaches the student only, is
+    kept for the backward pass (docs/design.md, "Vocabulary scale").
 
     Args:
-        y_true: teacher logits (or probabilities if
-            `teacher_from_logits=False`), shape `(batch, ..., K)`.
-        y_pred: student logits (or probabilities if `from_logits=False`),
-            same shape.
+        y_true: teacher outputs, shape `(batch, ..., K)`.
+        y_pred: student outputs, same shape.
         coefficients: `eps`, shape `(M,)` or `(K, M)`, or `None` for KD.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
@@ -365,8 +353,6 @@ def _check_chunk_size(value):
 
 
 class _TemperedLoss(HyperparameterLoss):
-    """State and flags shared by `KDLoss` and `PTLoss`."""
-
     HYPERPARAMETERS = (("temperature", check_temperature),)
 
     def __init__(
@@ -436,9 +422,8 @@ class KDLoss(_TemperedLoss):
     Args:
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
-        teacher_from_logits: whether `y_true` holds logits. Defaults to
-            `True`; `None` lets a `keras_ptloss.Distiller` read it from the
-            teacher's last layer.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`;
+            `None`: a `keras_ptloss.Distiller` reads it from the teacher.
         standardize: z-score both logits over classes first (`K >= 3`).
             Defaults to `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
@@ -501,17 +486,15 @@ class PTLoss(_TemperedLoss):
                                    + sum_{m=1..M} eps[k, m] * (1 - q_k)**m)
 
     with teacher `p = softmax(t / T)` and student `q = softmax(z / T)`.
-    `eps = 0` is Hinton's KD. Change `eps` and `T` with `set_coefficients` and
-    `set_temperature`.
+    `eps = 0` is KD. Set them with `set_coefficients` and `set_temperature`.
 
     Args:
         coefficients: `eps`, shape `(M,)` (shared) or `(K, M)` (class-wise).
             Defaults to 5 zeros.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         from_logits: whether `y_pred` holds logits. Defaults to `True`.
-        teacher_from_logits: whether `y_true` holds logits. Defaults to
-            `True`; `None` lets a `keras_ptloss.Distiller` read it from the
-            teacher's last layer.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`;
+            `None`: a `keras_ptloss.Distiller` reads it from the teacher.
         allow_nonconvex: accept coefficients whose loss is not convex in `q`.
             Defaults to `False`.
         standardize: z-score both logits over classes first (`K >= 3`).

@@ -1,8 +1,7 @@
 """Top-k teachers: top-k log-probabilities plus one tail bucket.
 
-The mass outside the top k is kept as a tail bucket, not renormalised away
-(docs/design.md, "Vocabulary scale"). Targets are packed as `(..., 2k)`:
-k class indices (as floats), then k log-probabilities.
+Targets are packed `(..., 2k)`: k class indices (as floats), then k
+log-probabilities (docs/design.md, "Vocabulary scale").
 """
 
 import os
@@ -224,8 +223,7 @@ class TopKPTLoss(PTLoss):
         coefficients: shared `eps`, shape `(M,)`. Defaults to 5 zeros.
         temperature: `T > 0`. Defaults to `1.0`.
         allow_nonconvex: accept non-convex coefficients. Defaults to `False`.
-        teacher_from_logits: whether the teacher outputs logits, for a
-            `keras_ptloss.Distiller` with `top_k`. Defaults to `True`.
+        teacher_from_logits: the teacher emits logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"top_k_pt_loss"`.
         dtype: dtype of the computation.
@@ -449,7 +447,6 @@ _ONLINE_TOP_K_MESSAGE = (
 
 
 def _top_k_teacher_flag(loss, teacher, student, top_k):
-    """Whether the teacher emits logits, or `None` without `top_k`."""
     kind, layer = final_activation(student)
     if kind == "softmax":
         raise ValueError(
@@ -501,6 +498,5 @@ def _check_packed_shape(outputs, teacher_shape, num_inputs=None):
 
 
 def _packed_top_k(outputs, k, temperature, from_logits):
-    """`pack_top_k(*top_k_log_probs(...))` on tensors, in the step."""
     indices, log_probs = _top_k_log_probs(outputs, k, temperature, from_logits)
     return ops.concatenate([ops.cast(indices, "float32"), log_probs], axis=-1)
