@@ -524,7 +524,8 @@ class DKDLoss(HyperparameterLoss):
 
         loss = T**2 * (alpha * TCKD + beta * NCKD)
 
-    with TCKD and NCKD as in `dkd_terms`; `y_true` as in `KDCELoss`.
+    TCKD: KL of the binary target / non-target split; NCKD: KL among the
+    non-target classes (`dkd_terms`). `y_true` as in `KDCELoss`.
 
     Args:
         alpha: weight of TCKD, `>= 0`. Defaults to `1.0`.

@@ -415,9 +415,8 @@ class _TemperedLoss(HyperparameterLoss):
 class KDLoss(_TemperedLoss):
     """Hinton knowledge-distillation loss.
 
-    `loss = T**2 * sum_k p_k * (log p_k - log q_k)` with teacher
-    `p = softmax(t / T)` and student `q = softmax(z / T)`. Change `T` with
-    `set_temperature`.
+    `loss = T**2 * sum_k p_k * (log p_k - log q_k)`, `p = softmax(t / T)`,
+    `q = softmax(z / T)`; `set_temperature` changes `T`.
 
     Args:
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
