@@ -1,18 +1,10 @@
-"""Loss hyper-parameters held in non-trainable variables (private).
-
-A value a compiled step reads must be a variable the model tracks: a Python
-float is frozen into the step on JAX (docs/design.md, "Keras traps"). Every
-loss of the package with schedulable hyper-parameters (`PTLoss`, `KDLoss`,
-the baselines) keeps them in float32 `keras.Variable`s made here, exposed
-as `loss.variables`, which a `keras_ptloss.Distiller` tracks as state.
-"""
+"""Loss hyper-parameters held in non-trainable variables (private)."""
 
 import keras
 import numpy as np
 
 
 def hyperparameter_variable(value, name):
-    """A non-trainable float32 `keras.Variable` holding `value`."""
     return keras.Variable(
         np.asarray(value, dtype="float32"),
         trainable=False,
@@ -22,31 +14,15 @@ def hyperparameter_variable(value, name):
 
 
 def read_scalar(variable):
-    """A scalar variable's value as a Python float."""
-    # `.numpy()`, not `.value`: a scalar MirroredVariable's value cannot be
-    # converted inside a tf.distribute scope.
+    # `.value` of a MirroredVariable fails inside a tf.distribute scope.
     return float(np.asarray(variable.numpy()))
 
 
 class HyperparameterLoss(keras.losses.Loss):
-    """A `keras.losses.Loss` whose scalar hyper-parameters are variables.
-
-    A subclass lists them in `HYPERPARAMETERS` as `(name, check)` pairs and
-    calls `_create_variables` from its `__init__`: each becomes a
-    non-trainable float32 scalar `keras.Variable` named
-    `f"{loss.name}_{name}"`, read as a Python float by `_get(name)` and
-    assigned, after `check(value, name)`, by `_set(name, value)`.
-    `get_config` holds their current values.
-
-    `__call__` runs the `_check_host` hook on the inputs as given (numpy
-    arrays can be checked on the host; `keras.losses.Loss.__call__` turns
-    them into tensors, which are not read back) before the Keras call.
-    """
+    """A loss whose `HYPERPARAMETERS` are float32 scalar variables."""
 
     HYPERPARAMETERS = ()
-    # Whether a Distiller must pass `{"teacher": ..., "label": ...}` (the
-    # targets convention of `keras_ptloss.baselines`) instead of the
-    # teacher outputs.
+    # Whether a Distiller passes `{"teacher": ..., "label": ...}` as y_true.
     needs_labels = False
 
     def _create_variables(self, values):
@@ -78,7 +54,7 @@ class HyperparameterLoss(keras.losses.Loss):
 
     @property
     def temperature_variable(self):
-        """The non-trainable scalar variable holding `T` (`None` if none)."""
+        """The variable holding `T` (`None` if none)."""
         return self._variables.get("temperature")
 
     def set_temperature(self, temperature):

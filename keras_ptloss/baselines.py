@@ -1,29 +1,7 @@
-"""Logit-distillation baselines PTLoss is compared with, in `keras.ops`.
+"""Logit-distillation baselines (docs/design.md, "Baselines").
 
-Plain Hinton KD is `keras_ptloss.KDLoss`. This module adds the losses a user
-compares PTLoss with (docs/design.md, "Baselines"):
-
-- `KDCELoss`: KD mixed with the hard-label cross-entropy;
-- `DKDLoss`: decoupled KD (Zhao et al. 2022);
-- `LSKDLoss`: KD on z-score standardised logits (Sun et al. 2024);
-- `Poly1Loss`: Poly-1 on hard labels (Leng et al. 2022).
-
-Each has a functional form returning per-example values and a
-`keras.losses.Loss` subclass delegating to it, like `losses.py`.
-
-Targets convention. Losses that need both the teacher and the label
-(`KDCELoss`, `DKDLoss`) take `y_true` in either of two equivalent forms:
-
-- a dict `{"teacher": teacher_outputs, "label": labels}` (direct calls, a
-  custom `compute_loss`), or
-- one packed array of shape `(batch, K + 1)` made by `pack_targets(teacher,
-  labels)`: the teacher's K outputs, then the integer label as a float.
-  This is the form `model.fit` needs, because Keras requires `y_true` to
-  have the structure of `y_pred`.
-
-Teacher outputs are logits unless `teacher_from_logits=False`, as in
-`KDLoss`. Labels are integer class indices of shape `(batch,)` (or
-`(batch, 1)`); `Poly1Loss` also accepts one-hot or soft labels `(batch, K)`.
+`KDCELoss` and `DKDLoss` take `y_true` as `{"teacher": ..., "label": ...}`
+or, for `model.fit`, as the `(batch, K + 1)` array of `pack_targets`.
 """
 
 import keras
@@ -46,8 +24,7 @@ from keras_ptloss._hyperparameters import HyperparameterLoss
 
 # Log-probabilities at or below this are treated as exact zeros.
 _LOG_ZERO_THRESHOLD = 0.5 * LOG_ZERO
-# Floor for log(p) of an exact zero teacher probability in `lskd_loss`: the
-# log of the smallest normal float32.
+# log(p) of an exact zero probability in `lskd_loss`: smallest normal f32.
 _LOG_TINY = float(np.log(np.finfo("float32").tiny))
 TARGET_KEYS = ("teacher", "label")
 
@@ -55,12 +32,8 @@ TARGET_KEYS = ("teacher", "label")
 def pack_targets(teacher, labels):
     """Packs teacher outputs and integer labels into one `y_true` array.
 
-    `model.fit` requires `y_true` to have the structure of `y_pred`, so
-    losses that need both (`KDCELoss`, `DKDLoss`) read them from one array:
-    the teacher's K outputs followed by the label as a float.
-
     Args:
-        teacher: teacher probabilities or logits, shape `(batch, K)`.
+        teacher: teacher logits or probabilities, shape `(batch, K)`.
         labels: integer class indices, shape `(batch,)` or `(batch, 1)`.
 
     Returns:
@@ -69,8 +42,7 @@ def pack_targets(teacher, labels):
     Example:
 
     >>> import numpy as np
-    >>> packed = pack_targets(np.array([[0.75, 0.25]]), np.array([1]))
-    >>> packed.tolist()
+    >>> pack_targets(np.array([[0.75, 0.25]]), np.array([1])).tolist()
     [[0.75, 0.25, 1.0]]
     """
     teacher = np.asarray(keras.ops.convert_to_numpy(teacher), "float32")
@@ -95,14 +67,13 @@ def unpack_targets(y_true, num_classes):
     """Splits `y_true` into `(teacher, labels)`.
 
     Args:
-        y_true: a dict `{"teacher": ..., "label": ...}` or a packed array
-            of shape `(batch, num_classes + 1)` from `pack_targets`.
+        y_true: a dict `{"teacher": ..., "label": ...}` or a packed
+            `(batch, num_classes + 1)` array from `pack_targets`.
         num_classes: the number of classes `K`.
 
     Returns:
         A tuple `(teacher, labels)` of tensors; `teacher` has shape
-        `(batch, K)`, `labels` the shape the caller gave (packed labels
-        come back as floats of shape `(batch,)`).
+        `(batch, K)`.
 
     Example:
 
@@ -143,7 +114,6 @@ def unpack_targets(y_true, num_classes):
 
 
 def _concrete(x):
-    """Numpy value of `x` if it is concrete (not traced), else `None`."""
     if isinstance(x, (np.ndarray, list, tuple, int, float, np.number)):
         return np.asarray(x)
     try:
@@ -170,7 +140,6 @@ def _check_label_values(values, num_classes, name="labels"):
 
 
 def _label_targets(labels, y_pred, allow_soft=False):
-    """One-hot (or soft) targets of shape and dtype of `y_pred`."""
     num_classes = y_pred.shape[-1]
     labels = ops.convert_to_tensor(labels)
     rank, pred_rank = len(labels.shape), len(y_pred.shape)
@@ -232,34 +201,26 @@ def kd_ce_loss(
 ):
     """KD mixed with the hard-label cross-entropy, per example.
 
-        L = label_weight * CE(y, softmax(z))
-            + (1 - label_weight) * T**2 * KL(softmax(t/T) || softmax(z/T))
-
-    The cross-entropy uses the untempered student, as in Hinton et al. and
-    the keras.io distillation example (whose `alpha` is `label_weight`).
+        loss = label_weight * CE(y, softmax(z))
+               + (1 - label_weight) * T**2 * KL(softmax(t/T) || softmax(z/T))
 
     Args:
-        y_true: `{"teacher": ..., "label": ...}` or a packed array from
-            `pack_targets`, shape `(batch, K + 1)`.
-        y_pred: student logits (or probabilities if `from_logits=False`),
-            shape `(batch, K)`.
-        label_weight: weight of the hard-label term, in `[0, 1]`; a float or
-            scalar tensor (not validated here, see `KDCELoss`).
-        temperature: softmax temperature `T > 0` of the KD term.
-        from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether the teacher outputs are logits
-            (default) or probabilities (`False`).
+        y_true: `{"teacher": ..., "label": ...}` or a `pack_targets` array.
+        y_pred: student logits (or probabilities), shape `(batch, K)`.
+        label_weight: cross-entropy weight in `[0, 1]`. Defaults to `0.5`.
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
 
     Returns:
-        Per-example loss, shape `(batch,)`, float32 (or wider).
+        Per-example loss, shape `(batch,)`.
 
     Example:
 
     >>> import numpy as np
-    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]),
-    ...           "label": np.array([0])}
+    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]), "label": np.array([0])}
     >>> loss = kd_ce_loss(y_true, np.log([[0.7, 0.2, 0.1]]), label_weight=1.0)
-    >>> round(float(loss[0]), 4)  # pure cross-entropy: -log 0.7
+    >>> round(float(loss[0]), 4)
     0.3567
     """
     y_pred = upcast(y_pred)
@@ -287,36 +248,25 @@ def dkd_terms(
     from_logits=True,
     teacher_from_logits=True,
 ):
-    """The parts of decoupled KD: TCKD, NCKD and the teacher's target mass.
+    """The parts of decoupled KD: TCKD, NCKD and the teacher's `p_y`.
 
-    With tempered teacher `p` and student `q`, label `y`, binary splits
-    `b(p) = (p_y, 1 - p_y)` and non-target distributions
-    `p_hat_k = p_k / (1 - p_y)` for `k != y`:
-
-        TCKD = KL(b(p) || b(q)),   NCKD = KL(p_hat || q_hat),
-        KL(p || q) = TCKD + (1 - p_y) * NCKD.
-
-    Everything comes from log-softmax (no clipping); a teacher with no
-    non-target mass gets `NCKD = 0`. Not multiplied by `T**2`.
+    TCKD is the KL divergence of the binary split `(p_y, 1 - p_y)`, NCKD that
+    of the distributions over the non-target classes (not scaled by `T**2`).
 
     Args:
-        y_true: `{"teacher": ..., "label": ...}` or a packed array from
-            `pack_targets`.
+        y_true: `{"teacher": ..., "label": ...}` or a `pack_targets` array.
         y_pred: student logits (or probabilities), shape `(batch, K)`.
-        temperature: softmax temperature `T > 0`.
-        from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether the teacher outputs are logits
-            (default) or probabilities (`False`).
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
 
     Returns:
-        A tuple `(tckd, nckd, teacher_target_prob)` of shape `(batch,)`
-        tensors.
+        A tuple `(tckd, nckd, teacher_target_prob)`, each of shape `(batch,)`.
 
     Example:
 
     >>> import numpy as np
-    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]),
-    ...           "label": np.array([0])}
+    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]), "label": np.array([0])}
     >>> tckd, nckd, p_y = dkd_terms(y_true, np.zeros((1, 3)))
     >>> round(float(p_y[0]), 4)
     0.7
@@ -337,11 +287,7 @@ def dkd_terms(
 
     log_p_y, others_p, log_rest_p = split(log_p)
     log_q_y, others_q, log_rest_q = split(log_q)
-    # The KL terms of the binary split: target, then the rest (its term is
-    # 0 for a teacher with no rest mass, whose log is ~LOG_ZERO). The rest
-    # is masked by `has_rest`, as in the reference code's layout: the same
-    # values as `p > 0`, but under XLA the masked exp rounds as before, so
-    # DKD trains bit for bit as it did.
+    # A teacher with no non-target mass gives zero rest and NCKD terms.
     has_rest = log_rest_p > _LOG_ZERO_THRESHOLD
     p_y, target_term = perturbed_terms(log_p_y, log_q_y)
     _, rest_term = perturbed_terms(log_rest_p, log_rest_q, support=has_rest)
@@ -364,33 +310,26 @@ def dkd_loss(
 ):
     """Decoupled knowledge distillation (DKD), per example.
 
-        L = T**2 * (alpha * TCKD + beta * NCKD)
+        loss = T**2 * (alpha * TCKD + beta * NCKD)
 
-    where TCKD is the KL divergence of the binary target / non-target split
-    and NCKD the KL divergence among the non-target classes (see
-    `dkd_terms`). Hinton KD is the special case `alpha = 1`,
-    `beta = 1 - p_y`, which DKD decouples.
+    with TCKD and NCKD as in `dkd_terms`.
 
     Args:
-        y_true: `{"teacher": ..., "label": ...}` or a packed array from
-            `pack_targets`, shape `(batch, K + 1)`.
+        y_true: `{"teacher": ..., "label": ...}` or a `pack_targets` array.
         y_pred: student logits (or probabilities), shape `(batch, K)`.
-        alpha: weight of TCKD (float or tensor broadcastable to `(batch,)`;
-            not validated here, see `DKDLoss`).
-        beta: weight of NCKD (same).
-        temperature: softmax temperature `T > 0`.
-        from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether the teacher outputs are logits
-            (default) or probabilities (`False`).
+        alpha: weight of TCKD. Defaults to `1.0`.
+        beta: weight of NCKD. Defaults to `8.0`.
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
 
     Returns:
-        Per-example loss, shape `(batch,)`, float32 (or wider).
+        Per-example loss, shape `(batch,)`.
 
     Example:
 
     >>> import numpy as np
-    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]),
-    ...           "label": np.array([0])}
+    >>> y_true = {"teacher": np.log([[0.7, 0.2, 0.1]]), "label": np.array([0])}
     >>> float(dkd_loss(y_true, np.log([[0.7, 0.2, 0.1]]))[0])
     0.0
     """
@@ -413,36 +352,27 @@ def lskd_loss(
     delta=1e-7,
     teacher_from_logits=True,
 ):
-    """KD on z-score standardised logits (logit standardisation), per example.
+    """KD on z-score standardised logits, per example.
 
-        L = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
+        loss = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
         s(z) = (z - mean z) / (std z + delta)
 
-    Teacher probabilities are mapped to log-probabilities first: those
-    differ from the logits only by a per-example constant, which the
-    standardisation removes, so the result is the same as from the logits
-    (exact zero probabilities are floored at log of the smallest float32).
-
     Args:
-        y_true: teacher probabilities (or logits if `teacher_from_logits`),
-            shape `(batch, K)`.
+        y_true: teacher outputs, shape `(batch, K)`, `K >= 3`.
         y_pred: student logits, shape `(batch, K)`.
-        temperature: softmax temperature `T > 0` applied after
-            standardisation.
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
         delta: non-negative number added to the standard deviation.
-        teacher_from_logits: whether `y_true` holds logits (default) or
-            probabilities (`False`).
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`.
 
     Returns:
-        Per-example loss, shape `(batch,)`, float32 (or wider).
+        Per-example loss, shape `(batch,)`.
 
     Example:
 
     >>> import numpy as np
     >>> teacher_logits = np.array([[2.0, 0.0, -1.0]])
-    >>> student_logits = 3.0 * teacher_logits + 5.0  # same after z-scoring
-    >>> round(float(lskd_loss(teacher_logits, student_logits,
-    ...                       teacher_from_logits=True)[0]), 6)
+    >>> student_logits = 3.0 * teacher_logits + 5.0
+    >>> round(float(lskd_loss(teacher_logits, student_logits)[0]), 6)
     0.0
     """
     y_pred = upcast(y_pred)
@@ -470,23 +400,16 @@ def lskd_loss(
 def poly1_loss(y_true, y_pred, epsilon=1.0, from_logits=True):
     """Poly-1 loss on hard labels, per example.
 
-        L = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
-
-    For one-hot or soft labels `y` this is optax's
-    `poly_loss_cross_entropy`: `CE(y, q) + epsilon * sum_k y_k (1 - q_k)`.
-    It equals PTLoss with a one-hot teacher and shared coefficients
-    `[epsilon]` at `T = 1`.
+        loss = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
 
     Args:
-        y_true: integer labels `(batch,)` (or `(batch, 1)`), or one-hot /
-            soft labels `(batch, K)`.
+        y_true: integer labels `(batch,)`, or one-hot/soft labels `(batch, K)`.
         y_pred: student logits (or probabilities), shape `(batch, K)`.
-        epsilon: the Poly-1 coefficient (float or scalar tensor; not
-            validated here, see `Poly1Loss`).
-        from_logits: whether `y_pred` holds logits.
+        epsilon: the Poly-1 coefficient. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
 
     Returns:
-        Per-example loss, shape `(batch,)`, float32 (or wider).
+        Per-example loss, shape `(batch,)`.
 
     Example:
 
@@ -520,45 +443,19 @@ def _check_epsilon(value, name="epsilon"):
 class KDCELoss(HyperparameterLoss):
     """Hinton KD mixed with the hard-label cross-entropy.
 
-        L = label_weight * CE(y, softmax(z))
-            + (1 - label_weight) * T**2 * KL(softmax(t/T) || softmax(z/T))
+        loss = label_weight * CE(y, softmax(z))
+               + (1 - label_weight) * T**2 * KL(softmax(t/T) || softmax(z/T))
 
-    This is the usual "KD" of the literature (Hinton et al. mix both terms)
-    and the keras.io distillation example (its `alpha` is `label_weight`).
-
-    `y_true` carries both the teacher and the label: a dict
-    `{"teacher": ..., "label": ...}`, or for `model.fit` the packed array
-    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`. As the
-    distillation loss of a `keras_ptloss.Distiller` (`needs_labels`), it
-    gets the teacher outputs and the labels passed to `fit`.
-
-    `label_weight` and `temperature` live in non-trainable variables
-    (`loss.variables`); change them with `set_label_weight` and
-    `set_temperature`.
+    `y_true` is `{"teacher": ..., "label": ...}` or a `pack_targets` array.
 
     Args:
-        label_weight: weight of the cross-entropy term, in `[0, 1]`.
-            Defaults to `0.5`.
-        temperature: softmax temperature `T > 0` of the KD term. Defaults to
-            `1.0`.
-        from_logits: whether `y_pred` holds student logits (default).
-        teacher_from_logits: whether the teacher outputs are logits
-            (default) or probabilities (`False`).
+        label_weight: cross-entropy weight in `[0, 1]`. Defaults to `0.5`.
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"kd_ce_loss"`.
-        dtype: dtype of the computation; half-precision inputs are always
-            computed in float32.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = KDCELoss(label_weight=0.1, temperature=4.0)
-    >>> y_true = pack_targets(np.log([[0.8, 0.1, 0.1]]), np.array([0]))
-    >>> float(loss(y_true, np.zeros((1, 3)))) > 0
-    True
-    >>> loss.set_label_weight(0.5)
-    >>> loss.label_weight
-    0.5
+        dtype: dtype of the computation (at least float32).
 
     Reference:
         Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
@@ -592,16 +489,14 @@ class KDCELoss(HyperparameterLoss):
 
     @property
     def label_weight(self):
-        """The weight of the cross-entropy term, as a Python float."""
         return self._get("label_weight")
 
     @property
     def temperature(self):
-        """The temperature `T`, as a Python float."""
         return self._get("temperature")
 
     def set_label_weight(self, label_weight):
-        """Validates and assigns a new `label_weight` in `[0, 1]`."""
+        """Validates and assigns `label_weight` in `[0, 1]`."""
         self._set("label_weight", label_weight)
 
     def call(self, y_true, y_pred):
@@ -625,49 +520,22 @@ class KDCELoss(HyperparameterLoss):
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
 class DKDLoss(HyperparameterLoss):
-    """Decoupled knowledge distillation (DKD) of Zhao et al.
+    """Decoupled knowledge distillation (DKD).
 
-        L = T**2 * (alpha * TCKD + beta * NCKD)
+        loss = T**2 * (alpha * TCKD + beta * NCKD)
 
-    TCKD is the KL divergence between the teacher's and the student's binary
-    target / non-target split, NCKD the KL divergence between their
-    distributions over the non-target classes (both tempered by `T`). Hinton
-    KD is `TCKD + (1 - p_target) * NCKD`: it couples NCKD to the teacher's
-    confidence, which DKD replaces by a free weight `beta`.
-
-    `y_true` carries both the teacher and the label: a dict
-    `{"teacher": ..., "label": ...}`, or for `model.fit` the packed array
-    `pack_targets(teacher, labels)` of shape `(batch, K + 1)`. As the
-    distillation loss of a `keras_ptloss.Distiller` (`needs_labels`), it
-    gets the teacher outputs and the labels passed to `fit`.
-
-    `alpha`, `beta` and `temperature` live in non-trainable variables
-    (`loss.variables`); change them with `set_alpha`, `set_beta` and
-    `set_temperature`.
+    TCKD: KL of the binary target / non-target split; NCKD: KL among the
+    non-target classes (`dkd_terms`). `y_true` as in `KDCELoss`.
 
     Args:
         alpha: weight of TCKD, `>= 0`. Defaults to `1.0`.
-        beta: weight of NCKD, `>= 0`. Defaults to `8.0` (the paper's
-            CIFAR-100 value).
+        beta: weight of NCKD, `>= 0`. Defaults to `8.0`.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
-        from_logits: whether `y_pred` holds student logits (default).
-        teacher_from_logits: whether the teacher outputs are logits
-            (default) or probabilities (`False`).
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: teacher outputs are logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"dkd_loss"`.
-        dtype: dtype of the computation; half-precision inputs are always
-            computed in float32.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = DKDLoss(alpha=1.0, beta=8.0, temperature=4.0)
-    >>> y_true = pack_targets(np.log([[0.8, 0.1, 0.1]]), np.array([0]))
-    >>> float(loss(y_true, np.zeros((1, 3)))) > 0
-    True
-    >>> loss.set_beta(2.0)
-    >>> loss.get_config()["beta"]
-    2.0
+        dtype: dtype of the computation (at least float32).
 
     Reference:
         Zhao, Cui, Song, Qiu and Liang, "Decoupled Knowledge Distillation",
@@ -703,25 +571,22 @@ class DKDLoss(HyperparameterLoss):
 
     @property
     def alpha(self):
-        """The weight of TCKD, as a Python float."""
         return self._get("alpha")
 
     @property
     def beta(self):
-        """The weight of NCKD, as a Python float."""
         return self._get("beta")
 
     @property
     def temperature(self):
-        """The temperature `T`, as a Python float."""
         return self._get("temperature")
 
     def set_alpha(self, alpha):
-        """Validates and assigns a new TCKD weight `alpha >= 0`."""
+        """Validates and assigns `alpha >= 0`."""
         self._set("alpha", alpha)
 
     def set_beta(self, beta):
-        """Validates and assigns a new NCKD weight `beta >= 0`."""
+        """Validates and assigns `beta >= 0`."""
         self._set("beta", beta)
 
     def call(self, y_true, y_pred):
@@ -746,49 +611,20 @@ class DKDLoss(HyperparameterLoss):
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
 class LSKDLoss(HyperparameterLoss):
-    """KD with logit standardisation (Sun et al.).
+    """KD with logit standardisation.
 
-        L = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
+        loss = T**2 * KL(softmax(s(t) / T) || softmax(s(z) / T)),
         s(z) = (z - mean z) / (std z + delta)
 
-    Both the teacher's and the student's logits are z-scored over classes
-    before the tempered KL divergence, so the student matches the teacher's
-    logit *relations*, not their scale: the loss is invariant to shifting
-    or (up to `delta`) positively scaling either side's logits. The
-    standard deviation is the sample one (divisor `K - 1`), as in the
-    authors' reference code (see `keras_ptloss.losses.standardize_logits`).
-    On teacher logits this is `KDLoss(standardize=True)` (with
-    `delta = 1e-7`).
-
-    It needs at least 3 classes: with 2 the z-scores of the two logits are
-    `±1/sqrt(2)` whatever their difference, so the student gets no
-    gradient and stays at chance; a call with 2 classes raises
-    `ValueError` (use `KDLoss` for binary problems).
-
-    The temperature lives in a non-trainable variable (`loss.variables`);
-    change it with `set_temperature`.
+    `y_pred` must be student logits, with `K >= 3` classes.
 
     Args:
-        temperature: temperature `T > 0` applied after standardisation.
-            Defaults to `1.0`.
-        delta: non-negative number added to the standard deviation.
-            Defaults to `1e-7`.
-        teacher_from_logits: whether `y_true` holds teacher logits
-            (default, like `KDLoss`). With probabilities (`False`), their
-            logs are used, which standardise exactly like the logits they
-            came from.
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        delta: added to the standard deviation. Defaults to `1e-7`.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"lskd_loss"`.
-        dtype: dtype of the computation; half-precision inputs are always
-            computed in float32.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = LSKDLoss(temperature=2.0)
-    >>> teacher_logits = np.array([[2.0, 0.0, 0.0]])
-    >>> float(loss(teacher_logits, np.zeros((1, 3)))) > 0
-    True
+        dtype: dtype of the computation (at least float32).
 
     Reference:
         Sun, Ren, Li, Wang and Cao, "Logit Standardization in Knowledge
@@ -817,7 +653,6 @@ class LSKDLoss(HyperparameterLoss):
 
     @property
     def temperature(self):
-        """The temperature `T`, as a Python float."""
         return self._get("temperature")
 
     def call(self, y_true, y_pred):
@@ -839,44 +674,20 @@ class LSKDLoss(HyperparameterLoss):
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
 class Poly1Loss(HyperparameterLoss):
-    """Poly-1 loss on hard labels (Leng et al.).
+    """Poly-1 loss on hard labels.
 
-        L = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
-
-    The cross-entropy's Maclaurin series in `(1 - q_y)` with its first
-    coefficient perturbed by `epsilon`: PTLoss with a one-hot teacher. With
-    soft labels it is optax's `poly_loss_cross_entropy`.
-
-    `y_true` holds the labels; as the distillation loss of a
-    `keras_ptloss.Distiller` (`needs_labels`) it gets
-    `{"teacher": ..., "label": ...}` and uses the labels only (the
-    unlabelled-transfer baseline trains on the teacher's argmax).
-    `epsilon` lives in a non-trainable variable (`loss.variables`); change
-    it with `set_epsilon`.
+        loss = -log q_y + epsilon * (1 - q_y),   q = softmax(z)
 
     Args:
-        epsilon: the coefficient, `>= -1` (below `-1` the loss no longer
-            decreases as `q_y` grows). Defaults to `1.0`.
-        from_logits: whether `y_pred` holds logits (default).
+        epsilon: the coefficient, `>= -1`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"poly1_loss"`.
-        dtype: dtype of the computation; half-precision inputs are always
-            computed in float32.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = Poly1Loss(epsilon=2.0)
-    >>> round(float(loss(np.array([0]), np.log([[0.5, 0.25, 0.25]]))), 4)
-    1.6931
-    >>> loss.set_epsilon(0.0)
-    >>> loss.epsilon
-    0.0
+        dtype: dtype of the computation (at least float32).
 
     Reference:
-        Leng, Tan, Liu, Cubuk, Shi, Cheng and Anguelov, "PolyLoss: A
-        Polynomial Expansion Perspective of Classification Loss Functions",
-        ICLR 2022.
+        Leng et al., "PolyLoss: A Polynomial Expansion Perspective of
+        Classification Loss Functions", ICLR 2022.
     """
 
     HYPERPARAMETERS = (("epsilon", _check_epsilon),)
@@ -896,11 +707,10 @@ class Poly1Loss(HyperparameterLoss):
 
     @property
     def epsilon(self):
-        """The Poly-1 coefficient, as a Python float."""
         return self._get("epsilon")
 
     def set_epsilon(self, epsilon):
-        """Validates and assigns a new coefficient `epsilon >= -1`."""
+        """Validates and assigns `epsilon >= -1`."""
         self._set("epsilon", epsilon)
 
     def call(self, y_true, y_pred):

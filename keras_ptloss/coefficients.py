@@ -1,8 +1,4 @@
-"""Validation and convexity of PTLoss perturbation coefficients.
-
-Coefficients are host-side values (numpy), checked once when a loss is built
-or a callback assigns new ones, never inside a compiled step.
-"""
+"""Validation and convexity of PTLoss coefficients (numpy, host side)."""
 
 import numpy as np
 
@@ -10,18 +6,7 @@ from keras_ptloss._checks import as_float_array
 
 
 def as_coefficient_array(coefficients, num_classes=None, name="coefficients"):
-    """Validates coefficients and returns them as a float64 numpy array.
-
-    Args:
-        coefficients: array-like of shape `(M,)` (shared over classes) or
-            `(K, M)` (class-wise). A `keras.Variable` or tensor is accepted.
-        num_classes: optional int; when given, class-wise coefficients must
-            have exactly this many rows.
-        name: argument name used in error messages.
-
-    Returns:
-        A float64 numpy array of shape `(M,)` or `(K, M)`.
-    """
+    """Validated `(M,)` or `(K, M)` coefficients as a float64 numpy array."""
     values = as_float_array(
         coefficients,
         name,
@@ -51,12 +36,10 @@ def as_coefficient_array(coefficients, num_classes=None, name="coefficients"):
 
 
 def convexity_margin(coefficients):
-    """Smallest value of `q**2 * phi''(q)` over `q` in `[0, 1]`, per class.
+    """Minimum of `q**2 * phi''(q)` over `q` in `[0, 1]`, per class.
 
-    `phi(q) = -log q + sum_m eps_m (1 - q)**m` is convex on `(0, 1]` exactly
-    when this margin is >= 0. `q**2 * phi''(q)` is the polynomial
-    `1 + q**2 * sum_{m>=2} m (m-1) eps_m (1 - q)**(m-2)`, whose minimum on
-    `[0, 1]` is found exactly from its end points and critical points.
+    `phi(q) = -log q + sum_m eps_m (1 - q)**m` is convex exactly when the
+    margin is `>= 0`.
 
     Args:
         coefficients: array of shape `(M,)` or `(K, M)`.
@@ -89,7 +72,6 @@ def _row_margin(row):
 
 
 def check_convex(coefficients, name="coefficients"):
-    """Raises `ValueError` if any class's perturbed loss is not convex."""
     margins = np.atleast_1d(convexity_margin(coefficients))
     bad = np.flatnonzero(margins < 0.0)
     if bad.size:

@@ -1,14 +1,7 @@
-"""PTLoss and the plain knowledge-distillation loss, written with `keras.ops`.
+"""PTLoss and Hinton's KD loss, functional and as `keras.losses.Loss`.
 
-Each loss has two faces: a functional form returning per-example values, and
-a `keras.losses.Loss` subclass whose `call` delegates to it (reduction,
-`sample_weight` and masks are left to the base class).
-
-The loss objects own their state: `PTLoss` holds its coefficients and its
-temperature, `KDLoss` its temperature, each in a non-trainable
-`keras.Variable` (`loss.variables`). A `keras_ptloss.Distiller` tracks these
-variables as model state and calls the loss itself, so an assignment from a
-callback reaches the next compiled step (docs/design.md, "Keras traps").
+Hyper-parameters live in non-trainable `keras.Variable`s (`loss.variables`)
+that a `keras_ptloss.Distiller` tracks (docs/design.md, "Keras traps").
 """
 
 import keras
@@ -38,32 +31,25 @@ STANDARDIZE_DELTA = 1e-7
 
 
 def _common_float(y_true, y_pred):
-    """Both at the student's float dtype (at least float32)."""
     y_pred = upcast(y_pred)
     return ops.cast(y_true, y_pred.dtype), y_pred
 
 
 def standardize_logits(logits, delta=STANDARDIZE_DELTA):
-    """Z-score standardisation of logits over the class axis.
+    """Z-scores logits over the class axis: `(z - mean) / (std + delta)`.
 
-    `z -> (z - mean(z)) / (std(z) + delta)` with the sample standard
-    deviation (divisor `K - 1`), the convention of the LS-KD authors'
-    reference code (`torch.std`'s default) and of torchdistill. Constant
-    logits map to zeros.
-
-    Needs `K >= 3` classes: the z-scores of two logits are `±1/sqrt(2)`
-    whatever their difference, so with `K = 2` a standardised loss gives
-    the student no gradient (its students stay at chance); `K < 3` raises.
+    Uses the sample standard deviation (divisor `K - 1`); constant logits map
+    to zeros.
 
     Args:
         logits: tensor of shape `(..., K)`, `K >= 3`.
-        delta: small non-negative number added to the standard deviation.
+        delta: non-negative number added to the standard deviation.
 
     Returns:
         A float tensor of the shape of `logits`.
 
     Raises:
-        ValueError: if the class axis is known and has fewer than 3 entries.
+        ValueError: if the class axis has fewer than 3 entries.
 
     Example:
 
@@ -98,12 +84,7 @@ def _check_shapes(y_true, y_pred, coefficients=None):
 
 
 def _check_host_values(values, from_logits, name):
-    """Checks numpy/list inputs (the Python boundary) for NaN/Inf and, for
-    probabilities, negative values or rows not summing to 1.
-
-    Backend tensors are not read back (that would cost a device sync every
-    training step); their shapes are still checked by `_check_shapes`.
-    """
+    # Tensors are not read back: that would sync the device every step.
     if not isinstance(values, (np.ndarray, list, tuple)):
         return
     if from_logits:
@@ -140,13 +121,6 @@ def _check_standardize(standardize, from_logits, teacher_from_logits):
 def _validated(
     y_true, y_pred, coefficients, from_logits, teacher_from_logits, standardize
 ):
-    """The boundary of the functional losses: converts and checks once.
-
-    Returns:
-        `(y_true, y_pred, eps)`: teacher and student at the student's float
-        dtype (at least float32), both z-scored when `standardize`, and the
-        coefficients cast to it (`None` stays `None`).
-    """
     _check_standardize(standardize, from_logits, teacher_from_logits)
     host_inputs = (y_true, y_pred)
     y_true, y_pred = _common_float(y_true, y_pred)
@@ -171,35 +145,28 @@ def kd_loss(
     teacher_from_logits=True,
     standardize=False,
 ):
-    """Hinton knowledge-distillation loss, `T**2 * KL(p || q)` per example.
+    """Hinton knowledge-distillation loss per example.
 
-    `p = softmax(t / T)` is the tempered teacher, `q = softmax(z / T)` the
-    tempered student, both computed with log-softmax (no clipping). With
-    `standardize=True` both logits are z-scored first
-    (`standardize_logits`), which is the logit-standardisation loss of Sun
-    et al. (`keras_ptloss.LSKDLoss` on logits).
+    `loss = T**2 * sum_k p_k * (log p_k - log q_k)` with teacher
+    `p = softmax(t / T)` and student `q = softmax(z / T)`.
 
     Args:
-        y_true: teacher probabilities (or logits if `teacher_from_logits`),
-            shape `(batch, ..., K)`.
-        y_pred: student logits (or probabilities if `from_logits=False`),
-            same shape.
-        temperature: softmax temperature `T > 0` (a number, scalar tensor
-            or `keras.Variable`).
-        from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits (default) or
-            probabilities (`False`; `None` counts as `False`).
-        standardize: z-score both logits over classes before tempering
-            (needs logits on both sides).
+        y_true: teacher outputs, shape `(batch, ..., K)`.
+        y_pred: student outputs, same shape.
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`.
+        standardize: z-score both logits over classes first
+            (`standardize_logits`). Defaults to `False`.
 
     Returns:
-        Per-example loss, shape `(batch, ...)`, float32 (or wider).
+        Per-example loss, shape `(batch, ...)`.
 
     Example:
 
     >>> import numpy as np
     >>> teacher_logits = np.log([[0.7, 0.2, 0.1]])
-    >>> float(kd_loss(teacher_logits, teacher_logits)[0])  # identical -> 0
+    >>> float(kd_loss(teacher_logits, teacher_logits)[0])
     0.0
     """
     teacher_from_logits = bool(teacher_from_logits)
@@ -222,40 +189,29 @@ def pt_loss(
 ):
     """Perturbed distillation loss (PTLoss) per example.
 
-    For teacher `p = softmax(t / T)` and student `q = softmax(z / T)`:
+        loss = T**2 * sum_k p_k * (log p_k - log q_k
+                                   + sum_{m=1..M} eps[k, m] * (1 - q_k)**m)
 
-        L = T**2 * sum_k p_k * [log p_k - log q_k
-                                + sum_{m=1..M} eps[k, m] * (1 - q_k)**m]
-
-    With zero coefficients this is exactly `T**2 * KL(p || q)`. With
-    `standardize=True` the teacher's and the student's logits are z-scored
-    over classes first (`standardize_logits`, Sun et al. 2024).
+    with teacher `p = softmax(t / T)` and student `q = softmax(z / T)`.
 
     Args:
-        y_true: teacher probabilities (or logits if `teacher_from_logits`),
-            shape `(batch, ..., K)`.
-        y_pred: student logits (or probabilities if `from_logits=False`),
-            same shape.
-        coefficients: `eps`, shape `(M,)` (shared over classes) or `(K, M)`
-            (class-wise); a tensor or `keras.Variable`. Not validated here
-            (see `PTLoss`), so it can be traced.
-        temperature: softmax temperature `T > 0` (a number, scalar tensor
-            or `keras.Variable`).
-        from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits (default) or
-            probabilities (`False`; `None` counts as `False`).
-        standardize: z-score both logits over classes before tempering
-            (needs logits on both sides).
+        y_true: teacher outputs, shape `(batch, ..., K)`.
+        y_pred: student outputs, same shape.
+        coefficients: `eps`, shape `(M,)` (shared) or `(K, M)` (class-wise).
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`.
+        standardize: z-score both logits over classes first
+            (`standardize_logits`). Defaults to `False`.
 
     Returns:
-        Per-example loss, shape `(batch, ...)`, float32 (or wider).
+        Per-example loss, shape `(batch, ...)`.
 
     Example:
 
     >>> import numpy as np
     >>> teacher_logits = np.array([[2.0, 0.5, -1.0]])
-    >>> student_logits = np.zeros((1, 3))
-    >>> loss = pt_loss(teacher_logits, student_logits, coefficients=[0.5, -0.1])
+    >>> loss = pt_loss(teacher_logits, np.zeros((1, 3)), [0.5, -0.1])
     >>> tuple(loss.shape)
     (1,)
     """
@@ -280,14 +236,6 @@ def _flat_rows(values):
 
 
 def _chunked_rows(t, z, eps, temperature, chunk_size):
-    """`_lean_rows` on `(N, K)` inputs, `chunk_size` rows at a time.
-
-    The whole chunks run through `keras.ops.map` (one traced body, executed
-    in sequence: a `lax.map` on JAX, a `tf.map_fn` on TensorFlow, a loop on
-    PyTorch), so only one chunk's temporaries are alive at a time and the
-    results are written into stacked outputs; a remainder of fewer rows is
-    computed apart. One chunk when `N` is unknown at trace time.
-    """
     num_rows = z.shape[0]
     if num_rows is None or chunk_size is None or chunk_size >= num_rows:
         return _lean_rows(t, z, eps, temperature)
@@ -311,21 +259,7 @@ def _chunked_rows(t, z, eps, temperature, chunk_size):
 
 
 def _lean_rows(t, z, eps, temperature):
-    """Per-row loss and its gradient, in one pass (the memory-lean path).
-
-    `t`, `z`: `(rows, K)` teacher and student logits; `eps`: `(M,)` or
-    `(K, M)` coefficients or `None` (KD); `temperature`: a scalar tensor.
-    The gradient is the closed form of docs/design.md, "Vocabulary scale":
-
-        dL/dz = T * (q - p - w + q * sum_k w_k),  w = p * q * g,
-        g_k = sum_m m * eps[k, m] * (1 - q_k)**(m - 1)
-
-    computed with the loss from the same `p`, `q` and `1 - q` (one pass of
-    the softmaxes, the series and its derivative by one Horner loop).
-
-    Returns:
-        `(loss, grad)`: shapes `(rows,)` and `(rows, K)`.
-    """
+    """Per-row loss and its closed-form gradient (see `lean_loss`)."""
     log_p = ops.log_softmax(t / temperature, axis=-1)
     log_q = ops.log_softmax(z / temperature, axis=-1)
     p, terms, g = perturbed_terms(log_p, log_q, eps, derivative=True)
@@ -348,48 +282,30 @@ def lean_loss(
     standardize=False,
     chunk_size=None,
 ):
-    """PTLoss (or KD) per example with a closed-form gradient, in chunks.
+    """`pt_loss` (or `kd_loss`) computed in chunks with a closed-form gradient.
 
-    The same values as `pt_loss` (`coefficients=None`: `kd_loss`), computed
-    `chunk_size` rows (tokens) at a time on the flattened `(N, K)` outputs,
-    one chunk after another (`keras.ops.map`). Each chunk yields its loss
-    and, from the same softmaxes, its closed-form gradient; the gradient
-    (one `(N, K)` tensor) is the only thing kept for the backward pass,
-    which scales it by the upstream gradient. Peak memory of loss plus
-    gradient: about two `(N, K)` tensors beyond the inputs, for
-    vocabularies of 32k-256k classes (docs/design.md, "Vocabulary scale").
-    Chunks of about `2**18 / K` rows (1 MiB temporaries) were the fastest
-    on CPU. A call without a gradient (evaluation) computes the gradient
-    too. The gradient flows to the student only: the teacher, the
-    coefficients and the temperature are constants. `standardize` and
-    student probabilities are mapped to logits first by ordinary autodiff.
+    Same values as `pt_loss`, `chunk_size` rows of the flattened `(N, K)`
+    outputs at a time; only the gradient, which reaches the student only, is
+    kept for the backward pass (docs/design.md, "Vocabulary scale").
 
     Args:
-        y_true: teacher probabilities (or logits if `teacher_from_logits`),
-            shape `(batch, ..., K)`.
-        y_pred: student logits (or probabilities if `from_logits=False`),
-            same shape.
+        y_true: teacher outputs, shape `(batch, ..., K)`.
+        y_pred: student outputs, same shape.
         coefficients: `eps`, shape `(M,)` or `(K, M)`, or `None` for KD.
-        temperature: softmax temperature `T > 0`.
-        from_logits: whether `y_pred` holds logits.
-        teacher_from_logits: whether `y_true` holds logits (default) or
-            probabilities (`False`).
+        temperature: softmax temperature `T > 0`. Defaults to `1.0`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`.
         standardize: z-score both logits over classes first.
-        chunk_size: rows (tokens) per chunk, or `None` for one chunk. The
-            number of rows must be known when the function is traced;
-            otherwise one chunk is used. Rows beyond a multiple of
-            `chunk_size` form a last, smaller chunk.
+        chunk_size: rows per chunk, or `None` (default) for one chunk.
 
     Returns:
-        Per-example loss, shape `(batch, ...)`, float32 (or wider).
+        Per-example loss, shape `(batch, ...)`.
 
     Example:
 
     >>> import numpy as np
-    >>> teacher = np.zeros((2, 3, 4))  # uniform logits: p = 0.25
-    >>> student = np.zeros((2, 3, 4))
-    >>> loss = lean_loss(teacher, student, [0.5], chunk_size=2)
-    >>> # KL is 0 (same distributions); the series adds 0.5 * (1 - 0.25).
+    >>> teacher = np.zeros((2, 3, 4))
+    >>> loss = lean_loss(teacher, np.zeros((2, 3, 4)), [0.5], chunk_size=2)
     >>> np.asarray(loss).round(6).tolist()
     [[0.375, 0.375, 0.375], [0.375, 0.375, 0.375]]
     """
@@ -437,12 +353,6 @@ def _check_chunk_size(value):
 
 
 class _TemperedLoss(HyperparameterLoss):
-    """The state and flags `KDLoss` and `PTLoss` share.
-
-    The temperature is a non-trainable scalar `keras.Variable`; `temperature`
-    reads it as a Python float and `set_temperature` validates and assigns.
-    """
-
     HYPERPARAMETERS = (("temperature", check_temperature),)
 
     def __init__(
@@ -471,7 +381,7 @@ class _TemperedLoss(HyperparameterLoss):
 
     @property
     def temperature(self):
-        """The temperature `T` as a Python float (read from its variable)."""
+        """The temperature `T` as a Python float."""
         return self._get("temperature")
 
     @temperature.setter
@@ -503,52 +413,22 @@ class _TemperedLoss(HyperparameterLoss):
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
 class KDLoss(_TemperedLoss):
-    """Hinton knowledge-distillation loss: `T**2 * KL(p || q)`.
+    """Hinton knowledge-distillation loss.
 
-    `p = softmax(t / T)` is the tempered teacher (given as logits by
-    default; probabilities are re-tempered as `p ** (1/T)`), `q =
-    softmax(z / T)` the tempered student. Both come from log-softmax, so
-    exact zeros and extreme logits stay finite. At `T = 1` with
-    probabilities on both sides this equals `keras.losses.KLDivergence`
-    (which clips instead).
-
-    The temperature lives in a non-trainable `keras.Variable`
-    (`loss.variables`); change it with `set_temperature`.
+    `loss = T**2 * sum_k p_k * (log p_k - log q_k)`, `p = softmax(t / T)`,
+    `q = softmax(z / T)`; `set_temperature` changes `T`.
 
     Args:
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
-        from_logits: whether `y_pred` holds student logits (default) or
-            probabilities.
-        teacher_from_logits: whether `y_true` holds teacher logits.
-            Defaults to `True`; pass `False` for teacher probabilities. A
-            `keras_ptloss.Distiller` (or an adapter of
-            `keras_ptloss.interop`) checks it against the teacher's last
-            layer; `None` lets it read the kind from that layer instead (a
-            loss called on its own reads `None` as probabilities).
-        standardize: z-score the teacher's and the student's logits over
-            classes before tempering (the logit standardisation of Sun et
-            al.; needs logits on both sides and at least 3 classes: with
-            2 the student gets no gradient, and a call raises).
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`;
+            `None`: a `keras_ptloss.Distiller` reads it from the teacher.
+        standardize: z-score both logits over classes first (`K >= 3`).
             Defaults to `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"kd_loss"`.
-        dtype: dtype of the computation; half-precision inputs are always
-            computed in float32.
-        chunk_size: `None` (default) computes the loss in one pass with
-            autodiff; an integer computes it `chunk_size` tokens (rows of
-            the flattened `(N, K)` outputs) at a time together with its
-            closed-form gradient, which is all that is kept for the
-            backward pass (`lean_loss`; for vocabularies of 32k+ classes,
-            e.g. `2**18 // K` rows). Same values; the gradient reaches the
-            student only.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = KDLoss(temperature=4.0)
-    >>> teacher_logits = np.array([[3.0, 0.0, 0.0]])
-    >>> float(loss(teacher_logits, np.zeros((1, 3)))) > 0
-    True
+        dtype: dtype of the computation (at least float32).
+        chunk_size: `None` (default), or rows per chunk for `lean_loss`.
 
     Reference:
         Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
@@ -599,76 +479,29 @@ DEFAULT_ORDER = 5
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
 class PTLoss(_TemperedLoss):
-    """Perturbed distillation loss (PTLoss) of Zhang et al.
+    """Perturbed distillation loss (PTLoss).
 
-    Writes the distillation cross-entropy `-log q` as its Maclaurin series in
-    `(1 - q)` and perturbs the first `M` coefficients. For teacher
-    `p = softmax(t / T)` and student `q = softmax(z / T)`, per example:
+        loss = T**2 * sum_k p_k * (log p_k - log q_k
+                                   + sum_{m=1..M} eps[k, m] * (1 - q_k)**m)
 
-        L = T**2 * sum_k p_k * [log p_k - log q_k
-                                + sum_{m=1..M} eps[k, m] * (1 - q_k)**m]
-
-    With `eps = 0` it is exactly Hinton's KD loss `T**2 * KL(p || q)`. Its
-    minimiser over the student is a *proxy teacher* shifted away from the
-    teacher: `eps > 0` sharpens it, `eps < 0` smooths it. Choose `eps` with
-    `keras_ptloss.select_coefficients` on a labelled validation split.
-
-    The coefficients and the temperature live in non-trainable
-    `keras.Variable`s (`loss.coefficients`, `loss.variables`); change them
-    with `set_coefficients` and `set_temperature`, which validate the new
-    values. A `keras_ptloss.Distiller` tracks these variables as model
-    state, so a change made during `fit` reaches the next step on every
-    backend; for a model compiled with `loss=PTLoss(...)` use
-    `keras_ptloss.ReestimateCoefficients`, which handles the JAX case.
+    with teacher `p = softmax(t / T)` and student `q = softmax(z / T)`.
+    `eps = 0` is KD. Set them with `set_coefficients` and `set_temperature`.
 
     Args:
-        coefficients: `eps`, array-like of shape `(M,)` (shared over classes)
-            or `(K, M)` (class-wise); the order `M` is the last dimension.
-            Defaults to `M = 5` zeros: plain KD until coefficients are
-            selected.
+        coefficients: `eps`, shape `(M,)` (shared) or `(K, M)` (class-wise).
+            Defaults to 5 zeros.
         temperature: softmax temperature `T > 0`. Defaults to `1.0`.
-        from_logits: whether `y_pred` holds student logits (default) or
-            probabilities.
-        teacher_from_logits: whether `y_true` holds teacher logits.
-            Defaults to `True`; pass `False` for teacher probabilities. A
-            `keras_ptloss.Distiller` (or an adapter of
-            `keras_ptloss.interop`) checks it against the teacher's last
-            layer; `None` lets it read the kind from that layer instead (a
-            loss called on its own reads `None` as probabilities).
-        allow_nonconvex: by default, coefficients for which
-            `-log q + sum_m eps_m (1 - q)**m` is not convex in `q` (so the
-            proxy teacher may be non-unique) raise `ValueError`; `True`
-            accepts them.
-        standardize: z-score the teacher's and the student's logits over
-            classes before tempering (the logit standardisation of Sun et
-            al.; needs logits on both sides). With zero coefficients this
-            is `keras_ptloss.LSKDLoss`. Needs at least 3 classes (with 2
-            the student gets no gradient, and a call raises). Defaults
-            to `False`.
+        from_logits: whether `y_pred` holds logits. Defaults to `True`.
+        teacher_from_logits: whether `y_true` holds logits. Defaults to `True`;
+            `None`: a `keras_ptloss.Distiller` reads it from the teacher.
+        allow_nonconvex: accept coefficients whose loss is not convex in `q`.
+            Defaults to `False`.
+        standardize: z-score both logits over classes first (`K >= 3`).
+            Defaults to `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"pt_loss"`.
-        dtype: dtype of the computation; half-precision inputs are always
-            computed in float32.
-        chunk_size: `None` (default) computes the loss in one pass with
-            autodiff; an integer computes it `chunk_size` tokens (rows of
-            the flattened `(N, K)` outputs) at a time together with its
-            closed-form gradient, which is all that is kept for the
-            backward pass (`lean_loss`; for vocabularies of 32k+ classes,
-            e.g. `2**18 // K` rows). Same values; the gradient reaches the
-            student only.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = PTLoss(coefficients=[0.5, 0.0, -0.05], temperature=2.0)
-    >>> teacher_logits = np.array([[2.0, 0.5, -1.0]])
-    >>> student_logits = np.array([[1.0, 0.0, -1.0]])
-    >>> value = loss(teacher_logits, student_logits)
-    >>> loss.order
-    3
-    >>> loss.set_temperature(4.0)
-    >>> loss.temperature
-    4.0
+        dtype: dtype of the computation (at least float32).
+        chunk_size: `None` (default), or rows per chunk for `lean_loss`.
 
     Reference:
         Zhang et al., "Do Not Blindly Imitate the Teacher: Using Perturbed
@@ -719,12 +552,12 @@ class PTLoss(_TemperedLoss):
 
     @property
     def variables(self):
-        """The loss's non-trainable variables: coefficients, temperature."""
+        """The coefficient and temperature variables."""
         return [self._coefficients, self.temperature_variable]
 
     @property
     def order(self):
-        """The order `M`: how many series coefficients are perturbed."""
+        """The order `M`."""
         return int(self._coefficients.shape[-1])
 
     @property
@@ -733,11 +566,7 @@ class PTLoss(_TemperedLoss):
         return len(self._coefficients.shape) == 2
 
     def set_coefficients(self, coefficients):
-        """Validates and assigns new coefficients of the same shape.
-
-        Args:
-            coefficients: array-like with the shape of `self.coefficients`.
-        """
+        """Validates and assigns coefficients of the same shape."""
         num_classes = self._coefficients.shape[0] if self.classwise else None
         values = self._validate(coefficients, num_classes)
         if values.shape != tuple(self._coefficients.shape):

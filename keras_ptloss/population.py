@@ -1,19 +1,6 @@
-"""A population of students trained as one Keras model, one compiled step.
+"""Students trained together in one compiled step.
 
-`StudentPopulation` holds `N` students of the same architecture. Its `call`
-stacks their logits to `(batch, N, K)`, and its `compute_loss` is the sum
-over members of each member's batch-mean PTLoss, each with its own
-coefficients, temperature and logit standardisation (see docs/design.md,
-"The student-aware search"). Under a per-parameter optimiser (SGD, Adam,
-per-variable clipping) the gradient of a member's weights is the gradient
-of its own loss only, so every member receives exactly the update a
-separate training with the same batches would give it: the members share
-nothing but the compiled step. Global-norm gradient clipping or a shared
-loss scale would couple them.
-
-The per-member hyper-parameters live in non-trainable variables tracked by
-the model and created in `__init__` (a value the model does not track is
-frozen into the compiled step on JAX; see docs/design.md, "Keras traps").
+See docs/design.md, "The student-aware search".
 """
 
 import keras
@@ -34,26 +21,17 @@ def _member_signature(model):
 class StudentPopulation(keras.Model):
     """`N` students trained together, each on its own PTLoss.
 
-    For teacher logits `t`, member `n` with logits `z_n`, coefficients
-    `eps_n` (shape `(K, M)`), temperature `T_n` and standardisation flag
-    `s_n` (`t, z -> (x - mean) / (std + delta)` before tempering when set):
-
         loss = sum_n mean_batch[(1 - w) * PTLoss_n(t, z_n) + w * CE(y, z_n)]
 
-    with `w = student_loss_weight` (hard labels `y` needed when `w > 0`).
-    `y` passed to `fit` is the teacher logits `(batch, K)`, or, with hard
-    labels, `concatenate([teacher_logits, one_hot(labels)], axis=-1)`.
-    Sequence students (logits `(batch, S, K)`, e.g. a Transformer language
-    model) take teacher logits `(batch, S, K)` and are scored by the mean
-    over positions; every position counts (no mask).
+    `y` is the teacher logits, or `concatenate([teacher_logits,
+    one_hot(labels)], -1)` when `w > 0`. Sequence outputs are averaged over
+    positions.
 
     Args:
-        members: list of `N >= 1` built student models with identical weight
-            shapes, each mapping `x` to logits `(batch, K)` or
-            `(batch, S..., K)`.
-        coefficients: array `(N, K, M)` or `(N, M)` (shared over classes).
+        members: `N >= 1` built students with identical weight shapes.
+        coefficients: array `(N, K, M)` or `(N, M)`.
         temperatures: array `(N,)` of positive temperatures.
-        standardize: array `(N,)` of bools; defaults to all `False`.
+        standardize: array `(N,)` of bools. Defaults to all `False`.
         student_loss_weight: hard-label weight `w` in `[0, 1]`.
         delta: the `delta` of the standardisation.
 
@@ -120,8 +98,7 @@ class StudentPopulation(keras.Model):
         )
         self.members = members
         self.delta = check_number(delta, "delta", low=0.0)
-        # Static facts of this population (which terms to build at all);
-        # the values themselves are variables the compiled step reads.
+        # Static: which terms to build; the values are variables.
         self.any_standardize = bool(np.any(flags > 0))
         self.with_labels = weight > 0
         self.coefficients = self.add_weight(
@@ -151,7 +128,6 @@ class StudentPopulation(keras.Model):
 
     @property
     def size(self):
-        """The number of members `N`."""
         return len(self.members)
 
     def call(self, x, training=False):
@@ -160,12 +136,7 @@ class StudentPopulation(keras.Model):
         )
 
     def member_losses(self, y, y_pred):
-        """Per-example, per-member loss, shape `(batch, N)`.
-
-        Sequence members (logits `(batch, S..., K)`, so `y_pred` is
-        `(batch, N, S..., K)` and `y` is `(batch, S..., K)`) get the mean
-        of their per-position losses: every position counts.
-        """
+        """Per-example, per-member loss, shape `(batch, N)`."""
         z = ops.cast(y_pred, "float32")
         num_classes = z.shape[-1]
         # Singleton axes for the positions between members and classes.
@@ -190,8 +161,7 @@ class StudentPopulation(keras.Model):
         )
         log_p = ops.log_softmax(teacher / temps, axis=-1)
         log_q = ops.log_softmax(z / temps, axis=-1)
-        # Coefficients (N, K, M) -> (N, 1..., K, M): the member axis is one
-        # more batch axis of (batch, N, S..., K).
+        # (N, K, M) -> (N, 1..., K, M): members are one more batch axis.
         coefficients = ops.convert_to_tensor(self.coefficients)
         coefficients = ops.reshape(
             coefficients, (-1, *positions, *coefficients.shape[1:])

@@ -1,21 +1,7 @@
 """Top-k teachers: top-k log-probabilities plus one tail bucket.
 
-At vocabulary scale (32k-256k classes) a teacher's outputs are stored as the
-top-k classes and their log-probabilities. The mass outside the top k,
-`r = 1 - sum_j p_j`, is kept as one *tail bucket* (not renormalised away):
-the teacher stays a proper distribution with its own confidence, which is
-what PTLoss reshapes, and the student is compared on the same k + 1 buckets
-(its tail is `1 - sum_j q_j`). Renormalising would sharpen the teacher by
-`1 / (1 - r)` and teach the student to put no mass outside the top k
-(docs/design.md, "Vocabulary scale").
-
-Targets reach a Keras loss as one packed tensor of shape `(..., 2k)`: the k
-class indices (stored as floats, exact below 2**24 classes) followed by the
-k log-probabilities (`pack_top_k`), so `model.fit(x, packed)` works.
-`precompute_top_k` builds them from a teacher, `TopKPTLoss` trains on them,
-and `top_k_proxy_teacher` / `select_top_k_coefficients` run the proxy
-teacher and the coefficient selection on the k + 1 buckets, so their cost
-scales with k, not with the vocabulary.
+Targets are packed `(..., 2k)`: k class indices (as floats), then k
+log-probabilities (docs/design.md, "Vocabulary scale").
 """
 
 import os
@@ -53,17 +39,14 @@ def top_k_log_probs(outputs, k, temperature=1.0, from_logits=True):
     """Top-k classes and log-probabilities of teacher outputs (numpy).
 
     Args:
-        outputs: teacher logits (or probabilities if `from_logits=False`),
-            shape `(..., K)`.
+        outputs: teacher logits (or probabilities), shape `(..., K)`.
         k: how many classes to keep, `1 <= k <= K`.
-        temperature: `T > 0`; the kept log-probabilities are those of
-            `softmax(logits / T)` (probabilities: `p ** (1/T)`,
-            renormalised), the distillation temperature.
-        from_logits: whether `outputs` are logits.
+        temperature: `T > 0`; log-probabilities of `softmax(logits / T)`.
+        from_logits: whether `outputs` are logits. Defaults to `True`.
 
     Returns:
-        `(indices, log_probs)`: int32 and float32 arrays of shape
-        `(..., k)`, sorted by decreasing probability.
+        `(indices, log_probs)`: int32 and float32 arrays `(..., k)`, sorted by
+        decreasing probability.
 
     Example:
 
@@ -81,7 +64,6 @@ def top_k_log_probs(outputs, k, temperature=1.0, from_logits=True):
 
 
 def _top_k_log_probs(outputs, k, temperature, from_logits):
-    """`top_k_log_probs` on backend tensors (traceable; `k` checked)."""
     outputs = ops.cast(outputs, "float32")
     if not from_logits:
         outputs = ops.log(ops.maximum(outputs, 0.0))
@@ -128,10 +110,7 @@ def pack_top_k(indices, log_probs):
 
 
 def check_host_indices(y_true, y_pred):
-    """Numpy packed targets: every top-k index is one of the student's ids.
-
-    Backend tensors are not read back (a device sync every training step).
-    """
+    """Numpy packed targets: every index is one of the student's classes."""
     if not isinstance(y_true, (np.ndarray, list, tuple)):
         return
     if isinstance(y_pred, (np.ndarray, list, tuple)):
@@ -164,19 +143,13 @@ def unpack_top_k(packed):
     return indices, upcast(packed[..., k:])
 
 
-# Smallest tail mass of the student: float32 rounding can leave the sum of
-# its top-k probabilities at or above 1 while the teacher's tail is ~1e-7.
+# float32 rounding can leave the student's top-k sum at or above 1.
 STUDENT_TAIL_FLOOR = 1e-30
 # A teacher tail below this is float32 rounding of a full support: zero.
 TEACHER_TAIL_ATOL = 1e-6
 
 
 def _log1m_sum_exp(log_values, floor=None):
-    """`log(1 - sum(exp(log_values)))` over the last axis, kept finite.
-
-    A rest `<= TEACHER_TAIL_ATOL` gives `-1e30` (an exact zero), or
-    `log(floor)` when a floor is given.
-    """
     rest = 1.0 - ops.sum(ops.exp(log_values), axis=-1)
     if floor is not None:
         return ops.log(ops.maximum(rest, floor))
@@ -189,20 +162,17 @@ def _log1m_sum_exp(log_values, floor=None):
 def top_k_pt_loss(y_true, y_pred, coefficients, temperature=1.0):
     """PTLoss per example against a top-k teacher with a tail bucket.
 
-    With teacher top-k probabilities `p_j` (already at temperature `T`),
-    tail `r = 1 - sum_j p_j`, student `q = softmax(z / T)` gathered on the
-    same k classes and its tail `s = 1 - sum_j q_j`:
-
-        L = T**2 * [sum_j phi(p_j, q_j) + phi(r, s)],
+        loss = T**2 * [sum_j phi(p_j, q_j) + phi(r, s)],
         phi(p, q) = p * [log p - log q + sum_m eps_m * (1 - q)**m]
 
-    With a full support (k = K) this is `pt_loss` exactly.
+    with the teacher's top-k `p_j` and tail `r = 1 - sum_j p_j`, and the
+    student's `q = softmax(z / T)` on the same classes, tail `s`.
 
     Args:
         y_true: packed teacher targets `(..., 2k)` (`pack_top_k`).
         y_pred: student logits, shape `(..., K)`.
         coefficients: shared `eps`, shape `(M,)`.
-        temperature: the student's temperature `T > 0`.
+        temperature: `T > 0`. Defaults to `1.0`.
 
     Returns:
         Per-example loss, shape `(...)`.
@@ -245,36 +215,18 @@ def top_k_pt_loss(y_true, y_pred, coefficients, temperature=1.0):
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
 class TopKPTLoss(PTLoss):
-    """PTLoss against a top-k teacher (indices and log-probs, tail bucket).
+    """PTLoss against a top-k teacher with a tail bucket.
 
-    `y_true` is the packed `(..., 2k)` target of `pack_top_k` (the teacher's
-    top-k log-probabilities at the distillation temperature), `y_pred` the
-    student's logits `(..., K)`; see `top_k_pt_loss` for the formula.
-    Coefficients are shared (shape `(M,)`) and live, with the temperature,
-    in the same non-trainable variables as `PTLoss`'s.
+    `y_true` is a `pack_top_k` target; see `top_k_pt_loss` for the formula.
 
     Args:
-        coefficients: shared `eps`, shape `(M,)`. Defaults to `M = 5`
-            zeros (KD on the k + 1 buckets).
-        temperature: the student's temperature `T > 0`. Defaults to `1.0`.
-        allow_nonconvex: accept coefficients outside the convex region.
-        teacher_from_logits: whether the teacher outputs logits, for a
-            `keras_ptloss.Distiller` that takes the teacher's top k in each
-            step (`top_k`; checked there against the teacher's last layer).
-            The packed targets hold log-probabilities either way. Defaults
-            to `True`; pass `False` for a teacher that outputs
-            probabilities.
+        coefficients: shared `eps`, shape `(M,)`. Defaults to 5 zeros.
+        temperature: `T > 0`. Defaults to `1.0`.
+        allow_nonconvex: accept non-convex coefficients. Defaults to `False`.
+        teacher_from_logits: the teacher emits logits. Defaults to `True`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: optional name. Defaults to `"top_k_pt_loss"`.
         dtype: dtype of the computation.
-
-    Example:
-
-    >>> import numpy as np
-    >>> loss = TopKPTLoss([0.5, -0.1], temperature=2.0)
-    >>> packed = pack_top_k([[0, 1]], np.log([[0.6, 0.3]]))
-    >>> float(loss(packed, np.zeros((1, 4)))) > 0
-    True
     """
 
     def __init__(
@@ -329,39 +281,20 @@ def precompute_top_k(
     vocab_size=None,
     id_map=None,
 ):
-    """The teacher's top-k log-probabilities for array inputs, packed.
-
-    Runs the teacher batch by batch and keeps, for each output row, its k
-    most probable classes and their log-probabilities at `temperature`
-    (`top_k_log_probs`), packed as `(..., 2k)` targets for `TopKPTLoss`
-    (`pack_top_k`). Only the packed outputs are held, never the whole
-    `(..., K)` outputs. The optional `.npz` cache has the fingerprints of
-    `keras_ptloss.teacher_outputs.precompute_arrays`'s (teacher
-    weights, inputs, outputs) plus `k`, the temperature and the vocabulary
-    alignment, all checked on reading.
-
-    With `vocab_size` or `id_map` (`keras_ptloss.align_vocabulary`), the
-    top k are taken among the student's real ids only: the teacher's
-    padding ids (`>= vocab_size`), or its ids outside `id_map`, are dropped
-    after checking that each row puts at most 1e-3 of probability on them,
-    and the kept indices are student ids (`id_map` positions), so a cached
-    index never points at a padding id. The probabilities are those of the
-    softmax over the kept ids (the dropped mass is at most 1e-3).
+    """The teacher's packed top-k log-probabilities for array inputs.
 
     Args:
         teacher: the teacher `keras.Model`.
-        x: numpy arrays or backend tensors (or a list/dict of them).
+        x: numpy arrays or tensors (or a list/dict of them).
         k: classes kept per output row.
         temperature: the distillation temperature `T > 0`.
-        from_logits: whether the teacher returns logits.
-        batch_size: batch size of the teacher pass.
+        from_logits: whether the teacher returns logits. Defaults to `True`.
+        batch_size: batch size of the teacher pass. Defaults to `32`.
         cache: optional `.npz` path, read when it exists, written otherwise.
-        vocab_size: the number of real token ids (`len(tokenizer)`) when
-            the teacher's output layer is padded beyond it. Defaults to
-            `None`.
-        id_map: integer array of shape `(n,)`: the teacher id of each
-            student id `0..n-1`, for a re-ordered vocabulary. Defaults to
-            `None`. Pass at most one of `vocab_size` and `id_map`.
+        vocab_size: the number of real ids of a padded teacher vocabulary;
+        padding ids must hold at most 1e-3 of each row's mass.
+        id_map: int array `(n,)`, the teacher id of each student id. Pass at
+            most one of `vocab_size` and `id_map`.
 
     Returns:
         A float32 numpy array of shape `(num_examples, ..., 2k)`.
@@ -379,7 +312,7 @@ def precompute_top_k(
                 "temperature": float(archive["top_k_temperature"])
                 if "top_k_temperature" in archive
                 else None,
-                # Caches written before alignments existed have none.
+                # A cache without this key has no alignment.
                 "alignment": int(archive["top_k_alignment"])
                 if "top_k_alignment" in archive
                 else _alignment_fingerprint(None, None),
@@ -434,7 +367,6 @@ def precompute_top_k(
 
 
 def _alignment_fingerprint(vocab_size, id_map):
-    """An int identifying a vocabulary alignment (none: `(None, None)`)."""
     return fingerprint(
         [
             np.int64(-1 if vocab_size is None else vocab_size),
@@ -447,18 +379,8 @@ def _describe_id_map(id_map):
     return None if id_map is None else f"<{id_map.size} ids>"
 
 
-# Proxy teachers and coefficients on the k + 1 buckets.
-
-
 def tail_buckets(log_probs):
-    """Probabilities on the k + 1 buckets: the top k, then the tail (numpy).
-
-    Args:
-        log_probs: top-k log-probabilities, shape `(N, k)`.
-
-    Returns:
-        Float64 array of shape `(N, k + 1)` whose rows sum to 1.
-    """
+    """Probabilities `(N, k + 1)` of the top k, then the tail (numpy)."""
     probs = np.exp(as_float_array(log_probs, "log_probs"))
     tail = np.clip(1.0 - probs.sum(axis=-1, keepdims=True), 0.0, None)
     buckets = np.concatenate([probs, tail], axis=-1)
@@ -476,10 +398,7 @@ def bucket_labels(indices, labels):
 def top_k_proxy_teacher(log_probs, coefficients, **kwargs):
     """The proxy teacher of a top-k teacher, on its k + 1 buckets.
 
-    The top-k probabilities and the tail bucket form a `(N, k + 1)`
-    distribution (`tail_buckets`); with shared coefficients the proxy is
-    computed on it by `keras_ptloss.proxy.proxy_teacher` (keyword arguments are
-    passed on). Cost scales with k, not with the vocabulary.
+    Keyword arguments go to `keras_ptloss.proxy.proxy_teacher`.
 
     Returns:
         Float64 array of shape `(N, k + 1)`; the last column is the tail.
@@ -487,8 +406,7 @@ def top_k_proxy_teacher(log_probs, coefficients, **kwargs):
     Example:
 
     >>> import numpy as np
-    >>> proxy = top_k_proxy_teacher(np.log([[0.6, 0.3]]), [0.5])
-    >>> proxy.shape
+    >>> top_k_proxy_teacher(np.log([[0.6, 0.3]]), [0.5]).shape
     (1, 3)
     """
     coefficients = as_float_array(coefficients, "coefficients")
@@ -501,17 +419,12 @@ def top_k_proxy_teacher(log_probs, coefficients, **kwargs):
 
 
 def select_top_k_coefficients(indices, log_probs, labels, **kwargs):
-    """Shared PTLoss coefficients for a top-k teacher, on k + 1 buckets.
+    """`select_coefficients` on the k + 1 buckets of a top-k teacher.
 
-    `keras_ptloss.select_coefficients` on the teacher's top-k
-    probabilities plus the tail bucket (`tail_buckets`), each label mapped
-    to its bucket (`bucket_labels`: its top-k position, or the tail). The
-    closeness is that of the coarsened distributions, so the search costs
-    what it costs for k + 1 classes whatever the vocabulary. Keyword
-    arguments are passed on (`mode` must stay `"shared"`).
+    Keyword arguments go to `keras_ptloss.select_coefficients`.
 
     Returns:
-        The `SelectionResult` of `select_coefficients`.
+        A `SelectionResult`.
     """
     if kwargs.get("mode", "shared") != "shared":
         raise ValueError(
@@ -522,8 +435,6 @@ def select_top_k_coefficients(indices, log_probs, labels, **kwargs):
         tail_buckets(log_probs), bucket_labels(indices, labels), **kwargs
     )
 
-
-# The Distiller's top-k teacher: its flag, `top_k`, cached and online targets.
 
 _ONLINE_TOP_K_MESSAGE = (
     "A TopKPTLoss reads the teacher's top-k log-probabilities. Either "
@@ -536,13 +447,6 @@ _ONLINE_TOP_K_MESSAGE = (
 
 
 def _top_k_teacher_flag(loss, teacher, student, top_k):
-    """Whether the teacher emits logits, for a `TopKPTLoss`'s online top-k.
-
-    `None` without `top_k` (cached targets: the teacher is not read).
-    Otherwise the loss's `teacher_from_logits`, checked against the
-    teacher's last layer. The student must emit logits (`TopKPTLoss` reads
-    logits).
-    """
     kind, layer = final_activation(student)
     if kind == "softmax":
         raise ValueError(
@@ -558,7 +462,6 @@ def _top_k_teacher_flag(loss, teacher, student, top_k):
 
 
 def _check_top_k(top_k, loss, student_shape):
-    """`top_k` for a `TopKPTLoss` in the Distiller, checked."""
     if top_k is None:
         return None
     if not isinstance(loss, TopKPTLoss):
@@ -574,7 +477,6 @@ def _check_top_k(top_k, loss, student_shape):
 
 
 def _check_packed_shape(outputs, teacher_shape, num_inputs=None):
-    """Packed top-k targets: `(n, ..., 2k)` for a `(None, ..., K)` teacher."""
     shape = tuple(outputs.shape)
     width = shape[-1] if shape else None
     expected = (num_inputs,) + tuple(teacher_shape or shape)[1:-1] + (None,)
@@ -596,9 +498,5 @@ def _check_packed_shape(outputs, teacher_shape, num_inputs=None):
 
 
 def _packed_top_k(outputs, k, temperature, from_logits):
-    """Packed `(..., 2k)` top-k targets of teacher outputs, in the step.
-
-    `top_k_log_probs` on backend tensors, then packed as by `pack_top_k`.
-    """
     indices, log_probs = _top_k_log_probs(outputs, k, temperature, from_logits)
     return ops.concatenate([ops.cast(indices, "float32"), log_probs], axis=-1)
