@@ -1,22 +1,8 @@
 """keras-ptloss: PTLoss knowledge distillation for Keras 3.
 
-`__all__` lists the public API. Each name is loaded from the module that
-defines it on first use (PEP 562), e.g. `keras_ptloss.PTLoss` or
-`from keras_ptloss import PTLoss`.
-
-`import keras_ptloss` imports the modules whose classes Keras deserializes
-by their registered names (`keras_ptloss>PTLoss`, ...): a registration
-happens when its module is imported, and `keras.saving.load_model` finds
-no other way to them. It does not import the command line
-(`keras_ptloss.cli`), the demo (`keras_ptloss.demo`) or the data helpers
-(`keras_ptloss.datasets`, a subpackage imported on its own), and beyond
-what importing Keras does it changes no logging setting, environment
-variable or file descriptor.
-
-The command's own process (`python -m keras_ptloss`, the `keras-ptloss`
-script) runs this file before its own code; there these modules are left
-to `keras_ptloss.cli`, which imports Keras first, without TensorFlow's
-start-up notices, and then them.
+Public names load lazily (PEP 562). The modules registering serializable
+classes are imported eagerly, since `keras.saving.load_model` finds them
+no other way; in the command's own process `keras_ptloss.cli` imports them.
 """
 
 from importlib import import_module as _import_module
@@ -24,9 +10,7 @@ from importlib import import_module as _import_module
 from keras_ptloss._command import started_as_command as _started_as_command
 from keras_ptloss.version import __version__
 
-# The public names, by the module that defines them. Everything else is
-# imported from its module (docs/api.md, "Advanced"), e.g.
-# `keras_ptloss.baselines.dkd_loss` or `keras_ptloss.proxy.proxy_teacher`.
+# Everything else is imported from its module (docs/api.md, "Advanced").
 _EXPORTS = {
     "keras_ptloss.losses": ("PTLoss", "KDLoss", "pt_loss", "kd_loss"),
     "keras_ptloss.baselines": ("DKDLoss", "LSKDLoss", "KDCELoss", "Poly1Loss"),

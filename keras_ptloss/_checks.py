@@ -1,10 +1,4 @@
-"""Argument checks and host-side (numpy) helpers shared by every module.
-
-One place for each check, so that a value accepted by one entry point is
-accepted by all of them (one probability tolerance, one fingerprint, one
-softmax). Every check raises `ValueError` naming the argument and the
-received value; none runs inside a compiled step.
-"""
+"""Argument checks and host-side numpy helpers shared by every module."""
 
 import math
 import zlib
@@ -12,8 +6,7 @@ import zlib
 import keras
 import numpy as np
 
-# Rows of probabilities may sum to 1 within this tolerance (float32 softmax
-# outputs saved to disk and read back differ from 1 by ~1e-7).
+# Float32 softmax outputs read back from disk differ from 1 by ~1e-7.
 PROB_SUM_ATOL = 1e-3
 # Smallest normal float32: the floor of probabilities read as logits.
 FLOAT32_TINY = float(np.finfo("float32").tiny)
@@ -24,12 +17,7 @@ _PROB_SHAPES = {1: "(K,)", 2: "(N, K)"}
 
 
 def to_numpy(value):
-    """A numpy array (or the numpy array itself, not a copy) for any value.
-
-    Accepts numpy arrays, Python numbers and sequences, backend tensors and
-    `keras.Variable`s (read with `.numpy()`, which also works for a scalar
-    `MirroredVariable` inside a `tf.distribute` scope).
-    """
+    """A numpy array (not a copy when already one) for any value."""
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, keras.Variable):
@@ -47,11 +35,7 @@ def to_numpy_tree(structure):
 
 
 def fingerprint(structure, crc=0):
-    """CRC32 of the dtypes, shapes and bytes of a structure of arrays.
-
-    An integrity check (equal data gives equal values on every platform),
-    not a cryptographic hash.
-    """
+    """CRC32 of the dtypes, shapes and bytes of a structure of arrays."""
     for leaf in keras.tree.flatten(structure):
         array = np.ascontiguousarray(to_numpy(leaf))
         crc = zlib.crc32(repr((array.dtype.str, array.shape)).encode(), crc)
@@ -68,12 +52,7 @@ def softmax(logits, axis=-1):
 
 
 def as_logits_array(values, from_logits):
-    """Float64 logits (numpy): as given, or `log(max(p, tiny))` of probs.
-
-    Probabilities become logits up to a per-row constant, which neither
-    `softmax(t / T)` nor a standardisation sees; exact zeros are floored at
-    float32's tiny.
-    """
+    """Float64 logits: as given, or `log(max(p, tiny))` of probabilities."""
     values = np.asarray(values, dtype="float64")
     if from_logits:
         return values
@@ -184,13 +163,7 @@ def check_finite(values, name):
 def check_probabilities(values, name, allow_empty=False, ndims=None):
     """Checks rows of probabilities (last axis); returns them renormalised.
 
-    Raises for a rank not in `ndims` (when given, e.g. `(2,)` for `(N, K)`),
-    an empty array (unless `allow_empty`), non-finite or negative values and
-    rows that do not sum to 1 within `PROB_SUM_ATOL` (the usual cause:
-    logits passed as probabilities).
-
-    Returns:
-        A float64 numpy array whose rows sum to 1.
+    Rows must sum to 1 within `PROB_SUM_ATOL`; `ndims` limits the rank.
     """
     array = as_float_array(values, name, "an array of probabilities")
     if ndims is not None and array.ndim not in ndims:
@@ -236,13 +209,7 @@ def check_probabilities(values, name, allow_empty=False, ndims=None):
 
 
 def check_labels(labels, num_examples, num_classes, name="labels"):
-    """Integer class ids of shape `(num_examples,)` in `[0, num_classes)`.
-
-    Float arrays holding whole numbers are accepted (as Keras does).
-
-    Returns:
-        An int64 numpy array.
-    """
+    """Int64 class ids `(num_examples,)` in `[0, num_classes)`."""
     try:
         values = np.asarray(to_numpy(labels))
     except (TypeError, ValueError) as e:
@@ -287,13 +254,7 @@ def shapes_match(a, b):
 
 
 def vocabulary_hint(teacher_shape, student_shape):
-    """What to do when only the class (vocabulary) axes of two shapes differ.
-
-    Returns:
-        A sentence for an error message pointing to
-        `keras_ptloss.align_vocabulary`, or `""` when the shapes differ
-        elsewhere too (or do not differ on the last axis).
-    """
+    """A hint at `align_vocabulary` when only the class axes differ, or `""`."""
     a, b = tuple(teacher_shape), tuple(student_shape)
     if not a or not b or not shapes_match(a[:-1], b[:-1]):
         return ""
@@ -310,8 +271,7 @@ def vocabulary_hint(teacher_shape, student_shape):
 
 
 def check_standardizable(num_classes, name="logits"):
-    """Refuses logit standardisation with fewer than 3 classes (see
-    `standardize_logits`); `num_classes=None` (not yet known) passes."""
+    """Refuses logit standardisation with fewer than 3 classes."""
     if num_classes is not None and num_classes < 3:
         raise ValueError(
             "Logit standardisation needs at least 3 classes: with 2, the "

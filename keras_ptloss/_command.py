@@ -1,33 +1,17 @@
-"""Whether this process is the command (`python -m keras_ptloss`, the
-`keras-ptloss` script).
+"""Whether this process is the command, from `sys.argv` alone.
 
-Python imports the package before the command's own code runs, so the
-package asks here, from `sys.argv` alone, whether to leave Keras to
-`keras_ptloss.cli` (see `keras_ptloss/__init__.py`). Nothing here imports
-or changes anything.
+The package asks while it is imported, to leave Keras to `keras_ptloss.cli`.
 """
 
 import re
 import sys
 
-# The console script's file name (`keras-ptloss`; on Windows the launcher
-# `keras-ptloss.exe` or `keras-ptloss-script.py`).
 SCRIPT_NAME = re.compile(r"keras-ptloss(\.exe|-script\.pyw?)?")
-# The module `python -m` runs for this command.
 MODULE = "keras_ptloss"
 
 
 def module_of(orig_argv):
-    """The module that `python [options] -m MODULE ...` runs, or `None`.
-
-    Args:
-        orig_argv: the interpreter's command line, as `sys.orig_argv`.
-
-    Returns:
-        The name after `-m` (also as `-mNAME` or in a group of flags such
-        as `-Bm NAME`), or `None` when the interpreter runs a script, `-c`
-        or standard input.
-    """
+    """The module that `python [options] -m MODULE ...` runs, or `None`."""
     args = list(orig_argv[1:])
     while args:
         arg = args.pop(0)
@@ -53,17 +37,7 @@ def module_of(orig_argv):
 def started_as_command(argv=None, orig_argv=None):
     """Whether this process is `python -m keras_ptloss` or `keras-ptloss`.
 
-    Asked while the package is imported: during `python -m keras_ptloss`
-    that happens while Python locates the module, when `sys.argv[0]` is
-    `"-m"` and `sys.orig_argv` names the module; the console script's
-    `sys.argv[0]` is its file.
-
-    Args:
-        argv: `sys.argv` (default).
-        orig_argv: `sys.orig_argv` (default).
-
-    Returns:
-        A bool.
+    During `python -m`, `sys.argv[0]` is `"-m"` while the module is located.
     """
     # An embedded interpreter may have no `sys.argv`.
     argv = getattr(sys, "argv", []) if argv is None else argv

@@ -1,36 +1,12 @@
 """Numerical core of the proxy teacher: the solver, scores and gradients.
 
-Host-side numpy, independent of the Keras backend; `keras_ptloss.proxy`
-(the public functions) and `keras_ptloss.selection` (the search) build on
-it. The maths is in docs/design.md, "The proxy teacher".
-
-For a tempered teacher `p` and coefficient columns `eps`, the proxy teacher
-`q` solves the stationarity system
+Host-side numpy. The proxy `q` solves
 
     p_k g_k(q_k) = lam,  g_k(q) = 1/q + sum_m m eps[k, m] (1 - q)**(m-1),
-    sum_k q_k = 1,
+    sum_k q_k = 1;
 
-vectorised over examples, in cache-sized blocks. The unknowns are
-`u_k = 1/q_k` and `lam`: each class's equation
-`u_k + s_k(1 - 1/u_k) = lam / p_k` is linear in `u_k` for `M = 1` and
-nearly so otherwise, and the system's Jacobian is diagonal plus rank one,
-so one Newton iteration (a step on every `u_k`, then on `lam` for
-`1 / sum_k q_k - 1 = 0`, kept inside a bracket) costs O(K M) per example.
-Rows it does not settle within `max_iter` iterations go to a nested solver
-with brackets on `lam` and on every `u_k` (safeguarded Newton with
-bisection; monotone when the loss is convex), and a KKT residual above
-tolerance raises `ProxyTeacherConvergenceError` instead of returning an
-inexact answer. Classes with `p_k = 0` get `q_k = 0`.
-
-The KKT residual reported and checked is, per example,
-`max(max_k |R_k| / p_k, |sum_k q_k - 1|)` with
-`R_k = p_k (1 + q_k s_k(q_k)) - lam q_k` (the stationarity equation times
-`q_k`), where `s_k(q) = sum_m m eps[k, m] (1 - q)**(m-1)`; `|R_k| / p_k`
-is about the relative error of `q_k`.
-
-The score of a candidate is the closeness of the de-tempered proxy to the
-labels; its gradient with respect to the coefficients and to `log T` comes
-from the implicit function theorem through the stationarity system.
+the solver and the KKT residual are in docs/design.md, "The proxy teacher".
+Score gradients come from the implicit function theorem.
 """
 
 import numpy as np
@@ -38,22 +14,13 @@ import numpy as np
 from keras_ptloss._checks import safe_log
 from keras_ptloss._checks import softmax
 
-# Largest number of array elements one solver block works on at a time:
-# small enough for the working arrays to stay in cache, large enough to
-# amortise numpy's per-call overhead.
+# Keeps working arrays in cache while amortising numpy's per-call overhead.
 BLOCK_ELEMENTS = 1 << 15
-# Newton iterations all rows of a block take together before the unsettled
-# rows continue on their own.
 BLOCK_ITERATIONS = 8
 
 
 class ProxyTeacherConvergenceError(RuntimeError):
     """Raised when the proxy-teacher solver misses its KKT tolerance."""
-
-
-# --------------------------------------------------------------------------
-# Tempering and polynomial helpers
-# --------------------------------------------------------------------------
 
 
 def tempered(probs, temperature, log_probs=None):
@@ -122,20 +89,10 @@ def row_blocks(num_rows, num_classes):
         yield slice(start, min(start + step, num_rows))
 
 
-# --------------------------------------------------------------------------
-# The solver
-# --------------------------------------------------------------------------
-
-
 class Solver:
     """Vectorised solver of the stationarity system, block by block.
 
-    `solve(p, cols, q0, lam0)` takes the tempered teacher `p` `(n, K)` and
-    the coefficient columns; `q0`/`lam0` warm-start the Newton iteration.
-    Rows are solved in cache-sized blocks; within a block, all rows take a
-    few Newton iterations together, the rows still unsettled continue on
-    their own, and any left after `max_iter` go to the nested solver
-    (unless `method="newton"`).
+    `method="newton"` sends no unsettled row to the nested solver.
     """
 
     def __init__(self, tol=1e-10, max_iter=50, method="auto"):
@@ -226,9 +183,7 @@ class Solver:
 
 
 def lambda_bracket(p, cols, positive):
-    """`[lam_lo, lam_hi]` holding the multiplier: at `lam_lo` the classes'
-    exact solutions sum to >= 1 (one of them is 1), at `lam_hi` to <= 1
-    (there `q_k <= p_k`, since `|s_k| <= sum_m m |eps_m|`)."""
+    """`[lam_lo, lam_hi]` holding the multiplier."""
     k = p.shape[-1]
     g_one = 1.0 + np.broadcast_to(np.asarray(cols[0], dtype="float64"), (k,))
     lam_lo = np.max(np.where(positive, p * g_one, -np.inf), axis=-1)
@@ -245,19 +200,9 @@ def abs_poly_bound(cols):
 
 
 def newton_solve(p, cols, q0, lam0, inv_p, positive, has_zero, tol, max_iter):
-    """Safeguarded Newton iteration for one block of rows.
+    """Safeguarded Newton on `u_k = 1 / q_k` and `lam` for one block.
 
-    Works with `u_k = 1 / q_k`, in which each class's equation
-    `E_k = u_k + s_k(1 - 1/u_k) - lam / p_k = 0` is linear for `M = 1` and
-    nearly linear otherwise (`dE/du = c_k = q_k**2 phi_k'' > 0`). Each
-    iteration takes one Newton step on every `u_k`, then one Newton step on
-    `lam` for `1 / sum_k q_k(lam) - 1 = 0` (a harmonic mean of increasing
-    functions: concave, so steps from below never overshoot), kept inside
-    the bracket `[lam_lo, lam_hi]`, with the first-order change of `u`.
-
-    Returns `(q, lam, residual, iterations)`, `residual` per row being
-    `max(max_k |R_k| / p_k, |sum_k q_k - 1|)` with
-    `R_k / p_k = q_k E_k`.
+    Returns `(q, lam, residual, iterations)`.
     """
     order = len(cols)
     s_coeffs = [(j + 1) * c for j, c in enumerate(cols)]
@@ -340,10 +285,7 @@ def kkt_residual(p, cols, q, lam, inv_p):
 
 
 def nested_solve(p, cols, positive, inv_p, tol, max_iter=200):
-    """Robust solver for a convex loss: safeguarded Newton on `lam` for
-    `1 / sum_k q_k(lam) - 1` (increasing in `lam`), each `q_k(lam)` solved
-    exactly by safeguarded Newton on `u_k = 1/q_k` (increasing `E_k`).
-    Both keep brackets, so they fall back to bisection and cannot fail."""
+    """Nested bracketed Newton on `lam` and each `u_k`; cannot fail."""
     lam_lo, lam_hi = lambda_bracket(p, cols, positive)
     lam_lo, lam_hi = lam_lo[:, 0], lam_hi[:, 0]
     bound = abs_poly_bound(cols)
@@ -376,9 +318,7 @@ def nested_solve(p, cols, positive, inv_p, tol, max_iter=200):
 
 
 def inner_solve(p, cols, positive, inv_p, lam, bound, u0, tol, max_iter=200):
-    """For fixed `lam`, solves `E_k(u) = u + s_k(1 - 1/u) - lam / p_k = 0`
-    for each class on `u >= 1` (`q_k = 1/u_k`; clamped at `u = 1` when
-    `E_k(1) >= 0`). Returns `u` and `c = dE/du`."""
+    """For fixed `lam`, `u` with `E_k(u) = 0` on `u >= 1`, and `dE/du`."""
     target = lam * inv_p
     with np.errstate(invalid="ignore"):
         lo = np.maximum(1.0, target - bound)
@@ -406,11 +346,6 @@ def inner_solve(p, cols, positive, inv_p, lam, bound, u0, tol, max_iter=200):
         if converged.all():
             break
     return u, np.where(positive, c, 1.0)
-
-
-# --------------------------------------------------------------------------
-# Scores and their gradients through the proxy (implicit function theorem)
-# --------------------------------------------------------------------------
 
 
 def metric_values(r, labels, metric):
@@ -453,19 +388,8 @@ def score_and_grad(
 ):
     """Score sum and gradients of one block at its solved proxy `q`.
 
-    Args:
-        p: tempered teacher `(n, K)`; `log_p0` the log of the untempered one.
-        cols: coefficient columns; `temperature` the candidate's `T`.
-        q: the solved (tempered) proxy.
-        want_grad: whether to return the coefficient gradient.
-        want_grad_t: whether to return the temperature gradient.
-
-    Returns:
-        `(score_sum, grad_eps, grad_log_t)`: the sum over the block of the
-        per-example metric; `grad_eps` `(K, M)` holding
-        `sum_i d metric_i / d eps[k, m]` (sum over `k` for shared
-        coefficients is left to the caller); `grad_log_t` the derivative
-        with respect to `log T`.
+    Returns `(score_sum, grad_eps (K, M), grad_log_t)`; shared coefficients
+    sum `grad_eps` over classes in the caller.
     """
     t = temperature
     r = detempered(q, t)
@@ -522,20 +446,13 @@ def score_and_grad(
     return score, grad, grad_log_t
 
 
-# --------------------------------------------------------------------------
-# The score on one split
-# --------------------------------------------------------------------------
-
-
 class Objective:
     """Closeness of the de-tempered proxy on one split, with its gradient.
 
-    Solves block by block (cache-sized) and keeps the solution of the last
-    evaluation over the whole split to warm-start the next one.
+    The last whole-split solution warm-starts the next evaluation.
 
     Args:
-        probs: teacher probabilities at `T = 1`, float64 `(N, K)`, rows
-            summing to 1.
+        probs: teacher probabilities at `T = 1`, float64 `(N, K)`.
         labels: int64 class ids `(N,)`.
         metric: one of `proxy.METRICS`.
     """
@@ -546,8 +463,6 @@ class Objective:
         self.labels = labels
         self.metric = metric
         self.num = probs.shape[0]
-        # Counters reported by the search: evaluations over the whole split,
-        # and proxy teachers solved in all (subsamples included).
         self.evaluations = 0
         self.example_solves = 0
         self._warm = None  # (q, lam) of the last whole-split evaluation
@@ -570,22 +485,10 @@ class Objective:
         tol=1e-10,
         warm=True,
     ):
-        """Mean score, its gradient and its derivative in `log T`.
+        """Mean score, its gradient `(K, M)` and its derivative in `log T`.
 
-        Args:
-            eps: coefficients `(M,)` or `(K, M)`.
-            temperature: `T > 0`.
-            want_grad: whether to compute the gradient `(K, M)` (for shared
-                coefficients, the caller sums it over classes).
-            want_grad_t: whether to compute `d score / d log T` too.
-            rows: optional indices of a subset of the split (solved cold,
-                its solution not kept).
-            tol: KKT tolerance of the solver.
-            warm: whether to warm-start from, and keep, the last solution.
-
-        Returns:
-            `(mean, grad, grad_log_t)`; `grad` and `grad_log_t` are `None`
-            without `want_grad`.
+        `rows` scores a subset (solved cold); `warm` warm-starts from, and
+        keeps, the last solution. Returns `(mean, grad, grad_log_t)`.
         """
         probs, log_probs, labels = self.probs, self.log_probs, self.labels
         if rows is not None:

@@ -1,18 +1,7 @@
 """Post-hoc temperature scaling of a trained classifier (Guo et al., 2017).
 
-One scalar temperature `T > 0` is fitted on a labelled validation split so
-that `softmax(z / T)` has the lowest mean negative log-likelihood; the
-model's argmax, hence its accuracy, is unchanged. Everything is computed
-once, on the host, in float64 numpy:
-
-- `fit_temperature(logits, labels)`: the temperature, for arrays;
-- `expected_calibration_error(probs, labels)`: top-label ECE;
-- `calibrate(model, (x, y))`: runs `model.predict` once, fits `T` and
-  returns a `CalibratedModel` (the model followed by a `TemperatureScaling`
-  layer) that records the validation NLL and ECE before and after.
-
-Outputs may carry extra axes (`(batch, S, K)` with labels `(batch, S)`);
-an optional 0/1 mask of the labels' shape leaves out padded positions.
+One scalar `T > 0` is fitted on a labelled validation split, in float64
+numpy, to minimise the NLL of `softmax(z / T)`; the argmax is unchanged.
 """
 
 import math
@@ -50,12 +39,9 @@ __all__ = [
 
 DEFAULT_BOUNDS = (0.05, 20.0)
 ECE_BINS = 15
-# Probability outputs are read as logits `log(max(p, TINY))`: float32's
-# smallest normal number, so that the clipped log is finite in float32.
+# Probabilities are read as logits `log(max(p, TINY))`, finite in float32.
 TINY = FLOAT32_TINY
-# Tolerance of the bounded search on log T (relative precision of T).
 LOG_T_TOLERANCE = 1e-7
-# A fitted T this close (relatively) to a bound is reported as "at" it.
 BOUND_RTOL = 1e-3
 
 
@@ -63,15 +49,9 @@ BOUND_RTOL = 1e-3
 class TemperatureScaling(keras.layers.Layer):
     """Divides logits by a fixed temperature: `outputs = logits / T`.
 
-    The layer of temperature scaling: `softmax(outputs)` are the calibrated
-    probabilities. The temperature is a non-trainable scalar weight (saved
-    with the model, untouched by `fit`); `temperature` reads it as a Python
-    float. With `from_logits=False` the inputs are probabilities and their
-    log (zeros clipped to float32's smallest normal number) is divided
-    instead, so the outputs are still logits.
-
-    The layer computes in float32 unless given another `dtype` (under a
-    mixed-precision policy, the output layer is best kept in float32).
+    `T` is a non-trainable scalar weight. With `from_logits=False` the
+    inputs are probabilities and their clipped log is divided instead.
+    Computes in float32 unless given another `dtype`.
 
     Args:
         temperature: `T > 0`. Defaults to `1.0` (the identity on logits).
@@ -134,16 +114,9 @@ class TemperatureScaling(keras.layers.Layer):
 class CalibratedModel(keras.Model):
     """A model followed by temperature scaling: outputs `model(x) / T`.
 
-    What `calibrate` returns. Its outputs are calibrated *logits* (apply a
-    softmax for probabilities) of the shape of the wrapped model's; their
-    argmax is the wrapped model's. The wrapped model is shared, not copied
-    (its weights are the calibrated model's) and not modified; training it
-    further makes the fitted temperature stale.
-
-    `temperature` reads the fitted `T`; `calibration` holds what the fit
-    measured on the validation split (empty for a model built by hand).
-    Both are saved with the model (`.keras`) and restored by
-    `keras.saving.load_model` in safe mode.
+    Outputs are calibrated logits. The wrapped model is shared, not copied;
+    training it further makes `T` stale. `calibration` holds what the fit
+    measured (empty for a model built by hand); both are saved with it.
 
     Args:
         model: a `keras.Model` with one output of shape `(batch, ..., K)`:
@@ -240,53 +213,31 @@ def calibrate(
 ):
     """Fits a temperature on a validation split; returns the scaled model.
 
-    Temperature scaling (Guo et al.): runs `model.predict` on the
-    validation inputs once, fits one scalar `T > 0` that minimises the mean
-    negative log-likelihood of `softmax(z / T)` at the labels
-    (`fit_temperature`), and returns `CalibratedModel(model, T)`, whose
-    outputs are the calibrated logits `z / T`. Dividing by `T > 0` keeps the
-    argmax, so accuracy is unchanged. The split must not be the one the
-    model was trained on (there it is over-confident).
-
-    The fit's measurements are in `calibrated.calibration`, a dict (saved
-    with the model):
-
-    - `"temperature"`: `T` (also `calibrated.temperature`);
-    - `"nll_before"`, `"nll_after"`: mean NLL (nats) on the validation
-      split at `T = 1` and at the fitted `T`;
-    - `"ece_before"`, `"ece_after"`: top-label expected calibration error
-      (`expected_calibration_error`, 15 equal-width bins) there;
-    - `"accuracy"`: top-1 accuracy there (the same before and after);
-    - `"num_examples"`: the number of positions counted (unmasked).
-
-    Sequence models: outputs `(batch, S, K)` with labels `(batch, S)`; a
-    mask of the labels' shape (`mask=`, or the third item of
-    `validation_data`) leaves out the positions where it is 0 (padding):
-    their outputs and labels are not read, so they may hold anything.
+    Runs `model.predict` once, fits `T` with `fit_temperature` and returns
+    `CalibratedModel(model, T)`. Use a split the model was not trained on.
+    `calibrated.calibration` holds `"temperature"`, `"nll_before"`,
+    `"nll_after"`, `"ece_before"`, `"ece_after"` (15 bins), `"accuracy"`
+    and `"num_examples"` (unmasked positions), measured on the split.
 
     Args:
-        model: a `keras.Model` with one output of shape `(batch, ..., K)`,
-            `K >= 2`: logits, or probabilities with `from_logits=False`.
-            It is not modified.
-        validation_data: a tuple `(x, y)` or `(x, y, mask)` of arrays: `x`
-            any input `model.predict` accepts (arrays or a structure of
-            arrays), `y` integer class ids of the outputs' shape without
-            the class axis (`(batch,)`, or `(batch, S)` for sequences).
+        model: a `keras.Model` with one output `(batch, ..., K)`, `K >= 2`:
+            logits, or probabilities with `from_logits=False`. Not modified.
+        validation_data: `(x, y)` or `(x, y, mask)` of arrays; `y` integer
+            class ids of the outputs' shape without the class axis.
         from_logits: whether `model` outputs logits (default) or
-            probabilities; with probabilities `log(p)` (zeros clipped to
-            float32's smallest normal number) is read as logits. A last
-            layer that says otherwise (a softmax, or no activation) raises.
-        mask: optional 0/1 (or boolean) array of `y`'s shape; positions
-            with 0 are ignored. Pass it here or as `validation_data[2]`, not
-            both. Defaults to `None` (every position counts).
+            probabilities. A last layer that says otherwise raises.
+        mask: optional 0/1 array of `y`'s shape; 0 positions are ignored.
+            Pass it here or as `validation_data[2]`, not both.
         batch_size: batch size of `model.predict`. Defaults to `256`.
         bounds: `(low, high)`, `0 < low < high`, the range searched for
-            `T`. Defaults to `(0.05, 20.0)`. A fitted `T` at a bound
-            warns: the NLL may still decrease beyond it.
+            `T`. Defaults to `(0.05, 20.0)`; a `T` at a bound warns.
         verbose: verbosity of `model.predict`. Defaults to `0`.
 
     Returns:
         A `CalibratedModel` wrapping `model`.
+
+    Raises:
+        ValueError: on a model with several outputs, or bad arguments.
 
     Example:
 
@@ -306,9 +257,6 @@ def calibrate(
     True
     >>> result["ece_after"] < result["ece_before"]
     True
-    >>> sorted(result)  # doctest: +NORMALIZE_WHITESPACE
-    ['accuracy', 'ece_after', 'ece_before', 'nll_after', 'nll_before',
-     'num_examples', 'temperature']
 
     Reference:
         Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
@@ -331,23 +279,7 @@ def calibrate(
 
 
 def calibrate_outputs(model, outputs, labels, from_logits=True):
-    """`calibrate` for a caller that already holds the model's outputs.
-
-    The same checks of `model` and the same fit as
-    `calibrate(model, (x, labels))` with `outputs = model.predict(x)`,
-    without running the model again (`search_coefficients` scored its
-    winner on the validation split already).
-
-    Args:
-        model: the `keras.Model` to wrap.
-        outputs: its outputs on the validation inputs, `(batch, ..., K)`.
-        labels: integer class ids of shape `outputs.shape[:-1]`.
-        from_logits: whether `outputs` are logits (default) or
-            probabilities.
-
-    Returns:
-        A `CalibratedModel` wrapping `model`.
-    """
+    """`calibrate` on outputs the caller already computed with `model`."""
     _check_model(model)
     from_logits = check_bool(from_logits, "from_logits")
     check_output_kind(model, from_logits, "model", "from_logits")
@@ -358,8 +290,6 @@ def calibrate_outputs(model, outputs, labels, from_logits=True):
 
 
 def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
-    """Fits the temperature on `model`'s validation `outputs`; returns the
-    `CalibratedModel` with what the fit measured."""
     values, labels = _valid_positions(
         outputs,
         labels,
@@ -370,7 +300,7 @@ def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
     logits = as_logits_array(values, from_logits)
     # The warning of a bound points at the caller of `calibrate`.
     temperature = _fit(logits, labels, bounds, stacklevel=4)
-    # Stored in float32 by the layer: measure what the model computes.
+    # The layer stores float32: measure what the model computes.
     temperature = float(np.float32(temperature))
     probs_before = softmax(logits)
     probs_after = softmax(logits / temperature)
@@ -394,20 +324,15 @@ def _scaled(model, outputs, labels, mask, mask_name, from_logits, bounds):
 def fit_temperature(logits, labels, mask=None, bounds=DEFAULT_BOUNDS):
     """The temperature that minimises the NLL of `softmax(logits / T)`.
 
-    Minimises the mean negative log-likelihood of the labels,
-    `mean(logsumexp(z / T) - z_y / T)`, computed in float64 numpy, over
-    `log T` in `log(bounds)` with scipy's bounded Brent search
-    (`scipy.optimize.minimize_scalar(method="bounded")`). The NLL is convex
-    in `1 / T`, so the minimum found is the global one in `bounds`. A `T`
-    at a bound warns.
+    Minimises `mean(logsumexp(z / T) - z_y / T)` in float64 over `log T`
+    with scipy's bounded Brent search; the NLL is convex in `1 / T`, so the
+    minimum is global in `bounds`. A `T` at a bound warns.
 
     Args:
         logits: array-like of shape `(..., K)`, `K >= 2`, finite.
-        labels: integer class ids of shape `logits.shape[:-1]`, in
-            `[0, K)` (float arrays of whole numbers are accepted).
-        mask: optional 0/1 (or boolean) array of `labels`' shape; positions
-            with 0 are ignored (their logits and labels are not read).
-            Defaults to `None`.
+        labels: integer class ids of shape `logits.shape[:-1]`.
+        mask: optional 0/1 array of `labels`' shape; 0 positions are
+            ignored. Defaults to `None`.
         bounds: `(low, high)`, `0 < low < high`, the range searched for
             `T`. Defaults to `(0.05, 20.0)`.
 
@@ -435,18 +360,14 @@ def fit_temperature(logits, labels, mask=None, bounds=DEFAULT_BOUNDS):
 def expected_calibration_error(probs, labels, num_bins=ECE_BINS, mask=None):
     """Top-label expected calibration error (ECE) in equal-width bins.
 
-    `ECE = sum_b (n_b / n) |accuracy_b - confidence_b|`, where the
-    confidence is the largest probability of a row and bin `b` of
-    `num_bins` holds the rows whose confidence lies in
-    `(b / num_bins, (b + 1) / num_bins]` (the first bin closed on the left
-    too), as in Guo et al.
+    `ECE = sum_b (n_b / n) |accuracy_b - confidence_b|`; bin `b` holds the
+    rows whose top probability is in `(b / num_bins, (b + 1) / num_bins]`.
 
     Args:
         probs: probabilities of shape `(..., K)`; rows must sum to 1.
         labels: integer class ids of shape `probs.shape[:-1]`.
         num_bins: number of bins. Defaults to `15`.
-        mask: optional 0/1 (or boolean) array of `labels`' shape; positions
-            with 0 are ignored. Defaults to `None`.
+        mask: optional 0/1 array of `labels`' shape. Defaults to `None`.
 
     Returns:
         The ECE, a Python float in `[0, 1]`.
@@ -467,16 +388,10 @@ def expected_calibration_error(probs, labels, num_bins=ECE_BINS, mask=None):
 
 
 def confidence_bins(confidence, num_bins):
-    """Bin index in `[0, num_bins)` of each confidence in `[0, 1]`.
-
-    Bin `b` holds `(b / num_bins, (b + 1) / num_bins]`; 0 goes to bin 0.
-    """
+    """Bin `b` of `(b / num_bins, (b + 1) / num_bins]` for each confidence."""
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     index = np.searchsorted(edges, confidence, side="left") - 1
     return np.clip(index, 0, num_bins - 1)
-
-
-# --- computations on validated float64 arrays -----------------------------
 
 
 def _fit(logits, labels, bounds, stacklevel=3):
@@ -507,9 +422,6 @@ def _ece(probs, labels, num_bins):
     index = confidence_bins(confidence, num_bins)
     gaps = np.bincount(index, weights=correct - confidence, minlength=num_bins)
     return float(np.sum(np.abs(gaps)) / len(labels))
-
-
-# --- checks at the public boundary -----------------------------------------
 
 
 def _check_model(model):
@@ -548,7 +460,6 @@ def _check_calibration(calibration):
 
 
 def _unpack(validation_data, mask):
-    """`(x, y, mask, the mask's name)` from `validation_data` and `mask`."""
     if not isinstance(validation_data, (tuple, list)) or len(
         validation_data
     ) not in (2, 3):
@@ -588,7 +499,6 @@ def _labels_array(labels, name):
 
 
 def _check_lengths(x, labels):
-    """Every input array holds as many examples as `y`, and some."""
     if labels.ndim == 0:
         raise ValueError(
             "`y` must hold one label per example. Received: "
@@ -610,19 +520,7 @@ def _check_lengths(x, labels):
 
 
 def _valid_positions(values, labels, mask, from_logits, names):
-    """The unmasked rows of `values` and their labels, validated.
-
-    Args:
-        values: logits (`from_logits`) or probabilities, shape `(..., K)`.
-        labels: class ids of shape `values.shape[:-1]` (or with a trailing
-            axis of size 1).
-        mask: `None` or a 0/1 array of the labels' shape.
-        names: how messages name `values`, `labels` and `mask`.
-
-    Returns:
-        `(values, labels)` of the kept positions: float64 `(n, K)` (rows of
-        probabilities renormalised) and int64 `(n,)`, `n >= 1`.
-    """
+    """Validated float64 `(n, K)` values and int64 `(n,)` labels, unmasked."""
     values_name, labels_name, mask_name = names
     values = as_float_array(values, values_name)
     if values.ndim < 2 or values.shape[-1] < 2:
@@ -644,8 +542,7 @@ def _valid_positions(values, labels, mask, from_logits, names):
     keep = np.ones(values.shape[:-1], dtype=bool)
     if mask is not None:
         keep = _check_mask(mask, values.shape, mask_name, values_name)
-    # Masked positions are replaced by neutral values before the checks, so
-    # that what padding holds is never read.
+    # Padding is replaced by neutral values so that it is never read.
     num_classes = values.shape[-1]
     if from_logits:
         check_finite(np.where(keep[..., None], values, 0.0), values_name)
@@ -660,7 +557,6 @@ def _valid_positions(values, labels, mask, from_logits, names):
 
 
 def _fit_shape(array, values_shape, name, values_name):
-    """`array` of shape `values_shape[:-1]` (a trailing 1 dropped)."""
     positions = values_shape[:-1]
     if array.shape == positions + (1,):
         array = array[..., 0]

@@ -1,33 +1,11 @@
 """Command line: `python -m keras_ptloss` (or the `keras-ptloss` script).
 
-Subcommands:
-
-- `demo`: the end-to-end MNIST-1D distillation demo (`keras_ptloss.demo`).
-- `benchmark NAME [ARGS...]`: runs one of the benchmark scripts of a source
-  checkout (`benchmarks/<name>.py`), forwarding `ARGS` unchanged. The
-  benchmarks are not part of the installed wheel; from a wheel this
-  subcommand says so and exits with status 2.
-
-The Keras backend is chosen by the `KERAS_BACKEND` environment variable
-before the process starts (Keras's default is `tensorflow`).
-
-Python imports the package (`keras_ptloss/__init__.py`) before this
-module; in this command's own process only (`started_as_command`) the
-package leaves Keras alone, and this module, on import, imports Keras with
-TensorFlow's start-up notices dropped from standard error
-(`import_quietly`), then the package's Keras-serializable modules, as
-`import keras_ptloss` does elsewhere. A program that imports
-`keras_ptloss` is left alone.
-
-The demo runs in a child process (`python -m keras_ptloss.demo`) with
-`TF_CPP_MIN_LOG_LEVEL=2` (or 3 when that is already set), and the lines
-TensorFlow prints at import time whatever that level (the absl preamble,
-oneDNN's and `cpu_feature_guard`'s notices) are dropped from its standard
-error; every other line, warnings, errors and tracebacks included, passes
-through unchanged, and the child's exit status is the command's. The user's
-own `TF_CPP_MIN_LOG_LEVEL` cannot be told apart here from the `1` that
-importing TensorFlow sets in this process; `python -m keras_ptloss.demo`
-runs the demo unfiltered.
+Subcommands: `demo` (`keras_ptloss.demo`) and `benchmark NAME [ARGS...]`,
+which runs `benchmarks/<name>.py` of a source checkout (exit status 2 from
+a wheel, which does not ship them). In the command's own process this
+module imports Keras with TensorFlow's start-up notices dropped, then the
+package's serializable modules. The demo runs in a child process whose
+start-up notices are dropped from stderr; every other line passes through.
 """
 
 import argparse
@@ -77,18 +55,9 @@ def is_startup_noise(line):
 def import_quietly(name, stderr=None):
     """Imports module `name` with TensorFlow's start-up notices dropped.
 
-    File descriptor 2 (standard error, for C++ and Python alike) goes to a
-    temporary file during the import; then every line that is not
-    `is_startup_noise` is written to `stderr` (default `sys.stderr`), and
-    an exception raised by the import propagates after them. Without a
-    usable file descriptor 2 the module is imported plainly.
-
-    Args:
-        name: the module to import, e.g. `"keras"`.
-        stderr: a text stream for the kept lines.
-
-    Returns:
-        The module.
+    Standard error (file descriptor 2) goes to a temporary file during the
+    import; the lines that are not `is_startup_noise` are then written to
+    `stderr`. Without a usable file descriptor 2 the import is plain.
     """
     if name in sys.modules:
         return sys.modules[name]
@@ -117,16 +86,6 @@ def import_quietly(name, stderr=None):
 def run_quietly(cmd, env=None, stderr=None):
     """Runs `cmd`, dropping TensorFlow's start-up notices from its stderr.
 
-    The child's standard output is the caller's (progress bars stay
-    live); its standard error is read line by line and every line that is
-    not `is_startup_noise` is written to `stderr` (default `sys.stderr`)
-    as it comes.
-
-    Args:
-        cmd: the command, a list of strings.
-        env: the child's environment (default: this process's).
-        stderr: a text stream for the child's kept stderr lines.
-
     Returns:
         The child's exit status.
     """
@@ -148,14 +107,8 @@ def run_quietly(cmd, env=None, stderr=None):
 
 
 def _run_demo(argv):
-    """Runs `python -m keras_ptloss.demo argv...` in a child process.
-
-    The child imports this copy of the package (its folder leads
-    `PYTHONPATH`), runs with `TF_CPP_MIN_LOG_LEVEL=2` (3 if already 3),
-    and its TensorFlow start-up notices are dropped (`run_quietly`).
-
-    Returns:
-        The child's exit status.
+    """Runs `python -m keras_ptloss.demo argv...` with this package first
+    on `PYTHONPATH`; returns the child's exit status.
     """
     cmd = [sys.executable, "-m", "keras_ptloss.demo", *argv]
     here = str(Path(__file__).resolve().parent.parent)
@@ -184,11 +137,7 @@ DEMO_DESCRIPTION = (
 
 
 def benchmarks_dir():
-    """The source checkout's `benchmarks/` folder (it may not exist).
-
-    The package lives in `<checkout>/keras_ptloss/`; an editable install
-    keeps that layout, a wheel install does not ship `benchmarks/`.
-    """
+    """The source checkout's `benchmarks/` folder (absent from a wheel)."""
     return Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -270,8 +219,8 @@ def main(argv=None):
     """Entry point of `python -m keras_ptloss` and `keras-ptloss`.
 
     Args:
-        argv: the arguments (without the program name); `sys.argv[1:]`
-            when `None`.
+        argv: the arguments without the program name; `sys.argv[1:]` when
+            `None`.
 
     Returns:
         The process exit status (0 on success).

@@ -1,16 +1,11 @@
 """Proxy teacher: the exact minimiser of PTLoss, and closeness metrics.
 
-For a teacher distribution `p` and coefficients `eps` (docs/design.md,
-"The proxy teacher"), the proxy teacher is
+The proxy teacher (docs/design.md, "The proxy teacher") is
 
     p~(p, eps) = argmin_{q in simplex} sum_k p_k phi_k(q_k),
     phi_k(q) = -log q + sum_{m=1..M} eps[k, m] (1 - q)**m,
 
-the distribution a student trained with PTLoss is pulled towards. It is
-computed exactly with host-side numpy (independent of the Keras backend),
-vectorised over examples and over candidate coefficient sets, by the
-solver in `keras_ptloss._solver`; a KKT residual above tolerance raises
-`ProxyTeacherConvergenceError` instead of returning an inexact answer.
+computed exactly in host-side numpy.
 """
 
 import numpy as np
@@ -62,42 +57,29 @@ def proxy_teacher(
 ):
     """Proxy teacher: the exact minimiser of the PTLoss objective.
 
-    For each example, returns the distribution `q` over the `K` classes that
-    minimises `sum_k p_k [-log q_k + sum_m eps[k, m] (1 - q_k)**m]`, where
-    `p` is the teacher tempered by `T` (`p ∝ teacher_probs ** (1/T)`). This
-    is the student distribution (at temperature `T`) at which PTLoss with
-    these coefficients is minimal. `eps > 0` sharpens the teacher,
-    `eps < 0` smooths it; `eps = 0` returns `p` itself.
+    For each example, the `q` minimising
+    `sum_k p_k [-log q_k + sum_m eps[k, m] (1 - q_k)**m]`, `p` the teacher
+    tempered by `T`. `eps > 0` sharpens, `eps < 0` smooths, `eps = 0`
+    returns `p`.
 
     Args:
-        teacher_probs: teacher probabilities, shape `(N, K)` (or `(K,)` for
-            one example); rows must be non-negative and sum to 1 (within
-            1e-3; they are renormalised). Exact zeros stay exact zeros.
-        coefficients: `eps`, shape `(M,)` (shared over classes) or `(K, M)`
-            (class-wise). With `batched=True`, a batch of `C` candidate sets:
-            `(C, M)` or `(C, K, M)`.
-        temperature: `T > 0`. A float, or with `batched=True` also an array
-            of shape `(C,)` (one temperature per candidate).
-        allow_nonconvex: coefficients outside the convex region (see
-            `keras_ptloss.coefficients.check_convex`) raise `ValueError`
-            unless this is `True`. Then the minimiser may not be unique, and
-            what is returned is a KKT point (a stationary point on the
-            simplex, reached from the teacher), not necessarily the global
-            minimiser; a non-converged solve still raises.
-        detemper: if `True`, return the student's `T = 1` prediction at the
-            optimum, `normalise(p~ ** T)`, instead of the tempered proxy
-            `p~`. Closeness to labels is measured on this distribution.
-        batched: whether the first axis of `coefficients` (and of
-            `temperature`) indexes candidate sets.
-        method: `"auto"` (damped joint Newton with bisection fallback for
-            the rows it does not settle), `"newton"` (no fallback) or
-            `"bisection"` (nested safeguarded bisection only; slower).
-        tol: tolerance on the KKT residual `max_k |R_k| / p_k` and on
-            `|sum_k q_k - 1|`.
+        teacher_probs: probabilities, shape `(N, K)` or `(K,)`; rows sum to
+            1 (within 1e-3; renormalised).
+        coefficients: `eps`, shape `(M,)` or `(K, M)`; with `batched=True`
+            `C` candidate sets, `(C, M)` or `(C, K, M)`.
+        temperature: `T > 0`; with `batched=True` also shape `(C,)`.
+        allow_nonconvex: allow coefficients outside the convex region
+            (else `ValueError`); a KKT point is then returned.
+        detemper: return the student's `T = 1` prediction
+            `normalise(p~ ** T)` instead of `p~`.
+        batched: whether the first axis of `coefficients` indexes
+            candidate sets.
+        method: `"auto"` (Newton with bisection fallback), `"newton"` or
+            `"bisection"`.
+        tol: tolerance on the KKT residual and on `|sum_k q_k - 1|`.
         max_iter: Newton iterations before the fallback.
-        return_info: if `True`, also return a dict with `lam` (the
-            multipliers), `residual` (largest KKT residual), `iterations`
-            and `fallback_rows`.
+        return_info: also return a dict (`lam`, `residual`, `iterations`,
+            `fallback_rows`).
 
     Returns:
         A float64 numpy array shaped like `teacher_probs`, or `(C, N, K)`
@@ -163,14 +145,8 @@ def proxy_teacher(
 def closeness(probs, labels, metric="brier"):
     """Mean distance between predicted distributions and one-hot labels.
 
-    Metrics, for a prediction `r` and label `y` (one-hot `e_y`):
-
-    - `"brier"`: `||r - e_y||**2`. Since `E[e_y | x] = p*(x)`, its mean
-      ranks distributions by `E||r - p*||**2` without knowing `p*`
-      (docs/design.md, "Choosing the coefficients"); the default.
-    - `"l2"`: `||r - e_y||` (the paper's L2 quality score).
-    - `"tvd"`: total variation `0.5 * sum_k |r_k - e_yk| = 1 - r_y`.
-    - `"nll"`: `-log r_y` (infinite where `r_y = 0`).
+    For prediction `r` and one-hot label `e_y`: `"brier"` `||r - e_y||**2`,
+    `"l2"` `||r - e_y||`, `"tvd"` `1 - r_y`, `"nll"` `-log r_y`.
 
     Args:
         probs: probabilities, shape `(N, K)`.
@@ -219,8 +195,7 @@ def temper(probs, temperature, log_probs=None):
 def detemper(probs, temperature):
     """The student's `T = 1` distribution `normalise(q ** T)`.
 
-    Inverse of `temper`: a student whose tempered prediction is `q` at
-    temperature `T` predicts `normalise(q ** T)` at `T = 1`.
+    The inverse of `temper`.
 
     Args:
         probs: tempered probabilities `q`, shape `(..., K)`.
@@ -240,17 +215,9 @@ def detemper(probs, temperature):
     return detempered(np.asarray(probs, dtype="float64"), temperature)
 
 
-# --------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------
-
-
 def _validate_coefficients(
     coefficients, num_classes, batched=False, allow_nonconvex=False
 ):
-    """Coefficients as float64 `(M,)`/`(K, M)`, or with a leading candidate
-    axis when `batched`, checked for shape, finiteness and, unless
-    `allow_nonconvex`, convexity."""
     if not batched:
         eps = as_coefficient_array(coefficients, num_classes)
         if not allow_nonconvex:
@@ -274,12 +241,11 @@ def _validate_coefficients(
 
 
 def check_metric(metric):
-    """Returns `metric` if it is one of `METRICS`, else raises."""
+    """`metric`, checked against `METRICS`."""
     return check_choice(metric, "metric", METRICS)
 
 
 def _check_temperatures(temperature, num_candidates):
-    """One temperature per candidate, as a list of floats."""
     temps = as_float_array(temperature, "temperature", "a positive number")
     if temps.ndim == 1 and num_candidates is not None:
         if temps.shape != (num_candidates,):

@@ -1,25 +1,7 @@
 """Training-free choice of PTLoss coefficients on a labelled split.
 
-Coefficients are chosen, without training any student, by how close the
-proxy teacher (`keras_ptloss.proxy.proxy_teacher`) is to the labels of a
-validation split (docs/design.md, "Choosing the coefficients"): with the
-Brier score, the ranking is that of the expected squared distance to the
-true label distribution `p*`.
-
-Two modes:
-
-- `"shared"` (`M` values): random candidates (the paper's search: sample,
-  keep the best validation score) scored by successive halving on
-  subsamples, the best rescored on the whole selection split, then refined
-  by L-BFGS-B with the exact gradient of the score (implicit function
-  theorem through the proxy teacher).
-- `"classwise"` (`K x M` values): starts from the shared solution and runs
-  L-BFGS-B on all `K x M` coefficients; part of the split is held out, and
-  the iterate with the best held-out score is kept (early stopping).
-
-Every iterate stays inside a box that lies in the convex region
-(`sum_{m>=2} m (m-1) max(-eps_m, 0) <= 1`), so the result is valid for
-`PTLoss` with its default `allow_nonconvex=False`.
+Coefficients are ranked by how close the proxy teacher is to the labels of
+a validation split (docs/design.md, "Choosing the coefficients").
 """
 
 import dataclasses
@@ -43,17 +25,13 @@ from keras_ptloss._solver import Objective
 from keras_ptloss.coefficients import check_convex
 from keras_ptloss.proxy import check_metric
 
-# Fraction of the convex-region budget a box coordinate may use: keeps the
-# loss strictly convex on the box (margin >= 1e-3).
+# Keeps the loss strictly convex on the box (margin >= 1e-3).
 _CONVEX_SAFETY = 1.0 - 1e-3
 _SCREEN_TOL = 1e-6
-# L-BFGS-B stops once an iteration improves the score by less than this
-# (scores are ~0.1-1; their sampling noise is orders of magnitude larger).
+# Far below the sampling noise of the scores (~0.1-1).
 _FTOL = 1e-7
-# Smallest screening subsample of the successive-halving search.
 _MIN_RUNG = 128
 _PROGRESS_DELAY = 2.0
-# L-BFGS-B iterations of the shared refinement that starts a class-wise run.
 _SHARED_ITER = 30
 
 
@@ -61,10 +39,8 @@ _SHARED_ITER = 30
 class SelectionResult:
     """Outcome of `select_coefficients`.
 
-    Scores are closeness values (lower is closer to the labels) of the
-    student's `T = 1` prediction at the proxy teacher, measured on the
-    selection split (used to choose) and on the held-out split (not used
-    for choosing, except for early stopping in `"classwise"` mode).
+    Scores are closeness values (lower is closer to the labels) on the
+    selection split and on the held-out split.
 
     Attributes:
         coefficients: numpy array for `PTLoss(coefficients=...)`: shape
@@ -79,21 +55,16 @@ class SelectionResult:
         holdout_teacher_score: closeness of the teacher on the held-out
             split (`None` without one).
         holdout_proxy_score: closeness of the chosen proxy there.
-        candidates: the sampled candidates, `(C, M)` (shared search; for
-            `"classwise"` those of its shared start).
+        candidates: the sampled candidates, `(C, M)`.
         candidate_temperatures: their temperatures, shape `(C,)`.
-        candidate_scores: their scores on the first screening subsample
-            (`num_screen` examples, the same for all), shape `(C,)`.
-        screening: the successive-halving rungs, a list of dicts
-            `{"examples": n, "candidates": c}`.
-        history: one dict per refinement iteration (`"fit"`, and
-            `"holdout"` when measured).
+        candidate_scores: their scores on the first screening subsample.
+        screening: the rungs, dicts `{"examples": n, "candidates": c}`.
+        history: one dict per refinement iteration (`"fit"`, `"holdout"`).
         wall_time: seconds the search took.
         num_fit: size of the selection split; `num_holdout` of the held-out
             one; `num_screen` of the screening subsample.
         num_evaluations: proxy-teacher evaluations over a whole split.
-        num_example_solves: proxy teachers solved in all (one per example
-            per evaluation, subsamples included).
+        num_example_solves: proxy teachers solved in all.
         stop_reason: why the gradient refinement stopped.
 
     Example:
@@ -105,8 +76,6 @@ class SelectionResult:
     >>> result = select_coefficients(
     ...     teacher, labels, order=2, num_candidates=16, verbose=0
     ... )
-    >>> sorted(result.to_dict())[:3]
-    ['candidate_scores', 'candidate_temperatures', 'candidates']
     >>> result.num_fit, result.num_holdout
     (160, 40)
     """
@@ -241,12 +210,9 @@ def _float_or_none(value):
 
 @dataclasses.dataclass(frozen=True)
 class SelectionConfig:
-    """The validated settings of `select_coefficients` (see there).
+    """The validated settings of `select_coefficients`, with their defaults.
 
-    The one place of the settings' defaults. Building it checks every
-    setting (a `ValueError` names a bad one) and stores the checked values:
-    numbers as floats, `temperature_range` as a tuple, and `max_iter`
-    resolved (`None`: 30 shared, 200 class-wise).
+    `max_iter=None` resolves to 30 (shared) or 200 (class-wise).
 
     Example:
 
@@ -278,12 +244,10 @@ class SelectionConfig:
 
     @property
     def shared_iter(self):
-        """L-BFGS-B iterations of the shared refinement."""
         return self.max_iter if self.mode == "shared" else _SHARED_ITER
 
 
 def _checked_settings(config):
-    """The settings of `config` checked, in the order of the arguments."""
     order = check_int(config.order, "order", minimum=1)
     mode = check_choice(config.mode, "mode", MODES)
     metric = check_metric(config.metric)
@@ -377,27 +341,13 @@ def select_coefficients(
 ):
     """Chooses PTLoss coefficients by how close the proxy teacher is to labels.
 
-    No student is trained: for candidate coefficients `eps` the proxy
-    teacher (the minimiser of PTLoss, `keras_ptloss.proxy.proxy_teacher`) is
-    computed exactly on a labelled validation split, and the `eps` whose
-    de-tempered proxy is closest to the labels is kept.
-
-    - `mode="shared"`: `eps` of shape `(M,)`. `num_candidates` sets are
-      sampled (plus `eps = 0`, the plain teacher), screened on
-      `screen_size` examples of the selection split; the best
-      `num_finalists` are rescored on the whole split and the best one is
-      refined by L-BFGS-B with the exact gradient.
-    - `mode="classwise"`: `eps` of shape `(K, M)`, started from the shared
-      solution and optimised by L-BFGS-B with the exact gradient (implicit
-      function theorem through the proxy teacher, O(K M) per example). The
-      held-out split is scored after every iteration; the iterate with the
-      best held-out score is returned, and the search stops after
-      `patience` iterations without improvement.
-
-    All coefficients searched lie in the box `|eps_1| <= coefficient_bound`,
-    `-1 / (m (m-1) (M-1)) < eps_m <= coefficient_bound` for `m >= 2`, which
-    is inside PTLoss's convex region, so the result is valid for `PTLoss`
-    with `allow_nonconvex=False`.
+    No student is trained: the proxy teacher (the minimiser of PTLoss) is
+    computed exactly on a labelled split and the `eps` whose proxy is
+    closest to the labels is kept. `"shared"` (`eps` of shape `(M,)`)
+    screens sampled candidates by successive halving, then refines the best
+    by L-BFGS-B with the exact gradient; `"classwise"` (`(K, M)`) continues
+    from it with early stopping on the held-out split. Every searched `eps`
+    lies in a box inside PTLoss's convex region.
 
     Args:
         teacher_probs: teacher probabilities on the validation split at
@@ -405,26 +355,22 @@ def select_coefficients(
         labels: integer class ids, shape `(N,)`.
         order: `M >= 1`, the number of perturbed series coefficients.
         mode: `"shared"` or `"classwise"`.
-        metric: closeness metric, `"brier"` (default; see docs/design.md,
-            "Choosing the coefficients"),
-            `"l2"`, `"tvd"` or `"nll"` (see `keras_ptloss.proxy.closeness`).
+        metric: `"brier"` (default), `"l2"`, `"tvd"` or `"nll"` (see
+            `keras_ptloss.proxy.closeness`).
         temperature: distillation temperature `T > 0` (the one PTLoss will
             use); the starting point when `tune_temperature=True`.
         tune_temperature: also choose `T`, jointly with `eps`, within
             `temperature_range`.
         holdout_fraction: fraction of the examples held out from the
             choice, in `[0, 1)`; must be `> 0` for `"classwise"`.
-        seed: seed of the split, the screening subsample and the sampled
-            candidates.
-        verbose: `0` silent; `1` a Keras progress bar once the search has
-            run for more than 2 s, and the summary at the end; `2` the
-            summary only.
+        seed: seed of the split, the subsample and the candidates.
+        verbose: `0` silent; `1` a progress bar (after 2 s) and the
+            summary; `2` the summary only.
         num_candidates: candidates sampled in the shared search (`>= 1`).
         coefficient_bound: largest `|eps|` searched (`> 0`).
         temperature_range: `(low, high)` for `tune_temperature=True`.
-        screen_size: examples of the selection split on which all
-            candidates are scored before the finalists are rescored on the
-            whole split; `None` scores every candidate on the whole split.
+        screen_size: examples on which all candidates are screened; `None`
+            scores every candidate on the whole selection split.
         num_finalists: candidates rescored on the whole selection split.
         max_iter: L-BFGS-B iterations; defaults to 30 (shared) and 200
             (class-wise).
@@ -438,9 +384,7 @@ def select_coefficients(
         `PTLoss(coefficients=..., temperature=result.temperature)`.
 
     Raises:
-        ValueError: on invalid arguments (shapes, NaN, probabilities not
-            summing to 1, labels out of range, an empty split, unknown mode
-            or metric, `order < 1`).
+        ValueError: on invalid arguments, or an empty split.
 
     Example:
 
@@ -457,7 +401,6 @@ def select_coefficients(
     >>> bool(result.proxy_score < result.teacher_score)
     True
     """
-    # The settings, by the names of the arguments (`SelectionConfig`'s).
     settings = dict(locals())
     del settings["teacher_probs"], settings["labels"]
     config = SelectionConfig(**settings)
@@ -467,17 +410,7 @@ def select_coefficients(
 
 
 def select_with_config(probs, labels, config):
-    """`select_coefficients` on checked inputs (no check repeated).
-
-    Args:
-        probs: float64 teacher probabilities `(N, K)` whose rows sum to 1
-            (as `check_probabilities` returns them).
-        labels: int64 labels `(N,)` in `[0, K)`.
-        config: a `SelectionConfig`.
-
-    Returns:
-        A `SelectionResult`.
-    """
+    """`select_coefficients` on checked inputs and a `SelectionConfig`."""
     start_time = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     fit_idx, hold_idx = _split(probs.shape[0], config.holdout_fraction, rng)
@@ -528,7 +461,6 @@ def select_with_config(probs, labels, config):
 
 
 def _screening_fields(screening):
-    """`SelectionResult`'s fields that describe the screening."""
     return dict(
         candidates=screening.candidates,
         candidate_temperatures=screening.temperatures,
@@ -539,7 +471,6 @@ def _screening_fields(screening):
 
 
 def _split_scores(fit, hold, chosen):
-    """`SelectionResult`'s scores and counts of the two splits."""
     eps, temperature = chosen.eps, float(chosen.temperature)
     objectives = [fit] if hold is None else [fit, hold]
     return dict(
@@ -553,11 +484,6 @@ def _split_scores(fit, hold, chosen):
         num_evaluations=sum(o.evaluations for o in objectives),
         num_example_solves=sum(o.example_solves for o in objectives),
     )
-
-
-# --------------------------------------------------------------------------
-# The split and the searched box
-# --------------------------------------------------------------------------
 
 
 def _split(num_examples, fraction, rng):
@@ -574,13 +500,7 @@ def _split(num_examples, fraction, rng):
 
 
 def coefficient_box(order, bound):
-    """Lower and upper bounds, each `(M,)`, of the searched box.
-
-    `eps_1` in `[-bound, bound]`; for `m >= 2`,
-    `eps_m` in `[-(1 - 1e-3) / (m (m-1) (M-1)), bound]`, so that
-    `sum_{m>=2} m (m-1) max(-eps_m, 0) < 1` (the sufficient convexity
-    condition of docs/design.md, "The loss") everywhere in the box.
-    """
+    """Lower and upper bounds, each `(M,)`, of a box in the convex region."""
     lower = np.full(order, -float(bound))
     upper = np.full(order, float(bound))
     for m in range(2, order + 1):
@@ -588,15 +508,8 @@ def coefficient_box(order, bound):
     return lower, upper
 
 
-# --------------------------------------------------------------------------
-# The search
-# --------------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True)
 class _Point:
-    """Coefficients, their temperature and the score that chose them."""
-
     eps: np.ndarray
     temperature: float
     score: float
@@ -604,13 +517,11 @@ class _Point:
 
 @dataclasses.dataclass(frozen=True)
 class _Screening:
-    """Outcome of the successive-halving screen of sampled candidates."""
-
-    candidates: np.ndarray  # (C, M), `eps = 0` first
-    temperatures: np.ndarray  # (C,)
-    scores: np.ndarray  # (C,), on the first (smallest) subsample
-    rungs: list  # [{"examples": n, "candidates": c}, ...]
-    best: _Point  # the best finalist, scored on the whole split
+    candidates: np.ndarray
+    temperatures: np.ndarray
+    scores: np.ndarray
+    rungs: list
+    best: _Point
 
 
 class _EarlyStop(Exception):
@@ -618,12 +529,7 @@ class _EarlyStop(Exception):
 
 
 class _Search:
-    """The steps of `select_coefficients`; each returns its outcome.
-
-    Holds what the steps share: the objectives on the selection (`fit`) and
-    held-out (`hold`) splits, the configuration, the random generator and
-    the progress bar.
-    """
+    """The steps of `select_coefficients`; each returns its outcome."""
 
     def __init__(self, fit, hold, config, rng, progress):
         self.fit = fit
@@ -634,9 +540,6 @@ class _Search:
         self.box = coefficient_box(config.order, config.coefficient_bound)
 
     def screen(self):
-        """Scores sampled candidates by successive halving, then the best
-        `num_finalists` on the whole selection split; returns a
-        `_Screening`."""
         config, fit = self.config, self.fit
         cands, temps = _sample_candidates(config, self.rng)
         sizes, counts = _rungs(fit.num, cands.shape[0], config)
@@ -685,11 +588,7 @@ class _Search:
         )
 
     def refine_shared(self, start):
-        """L-BFGS-B on the shared coefficients from the `_Point` `start`.
-
-        Returns `(point, history, stop_reason)`; `point` is `start` unless
-        the refinement scores at least as well.
-        """
+        """Returns `(point, history, stop_reason)`."""
         shape = (self.config.order,)
         history = []
 
@@ -709,12 +608,7 @@ class _Search:
         return point, history, _reason(res)
 
     def refine_classwise(self, start):
-        """L-BFGS-B on `K x M` coefficients from the shared `start`, keeping
-        the iterate with the best held-out score and stopping after
-        `patience` iterations without improvement.
-
-        Returns `(point, history, stop_reason)`; `point.score` is held-out.
-        """
+        """Returns `(point, history, reason)`; `point.score` is held-out."""
         shape = (self.fit.probs.shape[1], self.config.order)
         reference = np.tile(start.eps, (shape[0], 1))
         held = self.hold.score(reference, start.temperature)
@@ -741,10 +635,6 @@ class _Search:
         return _Point(eps, point.temperature, point.score), history, reason
 
     def _minimize(self, shape, start, on_step, max_iter, reference=None):
-        """L-BFGS-B over the box from `start` (tiled to `shape`);
-        `on_step(theta, fit_value)` after each iteration may stop it by
-        raising `_EarlyStop(theta, iteration)`. With a `reference`, the
-        class-wise objective, with its `l2_penalty`."""
         last = {}
 
         def fun(theta):
@@ -755,8 +645,7 @@ class _Search:
             return value, grad
 
         def callback(theta):
-            # L-BFGS-B's last evaluation is nearly always at `theta`; if
-            # not, a fresh one (without the penalty).
+            # Reuses L-BFGS-B's last evaluation when it was at `theta`.
             if "theta" in last and np.array_equal(last["theta"], theta):
                 value = last["value"]
             else:
@@ -788,14 +677,9 @@ class _Search:
 
 
 def _sample_candidates(config, rng):
-    """`num_candidates` sets in the box, plus `eps = 0` first, and their
-    temperatures.
+    """`eps = 0` then `num_candidates` sets in the box, and temperatures.
 
-    A quarter vary `eps_1` alone (the main sharpen/smooth knob) on a
-    symmetric log grid; the rest draw each coordinate with a random sign
-    and a log-uniform magnitude, zero with probability 1/4 for `m >= 2`,
-    clipped to the box. With `tune_temperature`, all but `eps = 0` draw a
-    log-uniform temperature in `temperature_range`.
+    A quarter vary `eps_1` alone (the main sharpen/smooth knob).
     """
     count, order = config.num_candidates, config.order
     bound = config.coefficient_bound
@@ -821,9 +705,7 @@ def _sample_candidates(config, rng):
 
 
 def _rungs(num_fit, num_candidates, config):
-    """Subsample sizes and candidate counts of the screening rungs: every
-    candidate on a small subsample, the best quarter on one four times
-    larger, ..., up to `screen_size` examples."""
+    """Each rung keeps the best quarter on a subsample four times larger."""
     screen = config.screen_size
     sizes = [num_fit if screen is None else min(screen, num_fit)]
     while screen is not None and sizes[0] // 4 >= _MIN_RUNG and len(sizes) < 3:
@@ -836,7 +718,6 @@ def _rungs(num_fit, num_candidates, config):
 
 
 def _box_bounds(config, rows):
-    """L-BFGS-B bounds of `rows` coefficient rows (and of `log T`)."""
     lower, upper = coefficient_box(config.order, config.coefficient_bound)
     bounds = list(zip(np.tile(lower, rows), np.tile(upper, rows), strict=True))
     if config.tune_temperature:
@@ -845,11 +726,7 @@ def _box_bounds(config, rows):
 
 
 def _value_and_grad(fit, theta, shape, config, reference=None):
-    """The score on `fit` at L-BFGS-B's vector `theta`, and its gradient.
-
-    Shared coefficients (`shape == (M,)`) sum the class-wise gradient; with
-    a `reference`, `l2_penalty * mean((eps - reference)**2)` is added.
-    """
+    """The score at L-BFGS-B's vector `theta`, and its gradient."""
     eps, t = _unpack(theta, shape, config)
     value, grad, grad_t = fit.evaluate(
         eps, t, want_grad=True, want_grad_t=config.tune_temperature
@@ -869,7 +746,6 @@ def _value_and_grad(fit, theta, shape, config, reference=None):
 
 
 def _unpack(theta, shape, config):
-    """Coefficients of `shape` and the temperature from L-BFGS-B's vector."""
     if config.tune_temperature:
         return theta[:-1].reshape(shape), float(math.exp(theta[-1]))
     return theta.reshape(shape), config.temperature

@@ -1,12 +1,6 @@
 """Offline teacher outputs: run the teacher once, train on the results.
 
-Plain functions behind `keras_ptloss.Distiller.precompute_teacher`. Each
-input batch `x` becomes `{"student_inputs": x, "teacher_outputs": t}`, which
-the Distiller recognises (`is_offline_batch`) and reads instead of running
-the teacher. Arrays, `tf.data.Dataset`s and `keras.utils.PyDataset`s are
-supported; for arrays the outputs can be kept in an `.npz` cache checked by
-fingerprints (`keras_ptloss._checks.fingerprint`) of the teacher's weights,
-of the inputs and of the outputs themselves.
+Each batch `x` becomes `{"student_inputs": x, "teacher_outputs": t}`.
 """
 
 import os
@@ -63,22 +57,10 @@ def teacher_fingerprint(teacher):
 def precompute(
     teacher, x, y=None, sample_weight=None, batch_size=32, cache=None
 ):
-    """Runs `teacher` once and returns data that carries its outputs.
+    """Runs `teacher` once; see `Distiller.precompute_teacher`.
 
-    See `keras_ptloss.Distiller.precompute_teacher` for the forms of `x` and
-    what is returned for each.
-
-    Args:
-        teacher: the teacher `keras.Model`.
-        x: arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`.
-        y: labels for arrays (`None` for data sets).
-        sample_weight: sample weights for arrays (`None` for data sets).
-        batch_size: batch size of the teacher pass for arrays.
-        cache: optional `.npz` path for the outputs of array inputs.
-
-    Returns:
-        `(x_offline, y, sample_weight)` for arrays, otherwise a data set of
-        the input's kind.
+    Returns `(x_offline, y, sample_weight)` for arrays, otherwise a data set
+    of the input's kind.
     """
     if isinstance(x, keras.utils.PyDataset):
         kind, run = "keras.utils.PyDataset", precompute_pydataset
@@ -99,18 +81,7 @@ def precompute(
 
 
 def precompute_arrays(teacher, x, batch_size=32, cache=None):
-    """The teacher's outputs for array inputs, through an optional cache.
-
-    Args:
-        teacher: the teacher `keras.Model`.
-        x: numpy arrays or backend tensors (or a list/dict of them).
-        batch_size: batch size of the teacher pass.
-        cache: optional path of a `.npz` file: read (after checking its
-            fingerprints) when it exists, written otherwise.
-
-    Returns:
-        A numpy array with one teacher output per example.
-    """
+    """The teacher's outputs for arrays, through an optional `.npz` cache."""
     check_int(batch_size, "batch_size", minimum=1)
     try:
         num = num_examples(x)
@@ -146,12 +117,7 @@ def save_cache(path, teacher, x, outputs):
 
 
 def load_cache(path, teacher, x):
-    """Reads teacher outputs from `path` after checking every fingerprint.
-
-    Raises:
-        ValueError: for an unreadable or incomplete file, corrupted outputs,
-            another teacher's outputs or outputs for other inputs.
-    """
+    """Reads teacher outputs from `path` after checking every fingerprint."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             stored = {key: np.asarray(archive[key]) for key in _CACHE_KEYS}
@@ -190,15 +156,9 @@ def load_cache(path, teacher, x):
 
 
 def check_output_shape(outputs, output_shape, num_inputs=None):
-    """Cached teacher outputs: one of the teacher's output shape per input.
+    """Checks cached outputs: the teacher's output shape, one per input.
 
-    Args:
-        outputs: `teacher_outputs` of offline data or of one batch (an
-            array, a tensor or a symbolic tensor).
-        output_shape: the teacher's static output shape, `(None, ..., K)`,
-            or `None` (unknown: the shape is not checked).
-        num_inputs: the number of input examples, or `None` (a batch,
-            whose inputs and outputs come from arrays of one length).
+    `output_shape=None` or `num_inputs=None` skips that part of the check.
     """
     shape = tuple(outputs.shape)
     expected = (num_inputs,) + tuple(output_shape or shape)[1:]
@@ -229,11 +189,7 @@ def _teacher_numpy(teacher, x):
 
 
 def precompute_tf_dataset(teacher, dataset):
-    """A batched `tf.data.Dataset` with the teacher outputs of one pass.
-
-    The batches are held in memory; all must have one size except a
-    smaller last one.
-    """
+    """A batched `tf.data.Dataset` with the teacher outputs, in memory."""
     import tensorflow as tf
 
     batches = []
@@ -280,11 +236,8 @@ def precompute_pydataset(teacher, dataset):
 class OfflinePyDataset(keras.utils.PyDataset):
     """Replays a `PyDataset` with the teacher outputs of its first pass.
 
-    Each batch's inputs are fetched from the source again (so large inputs
-    are not held in memory) and checked against a fingerprint taken when the
-    teacher outputs were computed: a source whose batches change (random
-    augmentation, reshuffling in `__getitem__`) raises instead of pairing
-    inputs with another batch's teacher outputs.
+    Inputs are fetched again and checked against per-batch fingerprints, so
+    a source whose batches change raises instead of mispairing outputs.
 
     Args:
         source: the `keras.utils.PyDataset` the outputs were computed on.

@@ -1,14 +1,7 @@
 """Teacher and student vocabularies that differ by padding or by order.
 
-Language models often pad their output layer beyond the tokenizer's
-vocabulary, to a size that suits the hardware: Qwen2.5 1.5B has 151,936
-logits and Qwen2.5 7B 152,064, for the same tokenizer. The padded ids are
-never produced by the tokenizer. To distil one into the other, the
-teacher's outputs must be put on the student's vocabulary first:
-`align_vocabulary` drops the teacher's padding, gives the student's padding
-no teacher mass, or re-orders the ids by an explicit map, after checking
-that what it drops is padding. Models with different tokenizers are a
-different problem (cross-tokenizer distillation) and are refused.
+Models sharing a tokenizer may pad their output layers to different sizes;
+different tokenizers (cross-tokenizer distillation) are refused.
 """
 
 import keras
@@ -21,11 +14,8 @@ from keras_ptloss._checks import softmax
 from keras_ptloss._checks import to_numpy
 from keras_ptloss._core import LOG_ZERO
 
-# Largest probability (softmax at T = 1) a teacher row may put on the ids an
-# alignment drops. Padding ids carry (almost) none; more means that real
-# tokens would be dropped (a wrong `vocab_size` or `id_map`).
+# More mass on dropped ids means real tokens (a wrong `vocab_size`/`id_map`).
 _PADDING_MASS_ATOL = 1e-3
-# Rows of a large array checked at a time (about 32 MiB of float64).
 _CHECK_BLOCK = 2**22
 
 _CROSS_TOKENIZER = (
@@ -36,12 +26,7 @@ _CROSS_TOKENIZER = (
 
 
 def check_alignment_arguments(vocab_size=None, id_map=None):
-    """`vocab_size` and `id_map` checked on their own (sizes not needed).
-
-    Returns:
-        `(vocab_size, id_map)`: an int (or `None`) and an int64 numpy array
-        of shape `(n,)` with distinct non-negative entries (or `None`).
-    """
+    """`(vocab_size, id_map)` checked; `id_map` as int64 numpy or `None`."""
     if vocab_size is not None and id_map is not None:
         raise ValueError(
             "Pass either `vocab_size` or `id_map`, not both: an `id_map` of "
@@ -80,18 +65,9 @@ def check_alignment_arguments(vocab_size=None, id_map=None):
 
 
 def check_alignment(teacher_size, student_size, vocab_size=None, id_map=None):
-    """Checks an alignment against the two vocabulary sizes.
+    """How many leading student ids receive teacher mass, checked.
 
-    Args:
-        teacher_size: the teacher's number of logits (its last axis).
-        student_size: the student's, or `None` when unknown (the top-k
-            cache, whose ids are checked by the loss).
-        vocab_size, id_map: as for `align_vocabulary`, already checked by
-            `check_alignment_arguments`.
-
-    Returns:
-        How many leading student ids receive teacher mass: `vocab_size`,
-        `len(id_map)`, or the common size when neither is given.
+    `student_size` may be `None` (unknown).
     """
     received = (
         f"Received: teacher vocabulary size {teacher_size}, "
@@ -138,12 +114,10 @@ def check_alignment(teacher_size, student_size, vocab_size=None, id_map=None):
 
 
 def _is_identity(teacher_size, student_size, num_real, id_map):
-    """Whether an alignment leaves the teacher's outputs as they are."""
     return id_map is None and teacher_size == student_size == num_real
 
 
 def _mask_value(dtype, from_logits=True):
-    """What a masked id holds: a logit of probability 0, or 0 itself."""
     if not from_logits:
         return 0.0
     if keras.backend.standardize_dtype(dtype) == "float16":
@@ -158,13 +132,7 @@ def check_padding_mass(
     from_logits=True,
     name="teacher_outputs",
 ):
-    """Raises if a row puts real probability on ids an alignment drops.
-
-    The dropped ids are the teacher's ids `>= num_real` (no `id_map`) or
-    those not in `id_map`. A row's probability on them (softmax at T = 1,
-    or the normalised probabilities) must be at most `_PADDING_MASS_ATOL`.
-    Numpy values only; large arrays are checked a block of rows at a time.
-    """
+    """Raises if a numpy row puts more than 1e-3 on ids an alignment drops."""
     values = as_float_array(teacher_outputs, name)
     size = values.shape[-1]
     if id_map is None:
@@ -209,12 +177,7 @@ def _describe(num_real, id_map):
 def apply_alignment(
     teacher_outputs, student_size, num_real, id_map=None, from_logits=True
 ):
-    """The aligned outputs, from checked arguments (no checks here).
-
-    Columns `0..num_real-1` are the teacher's first `num_real` ids (or its
-    ids `id_map`); columns `num_real..student_size-1` are masked
-    (`_mask_value`). Numpy in, numpy out; tensors in, tensors out.
-    """
+    """The aligned outputs, from checked arguments; numpy or tensors."""
     pad = student_size - num_real
     if isinstance(teacher_outputs, (np.ndarray, list, tuple)):
         values = np.asarray(teacher_outputs)
@@ -265,38 +228,20 @@ def align_vocabulary(
         id_map=m:      a[..., i] = t[..., m[i]]    for i < n = len(m)
         the rest:      a[..., i] = -1e30 (logits) or 0 (probabilities)
 
-    `vocab_size` is the number of real token ids (`len(tokenizer)`), shared
-    by both models: the teacher's ids `>= vocab_size` are its padding and
-    are dropped, the student's ids `>= vocab_size` are its padding and get
-    no teacher mass. `id_map` re-orders a vocabulary (the same tokens under
-    other ids): the teacher id of each of the student's real ids; teacher
-    ids not in it are dropped. With neither, the two sizes must be equal
-    and `t` is returned as it is.
-
-    The student's padding is masked rather than cropped from the student's
-    logits: the loss then compares the teacher with the distribution the
-    student actually samples from (a softmax over all its logits), so mass
-    the student puts on padding counts as error and is trained away, and
-    the student's outputs reach the loss unchanged. Cropping them would
-    leave the padding logits untrained. The masked columns cannot be
-    z-scored: `standardize=True` needs `vocab_size == student_vocab_size`.
-
-    Numpy inputs are checked: in every row, the teacher's probability on
-    the dropped ids (softmax at T = 1) must be at most 1e-3, since padding
-    carries none. Backend tensors are aligned without being read back (no
-    device sync inside a training step).
+    With neither argument the sizes must be equal and `t` is returned.
+    `standardize=True` needs `vocab_size == student_vocab_size`. Numpy
+    inputs are checked to put at most 1e-3 (softmax at T = 1) on dropped
+    ids; tensors are not read back.
 
     Args:
-        teacher_outputs: teacher logits (or probabilities if
-            `from_logits=False`), shape `(..., V_t)`; a numpy array or a
-            backend tensor.
+        teacher_outputs: teacher logits (or probabilities), shape
+            `(..., V_t)`; numpy or a backend tensor.
         student_vocab_size: the student's number of logits `V_s`.
-        vocab_size: the number of real token ids, `<= V_t` and `<= V_s`.
-            Defaults to `None`.
-        id_map: integer array of shape `(n,)`, `n <= V_s`, of distinct
-            teacher ids in `[0, V_t)`: `id_map[i]` is the teacher id of
-            student id `i`. Defaults to `None`. Pass one of `vocab_size`
-            and `id_map`.
+        vocab_size: the number of real token ids (`len(tokenizer)`),
+            `<= V_t` and `<= V_s`. Defaults to `None`.
+        id_map: distinct teacher ids, shape `(n,)`, `n <= V_s`: the teacher
+            id of each student id. Defaults to `None`; not with
+            `vocab_size`.
         from_logits: whether `teacher_outputs` are logits (default) or
             probabilities; sets the masked value.
 
@@ -305,12 +250,8 @@ def align_vocabulary(
         or tensor) and float dtype.
 
     Raises:
-        ValueError: for sizes that padding cannot explain (`vocab_size`
-            larger than either model's logits, or different sizes without
-            `vocab_size`/`id_map`: different tokenizers, which need
-            cross-tokenizer distillation such as ULD or TRL's GOLD
-            trainer), a malformed `id_map`, or numpy teacher outputs with
-            real probability on a dropped id.
+        ValueError: for sizes that padding cannot explain, a malformed
+            `id_map`, or numpy outputs with real mass on a dropped id.
 
     Example:
 

@@ -1,16 +1,4 @@
-"""A synthetic language whose next-token distribution is known exactly.
-
-- `HiddenMarkovLanguage`: a hidden Markov model over a vocabulary of
-  tokens; `next_token_probs` gives the exact `p*(next | prefix)` at every
-  position by the forward algorithm, so a language model's distance to the
-  truth (`KL(p* || q)`) is measured without sampling error;
-- `make_language`: samples sequences and cuts them into named splits.
-
-Hidden states emit overlapping sets of tokens, so one token does not reveal
-the state: a model that reads the whole prefix predicts better than a
-bigram model. Used by the language benchmark and the top-k distillation
-notebook; not imported by `import keras_ptloss`.
-"""
+"""A synthetic language whose next-token distribution is known exactly."""
 
 import numpy as np
 
@@ -23,24 +11,19 @@ from keras_ptloss.datasets.loaders import check_fractions
 class HiddenMarkovLanguage:
     """A hidden Markov language with exact next-token probabilities.
 
-    `H` hidden states; state `h` moves to one of `successors` states drawn
-    once (weights from a Dirichlet with parameter `concentration`) and
-    emits one of `tokens_per_state` tokens drawn once from the vocabulary
-    (Dirichlet weights too). With `A` the transitions `(H, H)`, `B` the
-    emissions `(H, V)` and `b_t(h) = P(h_t = h | x_0..x_t)` the filtered
-    state (forward algorithm, renormalised at every step),
+    With transitions `A` `(H, H)`, emissions `B` `(H, V)` and the filtered
+    state `b_t(h) = P(h_t = h | x_0..x_t)`,
 
-        p*(x_{t+1} = v | x_0..x_t) = sum_h (b_t A)(h) B(h, v),
+        p*(x_{t+1} = v | x_0..x_t) = sum_h (b_t A)(h) B(h, v).
 
-    exact up to float64 rounding.
+    States emit overlapping token sets, so the whole prefix matters.
 
     Args:
         vocab_size: number of tokens `V >= 2`.
         num_states: hidden states `H >= 1`.
         tokens_per_state: tokens each state can emit, in `[1, V]`.
         successors: states each state can move to, in `[1, H]`.
-        concentration: Dirichlet parameter of the transition and emission
-            weights, `> 0` (small: a few dominant choices).
+        concentration: Dirichlet parameter of the weights, `> 0`.
         seed: seed of the model.
 
     Example:
@@ -94,17 +77,7 @@ class HiddenMarkovLanguage:
         self.next_emissions = self.transitions @ self.emissions
 
     def sample(self, num_sequences, length, seed=0):
-        """Draws token sequences `x_0..x_length` from the language.
-
-        Args:
-            num_sequences: number of sequences `>= 1`.
-            length: number of predicted positions `>= 1`; each sequence has
-                `length + 1` tokens (inputs `[:, :-1]`, targets `[:, 1:]`).
-            seed: seed of the draw.
-
-        Returns:
-            int32 array of shape `(num_sequences, length + 1)`.
-        """
+        """Draws int32 sequences `(num_sequences, length + 1)`."""
         n = check_int(num_sequences, "num_sequences", minimum=1)
         length = check_int(length, "length", minimum=1)
         rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
@@ -117,11 +90,7 @@ class HiddenMarkovLanguage:
         return tokens
 
     def state_beliefs(self, tokens):
-        """Filtered hidden states `P(h_t | x_0..x_t)`, float64 `(n, L, H)`.
-
-        Args:
-            tokens: int array `(n, L)` of prefixes from this language.
-        """
+        """Filtered hidden states `P(h_t | x_0..x_t)`, float64 `(n, L, H)`."""
         tokens = self._check_tokens(tokens)
         n, length = tokens.shape
         beliefs = np.empty((n, length, self.num_states))
@@ -141,12 +110,7 @@ class HiddenMarkovLanguage:
         return beliefs
 
     def next_token_probs(self, tokens, dtype="float64"):
-        """Exact `p*(x_{t+1} | x_0..x_t)` at every position, `(n, L, V)`.
-
-        Args:
-            tokens: int array `(n, L)` of prefixes (model inputs).
-            dtype: float dtype of the result.
-        """
+        """Exact `p*(x_{t+1} | x_0..x_t)` for prefixes `(n, L)`: `(n, L, V)`."""
         return (self.state_beliefs(tokens) @ self.next_emissions).astype(dtype)
 
     def entropy_rate(self, tokens):
@@ -156,7 +120,6 @@ class HiddenMarkovLanguage:
         return float(-np.mean(np.sum(probs * logs, axis=-1)))
 
     def get_config(self):
-        """The constructor arguments, as plain Python values."""
         return {
             "vocab_size": self.vocab_size,
             "num_states": self.num_states,
@@ -192,15 +155,11 @@ def make_language(num_sequences=2000, length=32, fractions=None, seed=0, **kw):
         fractions: dict `{name: fraction}` summing to 1. Defaults to train
             0.4, transfer 0.3, validation 0.1, test 0.2.
         seed: seed of the language and of the draw.
-        **kw: `HiddenMarkovLanguage` arguments (`vocab_size`,
-            `num_states`, `tokens_per_state`, `successors`,
-            `concentration`).
+        **kw: `HiddenMarkovLanguage` arguments.
 
     Returns:
-        A tuple `(splits, language)`: `splits` is a dict `{name: (inputs,
-        targets)}` of int32 arrays `(n, length)` (targets are the inputs
-        shifted by one), and `language.next_token_probs(inputs)` gives the
-        exact `p*` of every position.
+        `(splits, language)`: `splits` a dict `{name: (inputs, targets)}` of
+        int32 `(n, length)` (targets shifted by one).
 
     Example:
 
@@ -240,7 +199,6 @@ def _dirichlet(rng, concentration, size):
 
 
 def _draw(rng, probs):
-    """One index per row of `probs` (n, k), by inverse CDF."""
     cumulative = np.cumsum(probs, axis=-1)
     u = rng.random(probs.shape[0])[:, None] * cumulative[:, -1:]
     index = (cumulative <= u).sum(axis=-1)

@@ -1,14 +1,4 @@
-"""Synthetic data for experiments: a task with known Bayes probabilities.
-
-- `GaussianMixture` / `make_gaussian_mixture`: a classification task whose
-  Bayes probabilities `p*(x)` are known exactly, so a teacher's, a proxy
-  teacher's or a student's distance to `p*` can be measured;
-- `noisy_labels`: corrupted training labels for a deliberately unreliable
-  teacher.
-
-Used by the accuracy benchmark and the coefficient-selection notebook; not
-imported by `import keras_ptloss` (the top-level names load it on first use).
-"""
+"""Synthetic classification data with exactly known Bayes probabilities."""
 
 import numpy as np
 import scipy.special
@@ -24,21 +14,15 @@ from keras_ptloss.datasets.loaders import split_dataset
 class GaussianMixture:
     """A classification task with exactly known Bayes probabilities.
 
-    Class `k` (prior `1/K`) draws `x` from an equal-weight mixture of
-    `components_per_class` isotropic Gaussians `N(mu_kc, scale**2 I)` with
-    means drawn once from `N(0, separation**2 I)`. The Bayes posterior is
+    Class `k` draws `x` from an equal-weight mixture of isotropic Gaussians
+    `N(mu_kc, scale**2 I)`, means drawn from `N(0, separation**2 I)`:
 
-        p*(k | x) = softmax_k(logsumexp_c(-|x - mu_kc|**2 / (2 scale**2))),
-
-    exact up to float64 rounding, so a model's distance to `p*` and its
-    excess risk over the Bayes classifier can be measured without sampling
-    error in the targets.
+        p*(k | x) = softmax_k(logsumexp_c(-|x - mu_kc|**2 / (2 scale**2))).
 
     Args:
         num_classes: number of classes `K >= 2`.
         num_features: input dimension `d >= 1`.
-        components_per_class: Gaussians per class `>= 1` (more makes the
-            Bayes boundary non-linear).
+        components_per_class: Gaussians per class `>= 1`.
         separation: standard deviation of the component means, `> 0`.
         scale: standard deviation of each component, `> 0`.
         seed: seed of the means.
@@ -77,15 +61,7 @@ class GaussianMixture:
         )
 
     def sample(self, num_samples, seed=0):
-        """Draws `(x, y)`: labels uniform over classes, `x` from the class.
-
-        Args:
-            num_samples: number of examples `>= 1`.
-            seed: seed of the draw.
-
-        Returns:
-            `x` float32 of shape `(num_samples, d)`, `y` int32.
-        """
+        """Draws `(x, y)`: float32 `(num_samples, d)` and int32 labels."""
         num_samples = check_int(num_samples, "num_samples", minimum=1)
         rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         y = rng.integers(0, self.num_classes, size=num_samples)
@@ -116,7 +92,6 @@ class GaussianMixture:
         return np.exp(self.bayes_log_probs(x))
 
     def get_config(self):
-        """The constructor arguments, as plain Python values."""
         return {
             "num_classes": self.num_classes,
             "num_features": self.num_features,
@@ -137,12 +112,10 @@ def make_gaussian_mixture(
         fractions: dict `{name: fraction}` summing to 1. Defaults to train
             0.4, transfer 0.3, validation 0.1, test 0.2.
         seed: seed of the means, the draw and the split.
-        **task_kwargs: `GaussianMixture` arguments (`num_classes`,
-            `num_features`, `components_per_class`, `separation`, `scale`).
+        **task_kwargs: `GaussianMixture` arguments.
 
     Returns:
-        A tuple `(splits, task)`: `splits` is a dict `{name: (x, y)}`, and
-        `task.bayes_probs(x)` gives the exact `p*(x)` of any split.
+        `(splits, task)`: `splits` a dict `{name: (x, y)}`.
 
     Example:
 
@@ -161,20 +134,16 @@ def noisy_labels(
 ):
     """Corrupts exactly `round(noise_rate * n)` labels, chosen at random.
 
-    For a deliberately unreliable teacher: train it on these labels.
-
     Args:
         labels: integer labels, shape `(n,)`.
         noise_rate: fraction of labels to corrupt, in `[0, 1]`.
         num_classes: number of classes; defaults to `max(labels) + 1`.
-        mode: `"symmetric"`: a corrupted label becomes a uniformly drawn
-            *different* class; `"pairwise"`: class `k` becomes `k + 1`
-            (mod K), the structured noise of Han et al. 2018.
+        mode: `"symmetric"` (a uniformly drawn different class) or
+            `"pairwise"` (`k` becomes `k + 1` mod K; Han et al. 2018).
         seed: seed of the choice and of the new labels.
 
     Returns:
-        A tuple `(noisy, flipped)`: int32 labels of shape `(n,)` and the
-        boolean mask of the corrupted examples.
+        `(noisy, flipped)`: int32 labels `(n,)` and the corrupted mask.
 
     Example:
 

@@ -1,11 +1,4 @@
-"""`python -m keras_ptloss.demo`: the demo program.
-
-`python -m keras_ptloss demo` runs this in a child process and drops
-TensorFlow's start-up notices from its standard error (run directly, they
-show). The program's own settings: one CPU thread on torch
-(`limit_torch_threads`) and no TensorFlow retracing warning
-(`quiet_retracing_notices`).
-"""
+"""`python -m keras_ptloss.demo`: the demo program."""
 
 import argparse
 import logging
@@ -19,14 +12,11 @@ from keras_ptloss.demo import options
 def limit_torch_threads():
     """On the torch backend, one CPU thread, unless `OMP_NUM_THREADS` is set.
 
-    The demo's models are small (batches of 128 rows of 40 features), so
-    eager PyTorch spends its time in OpenMP's hand-offs between threads;
-    measured on 2 shared cores, one thread runs a teacher epoch in 0.75 s
-    and two in 19 s. This is the demo program's own setting: `run` leaves
-    the caller's process alone.
+    The demo's models are small, so eager PyTorch spends its time in OpenMP's
+    hand-offs between threads.
 
     Returns:
-        The thread count now in use, or `None` on another backend.
+        The thread count in use, or `None` on another backend.
     """
     import keras
 
@@ -47,14 +37,10 @@ class _NoRetracingNotice(logging.Filter):
 
 
 def quiet_retracing_notices():
-    """Hides TensorFlow's retracing warning from the demo's output.
+    """Hides TensorFlow's retracing warning, and only it.
 
-    `keras_ptloss.calibrate` runs `model.predict` once per calibrated
-    model, and every student of the demo is a new model, so TensorFlow
-    traces a new predict step for each and warns that it retraces often.
-    That is expected here; only that message is dropped (a filter on the
-    `tensorflow` logger), every other warning still shows. This is the demo
-    program's own setting: `run` leaves the caller's logging alone.
+    Every calibrated student is a new model, so its predict step is traced
+    anew; that is expected here.
     """
     logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _NoRetracingNotice) for f in logger.filters):

@@ -1,8 +1,6 @@
 """The demo's options: defaults, `--quick` sizes, command-line parsing.
 
-This module imports neither Keras nor the backend (the checks import them
-when they run), so the command line can parse and print `--help` without
-starting TensorFlow.
+Imports no backend, so `--help` does not start TensorFlow.
 """
 
 import argparse

@@ -1,24 +1,10 @@
 """The demo's run: data, the teachers, four students each, the report.
 
-For each teacher (a 1-D CNN trained on the labelled split with noisy
-labels, and with `teachers=("clean", "noisy")` also on the labels as they
-are) and each student seed, the same MLP student is trained four
-ways. Every distilled student is trained by `search_coefficients`'
-population trainer, with the same initial weights and batch order per
-seed (common random numbers), so the methods differ only in their losses
-and in which candidates they try, with the same budget of student-epochs:
-
-- KD: `eps = 0` at each temperature of the grid, the best on validation
-  accuracy kept (`search_coefficients` restricted to KD candidates);
-- LS-KD: the same on z-scored logits (`eps = 0`, `standardize=True`);
-- PTLoss: `search_coefficients` with its defaults (logits and z-scored
-  logits, KD and LS-KD among the candidates, the winner calibrated) and
-  KD's tuning budget;
-- the student alone: cross-entropy on the teacher's labelled split.
-
-Every student is then calibrated the same way: one temperature fitted on
-the validation split (`keras_ptloss.calibrate`; the search does it for
-PTLoss's winner), and scored on the test split before and after.
+Every distilled student is trained by `search_coefficients`' population
+trainer with common random numbers per seed, so KD (`eps = 0` over the
+temperature grid), LS-KD (the same on z-scored logits) and PTLoss (the
+search's defaults with KD's budget) differ only in their losses and
+candidates.
 """
 
 import json
@@ -65,12 +51,7 @@ def run_from_args(args):
 def load_data(
     num_samples, labelled_fraction, validation_fraction, test_fraction, seed
 ):
-    """MNIST-1D cut into labelled / transfer / validation / test splits.
-
-    Returns a dict `{"labelled": (x, y), "transfer": (x, y), "validation":
-    (x, y), "test": (x, y)}` of float32 inputs `(n, 40)` and int32 labels
-    (the demo never uses the transfer split's labels).
-    """
+    """MNIST-1D as `{"labelled", "transfer", "validation", "test": (x, y)}`."""
     fractions = {
         "labelled": labelled_fraction,
         "transfer": 1.0
@@ -121,12 +102,7 @@ def make_teacher(num_features, num_classes, seed):
 
 
 def make_student(num_features, num_classes, seed=None):
-    """An MLP `num_features`-64-64-`num_classes` returning logits.
-
-    With `seed=None` its initial weights come from Keras's global seed
-    (`search_coefficients` seeds it and copies the first student's weights
-    to the others).
-    """
+    """An MLP `num_features`-64-64-`num_classes` returning logits."""
 
     def init(offset):
         return keras.initializers.GlorotUniform(
@@ -149,16 +125,10 @@ def make_student(num_features, num_classes, seed=None):
 
 
 def scores(probs, calibrated, labels):
-    """Accuracy, and NLL and ECE (15 equal-width bins) raw and calibrated.
-
-    Args:
-        probs: the model's probabilities `(N, K)` as trained.
-        calibrated: its probabilities after temperature scaling.
-        labels: integer labels `(N,)`.
+    """Accuracy, and NLL and ECE (15 bins) raw and calibrated.
 
     Returns:
-        A dict with the keys of `report.SCORES`; the accuracy is the raw
-        model's (temperature scaling keeps the argmax).
+        A dict with the keys of `report.SCORES`.
     """
     labels = np.asarray(labels)
 
@@ -214,23 +184,14 @@ def run(**options):
     """Runs the demo; returns its results as a dict (also `results.json`).
 
     Args:
-        **options: any of `DEFAULTS`' keys (`num_samples`, `noise_rate`,
-            `seeds`, `student_epochs`, `order`, `mode`, `temperatures`,
-            `output_dir`, `seed`, `verbose`, ...); unspecified ones take
-            their default.
+        **options: any of `DEFAULTS`' keys; unspecified ones take their
+            default.
 
     Returns:
-        A dict with `backend`, `options`, `sizes` (examples per split),
-        `budget` (student-epochs of each tuned method), `teachers` (per
-        teacher, `"clean"` and `"noisy"`: its `description`, test `scores`
-        and validation `calibration`; `runs`, one dict per student seed
-        with, per method, its test `scores`, `choice`, `calibration` (the
-        fit on the validation split), `student_epochs` and `seconds`, and
-        PTLoss's `search` (`SearchResult.to_dict()`); `summary`, per method
-        the mean and standard deviation over seeds of each score; and its
-        `table`), `verdict` (`report.verdict`'s lines), `plot`,
-        `search_plots` (PTLoss's search per teacher, first seed) and `json`
-        (paths of the written files), and `seconds` (wall time).
+        A dict with `backend`, `options`, `sizes`, `budget`, `teachers` (per
+        teacher its `description`, `scores`, `calibration`, `runs` per seed,
+        `summary` and `table`), `verdict`, `plot`, `search_plots`, `json` and
+        `seconds`.
     """
     o = _checked_options(options)
     start = time.perf_counter()
@@ -361,14 +322,7 @@ def _write_results(result):
 
 
 def _run_teacher(name, description, labels, data, budget, o):
-    """One teacher and its students over the seeds.
-
-    Returns:
-        `(result, probs, search)`: the teacher's entry of `run`'s
-        `teachers`, the calibrated test probabilities of the first seed
-        (`{model: (N, K)}`, the teacher's too) and PTLoss's search of the
-        first seed.
-    """
+    """One teacher and its students; returns `(result, probs, search)`."""
     _say(f"\n=== {name} teacher: {description}, {o['teacher_epochs']} epochs")
     teacher = _train_teacher(name, labels, data, o)
     runs, first_probs, first_search = [], {}, None
@@ -397,9 +351,7 @@ def _run_teacher(name, description, labels, data, budget, o):
 
 
 def _train_teacher(name, labels, data, o):
-    """Trains a teacher on `labels`; returns a dict: its `logits` per
-    split, its test `scores`, its validation `calibration` and its
-    calibrated test probabilities (`test_calibrated`)."""
+    """Trains a teacher on `labels`: its logits, scores and calibration."""
     x_lab = data["labelled"][0]
     x_test, y_test = data["test"]
     keras.utils.set_random_seed(o["seed"])
@@ -434,12 +386,7 @@ def _train_teacher(name, labels, data, o):
 
 
 def _train_students(seed, labels, data, teacher, budget, o):
-    """The four students of one seed.
-
-    Returns:
-        `(run, models, search)`: the seed's entry of `runs` (without the
-        scores), the calibrated models per method, and PTLoss's search.
-    """
+    """The four students of one seed: `(run, models, search)`."""
     x_lab = data["labelled"][0]
     validation = data["validation"]
     epochs = o["student_epochs"]
@@ -545,14 +492,7 @@ def _seed_line(run_):
 
 
 def summarize(runs):
-    """Per method, the mean and standard deviation over seeds of each score.
-
-    Returns:
-        `{method: {score: {"mean": m, "std": s, "values": [...]}, ...,
-        "seconds": mean seconds, "student_epochs": mean, "choices":
-        [choice per seed]}}` for the scores of `report.SCORES`; `std` is
-        the sample standard deviation (`ddof=1`; 0 for a single seed).
-    """
+    """Per method, the mean and sample std (`ddof=1`) of each score."""
     summary = {}
     for name in METHODS:
         entry = {}

@@ -28,10 +28,7 @@ COLORS = {
 
 
 def reliability(probs, labels, bins=calibration.ECE_BINS):
-    """Confidence, accuracy and count per confidence bin (equal width).
-
-    The bins of `keras_ptloss.calibration.expected_calibration_error`.
-    """
+    """Confidence, accuracy and count per equal-width confidence bin."""
     confidence = probs.max(axis=-1)
     correct = probs.argmax(axis=-1) == labels
     index = calibration.confidence_bins(confidence, bins)
@@ -53,16 +50,12 @@ def format_table(teacher, summary, num_seeds):
     """A markdown table of one teacher's students on the test split.
 
     Args:
-        teacher: the teacher's scores (`SCORES`; one model, no spread).
-        summary: `pipeline.summarize`'s dict (mean and std over seeds).
+        teacher: the teacher's scores (`SCORES`).
+        summary: `pipeline.summarize`'s dict.
         num_seeds: how many seeds the means are over.
 
     Returns:
-        The table as a string: test accuracy, NLL and ECE of each model as
-        trained ("raw") and calibrated (temperature scaling fitted on the
-        validation split); the students' rows show mean ± standard
-        deviation over the seeds, the setting chosen per seed, and the
-        student-epochs and seconds each method spent per seed.
+        The table as a string.
     """
     lines = [
         f"| model (mean ± std over {num_seeds} seed(s)) | test accuracy (%) "
@@ -88,16 +81,10 @@ def format_table(teacher, summary, num_seeds):
 def write_plot(path, teachers, test_probs, labels, title):
     """Writes test accuracy per seed and reliability diagrams to a PNG.
 
-    One row per teacher: the students' test accuracy (one dot per seed),
-    and the reliability diagram of the calibrated models of the first
-    seed (the teacher's too).
-
     Args:
         path: the PNG file to write.
-        teachers: `{teacher: {"runs": [...], ...}}`, the demo's per-teacher
-            results (each run with each method's `scores`).
-        test_probs: `{teacher: {model: calibrated probabilities (N, K)}}`
-            on the test split, first seed.
+        teachers: the demo's per-teacher results.
+        test_probs: `{teacher: {model: calibrated probabilities (N, K)}}`.
         labels: test labels, shape `(N,)`.
         title: the figure's title.
     """
@@ -150,14 +137,9 @@ def write_plot(path, teachers, test_probs, labels, title):
 
 
 def paired_difference(summary, score, first, second):
-    """Mean and std over seeds of `first - second` on one score.
+    """Mean and sample std over seeds of `first - second` on one score.
 
-    The methods share each seed's initial weights and batch order, so the
-    difference is taken seed by seed.
-
-    Returns:
-        `(mean, std)`; `std` is the sample standard deviation (`ddof=1`),
-        `nan` for a single seed.
+    The std is `nan` for a single seed.
     """
     a = np.asarray(summary[first][score]["values"], dtype="float64")
     b = np.asarray(summary[second][score]["values"], dtype="float64")
@@ -167,11 +149,7 @@ def paired_difference(summary, score, first, second):
 
 
 def outcome(mean, std):
-    """`"ahead"`, `"behind"` or `"within"` its spread; `None` (one seed).
-
-    A paired difference is ahead (behind) when its mean is above (below)
-    zero by more than the standard deviation of the per-seed differences.
-    """
+    """`"ahead"`, `"behind"` or `"within"` the spread; `None` (one seed)."""
     if np.isnan(std):
         return None
     if abs(mean) > std:
@@ -196,13 +174,9 @@ def _compare(summary, score, scale, unit, baseline):
 
 
 def teacher_outcome(summary):
-    """What PTLoss does against the tuned baselines on test accuracy.
+    """`"helps"`, `"hurts"` or `"ties"` against `BASELINES` on accuracy.
 
-    Returns:
-        `"helps"` when it is ahead of every baseline of `BASELINES` by more
-        than the spread of the paired differences, `"hurts"` when it is
-        behind one of them by more than that, `"ties"` otherwise, and
-        `None` with a single seed (no spread to compare with).
+    `None` with a single seed.
     """
     results = [
         outcome(*paired_difference(summary, "accuracy", "PTLoss", baseline))
@@ -219,13 +193,6 @@ def teacher_outcome(summary):
 
 def verdict(summaries):
     """Lines saying what the tables show, computed from their numbers.
-
-    Per teacher: PTLoss minus each tuned baseline (KD, LS-KD), seed by
-    seed, on test accuracy and on calibrated test NLL; a difference is
-    "larger than its spread" when its mean exceeds the standard deviation
-    of the per-seed differences in absolute value. Then one line says, per
-    teacher, whether PTLoss helps, ties or falls behind on test accuracy
-    (`teacher_outcome`), and the last what those words mean.
 
     Args:
         summaries: `{teacher: pipeline.summarize's dict}`.
@@ -272,18 +239,7 @@ def verdict(summaries):
 
 
 def resolution(summaries):
-    """The line saying which accuracy differences the run can resolve.
-
-    The spread is the standard deviation over seeds of the per-seed
-    PTLoss - baseline test accuracy differences; a difference smaller than
-    it is not told apart from the variation between seeds.
-
-    Args:
-        summaries: `{teacher: pipeline.summarize's dict}`.
-
-    Returns:
-        A string.
-    """
+    """The line saying which accuracy differences the run can resolve."""
     first = next(iter(summaries.values()))
     num_seeds = len(first["PTLoss"]["accuracy"]["values"])
     if num_seeds < 2:
