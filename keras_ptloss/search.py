@@ -250,8 +250,9 @@ class SearchResult:
         optimizer from `training["optimizer"]`; `student` gets
         `initial_weights`. Trained with `fit(**result.fit_kwargs(x,
         labels))`, it sees the members' batches in their order and ends
-        where the winner's student ended, up to floating-point rounding
-        and the random draws of layers such as dropout.
+        where the winner's student ended, up to floating-point rounding,
+        the random draws of layers such as dropout, and optimizer slots
+        the search could not carry to the survivors (it warns then).
 
         Args:
             teacher: the teacher `keras.Model` whose outputs the search
