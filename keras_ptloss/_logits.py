@@ -1,22 +1,10 @@
-"""What a model outputs (logits or probabilities), and the flags that say it.
-
-A last layer without activation outputs logits, a softmax last layer
-probabilities. The Distiller, the `keras.distillation` adapters, the
-calibration and the coefficient callback check a `from_logits` /
-`teacher_from_logits` flag against the model it describes here, where the
-two meet.
-"""
+"""Checks of `from_logits` flags against a model's last layer."""
 
 import keras
 
 
 def final_activation(model):
-    """What a model's last layer emits, and that layer's name.
-
-    Returns:
-        `(kind, layer_name)`: `kind` is `"softmax"` (probabilities),
-        `"linear"` (logits) or `None` (unknown, or no layers).
-    """
+    """`(kind, layer_name)`: kind `"softmax"`, `"linear"` or `None`."""
     layers = getattr(model, "layers", None)
     if not layers:
         return None, None
@@ -34,19 +22,12 @@ def final_activation(model):
 def check_output_kind(model, outputs_logits, role, flag, loss_arg=None):
     """Raises if a model's last layer contradicts a logits flag.
 
-    A last layer without activation outputs logits; a softmax last layer
-    outputs probabilities. Reading one as the other silently computes a wrong
-    loss (or calibration), so the contradiction is reported where the model
-    meets the flag.
-
     Args:
         model: the teacher, student or calibrated `keras.Model`.
         outputs_logits: what the flag assumes about `model`'s outputs.
         role: `"teacher"`, `"student"` or `"model"`, for the message.
-        flag: the argument holding the assumption (`"from_logits"` or
-            `"teacher_from_logits"`).
-        loss_arg: the name of the argument that received the loss whose
-            flag it is, or `None` when `flag` was passed directly.
+        flag: the flag's argument name, for the message.
+        loss_arg: the argument that received the loss, or `None`.
     """
     kind, layer_name = final_activation(model)
     if kind is None:
@@ -68,7 +49,6 @@ def check_output_kind(model, outputs_logits, role, flag, loss_arg=None):
 
 
 def _flag_phrases(flag, value, loss_arg):
-    """What was given and how to fix it, for `check_output_kind`."""
     if loss_arg is None:
         return f"{flag}={value} was passed", f"Pass `{flag}={not value}`"
     return (
@@ -80,15 +60,6 @@ def _flag_phrases(flag, value, loss_arg):
 
 def teacher_emits_logits(teacher, teacher_from_logits=None, loss_arg="loss"):
     """Whether `teacher` emits logits: the flag, checked, or its last layer.
-
-    Args:
-        teacher: the teacher `keras.Model`.
-        teacher_from_logits: `True`/`False` (checked against the teacher's
-            last layer) or `None` (read from the last layer).
-        loss_arg: the argument that received the loss, for messages.
-
-    Returns:
-        A bool.
 
     Raises:
         ValueError: if the flag contradicts the last layer, or if the flag
@@ -115,17 +86,10 @@ def teacher_emits_logits(teacher, teacher_from_logits=None, loss_arg="loss"):
 
 
 def resolve_teacher_flag(loss, teacher, student, loss_arg="loss"):
-    """A loss's `teacher_from_logits` for a teacher-student pair, checked.
+    """The `teacher_from_logits` a loss should have for a teacher-student pair.
 
-    Reads nothing into `loss`: returns the flag it should have. A
-    `teacher_from_logits=None` gives the teacher's kind
-    (`teacher_emits_logits`); an explicit flag, and the student's
-    `from_logits`, are checked against the models' last layers, and the
-    loss's `standardize` needs logits on both sides.
-
-    Returns:
-        The bool for `teacher_from_logits`, or `None` for a loss without
-        that flag (`Poly1Loss` reads no teacher).
+    Checks both models against the loss's flags; returns `None` for a loss
+    without `teacher_from_logits`.
     """
     flag = None
     if hasattr(loss, "teacher_from_logits"):

@@ -1,19 +1,8 @@
 """`ReestimateCoefficients`: re-selects PTLoss coefficients during `fit`.
 
-The callback changes the `PTLoss` itself (`set_coefficients`,
-`set_temperature`): its coefficients and temperature are variables, which
-TensorFlow and torch read at every step. A compiled JAX step reads only the
-variables in the state it is given (the model's trainable, non-trainable
-and metric variables) and holds any other variable's value as a constant.
-The loss's variables are model state in a `keras_ptloss.Distiller` (it
-tracks them) and in a `keras.distillation.Distiller` using
-`keras_ptloss.PTLossDistillation` (a layer that tracks them). For a model
-compiled with `loss=PTLoss(...)` they are not: making them model variables
-would change the saved model's variable layout, and carrying them as metric
-state needs new state on a model that may already be built (Keras locks
-that). There, on JAX only, the callback rebuilds the train and test
-functions after a change (`make_train_function(force=True)`), which
-retraces them with the new values (docs/design.md, "Keras traps").
+On JAX, for a model compiled with `loss=PTLoss(...)` (whose loss variables
+are not model state), the callback rebuilds the train and test functions
+after a change (docs/design.md, "Keras traps").
 """
 
 import time
@@ -44,11 +33,9 @@ class ReestimateCoefficients(keras.callbacks.Callback):
     on a labelled validation split (computed with the teacher, or given) go
     through `keras_ptloss.select_coefficients`, and the chosen coefficients
     (and, with `tune_temperature=True`, temperature) replace the current
-    ones before the epoch's first step. The selection depends only on the
-    teacher and the validation split, not on the student: when neither has
-    changed since the last selection (same teacher weights, same data, same
-    settings; checked by a fingerprint of their values, so in-place edits of
-    numpy validation arrays count as changes), nothing is recomputed.
+    ones before the epoch's first step. When the teacher, the validation
+    data and the settings are unchanged since the last selection (checked
+    by a fingerprint of their values), nothing is recomputed.
 
     Works with:
 
@@ -58,11 +45,7 @@ class ReestimateCoefficients(keras.callbacks.Callback):
     - a `keras.distillation.Distiller` whose distillation loss is a
       `keras_ptloss.PTLossDistillation`.
 
-    In every case the new values go to the `PTLoss` (`set_coefficients`,
-    `set_temperature`), whose variables the next training step reads.
-
-    The order `M` and the mode (`"shared"` for coefficients of shape `(M,)`,
-    `"classwise"` for `(K, M)`) are those of the loss.
+    The order `M` and the mode (`"shared"` or `"classwise"`) are the loss's.
 
     At the end of each epoch the values in effect and the selection's
     scores are written into `logs`, so `History`, `CSVLogger` and
@@ -84,12 +67,9 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         teacher: the teacher model, for a model compiled with `PTLoss`
             (a Distiller's own teacher is used otherwise).
         teacher_from_logits: whether the teacher model outputs logits.
-            Defaults to `None`: for a Distiller, its loss's
-            `teacher_from_logits`; for a model compiled with `PTLoss`
-            (whose targets may be stored probabilities of a teacher that
-            outputs logits), read from the teacher's last layer (no
-            activation: logits; softmax: probabilities). A flag that
-            contradicts that layer raises.
+            Defaults to `None`: a Distiller's loss's flag, otherwise read
+            from the teacher's last layer. A flag that contradicts that
+            layer raises.
         loss: the `PTLoss` to update in a model compiled with several
             losses. Defaults to `None`: the model's only `PTLoss`.
         frequency: re-estimate at the start of every `frequency`-th epoch
@@ -182,9 +162,6 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         self._fingerprint = None
         self._target = None
         self._reestimated = False
-
-    # ------------------------------------------------------------------
-    # What the callback updates, resolved once per `fit`.
 
     def on_train_begin(self, logs=None):
         self._target = self._resolve_target(self.model)
@@ -331,11 +308,7 @@ class ReestimateCoefficients(keras.callbacks.Callback):
         logs.update(self.log_values())
 
     def log_values(self):
-        """The values written into `logs` at the end of an epoch.
-
-        Returns:
-            A dict of Python floats (empty before the first selection).
-        """
+        """The floats written into `logs` at the end of an epoch."""
         if self._target is None or self.result is None:
             return {}
         loss = self._target.loss
@@ -392,11 +365,8 @@ def _check_type(value, name, types, expected):
 
 
 def _check_validation_and_probs(validation_data, teacher_probs):
-    """Checks `(x_val, y_val)` and `teacher_probs`; returns the three.
-
-    Numpy arrays are kept by reference (no copy), so in-place edits of the
-    validation data are seen by the fingerprint.
-    """
+    """Checks `(x_val, y_val)` and `teacher_probs`; returns the three."""
+    # Kept by reference, so the fingerprint sees in-place edits.
     if not isinstance(validation_data, (tuple, list)) or (
         len(validation_data) != 2
     ):

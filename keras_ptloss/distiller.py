@@ -1,15 +1,4 @@
-"""`Distiller`: a teacher-student `keras.Model` trained with PTLoss or KD.
-
-The distillation loss keeps its state (PTLoss's coefficients, the
-temperature) in non-trainable variables. The Distiller trains its own copy
-of the loss it is given, tracks the copy's variables as model state and
-calls it itself, so a callback that changes it
-(`distiller.distillation_loss.set_coefficients`, `distiller.set_temperature`)
-changes the next step on every backend, with or without jit
-(docs/design.md, "Keras traps"). Like `keras.distillation.Distiller`, it
-keeps the student loss given to `compile` and weighs it in `compute_loss`.
-Offline teacher outputs live in `keras_ptloss.teacher_outputs`.
-"""
+"""`Distiller`: a teacher-student `keras.Model` trained with PTLoss or KD."""
 
 import math
 
@@ -41,34 +30,22 @@ from keras_ptloss.vocabulary import check_alignment
 from keras_ptloss.vocabulary import check_alignment_arguments
 from keras_ptloss.vocabulary import check_padding_mass
 
-# Re-exported for users of the batch format.
 STUDENT_INPUTS = offline.STUDENT_INPUTS
 TEACHER_OUTPUTS = offline.TEACHER_OUTPUTS
-# The losses a Distiller trains with: PTLoss, KD and the baselines.
 DISTILLATION_LOSSES = (PTLoss, KDLoss, KDCELoss, DKDLoss, LSKDLoss, Poly1Loss)
 
-# What `fit(x)` and `evaluate(x)` log without labels (no compiled metrics).
 LABEL_FREE_LOGS = ("loss", "distillation_loss", "student_loss")
 
 
 def copy_loss(loss, **changes):
-    """A new loss of `loss`'s class and config, with `changes` applied.
-
-    The copy has its own variables (holding the values `loss` has now), so
-    what is done to one does not reach the other.
-    """
+    """A copy of `loss` with its own variables, with `changes` applied."""
     config = loss.get_config()
     config.update(changes)
     return type(loss).from_config(config)
 
 
 def needs_labels(loss):
-    """Whether a distillation loss reads the labels besides the teacher.
-
-    Such a loss (`needs_labels = True`: `KDCELoss`, `DKDLoss`, `Poly1Loss`)
-    gets `{"teacher": teacher_outputs, "label": y}` from the Distiller (the
-    targets convention of `keras_ptloss.baselines`).
-    """
+    """Whether a distillation loss reads the labels besides the teacher."""
     return bool(getattr(loss, "needs_labels", False))
 
 
@@ -83,14 +60,7 @@ def _require_labels(y):
 
 
 def _check_weights_without_labels(x, y, sample_weight, where=None):
-    """Raises for array `sample_weight` without `y`, which Keras drops.
-
-    Keras packs arrays `(x, None, sample_weight)` as `(x,)`
-    (`keras.utils.pack_x_y_sample_weight`), so a padding mask given without
-    labels would silently not reach the loss. A `tf.data.Dataset` yielding
-    `(x, None, sample_weight)` keeps the weights (a `PyDataset` yielding
-    `None` fails on the TensorFlow backend); data sets are not checked.
-    """
+    """Raises for array `sample_weight` without `y`, which Keras drops."""
     if sample_weight is None or y is not None or not _is_arrays(x):
         return
     shape = getattr(sample_weight, "shape", None)
@@ -132,92 +102,49 @@ class Distiller(keras.Model):
         loss = w * student_loss(y, z) + (1 - w) * distillation_loss(t, z)
 
     where `t` are the frozen teacher's outputs, `z` the student's, `w` the
-    student-loss weight, and the student loss is the hard-label loss passed
-    to `compile()`. Without labels (`fit(x)`, the paper's unlabelled transfer
-    set) or without a compiled loss, the loss is the distillation term alone.
-    Regularization losses of the student are added on top.
+    student-loss weight and `student_loss` the hard-label loss passed to
+    `compile()`. Without labels (`fit(x)`) or without a compiled loss, the
+    loss is the distillation term alone; the student's regularization
+    losses are added on top. Logs hold `loss`, `distillation_loss`,
+    `student_loss` and the compiled metrics (which need labels).
 
-    The distillation term is the loss itself,
-    `distillation_loss(t, z, sample_weight)` (its reduction, sample weights
-    and masks). The Distiller trains its own copy of the loss passed in
-    (`distiller.distillation_loss`; the object passed in is left as it
-    was): the copy's variables (PTLoss's coefficients, the temperature) and
-    the student-loss weight are variables of this model
-    (`schedulable_variables`), so changing them from a callback
-    (`distiller.set_coefficients`, `distiller.set_temperature`,
-    `distiller.distillation_loss.set_coefficients`, e.g. by
-    `keras_ptloss.ReestimateCoefficients`) changes the next training step on
-    every backend, with or without jit, and they are saved with the model.
+    The Distiller trains its own copy of the loss passed in
+    (`distiller.distillation_loss`). Its variables (coefficients,
+    temperature) and the student-loss weight are model variables, so
+    changing them from a callback (`set_coefficients`, `set_temperature`,
+    e.g. by `keras_ptloss.ReestimateCoefficients`) changes the next step,
+    and they are saved with the model. A flag (`teacher_from_logits`,
+    `from_logits`) that contradicts a model's last layer raises;
+    `teacher_from_logits=None` is read from the teacher's last layer.
 
-    The teacher's outputs are read with the loss's `teacher_from_logits`
-    flag (logits by default; `False` for probabilities). A flag, or the
-    student's `from_logits`, that visibly contradicts a model's last layer
-    (no activation: logits; softmax: probabilities) raises; a loss built
-    with `teacher_from_logits=None` has the kind read from the teacher's
-    last layer, set on the Distiller's copy.
-
-    `compile(optimizer, loss=..., metrics=[...])` takes the student's
-    hard-label loss (a `keras.losses` name, function or `Loss`; `None` for
-    distillation alone) and Keras's metrics. `call`, `predict` and the
-    metrics use the student. Logs hold `loss` (the total),
-    `distillation_loss`, `student_loss` and the compiled metrics (which
-    need labels and are left out of `fit(x)` logs).
-
-    Offline distillation: `precompute_teacher(x)` runs the teacher once and
-    returns data in which each batch carries its teacher outputs; `fit` on
-    that data runs no teacher forward pass.
-
-    Top-k teachers (vocabulary scale): with a `keras_ptloss.TopKPTLoss`,
-    the Distiller trains on packed top-k targets `(..., 2k)`, either cached
-    (`{"student_inputs": x, "teacher_outputs": packed}` with `packed` from
-    `keras_ptloss.precompute_top_k`, at the temperature it
-    was made with, and with the Distiller's `vocab_size`/`id_map`) or, with
-    `top_k=k`, the teacher's top k taken in each step at the loss's current
-    temperature (after the vocabulary alignment).
-
-    Sample weights (e.g. a padding mask) reach the losses. Keras drops the
-    `sample_weight` of arrays passed without `y`, so `fit` and `evaluate`
-    raise for it: pass `y` (after `compile(loss=None)` it feeds no loss) or
-    a `tf.data.Dataset` yielding `(x, None, sample_weight)`.
-
-    Vocabularies that differ by padding or order (language models): with
-    `vocab_size` or `id_map`, the teacher's outputs (online or cached) are
-    put on the student's vocabulary before the loss, as by
-    `keras_ptloss.align_vocabulary`: the teacher's padding is dropped and
-    the student's padding gets no teacher mass. Sizes that padding cannot
-    explain raise when the Distiller is built; `precompute_teacher` checks
-    the cached outputs for real probability on the dropped ids.
+    `precompute_teacher(x)` caches the teacher's outputs (offline
+    distillation). With a `keras_ptloss.TopKPTLoss`, batches carry packed
+    top-k targets `(..., 2k)` from `keras_ptloss.precompute_top_k`, or,
+    with `top_k=k`, the teacher's top k are taken in each step. With
+    `vocab_size` or `id_map`, the teacher's outputs are put on the
+    student's vocabulary as by `keras_ptloss.align_vocabulary`.
 
     Args:
         teacher: a trained `keras.Model` with one output of shape
-            `(batch, ..., K)`. It is frozen (`trainable = False`) here and
-            stays frozen after a reload; it runs in inference mode.
+            `(batch, ..., K)`; frozen, run in inference mode.
         student: the `keras.Model` to train; same output shape.
         distillation_loss: a `keras_ptloss.PTLoss` or `keras_ptloss.KDLoss`
-            (or a baseline: `KDCELoss`, `DKDLoss`, `LSKDLoss`, `Poly1Loss`);
-            the Distiller trains a copy of it (`distillation_loss`
-            attribute). A loss with `needs_labels = True` (`KDCELoss`,
-            `DKDLoss`, `Poly1Loss`) receives `{"teacher": t, "label": y}`,
-            so `fit` needs `y`. A `keras_ptloss.TopKPTLoss` reads top-k
-            targets (see above and `top_k`).
+            (or `KDCELoss`, `DKDLoss`, `LSKDLoss`, `Poly1Loss`, or a
+            `TopKPTLoss`). A loss with `needs_labels = True` receives
+            `{"teacher": t, "label": y}`, so `fit` needs `y`.
         student_loss_weight: weight `w` in [0, 1] of the compiled hard-label
             loss. Defaults to `0.5` (as `keras.distillation.Distiller`).
         temperature: optional temperature `T > 0` for the Distiller's copy
             of the loss. Defaults to `None`: the loss's own temperature.
-        vocab_size: the number of real token ids (`len(tokenizer)`) when
-            the teacher's and the student's output layers are padded beyond
-            it to different sizes; both must have at least `vocab_size`
-            logits. Defaults to `None`.
+        vocab_size: the number of real token ids when the teacher's and
+            the student's outputs are padded beyond it to different sizes.
+            Defaults to `None`.
         id_map: integer array of shape `(n,)`: the teacher id of each of
             the student's ids `0..n-1`, for a re-ordered vocabulary.
             Defaults to `None`. Pass at most one of `vocab_size` and
-            `id_map`; with a padded student (more logits than the ids that
-            get teacher mass), the loss cannot use `standardize=True`
-            (`LSKDLoss`), which would z-score the masked logits.
+            `id_map`.
         top_k: for a `TopKPTLoss` only: the number `k` of the teacher's
-            most probable classes (of the student's vocabulary) kept when
-            the teacher runs in the training step (its outputs read with
-            the loss's `teacher_from_logits`). Defaults to `None`:
+            most probable classes kept in each step. Defaults to `None`:
             batches must carry cached top-k targets.
         name: model name. Defaults to `"distiller"`.
         **kwargs: passed to `keras.Model`.
@@ -229,8 +156,6 @@ class Distiller(keras.Model):
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> distiller = Distiller(teacher, student, PTLoss([0.5, 0.0]))
-    >>> distiller.distillation_loss.teacher_from_logits
-    True
     >>> distiller.compile(optimizer="adam")
     >>> history = distiller.fit(np.ones((8, 4)), epochs=1, verbose=0)
     >>> sorted(history.history)
@@ -272,8 +197,7 @@ class Distiller(keras.Model):
                 distillation_loss, teacher, student, "distillation_loss"
             )
         weight = _check_weight(student_loss_weight)
-        # A TopKPTLoss's targets are log-probabilities: the Distiller keeps
-        # the teacher's kind for its online top-k only.
+        # A TopKPTLoss's targets are log-probabilities; the flag serves top_k.
         self._teacher_logits = flag
         changes = (
             {} if flag is None or is_top_k else {"teacher_from_logits": flag}
@@ -292,23 +216,17 @@ class Distiller(keras.Model):
             trainable=False,
             name="student_loss_weight",
         )
-        # A keras.losses.Loss is not a layer, and Keras tracks the variables
-        # that a layer holds in its attributes: this list makes the loss's
-        # variables model state (JAX's stateless step reads their current
-        # values; they are saved). Its order is the saved layout:
-        # coefficients, student-loss weight, temperature, the others.
+        # A Loss is not a layer: this list makes its variables model state
+        # (read by JAX's stateless step, saved); its order is the saved layout.
         self.schedulable_variables = _saved_layout(loss, weight)
-        self._student_loss_weight = weight  # already tracked, in the list
-        self.student_loss = None  # the hard-label loss, set by `compile`
+        self._student_loss_weight = weight
+        self.student_loss = None
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         if teacher.built and student.built:
             self.built = True
-
-    # ------------------------------------------------------------------
-    # Schedulable state (the loss's variables and the student weight).
 
     @property
     def coefficients(self):
@@ -326,11 +244,7 @@ class Distiller(keras.Model):
         return self._student_loss_weight
 
     def set_coefficients(self, coefficients):
-        """Validates and assigns new PTLoss coefficients (to the loss).
-
-        Args:
-            coefficients: array-like with the shape of `self.coefficients`.
-        """
+        """Validates and assigns coefficients of `self.coefficients`' shape."""
         if self.coefficients is None:
             raise ValueError(
                 "This Distiller uses a KDLoss, which has no coefficients. "
@@ -347,9 +261,6 @@ class Distiller(keras.Model):
         """Validates and assigns a new student-loss weight in [0, 1]."""
         self._student_loss_weight.assign(_check_weight(student_loss_weight))
 
-    # ------------------------------------------------------------------
-    # Compiling: the student loss is the Distiller's, as in Keras's own.
-
     def compile(
         self,
         optimizer="rmsprop",
@@ -360,10 +271,8 @@ class Distiller(keras.Model):
     ):
         """Configures training: optimizer, student loss and metrics.
 
-        `keras.Model.compile`, except that `loss` is kept by the Distiller
-        (`student_loss`) and weighed against the distillation loss by
-        `student_loss_weight` in `compute_loss`, as
-        `keras.distillation.Distiller` does.
+        `loss` is kept by the Distiller and weighed against the
+        distillation loss by `student_loss_weight` in `compute_loss`.
 
         Args:
             optimizer: as for `keras.Model.compile`.
@@ -384,13 +293,13 @@ class Distiller(keras.Model):
                 f"loss_weights={loss_weights!r}"
             )
         self.student_loss = None if loss is None else _as_loss(loss)
-        self._student_loss_identifier = loss  # for the compile config
+        self._student_loss_identifier = loss
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def get_compile_config(self):
         """Keras's compile config, with the student loss given to `compile`."""
         config = super().get_compile_config()
-        if config:  # compiled
+        if config:
             config["loss"] = keras.saving.serialize_keras_object(
                 self._student_loss_identifier
             )
@@ -403,24 +312,16 @@ class Distiller(keras.Model):
             # The optimizer's variables exist before the saved ones load.
             self.optimizer.build(self.trainable_variables)
 
-    # ------------------------------------------------------------------
-    # Forward pass, loss and metrics.
-
     def call(self, inputs, training=None):
         if offline.is_offline_batch(inputs):
             inputs = inputs[STUDENT_INPUTS]
         return self.student(inputs, training=training)
 
     def teacher_outputs(self, x):
-        """The teacher's outputs for a batch (cached ones for offline data).
-
-        Cached outputs are the teacher's full outputs, or packed top-k
-        targets `(..., 2k)` for a `TopKPTLoss`.
-        """
+        """The teacher's outputs for a batch (cached ones for offline data)."""
         if offline.is_offline_batch(x):
             outputs = x[TEACHER_OUTPUTS]
-            # Checked on the traced batch for data sets (`fit` checks
-            # arrays before it starts).
+            # `fit` checks arrays up front; data sets are checked here.
             teacher_shape = _static_shape(self.teacher, "outputs")
             if isinstance(self.distillation_loss, TopKPTLoss):
                 _check_packed_shape(outputs, teacher_shape)
@@ -430,11 +331,7 @@ class Distiller(keras.Model):
         return ops.stop_gradient(self.teacher(x, training=False))
 
     def _aligned_teacher_outputs(self, teacher_outputs, y_pred):
-        """Teacher outputs on the student's vocabulary (`vocab_size`/`id_map`).
-
-        Unchanged when the Distiller has no alignment. Not checked here (the
-        sizes were checked when the Distiller was built).
-        """
+        """Teacher outputs on the student's vocabulary, if aligned."""
         if self.vocab_size is None and self.id_map is None:
             return teacher_outputs
         return apply_alignment(
@@ -446,20 +343,12 @@ class Distiller(keras.Model):
         )
 
     def _reads_teacher_logits(self):
-        """Whether the teacher's outputs are logits, as the loss reads them."""
         if isinstance(self.distillation_loss, TopKPTLoss):
             return bool(self._teacher_logits)
         return _teacher_from_logits(self.distillation_loss)
 
     def _distillation_targets(self, x, y_pred):
-        """The distillation loss's `y_true` for a batch.
-
-        The teacher's outputs on the student's vocabulary; for a
-        `TopKPTLoss`, packed top-k targets `(..., 2k)`: cached ones (from
-        `precompute_top_k`, already on the student's vocabulary) as they
-        are, or the top `top_k` of the teacher's outputs at the loss's
-        current temperature.
-        """
+        """The distillation loss's `y_true`: aligned or packed top-k outputs."""
         if not isinstance(self.distillation_loss, TopKPTLoss):
             return self._aligned_teacher_outputs(
                 self.teacher_outputs(x), y_pred
@@ -488,8 +377,6 @@ class Distiller(keras.Model):
     ):
         if y_pred is None:
             y_pred = self(x, training=training)
-        # The Loss objects apply the reduction, the sample weights, masks
-        # and the tf.distribute scaling.
         targets = self._distillation_targets(x, y_pred)
         if needs_labels(self.distillation_loss):
             _require_labels(y)
@@ -508,9 +395,8 @@ class Distiller(keras.Model):
         for extra in self.losses:
             total = total + ops.cast(ops.sum(extra), total.dtype)
         batch_size = ops.shape(keras.tree.flatten(y_pred)[0])[0]
-        # Under tf.distribute the Loss objects divided each term by the
-        # replica count (their sum over replicas is the batch mean); the
-        # trackers hold per-replica means, like Keras's own loss tracker.
+        # Loss objects divide by the replica count under tf.distribute; the
+        # trackers hold per-replica means, as Keras's own loss tracker.
         self.distillation_loss_tracker.update_state(
             _unscale_for_distribution(distillation), sample_weight=batch_size
         )
@@ -522,8 +408,7 @@ class Distiller(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if y is not None:
             return super().compute_metrics(x, y, y_pred, sample_weight)
-        # The compiled metrics compare with labels: without labels only the
-        # losses are reported (not a stale or zero metric).
+        # Without labels only the losses are reported.
         return {
             metric.name: metric.result()
             for metric in self.metrics
@@ -531,17 +416,13 @@ class Distiller(keras.Model):
         }
 
     def get_metrics_result(self):
-        # Compiled metrics that never saw labels are unbuilt and have no
-        # result (`fit(x)`): they are left out.
+        # Compiled metrics that never saw labels are unbuilt: left out.
         return {
             name: value
             for metric in self.metrics
             if getattr(metric, "built", True)
             for name, value in _named_results(metric)
         }
-
-    # ------------------------------------------------------------------
-    # Training: `keras.Model.fit`, after the checks that need all the data.
 
     def fit(
         self,
@@ -564,28 +445,14 @@ class Distiller(keras.Model):
     ):
         """`keras.Model.fit`, with array data checked before it starts.
 
-        These checks need `fit`'s arguments or must run before Keras's
-        training loop, which no other hook of a Keras model allows: each
-        step sees one batch, traced by jit, and on JAX an error raised
-        while a step is traced leaves the model's variables (the teacher's
-        weights too) emptied. For arrays (numpy or backend tensors):
-
-        - A distillation loss that reads labels (`needs_labels`) needs `y`.
-        - Integer labels `y` must be class indices of the student (a label
-          out of range would give a NaN or a silently wrong one-hot loss).
-        - Offline data (from `precompute_teacher`) must hold teacher
-          outputs of the teacher's output shape.
-        - Under a `keras.distribution` layout on JAX (e.g.
-          `keras.distribution.DataParallel`), every batch, the last one and
-          the validation batches too, must divide by the number of devices
-          on the batch axis: an indivisible one raises here, naming the
-          batch size, the example count and the device count, instead of
-          an `IndivisibleError` from JAX at the end of the first epoch. The
-          same holds under a `tf.distribute` strategy with several
-          replicas: it would run an uneven batch, but each replica's loss
-          is the mean over its own share, so that batch's examples would be
-          weighed unequally (and the result would differ from one
-          device's).
+        The checks run before Keras's loop because a step sees one traced
+        batch, and on JAX an error raised while tracing empties the
+        model's variables. For arrays: a loss with `needs_labels` needs
+        `y`; integer labels must be class indices of the student; offline
+        teacher outputs must have the teacher's output shape; under a
+        `keras.distribution` layout on JAX or a multi-replica
+        `tf.distribute` strategy, every batch (the last and validation
+        ones too) must divide by the number of devices.
 
         Args:
             x, y, batch_size, epochs, verbose, callbacks, validation_split,
@@ -610,7 +477,7 @@ class Distiller(keras.Model):
         >>> distiller.compile(
         ...     optimizer="adam", loss="sparse_categorical_crossentropy")
         >>> x, y = np.ones((32, 4)), np.zeros((32,), "int32")
-        >>> history = distiller.fit(x, y, 16, 2, verbose=0)  # 2 epochs of 16
+        >>> history = distiller.fit(x, y, 16, 2, verbose=0)
         >>> len(history.history["loss"])
         2
         """
@@ -669,8 +536,7 @@ class Distiller(keras.Model):
     ):
         """`keras.Model.evaluate`, with array data checked before it starts.
 
-        Arrays with `sample_weight` but no `y` raise, as in `fit`: Keras
-        would drop the weights without a word.
+        Arrays with `sample_weight` but no `y` raise, as in `fit`.
 
         Args:
             x, y, batch_size, verbose, sample_weight, steps, callbacks,
@@ -697,12 +563,7 @@ class Distiller(keras.Model):
         )
 
     def _check_array_targets(self, x):
-        """Array data: the cached teacher outputs fit the loss.
-
-        Full outputs have the teacher's output shape; top-k targets for a
-        `TopKPTLoss` are packed `(..., 2k)` with ids of the student's
-        vocabulary. Online data for a `TopKPTLoss` needs `top_k`.
-        """
+        """Checks that array data's cached teacher outputs fit the loss."""
         teacher_shape = _static_shape(self.teacher, "outputs")
         is_top_k = isinstance(self.distillation_loss, TopKPTLoss)
         if not offline.is_offline_batch(x):
@@ -735,49 +596,30 @@ class Distiller(keras.Model):
                 f"to {log_probs.max()}"
             )
         if student_shape is not None:
-            # The symbolic student outputs give the number of student ids.
             check_host_indices(outputs, keras.KerasTensor(student_shape))
-
-    # ------------------------------------------------------------------
-    # Offline distillation and saving.
 
     def precompute_teacher(
         self, x, y=None, sample_weight=None, batch_size=32, cache=None
     ):
         """Runs the teacher once and returns data that carries its outputs.
 
-        `fit`/`evaluate` on the returned data run no teacher forward pass and
-        give the same losses as on the source data. Each input batch `x`
-        becomes `{"student_inputs": x, "teacher_outputs": t}`; `call` and
-        `predict` accept both forms. (The functions behind this method are
-        in `keras_ptloss.teacher_outputs`.)
+        Each input batch `x` becomes
+        `{"student_inputs": x, "teacher_outputs": t}`; `fit`/`evaluate` on
+        it run no teacher forward pass and give the same losses.
 
-        - Arrays (numpy or backend tensors, or structures of them): returns
-          `(x_offline, y, sample_weight)`; pass them to `fit` as usual
-          (Keras's per-epoch shuffling keeps inputs and teacher outputs
-          together).
-        - A batched `tf.data.Dataset`: iterated once and returned as a
-          dataset of the same batches, held in memory. Random augmentation
-          or reshuffling in the source is frozen to that first pass (call
-          `.unbatch().shuffle(...).batch(...)` on the result to reshuffle).
-        - A `keras.utils.PyDataset`: returns a `PyDataset` that fetches each
-          batch's inputs from the source again and pairs them with the
-          cached teacher outputs; the source's `on_epoch_end` is not called,
-          and a batch that changed since the teacher pass raises.
+        - Arrays: returns `(x_offline, y, sample_weight)`.
+        - A batched `tf.data.Dataset`: iterated once and returned as an
+          in-memory dataset of the same batches (augmentation and
+          shuffling are frozen to that pass).
+        - A `keras.utils.PyDataset`: returns a `PyDataset` pairing the
+          source's batches with the cached outputs; a batch that changed
+          since the teacher pass raises.
 
-        With `cache="teacher.npz"` (arrays only), the teacher outputs are
-        saved to that file with fingerprints of the teacher's weights, of
-        `x` and of the outputs themselves; a later call with the same path
-        loads them instead of running the teacher, after checking all three.
-        A cache written for another teacher or other data, or a truncated or
-        corrupted file, raises `ValueError` (delete the file to recompute);
-        it is never used silently.
-
-        Array outputs are checked here, where they are made: they must be
-        finite and, with `vocab_size` or `id_map`, put no real probability
-        on the teacher ids that the alignment drops. `fit`/`evaluate`
-        check that each batch's teacher outputs have the teacher's output
-        shape.
+        With `cache="teacher.npz"` (arrays only), the outputs are saved with
+        fingerprints of the teacher's weights, of `x` and of the outputs; a
+        later call with the same path loads them after checking all three.
+        Array outputs must be finite and, with `vocab_size` or `id_map`,
+        put no real probability on the teacher ids the alignment drops.
 
         Args:
             x: arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`.
@@ -824,8 +666,7 @@ class Distiller(keras.Model):
         if isinstance(data, tuple) and (
             self.vocab_size is not None or self.id_map is not None
         ):
-            # The teacher's padding must carry no real mass: the alignment
-            # drops those ids.
+            # The alignment drops the teacher's padding: it must carry no mass.
             outputs = data[0][TEACHER_OUTPUTS]
             check_padding_mass(
                 outputs,
@@ -872,8 +713,7 @@ class Distiller(keras.Model):
         config = dict(config)
         for key in ("teacher", "student", "distillation_loss"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
-        # __init__ freezes the teacher again (Sequential.from_config does not
-        # keep trainable=False).
+        # __init__ freezes the teacher again after deserialization.
         return cls(**config)
 
 
@@ -1034,11 +874,7 @@ def _teacher_from_logits(loss):
 
 
 def _as_loss(identifier):
-    """`compile`'s student loss as a `keras.losses.Loss` instance.
-
-    A name or function from `keras.losses.get` is wrapped so that Keras's
-    `Loss.__call__` applies the reduction, sample weights and masks.
-    """
+    """`compile`'s student loss as a `keras.losses.Loss`."""
     loss = keras.losses.get(identifier)
     if isinstance(loss, keras.losses.Loss):
         return loss

@@ -1,29 +1,8 @@
 """Student-aware choice of PTLoss coefficients: a population, halved.
 
-`select_coefficients` ranks coefficients by how close the proxy teacher is
-to validation labels, without training a student. With shared coefficients
-in the convex region the proxy keeps every example's argmax, so that score
-rewards calibration, not the student's accuracy, which depends on how
-training weighs the teacher's ranking against its confidence (see
-docs/design.md, "The student-aware search"). `search_coefficients` measures
-that directly: it trains the candidates as students, all at once, and keeps
-the best on a labelled validation split.
-
-- Candidates (`propose_candidates`): at every temperature, `eps = 0` (plain
-  KD, always), the training-free pick of `select_coefficients`, and the
-  first-order directions `eps = (s, 0, ..., 0)` (`s > 0` sharpens the
-  teacher, `s < 0` smooths it; `eps_1` never affects convexity); optionally
-  the same on z-scored logits.
-- Training: one `StudentPopulation` (one Keras model, one compiled step on
-  every backend) holds one student per surviving candidate. All members
-  start from the same initial weights and see the same batches (common
-  random numbers: differences between members come from their losses).
-- Successive halving: after each rung the population is scored on the
-  validation split and the best `1 / eta` survive, with their weights and
-  optimiser state, into a smaller population; the last rung trains its
-  members to the full `epochs`, so the winner is a fully trained student.
-  The best `eps = 0` member is kept to the last rung, so the winner's
-  validation score is at least plain KD's at the same budget of epochs.
+`search_coefficients` trains candidate losses as students, all at once in
+one `StudentPopulation`, and keeps the best on a labelled validation split
+by successive halving (docs/design.md, "The student-aware search").
 """
 
 import dataclasses
@@ -62,9 +41,7 @@ from keras_ptloss.selection import select_with_config
 
 # KD's usual tuning grid, so that the KD anchor is as strong as tuned KD.
 DEFAULT_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
-# On z-scored logits (standard deviation 1 per row) useful temperatures are
-# lower: tuned LS-KD picked T = 0.5 on MNIST-1D, and T = 8 flattens the
-# teacher to near uniform (BENCHMARKS.md, the default pipeline).
+# Z-scored logits (unit standard deviation) need lower temperatures.
 DEFAULT_STANDARDIZED_TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
 DEFAULT_STRENGTHS = (-2.0, -0.5, 0.5, 2.0, 8.0)
 
@@ -135,18 +112,15 @@ class SearchResult:
         temperature: its temperature.
         standardize: whether it z-scores the logits.
         loss: a ready `PTLoss` with these settings.
-        student: the winner's student, trained for the full `epochs`, and
-            calibrated (a `keras_ptloss.CalibratedModel`: its logits divided
-            by one temperature fitted on the validation split) unless the
-            search ran with `calibrate=False`.
-        uncalibrated_student: the winner's student as trained (the model
-            that `student` wraps).
-        calibration: what the calibration measured on the validation split
-            (`CalibratedModel.calibration`: the temperature, NLL and ECE
-            before and after); `{}` with `calibrate=False`.
+        student: the winner's student, trained for the full `epochs`,
+            calibrated (a `keras_ptloss.CalibratedModel`) unless the search
+            ran with `calibrate=False`.
+        uncalibrated_student: the winner's student as trained.
+        calibration: `CalibratedModel.calibration` on the validation split;
+            `{}` with `calibrate=False`.
         score: its validation score at the end.
-        kd_score: the best plain KD member's (`eps = 0`) validation score
-            at the end (`None` when none was kept to the last rung).
+        kd_score: the best plain KD member's final validation score
+            (`None` when none was kept to the last rung).
         lskd_score: the same for LS-KD (`eps = 0` on z-scored logits).
         metric: the metric's name; `higher_is_better` its direction.
         candidates: every candidate tried, in priority order.
@@ -158,12 +132,9 @@ class SearchResult:
             "training_seconds": ..., "budget": ...}`.
         training: how every member was trained, JSON-ready: `{"epochs",
             "batch_size", "seed", "num_examples", "student_loss_weight",
-            "teacher_from_logits", "optimizer"}`, the optimizer as
-            `keras.optimizers.serialize` gives it. Each epoch's batch order
-            is `numpy.random.default_rng(seed).permutation(num_examples)`,
-            drawn once per epoch in turn, cut into batches of
-            `batch_size` (the last one smaller). `build_distiller` and
-            `fit_kwargs` train a student the same way.
+            "teacher_from_logits", "optimizer"}`. Each epoch's batch order
+            is the next `numpy.random.default_rng(seed).permutation(
+            num_examples)`, cut into batches of `batch_size`.
         initial_weights: the weights every member started from (numpy
             arrays, in `student.get_weights()` order).
     """
@@ -273,31 +244,21 @@ class SearchResult:
     def build_distiller(self, teacher, student):
         """A compiled `Distiller` that trains `student` as the winner was.
 
-        The Distiller distils `teacher` into `student` with the winner's
-        loss (`loss`: coefficients, temperature, standardisation, the
-        search's `teacher_from_logits`) and the search's
-        `student_loss_weight` (its hard-label term, when `w > 0`, is
-        `SparseCategoricalCrossentropy(from_logits=True)` on the labels
-        given to `fit`), and is compiled with a new optimizer from the
-        search's configuration (`training["optimizer"]`). `student` gets
-        the members' initial weights (`initial_weights`). Trained with
-        `fit(**result.fit_kwargs(x, labels))` on the search's `x` (and
-        `labels`), it sees the members' batches in their order, for the
-        search's epochs, so it ends where the winner's student ended (up
-        to floating-point rounding, since one compiled step over all the
-        members and a step over one student may round differently).
-        Layers that draw random numbers in training (dropout) draw other
-        ones, and after a search that warned that the optimizer state
-        could not be carried to the survivors, the winner restarted its
-        slots where this student keeps them.
+        The Distiller uses the winner's `loss`, the search's
+        `student_loss_weight` (with `SparseCategoricalCrossentropy(
+        from_logits=True)` as hard-label loss when `w > 0`) and a new
+        optimizer from `training["optimizer"]`; `student` gets
+        `initial_weights`. Trained with `fit(**result.fit_kwargs(x,
+        labels))`, it sees the members' batches in their order and ends
+        where the winner's student ended, up to floating-point rounding,
+        the random draws of layers such as dropout, and optimizer slots
+        the search could not carry to the survivors (it warns then).
 
         Args:
             teacher: the teacher `keras.Model` whose outputs the search
-                read (its last layer must agree with the search's
-                `teacher_from_logits`).
+                read.
             student: a new, built student `keras.Model` of the searched
-                architecture (e.g. `build_student()`); its weights are set
-                to `initial_weights`.
+                architecture; its weights are set to `initial_weights`.
 
         Returns:
             A compiled `keras_ptloss.Distiller`.
@@ -366,27 +327,23 @@ class SearchResult:
     def fit_kwargs(self, x, y=None):
         """`fit` arguments that replay the search's batches, epoch by epoch.
 
-        For `Distiller.fit` (or `keras.Model.fit`): `x` is a
-        `keras.utils.PyDataset` yielding the batches the members trained
-        on (see `training`), in their order; with `steps_per_epoch` one
-        search epoch is one Keras epoch. Add other arguments (`callbacks`,
-        `validation_data`, `verbose`) beside them.
+        For `Distiller.fit` (or `keras.Model.fit`): `x` is a `SearchBatches`
+        yielding the members' batches in their order; one search epoch is
+        one Keras epoch.
 
         Args:
             x: the search's transfer inputs, the same examples in the same
                 order: an array, a dict of arrays, or offline data
                 (`{"student_inputs": x, "teacher_outputs": t}`, as
                 `Distiller.precompute_teacher` returns).
-            y: the search's `labels` (needed when it mixed hard labels in,
-                `student_loss_weight > 0`; otherwise optional).
+            y: the search's `labels` (needed when `student_loss_weight > 0`).
 
         Returns:
             A dict `{"x", "epochs", "steps_per_epoch", "shuffle"}`.
 
         Raises:
-            ValueError: if `x` (or `y`) does not hold the search's number
-                of examples, or `y` is missing with `student_loss_weight >
-                0`.
+            ValueError: if `x` or `y` does not hold the search's number of
+                examples, or `y` is missing with `student_loss_weight > 0`.
 
         Example:
 
@@ -470,13 +427,10 @@ class SearchResult:
 class SearchBatches(keras.utils.PyDataset):
     """The batches of `search_coefficients`, in its order, for `fit`.
 
-    Batch `i` is step `i % steps` of epoch `i // steps` (`steps =
-    ceil(N / batch_size)`): the examples at positions
-    `[step * batch_size, (step + 1) * batch_size)` of that epoch's
-    permutation, epoch `e`'s permutation being the `e`-th draw of
-    `numpy.random.default_rng(seed).permutation(N)`. The data set has no
-    end (`num_batches` is `None`), so Keras never reorders it: give `fit`
-    `steps_per_epoch=steps` (as `SearchResult.fit_kwargs` does).
+    Batch `i` is step `i % steps` of epoch `i // steps`
+    (`steps = ceil(N / batch_size)`), cut from that epoch's permutation. The
+    data set has no end, so pass `steps_per_epoch=steps` to `fit` (as
+    `SearchResult.fit_kwargs` does).
 
     Args:
         x: an array or a (nested) dict of arrays with `N` rows.
@@ -556,9 +510,7 @@ def halving_schedule(
     then the best `members[i + 1]` go on. Epochs grow by `eta` per rung and
     the last rung reaches `epochs`; members shrink by `eta` per rung down to
     `num_final`. With fewer `epochs` than the rungs need, fewer rungs each
-    cut more. `first_epochs` sets the first rung's epochs instead (the
-    others then grow geometrically from it to `epochs`): more epochs before
-    the first cut make it less noisy, at a higher cost.
+    cut more.
 
     Args:
         num_candidates: students in the first rung (`>= 1`).
@@ -638,10 +590,9 @@ def propose_candidates(
     validation probabilities are given; class-wise too with
     `mode="classwise"`), and `eps = (s, 0, ..., 0)` for each `s` in
     `strengths`. With `standardize="search"` the same comes on z-scored
-    logits too (`eps = 0` there is LS-KD), at `standardized_temperatures`,
-    each beside its twin on the logits; with `True` only on z-scored logits.
-    The training-free picks are made for the teacher's own probabilities,
-    so they come on the logits only.
+    logits too (`eps = 0` there is LS-KD), at `standardized_temperatures`;
+    with `True` only on z-scored logits. The training-free picks come on
+    the logits only.
 
     Args:
         validation_teacher: teacher probabilities `(N, K)` on the validation
@@ -733,16 +684,14 @@ class _Proposal:
 
     @property
     def flags(self):
-        """The standardisation flags proposed: `(False,)`, `(True,)` or
-        both."""
+        """The standardisation flags proposed."""
         return {False: (False,), True: (True,), "search": (False, True)}[
             self.standardize
         ]
 
 
 def _propose(proposal, probs=None, labels=None):
-    """`propose_candidates` on checked settings and, when given, checked
-    validation probabilities and labels (the training-free picks)."""
+    """`propose_candidates` on checked arguments."""
     flags = proposal.flags
     grids = {
         False: proposal.temperatures,
@@ -752,12 +701,8 @@ def _propose(proposal, probs=None, labels=None):
     if probs is not None and False in flags:
         picks = _picks(proposal, probs, labels)
     zero = np.zeros((proposal.order,))
-    # Priority order (a budget drops candidates from the end): the eps = 0
-    # anchors (KD, then LS-KD), the picks, then the directions from the
-    # largest |s| down (sharpening first), each on the logits beside its
-    # twin on z-scored logits: the anchors already stand for the small
-    # perturbations, and the large ones are where students differ (the
-    # noisy-teacher benchmark's winner is eps_1 = 8).
+    # A budget drops candidates from the end; the anchors already stand
+    # for small perturbations, so the directions go by decreasing |s|.
     candidates = [
         Candidate(zero.copy(), float(t), flag, "kd")
         for flag in flags
@@ -778,8 +723,9 @@ def _propose(proposal, probs=None, labels=None):
 
 
 def _picks(proposal, probs, labels):
-    """The training-free picks (`select_coefficients`, 64 candidates) at
-    every temperature, shared (and class-wise with `mode="classwise"`)."""
+    """The training-free picks (`select_coefficients`) at every temperature."""
+    # Divided again as in `select_coefficients`: the picks depend on the
+    # last bits of the rows.
     probs = _renormalized(probs)
     classwise = proposal.mode == "classwise"
     modes = ("shared", "classwise") if classwise else ("shared",)
@@ -803,14 +749,7 @@ def _picks(proposal, probs, labels):
 
 
 def _renormalized(probs):
-    """Rows divided by their sums, as `check_probabilities` returns them.
-
-    The picks have always been made on rows divided so twice (by
-    `propose_candidates`' check, then by `select_coefficients`'; in a
-    search, after the softmax); a division by a sum within 1e-16 of 1
-    still moves the last bits, so the two divisions stay (one before
-    `_propose`, one in `_picks`), and the picks stay the same bit for bit.
-    """
+    """Rows divided by their sums, as `check_probabilities` returns them."""
     return probs / probs.sum(axis=-1)[..., None]
 
 
@@ -846,59 +785,46 @@ def search_coefficients(
     """Chooses PTLoss coefficients by training the students they give.
 
     Candidates (`propose_candidates`, or yours) are trained together as one
-    `StudentPopulation`: one Keras model, one compiled step, each member
-    with its own coefficients, temperature and standardisation, all
-    starting from the same weights and seeing the same batches. Successive
-    halving keeps the best `1 / eta` on `validation_data` after each rung
-    (weights and optimiser state carried over) and trains the last rung to
-    `epochs`. By default the candidates cover the logits and z-scored
-    logits (`standardize="auto"`), at KD's usual temperatures (1 to 8) on
-    the logits and at 0.5 to 4 on z-scored logits (LS-KD's range), and
-    the best plain KD member and the best LS-KD member (both `eps = 0`)
-    are kept to the last rung (`keep_kd=True`), so the winner scores at
-    least as well as both on the validation split. The winner is the best
-    on `metric` (ties go to the lower validation NLL), and its student is
-    returned calibrated (`calibrate=True`: one temperature fitted on the
-    validation split by NLL, see `keras_ptloss.calibrate`; accuracy
-    unchanged).
+    `StudentPopulation`, all starting from the same weights and seeing the
+    same batches. Successive halving keeps the best `1 / eta` on
+    `validation_data` after each rung (weights and optimiser state carried
+    over) and trains the last rung to `epochs`. By default the candidates
+    cover the logits (`T` 1 to 8) and z-scored logits (`T` 0.5 to 4), and
+    the best KD and LS-KD members (`eps = 0`) are kept to the last rung,
+    so the winner scores at least as well as both on the validation split.
+    The winner is the best on `metric` (ties go to the lower validation
+    NLL); its student is returned calibrated (`keras_ptloss.calibrate`).
 
     Args:
         build_student: function with no arguments returning a fresh,
             uncompiled student `keras.Model` mapping `x` to logits. Every
             call must give the same architecture.
         x: the transfer inputs, shape `(N, ...)`, or a dict of such
-            arrays with the same `N` (a multi-input student's, e.g. a
-            KerasHub model's `{"token_ids": ..., "padding_mask": ...}`);
-            every member and the teacher model get the same structure.
+            arrays with the same `N`.
         teacher: a teacher `keras.Model` (run once on `x`), or its outputs
-            on `x`, shape `(N, K)`; for sequence models (e.g. a language
-            model predicting every next token) `(N, S, K)`, each member's
-            loss then being the mean over all positions (no mask).
+            on `x`, shape `(N, K)`, or `(N, S, K)` for sequence models
+            (the loss is then the mean over all positions).
         validation_data: `(x_val, y_val)` with integer labels, `(N_val,)`
             or, for sequences, `(N_val, S)` (scored over all positions);
             `x_val` an array or a dict, as `x`.
         order: `M >= 1`.
         epochs: epochs of the winner's full training.
-        budget: most student-epochs to spend (a student-epoch is one epoch
-            of one student); defaults to `6 * epochs`, a tuning budget of
-            six full trainings. Candidates are dropped from the end of the
-            list until the halving schedule fits.
-        time_budget: optional seconds for the training: after each rung,
-            if the planned rungs would exceed it at the speed measured so
-            far, the halving skips to the last rung (the best members,
-            trained to `epochs`; that rung always runs).
+        budget: most student-epochs to spend; defaults to `6 * epochs`.
+            Candidates are dropped from the end of the list until the
+            halving schedule fits.
+        time_budget: optional seconds for the training: when the planned
+            rungs would exceed it, the halving skips to the last rung
+            (which always runs).
         temperatures, strengths, mode, standardized_temperatures: see
             `propose_candidates`.
-        standardize: `"auto"` (default): candidates on the logits and on
-            z-scored logits, the latter only with `K >= 3` classes (with 2
-            they give the student no gradient); `"search"` both (refused
+        standardize: `"auto"` (default): candidates on the logits and, with
+            `K >= 3` classes, on z-scored logits; `"search"` both (refused
             with `K = 2`), `True` z-scored only, `False` logits only.
         candidates: your own list of `Candidate` (replaces the proposal).
         teacher_from_logits: whether the teacher's outputs (its model's, or
             the arrays given) are logits (default) or probabilities.
-        validation_teacher: the teacher's outputs on `x_val`, for the
-            training-free candidates when `teacher` is an array (computed
-            from a teacher model otherwise).
+        validation_teacher: the teacher's outputs on `x_val` when `teacher`
+            is an array, for the training-free candidates.
         labels: hard labels of `x`, needed when `student_loss_weight > 0`.
         student_loss_weight: `w` in `[0, 1]`: each member's loss is
             `(1 - w) * PTLoss + w * cross-entropy`.
@@ -908,13 +834,13 @@ def search_coefficients(
         eta: halving factor `>= 2`.
         keep_kd: keep the best `eps = 0` members (KD, and LS-KD when
             z-scored logits are searched) to the last rung.
-        optimizer: a Keras optimizer (cloned from its config for each
-            rung) or a function returning one; defaults to `Adam(1e-3)`.
-            Global-norm clipping is refused: it would couple the members.
+        optimizer: a Keras optimizer (cloned for each rung) or a function
+            returning one; defaults to `Adam(1e-3)`. Global-norm clipping is
+            refused.
         batch_size: batch size.
         seed: seed of the initial weights and of the batch order.
-        calibrate: return the winner's student calibrated (default) on
-            `validation_data`; `False` returns it as trained.
+        calibrate: calibrate the winner's student on `validation_data`.
+            Defaults to `True`.
         verbose: `0` silent, `1` a progress bar and the summary, `2` the
             summary only.
 
@@ -988,10 +914,6 @@ def search_coefficients(
     if settings.verbose:
         print(result.summary())
     return result
-
-
-# --------------------------------------------------------------------------
-# The steps of `search_coefficients`, on checked values.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1091,16 +1013,7 @@ def _check_settings(
 
 @dataclasses.dataclass(frozen=True)
 class _Data:
-    """The checked arrays of a search.
-
-    `x` the transfer inputs; `targets` the members' `y` (float32 teacher
-    logits, with the one-hot hard labels appended when they are mixed in);
-    `x_val` and `y_val` (int64 labels, flattened over sequence positions);
-    `positions` the sequence axes (`()` for classification); `classes` the
-    number of classes `K`; `val_probs` the teacher's validation
-    probabilities for the training-free picks (`None` without them);
-    `standardize` resolved (`"auto"` replaced).
-    """
+    """The checked arrays of a search (`standardize` resolved)."""
 
     x: object  # an array or a dict of arrays
     targets: np.ndarray
@@ -1127,8 +1040,6 @@ def _teacher_pass(
         settings.training.batch_size,
     )
     classes = logits.shape[-1]
-    # Sequence outputs `(N, S..., K)`: validation labels `(N_val, S...)`,
-    # scored over every position.
     positions = logits.shape[1:-1]
     y_val = _position_labels(
         y_val, _num_examples(x_val), positions, classes, "validation_data"
@@ -1163,8 +1074,7 @@ _ANCHORS = (operator.attrgetter("is_kd"), operator.attrgetter("is_lskd"))
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """The candidates that fit the budget, their rungs, and the anchor
-    kinds kept to the last rung."""
+    """The candidates that fit the budget, their rungs, the anchors kept."""
 
     candidates: list
     schedule: list
@@ -1193,9 +1103,7 @@ def _plan(candidates, settings):
 
 @dataclasses.dataclass(frozen=True)
 class _Trained:
-    """What the halving produced: every member's student, the ranking per
-    rung, the rungs run, student-epochs and seconds spent, and the
-    winner's validation logits (from its last scoring)."""
+    """What the halving produced."""
 
     students: list
     ranking: list
@@ -1269,8 +1177,7 @@ def _successive_halving(build_student, data, plan, settings):
 
 @dataclasses.dataclass(frozen=True)
 class _MemberLosses:
-    """Every candidate's loss settings, stacked: coefficients `(C, K, M)`,
-    temperatures `(C,)`, standardisation flags `(C,)`."""
+    """Every candidate's loss settings, stacked."""
 
     coefficients: np.ndarray
     temperatures: np.ndarray
@@ -1292,9 +1199,7 @@ class _MemberLosses:
 
 
 def _population(students, alive, losses, training, previous):
-    """The rung's compiled `StudentPopulation` of the `alive` members and
-    its optimizer, carrying the state of the `previous` rung's
-    `(optimizer, variables)`."""
+    """The rung's compiled `StudentPopulation`, with `previous`'s state."""
     population = StudentPopulation(
         [students[i] for i in alive],
         losses.coefficients[alive],
@@ -1325,13 +1230,7 @@ def _train_epoch(population, data, permutation, training):
 
 
 def _score_rung(outputs, alive, data, settings, plan):
-    """Scores the members on the validation split, best first.
-
-    Returns:
-        `(ranked, members)`: positions in `alive`, best first, and the
-        ranking's entries `{"candidate", "label", "score", "nll"}` in
-        that order.
-    """
+    """`(ranked, members)`: the members' validation scores, best first."""
     scoring, classes = settings.scoring, data.classes
     probs = [
         softmax(outputs[:, j].reshape(-1, classes)) for j in range(len(alive))
@@ -1360,8 +1259,7 @@ def _score_rung(outputs, alive, data, settings, plan):
 
 
 def _check_time(schedule, index, spent, start, settings):
-    """The schedule, cut to the last rung when the rungs still planned
-    would overrun `time_budget` at the speed measured so far."""
+    """The schedule, cut to the last rung if it would overrun the time."""
     time_budget = settings.halving.time_budget
     if index + 1 < len(schedule) and time_budget is not None:
         elapsed = time.perf_counter() - start
@@ -1430,8 +1328,7 @@ def _assemble(trained, plan, data, settings, start):
 
 
 def _optimizer_name(serialized):
-    """The class name of a serialized optimizer (Keras writes some names
-    lowercase in `class_name`)."""
+    """The class name of a serialized optimizer."""
     return type(keras.optimizers.deserialize(serialized)).__name__
 
 
@@ -1449,13 +1346,8 @@ def _training_record(data, settings):
     }
 
 
-# --------------------------------------------------------------------------
-# Helpers.
-
-
 def _predict(population, x):
-    """Stacked member logits as numpy (eager calls: no predict step to
-    compile for every rung's population)."""
+    """Stacked member logits as numpy, by eager calls (no predict step)."""
     parts = [
         keras.ops.convert_to_numpy(population(_take(x, slice(i, i + 1024))))
         for i in range(0, _num_examples(x), 1024)
@@ -1519,8 +1411,7 @@ def _check_standardize_option(value, allow_auto=True):
 
 
 def _resolve_standardize(value, num_classes):
-    """`"auto"`: both kinds of logits, z-scored ones only where they are
-    not degenerate (`K >= 3`); an explicit request at `K = 2` raises."""
+    """Resolves `"auto"`; z-scored logits need `K >= 3`."""
     if value == "auto":
         return "search" if num_classes >= 3 else False
     if value:
@@ -1606,8 +1497,7 @@ def _check_candidates(candidates, order, num_classes):
 
 
 def _with_anchors(ranked, count, kinds, candidates):
-    """The best `count` of `ranked` (candidate indices, best first), the
-    best one of each anchor kind among them, in index order."""
+    """The best `count` of `ranked`, with the best of each anchor kind."""
     anchors = []
     for kind in kinds:
         best = next((i for i in ranked if kind(candidates[i])), None)
@@ -1618,8 +1508,7 @@ def _with_anchors(ranked, count, kinds, candidates):
 
 
 def _fit_budget(candidates, epochs, eta, num_final, budget, kinds):
-    """Drops candidates from the end until the halving schedule fits (the
-    first anchor of each kind stays)."""
+    """Drops candidates from the end until the halving schedule fits."""
     count = len(candidates)
     while True:
         schedule = halving_schedule(count, epochs, eta, min(num_final, count))
@@ -1643,8 +1532,7 @@ def _fit_budget(candidates, epochs, eta, num_final, budget, kinds):
 
 
 def _check_inputs(values, name):
-    """An array of at least one example, or a dict of such arrays with
-    one number of examples (the dict's structure kept)."""
+    """Checks an array, or a dict of arrays with one number of examples."""
     if isinstance(values, dict):
         if not values:
             raise ValueError(
@@ -1738,8 +1626,7 @@ def _teacher_logits(
 
 
 def _position_labels(values, count, positions, classes, name):
-    """Integer labels of shape `(count, *positions)` in `[0, classes)`,
-    flattened (int64)."""
+    """Checked integer labels in `[0, classes)`, flattened (int64)."""
     labels = np.asarray(to_numpy(values))
     if labels.shape != (count, *positions):
         raise ValueError(
@@ -1828,17 +1715,11 @@ def _refuse_global_clipping(optimizer):
 
 
 def _carry_optimizer_state(old, old_variables, new, new_variables):
-    """Copies the survivors' optimizer state into a smaller population's.
+    """Copies the survivors' optimizer state; returns whether it could.
 
-    Keras optimizers hold `variables = [iterations, learning_rate, ...]`
-    followed by their slots (e.g. Adam's momentum and velocity), `G` per
-    trainable variable, either interleaved per variable or grouped per
-    slot kind. The layout is recognised from the slots' shapes and names
-    (each slot is named after its variable's path); when it is not
-    recognised, a warning says the survivors restart with fresh slots.
-
-    Returns:
-        Whether the state was carried.
+    The slot layout (interleaved per variable or grouped per slot kind) is
+    recognised from the slots' shapes and names; otherwise a warning says
+    the survivors restart with fresh slots.
     """
     old_slots, new_slots = list(old.variables), list(new.variables)
     lost = len(old_variables) - len(new_variables)
