@@ -1,5 +1,6 @@
 """docs/api.md is generated from the live docstrings and must be current."""
 
+import ast
 import doctest
 import importlib.util
 import inspect
@@ -175,3 +176,45 @@ def test_pointers_into_the_design_document_name_its_sections():
 def test_readme_and_guide_link_the_design_document():
     assert "docs/design.md" in (ROOT / "README.md").read_text()
     assert "(design.md)" in (ROOT / "docs" / "guide.md").read_text()
+
+
+def _documentation_and_code_lines(path):
+    """Non-blank docstring-or-comment lines and code lines of one file."""
+    source = path.read_text()
+    lines = source.splitlines()
+    docstring_lines = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(
+            node,
+            (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef),
+        ):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                docstring_lines.update(
+                    range(first.lineno, first.end_lineno + 1)
+                )
+    documentation = code = 0
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if number in docstring_lines or text.startswith("#"):
+            documentation += 1
+        else:
+            code += 1
+    return documentation, code
+
+
+def test_library_prose_is_at_most_035_of_its_code():
+    counts = [
+        _documentation_and_code_lines(path)
+        for path in sorted((ROOT / "keras_ptloss").rglob("*.py"))
+    ]
+    documentation = sum(d for d, _ in counts)
+    code = sum(c for _, c in counts)
+    assert code > 5000, code  # the package was found and read
+    assert documentation / code <= 0.35, (documentation, code)
