@@ -97,7 +97,11 @@ def _static_shape(model, attr):
 class Distiller(keras.Model):
     """Teacher-student model trained with PTLoss (or plain KD) and `fit()`.
 
-    The student is trained on
+    The recommended way to get one is
+    `keras_ptloss.search_coefficients(...).build_distiller(teacher,
+    student)`: a Distiller compiled as the search's winner was trained
+    (its `PTLoss`, student-loss weight and optimizer). The student is
+    trained on
 
         loss = w * student_loss(y, z) + (1 - w) * distillation_loss(t, z)
 

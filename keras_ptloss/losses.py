@@ -485,7 +485,9 @@ class PTLoss(_TemperedLoss):
                                    + sum_{m=1..M} eps[k, m] * (1 - q_k)**m)
 
     with teacher `p = softmax(t / T)` and student `q = softmax(z / T)`.
-    `eps = 0` is KD. Set them with `set_coefficients` and `set_temperature`.
+    `eps = 0` is KD. The recommended way to choose `eps` and `T` is
+    `keras_ptloss.search_coefficients`, whose result's `loss` is a ready
+    `PTLoss`; change them with `set_coefficients` and `set_temperature`.
 
     Args:
         coefficients: `eps`, shape `(M,)` (shared) or `(K, M)` (class-wise).
@@ -502,6 +504,23 @@ class PTLoss(_TemperedLoss):
         name: optional name. Defaults to `"pt_loss"`.
         dtype: dtype of the computation (at least float32).
         chunk_size: `None` (default), or rows per chunk for `lean_loss`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_ptloss import PTLoss
+    >>> teacher_logits = np.array([[2.0, 0.0, -1.0]])
+    >>> student_logits = np.array([[0.5, 0.5, 0.0]])
+    >>> loss = PTLoss(coefficients=[0.5, 0.0], temperature=2.0)
+    >>> round(float(loss(teacher_logits, student_logits)), 4)
+    1.9071
+    >>> kd = PTLoss(coefficients=[0.0, 0.0], temperature=2.0)  # T**2 * KL
+    >>> round(float(kd(teacher_logits, student_logits)), 4)
+    0.6045
+
+    With a Keras model, the teacher's logits are the targets:
+    `student.compile(optimizer="adam", loss=loss)`, then
+    `student.fit(x, teacher.predict(x))`.
 
     Reference:
         Zhang et al., "Do Not Blindly Imitate the Teacher: Using Perturbed
