@@ -134,7 +134,7 @@ def test_readme_shows_the_other_ways_to_use_it():
     others = "\n".join(_python_blocks()[1:])
     for call in (
         "loss=PTLoss(",
-        "Distiller(",
+        "Distiller(teacher, build_student(), result.loss)",
         "ReestimateCoefficients(",
         "select_coefficients(",
         "TopKPTLoss(",
