@@ -12,10 +12,11 @@ reports the search, `result.student` is its winner (calibrated), and
 configuration again, here on the augmented pipeline for the full
 `--student-epochs`. The same student is also trained alone, with KD, and
 with the training-free option (`select_coefficients` with the
-`ReestimateCoefficients` callback, which trains no student to choose; in
-BENCHMARKS.md it lost 0.57 test-accuracy points to tuned KD on average over
-5 settings). The script prints a table of test accuracies and writes the
-numbers to JSON.
+`ReestimateCoefficients` callback, which trains no student to choose; it
+lost 0.57 test-accuracy points to tuned KD on average over 5 settings in
+BENCHMARKS.md, "Accuracy: PTLoss against tuned distillation baselines").
+The script prints a table of test accuracies and writes the numbers to
+JSON.
 
 Training inputs are augmented (random horizontal flip, and a random 32x32
 crop of the image padded by 4 pixels) in a `tf.data` pipeline, so the teacher
