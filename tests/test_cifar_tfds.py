@@ -96,13 +96,24 @@ def test_whole_comparison_runs_on_mock_cifar100(tmp_path):
     assert results["num_classes"] == 100
     assert results["input_shape"] == [32, 32, 3]
     assert results["num_examples"] == dict(train=32, validation=16, test=16)
-    assert sorted(results["test_accuracy"]) == sorted(
-        ["teacher", "student alone", "KD", "PTLoss"]
-    )
+    assert list(results["test_accuracy"]) == [
+        "teacher",
+        "student alone",
+        "KD",
+        "PTLoss (searched)",
+        "PTLoss (training-free)",
+    ]
     for value in results["test_accuracy"].values():
         assert 0.0 <= value <= 1.0
-    coefficients = np.asarray(results["selection"]["coefficients"])
-    assert coefficients.shape == (5,) and np.all(np.isfinite(coefficients))
+    search = results["search"]
+    assert 0.0 <= search["student_test_accuracy"] <= 1.0
+    assert search["training"]["epochs"] == 1
+    assert search["training"]["num_examples"] == 32
+    assert search["training"]["student_loss_weight"] == 0.5
+    for key in ("search", "selection"):
+        coefficients = np.asarray(results[key]["coefficients"])
+        assert coefficients.shape == (5,)
+        assert np.all(np.isfinite(coefficients))
 
 
 def test_strided_projection_is_a_strided_one_by_one_convolution(rng):

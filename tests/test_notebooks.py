@@ -1,4 +1,10 @@
-"""The example notebooks: stored without outputs, and they run.
+"""The example notebooks: stored with the outputs of a real run, and they run.
+
+Each notebook is stored executed once, top to bottom, at the sizes of its
+`parameters` cell, on JAX (outputs kept, execution timings stripped). The
+tests check those stored outputs, and execute an in-memory copy of each
+notebook (its stored outputs cleared) with small sizes injected after its
+`parameters` cell; the file on disk is never written.
 
 Executing them (nbclient, a real Jupyter kernel) is done on one backend
 only, JAX, to keep the three-backend suite fast: under the other backends
@@ -6,12 +12,13 @@ the execution tests are not defined at all (so nothing is skipped), and the
 suite reports them once. The KerasHub notebook is the exception: it runs on
 every backend, since what it checks (KerasHub's dict inputs, the padding
 mask, saving) goes through each backend's own code. The kernel inherits
-`KERAS_BACKEND`, and each notebook's first cell only sets it when it is
-unset.
+`KERAS_BACKEND`, and no notebook sets it: unset, Keras's default
+(TensorFlow) applies.
 """
 
 import copy
-import os
+import hashlib
+import re
 from pathlib import Path
 
 import keras
@@ -94,33 +101,64 @@ def test_every_notebook_in_examples_is_tested():
     assert sorted(p.name for p in EXAMPLES.glob("*.ipynb")) == NOTEBOOKS
 
 
+# Most bytes a stored notebook, and one stored image, may take.
+MAX_NOTEBOOK_BYTES = 400_000
+MAX_IMAGE_BYTES = 60_000
+# A code cell whose source matches this shows something when it runs.
+SHOWS_OUTPUT = re.compile(r"\bprint\(|plt\.show\(\)|verbose=[12]\b")
+
+
+def _code_cells(nb):
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_is_stored_without_outputs(name):
+def test_notebook_is_stored_with_the_outputs_of_a_run(name):
     nb = _read(name)
     nbformat.validate(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == []
-            assert cell.execution_count is None
     _parameter_index(nb)
+    cells = _code_cells(nb)
+    # Run once, top to bottom, at the sizes of its own parameters cell.
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1))
+    assert not [c for c in cells if "injected-parameters" in str(c.metadata)]
+    for cell in cells:
+        assert not [o for o in cell.outputs if o.output_type == "error"]
+        assert "execution" not in cell.metadata  # no volatile timings
+        if SHOWS_OUTPUT.search(cell.source):
+            assert cell.outputs, f"no stored output for:\n{cell.source}"
+        if "plt.show()" in cell.source:
+            assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+        for out in cell.outputs:
+            # No object's memory address: a rerun would change it.
+            assert " at 0x" not in out.get("data", {}).get("text/plain", "")
+            image = out.get("data", {}).get("image/png", "")
+            assert len(image) * 3 // 4 < MAX_IMAGE_BYTES  # base64 to bytes
+    text = "".join(o.get("text", "") for c in cells for o in c.outputs)
+    assert "backend: jax" in text
+    assert (EXAMPLES / name).stat().st_size < MAX_NOTEBOOK_BYTES
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_selects_backend_only_when_unset(name):
-    """The first code cell sets KERAS_BACKEND before anything imports Keras."""
-    code = [c.source for c in _read(name).cells if c.cell_type == "code"]
-    assert 'os.environ.setdefault("KERAS_BACKEND"' in code[0]
-    assert "import keras" not in code[0]
+def test_notebook_leaves_the_backend_to_the_environment(name):
+    """The first code cell shows KERAS_BACKEND; it sets it nowhere."""
+    first = _code_cells(_read(name))[0].source
+    live = "\n".join(
+        line for line in first.splitlines() if not line.lstrip().startswith("#")
+    )
+    assert "KERAS_BACKEND" in live
+    assert "environ[" not in live and "setdefault" not in live
+    assert "import keras" not in first
 
 
 def _execute(name, parameters, tmp_path):
-    """Runs a notebook in a kernel on the current backend; its text out."""
+    """Runs a copy of a notebook on the current backend; its text out."""
     from nbclient import NotebookClient
 
+    path = EXAMPLES / name
+    stored = hashlib.sha256(path.read_bytes()).hexdigest()
     nb = with_parameters(_read(name), parameters)
-    backend = keras.backend.backend()
-    # What the notebook's first cell picks: the kernel inherits the variable.
-    assert os.environ.get("KERAS_BACKEND", EXECUTION_BACKEND) == backend
+    for cell in _code_cells(nb):
+        cell.outputs, cell.execution_count = [], None
     client = NotebookClient(
         nb,
         timeout=120,
@@ -128,15 +166,12 @@ def _execute(name, parameters, tmp_path):
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()
-    outputs = [
-        out
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-    ]
+    outputs = [out for cell in _code_cells(nb) for out in cell.outputs]
     text = "".join(o.get("text", "") for o in outputs)
-    assert f"backend: {backend}" in text
+    # The kernel inherits the environment, so it runs this backend.
+    assert f"backend: {keras.backend.backend()}" in text
     assert not [o for o in outputs if o.output_type == "error"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == stored
     return text
 
 
