@@ -105,14 +105,15 @@ def precompute_arrays(teacher, x, batch_size=32, cache=None):
     return outputs
 
 
-def save_cache(path, teacher, x, outputs):
-    """Writes teacher outputs and their three fingerprints to `path`."""
+def save_cache(path, teacher, x, outputs, **extra):
+    """Writes teacher outputs, their fingerprints and `extra` to `path`."""
     np.savez(
         path,
         teacher_outputs=outputs,
         teacher_fingerprint=np.uint32(teacher_fingerprint(teacher)),
         data_fingerprint=np.uint32(fingerprint(to_numpy_tree(x))),
         outputs_fingerprint=np.uint32(fingerprint(outputs)),
+        **extra,
     )
 
 

@@ -14,7 +14,6 @@ from keras_ptloss._checks import as_float_array
 from keras_ptloss._checks import check_int
 from keras_ptloss._checks import fingerprint
 from keras_ptloss._checks import to_numpy
-from keras_ptloss._checks import to_numpy_tree
 from keras_ptloss._core import LOG_ZERO
 from keras_ptloss._core import perturbed_terms
 from keras_ptloss._core import upcast
@@ -25,7 +24,7 @@ from keras_ptloss.proxy import proxy_teacher
 from keras_ptloss.selection import select_coefficients
 from keras_ptloss.teacher_outputs import load_cache
 from keras_ptloss.teacher_outputs import num_examples
-from keras_ptloss.teacher_outputs import teacher_fingerprint
+from keras_ptloss.teacher_outputs import save_cache
 from keras_ptloss.vocabulary import apply_alignment
 from keras_ptloss.vocabulary import check_alignment
 from keras_ptloss.vocabulary import check_alignment_arguments
@@ -353,12 +352,11 @@ def precompute_top_k(
         )
     packed = np.concatenate(parts, axis=0)
     if cache is not None:
-        np.savez(
+        save_cache(
             cache,
-            teacher_outputs=packed,
-            teacher_fingerprint=np.uint32(teacher_fingerprint(teacher)),
-            data_fingerprint=np.uint32(fingerprint(to_numpy_tree(x))),
-            outputs_fingerprint=np.uint32(fingerprint(packed)),
+            teacher,
+            x,
+            packed,
             top_k=np.int64(k),
             top_k_temperature=np.float64(temperature),
             top_k_alignment=np.uint32(alignment),
