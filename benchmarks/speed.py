@@ -482,66 +482,62 @@ def selection(examples, classes, order, repeats, top_k):
     from keras_ptloss.top_k import top_k_log_probs
 
     records = []
+
+    def timed_selection(select, args, mode="shared", **fields):
+        """Times `select(*args, mode=mode)` `repeats` times; its record."""
+        found = []
+        call = lambda: found.append(  # noqa: E731
+            select(*args, order=order, mode=mode, verbose=0)
+        )
+        seconds = harness.rounds({mode: timed(call)}, repeats)[mode]
+        result = found[-1]
+        brier = [result.holdout_teacher_score, result.holdout_proxy_score]
+        records.append(
+            {
+                **fields,
+                "mode": mode,
+                "proxy_solves": result.num_example_solves,
+                "brier": brier if None not in brier else None,
+                **harness.summary(seconds),
+            }
+        )
+
     for k in classes:
         probs, labels = synthetic_task(examples, k)
         for mode in ("shared", "classwise"):
             select_coefficients(
                 probs[:400], labels[:400], order=order, mode=mode, verbose=0
-            )
-            found = []
-            seconds = harness.rounds(
-                {
-                    mode: timed(
-                        lambda m=mode, f=found, p=probs, y=labels: f.append(
-                            select_coefficients(
-                                p, y, order=order, mode=m, verbose=0
-                            )
-                        )
-                    )
-                },
-                repeats,
-            )[mode]
-            records.append(
-                {
-                    "classes": k,
-                    "examples": examples,
-                    "mode": mode,
-                    "teacher": "dense",
-                    "proxy_solves": found[-1].num_example_solves,
-                    "brier": [
-                        found[-1].holdout_teacher_score,
-                        found[-1].holdout_proxy_score,
-                    ],
-                    **harness.summary(seconds),
-                }
+            )  # warm-up
+            timed_selection(
+                select_coefficients,
+                (probs, labels),
+                mode,
+                classes=k,
+                examples=examples,
+                teacher="dense",
             )
     if top_k:
         tokens, k, kept, dense_tokens = top_k
         logits, labels = vocab_task(tokens, k)
         start = time.perf_counter()
         indices, log_probs = top_k_log_probs(logits, kept)
-        top_k_prep = time.perf_counter() - start
+        prepare = time.perf_counter() - start
+        timed_selection(
+            select_top_k_coefficients,
+            (indices, log_probs, labels),
+            classes=k,
+            examples=tokens,
+            teacher=f"top-{kept}",
+            prepare=prepare,
+        )
         dense = softmax(logits[:dense_tokens], axis=-1)
-        methods = {
-            f"top-{kept}": lambda: select_top_k_coefficients(
-                indices, log_probs, labels, order=order, verbose=0
-            ),
-            "dense": lambda: select_coefficients(
-                dense, labels[:dense_tokens], order=order, verbose=0
-            ),
-        }
-        for name, fn in methods.items():
-            seconds = harness.rounds({name: timed(fn)}, 1)[name]
-            records.append(
-                {
-                    "classes": k,
-                    "examples": tokens if name != "dense" else dense_tokens,
-                    "mode": "shared",
-                    "teacher": name,
-                    "prepare": top_k_prep if name != "dense" else None,
-                    **harness.summary(seconds),
-                }
-            )
+        timed_selection(
+            select_coefficients,
+            (dense, labels[:dense_tokens]),
+            classes=k,
+            examples=dense_tokens,
+            teacher="dense",
+        )
     return records
 
 
@@ -758,7 +754,7 @@ def _ratio(row):
 
 
 def _mib(size):
-    return f"{size / 2**20:,.0f}"
+    return f"{size / 2**20:,.1f}"
 
 
 TABLES = {
@@ -840,7 +836,8 @@ TABLES = {
             ("tokens", "tokens", "{:,}"),
             ("method", "method", "{}"),
             ("chunk", "chunk_size", "{}"),
-            ("s (wall)", "wall", "{:.3f}"),
+            ("ms (wall)", "wall", _ms),
+            ("ms (CPU)", "cpu", _ms),
             ("× KDLoss [quartiles]", _ratio, "{}"),
             ("peak MiB", "peak_bytes", _mib),
         ],
