@@ -298,7 +298,11 @@ def summary(samples, baseline=None):
         ratios = sorted(
             a[0] / b[0] for a, b in zip(samples, baseline, strict=True)
         )
-        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else []
+        quartiles = (  # inclusive: within the ratios seen
+            statistics.quantiles(ratios, n=4, method="inclusive")
+            if len(ratios) > 1
+            else []
+        )
         out["ratio"] = statistics.median(ratios)
         out["ratio_q"] = [quartiles[0], quartiles[2]] if quartiles else None
         out["ratio_cpu"] = statistics.median(
