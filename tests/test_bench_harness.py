@@ -61,9 +61,7 @@ def test_summary_is_the_median_of_within_round_ratios():
     assert out["wall"] == np.median(np.array(a)[:, 0])
     assert out["cpu"] == np.median(np.array(a)[:, 1])
     assert np.isclose(out["ratio"], np.median(ratios))
-    assert np.allclose(
-        out["ratio_q"], np.quantile(ratios, [0.25, 0.75])
-    )
+    assert np.allclose(out["ratio_q"], np.quantile(ratios, [0.25, 0.75]))
 
 
 def test_rounds_run_every_method_once_per_round_in_shuffled_orders():
