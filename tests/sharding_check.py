@@ -10,9 +10,12 @@ Usage:
       the same search on 1 device, under `DataParallel` and with the
       member axis sharded; a Distiller whose GPT-2 teacher is laid out by
       `ModelParallel`, on 1 device and on all.
-  KERAS_BACKEND=jax python tests/sharding_check.py time OUT.json [--scale S]
-      the wall time of one search on 1 device and on all devices (the
-      GPU rows of scripts/gpu_rows.sh; `--scale` multiplies the data).
+  KERAS_BACKEND=jax python tests/sharding_check.py time OUT.json \
+      [--scale S] [--hidden H] [--epochs E] [--batch-size B]
+      the wall time of one search (compilation included) on 1 device,
+      under `DataParallel` and with the members on 2 devices of each
+      (batch, model) row, when there are several devices (the sharded-search
+      rows of scripts/gpu_rows.sh; `--scale` multiplies the 128 examples).
 """
 
 import argparse
@@ -56,7 +59,7 @@ def build_student(hidden=8):
     )
 
 
-def search(member_axis=None, scale=1, hidden=8, epochs=3):
+def search(member_axis=None, scale=1, hidden=8, epochs=2, batch_size=32):
     x, teacher, validation = search_data(scale)
     return search_coefficients(
         lambda: build_student(hidden),
@@ -65,10 +68,10 @@ def search(member_axis=None, scale=1, hidden=8, epochs=3):
         validation,
         order=2,
         epochs=epochs,
-        temperatures=(1.0, 4.0),
-        strengths=(2.0,),
+        temperatures=(1.0,),
+        strengths=(2.0, -0.5),
         standardize=False,
-        batch_size=32,
+        batch_size=batch_size,
         optimizer=keras.optimizers.Adam(0.02),
         calibrate=False,
         verbose=0,
@@ -266,10 +269,10 @@ def check(out):
         json.dump(result, f)
 
 
-def timed_search(member_axis=None, scale=1, hidden=8, epochs=3):
-    search(member_axis, scale=1, hidden=hidden, epochs=1)  # compile caches
+def timed_search(member_axis, settings):
+    """One search's wall time (compilation included) and its outcome."""
     start = time.perf_counter()
-    result = search(member_axis, scale=scale, hidden=hidden, epochs=epochs)
+    result = search(member_axis, **settings)
     return {
         "seconds": time.perf_counter() - start,
         "training_seconds": result.cost["training_seconds"],
@@ -278,21 +281,29 @@ def timed_search(member_axis=None, scale=1, hidden=8, epochs=3):
     }
 
 
-def time_searches(out, scale, hidden, epochs):
+def time_searches(out, settings):
+    """The search on 1 device, under DataParallel, with sharded members."""
     devices = keras.distribution.list_devices()
     rows = {
+        "backend": keras.backend.backend(),
         "devices": [str(d) for d in devices],
-        "settings": {"scale": scale, "hidden": hidden, "epochs": epochs},
+        "settings": settings,
+        "one_device": timed_search(None, settings),
     }
-    rows["one_device"] = timed_search(None, scale, hidden, epochs)
     if len(devices) > 1:
         keras.distribution.set_distribution(keras.distribution.DataParallel())
-        rows["data_parallel"] = timed_search(None, scale, hidden, epochs)
-        shape = (len(devices) // 2, 2) if len(devices) % 2 == 0 else None
-        if shape is not None:
-            keras.distribution.set_distribution(member_mesh(shape))
-            rows["member_sharded"] = timed_search(
-                "model", scale, hidden, epochs
+        rows["data_parallel"] = timed_search(None, settings)
+        if len(devices) % 2 == 0:
+            # Members over 2 devices, the batch over the rest.
+            keras.distribution.set_distribution(
+                member_mesh((len(devices) // 2, 2))
+            )
+            rows["member_sharded"] = timed_search("model", settings)
+        keras.distribution.set_distribution(None)
+    for name in ("data_parallel", "member_sharded"):
+        if name in rows:
+            rows[name]["speedup"] = (
+                rows["one_device"]["seconds"] / rows[name]["seconds"]
             )
     with open(out, "w") as f:
         json.dump(rows, f, indent=1)
@@ -306,11 +317,18 @@ def main():
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     if args.mode == "check":
         check(args.out)
     else:
-        time_searches(args.out, args.scale, args.hidden, args.epochs)
+        settings = {
+            "scale": args.scale,
+            "hidden": args.hidden,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+        }
+        time_searches(args.out, settings)
 
 
 if __name__ == "__main__":
