@@ -34,6 +34,9 @@ if [ -z "${OUT:-}" ]; then
 fi
 mkdir -p "$OUT"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+if [ "$QUICK" = 1 ]; then
+    export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=8"
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== $($PYTHON --version 2>&1) at $(command -v "$PYTHON"); results in $OUT"
@@ -66,7 +69,6 @@ fi
 echo "== 2. sharded search (JAX, every device)"
 if [ "$QUICK" = 1 ]; then
     SEARCH_ARGS=(--scale 1 --hidden 8 --epochs 2 --batch-size 32)
-    export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=8"
 else
     # 8192 examples, a 256-unit hidden layer, batches of 256.
     SEARCH_ARGS=(--scale 64 --hidden 256 --epochs 6 --batch-size 256)
