@@ -12,6 +12,7 @@ replace only the records with the same `merge` fields.
 
 import dataclasses
 import datetime
+import fcntl
 import importlib
 import json
 import os
@@ -207,23 +208,30 @@ def run(names, quick=False, backends=None, overrides=None, folder=None):
         for backend in chosen or [None]:
             part = run_worker(name, case, backend, size, case.timeout)
             records += [{"backend": backend, **r} for r in part]
-        path = folder / f"{name}.json"
-        data = (
-            json.loads(path.read_text())
-            if path.exists()
-            else {"case": name, "runs": [], "records": []}
-        )
-        run_id = max((r["id"] for r in data["runs"]), default=-1) + 1
-        for record in records:
-            record["run"] = run_id
-        data["records"] = merge(data["records"], records, case.merge)
-        live = {r["run"] for r in data["records"]}
-        data["runs"] = [r for r in data["runs"] if r["id"] in live]
-        data["runs"].append(
-            {"id": run_id, "size": size, **stamp(command, started, load_before)}
-        )
         folder.mkdir(parents=True, exist_ok=True)
-        write(path, data)
+        path = folder / f"{name}.json"
+        # Runs of parts of a case (`--set`) may finish together.
+        with open(folder / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = (
+                json.loads(path.read_text())
+                if path.exists()
+                else {"case": name, "runs": [], "records": []}
+            )
+            run_id = max((r["id"] for r in data["runs"]), default=-1) + 1
+            for record in records:
+                record["run"] = run_id
+            data["records"] = merge(data["records"], records, case.merge)
+            live = {r["run"] for r in data["records"]}
+            data["runs"] = [r for r in data["runs"] if r["id"] in live]
+            data["runs"].append(
+                {
+                    "id": run_id,
+                    "size": size,
+                    **stamp(command, started, load_before),
+                }
+            )
+            write(path, data)
         print(f"wrote {path}", flush=True)
         written.append(path)
     return written
