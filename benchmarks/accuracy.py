@@ -389,26 +389,31 @@ class Setting:
         )
 
 
-def accuracy(settings, seeds, **size):
-    """Every method of every setting in `settings`, seeds 0..seeds-1."""
+def accuracy(settings, seeds, methods=tuple(METHODS), **size):
+    """`methods` (default: all; "selected" needs "kd") of every setting in
+    `settings`, seeds 0..seeds-1."""
     records = []
     for name in settings:
         setting = Setting(name, size)
         records.append(setting.teacher_record())
-        chosen = {"ce": {}}
-        for method in BASELINES:
+        chosen = {"ce": {}} if "ce" in methods else {}
+        for method in (m for m in BASELINES if m in methods):
             reason = setting.refusal(method)
             if reason is None:
                 chosen[method], record = setting.tune(method)
             else:
                 record = setting.record("choice", method, not_applicable=reason)
             records.append(record)
-        chosen["selected"], record = setting.select(chosen["kd"]["temperature"])
-        records.append(record)
+        if "selected" in methods:
+            temperature = chosen["kd"]["temperature"]
+            chosen["selected"], record = setting.select(temperature)
+            records.append(record)
         for method, hp in chosen.items():
             for seed in range(seeds):
                 student = setting.train(method, hp, seed)
                 records.append(setting.run_record(method, seed, student))
+        if "pipeline" not in methods:
+            continue
         runs = [setting.pipeline(seed) for seed in range(seeds)]
         records += runs
         records.append(
@@ -605,8 +610,9 @@ SIZES = {
     ),
     "quick": dict(
         settings=["mnist1d_k2"],
+        methods=["kd", "lskd", "poly1", "selected", "pipeline"],
         seeds=2,
-        samples=500,
+        samples=300,
         hidden=[8],
         epochs=1,
         teacher_epochs=1,
