@@ -453,8 +453,10 @@ def mean_se(values):
     """`(mean, standard error)`: SE = sample std / sqrt(n) (0 if n = 1)."""
     if not values:
         return None
+    if len(values) == 1:
+        return values[0], 0.0
     se = statistics.stdev(values) / math.sqrt(len(values))
-    return statistics.mean(values), se if len(values) > 1 else 0.0
+    return statistics.mean(values), se
 
 
 def points(pair, digits=2):
