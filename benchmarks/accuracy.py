@@ -570,22 +570,30 @@ def chosen_text(record):
     return ", ".join(f"{k} = {v:g}" for k, v in chosen.items())
 
 
+def epochs_text(record, found):
+    """Student-epochs spent choosing; the pipeline's include its student."""
+    epochs = record.get("student_epochs")
+    if record["method"] == "pipeline" and found:
+        budget = max(r["budget"] for r in found)
+        return f"{epochs} / {budget} (with its student)"
+    if record["method"] == "selected":
+        return "0 (+ KD's tuning, for T)"
+    return None if epochs is None else str(epochs)
+
+
 def choice_rows(records):
     rows = []
     for (setting, method), found in groups(
         [r for r in records if r["kind"] == "choice"], ["setting", "method"]
     ).items():
-        record = found[-1]
-        calibration = [
-            r["calibration_temperature"]
-            for r in runs(records, setting, method).values()
-        ]
+        seeds = list(runs(records, setting, method).values())
+        calibration = [r["calibration_temperature"] for r in seeds]
         rows.append(
             {
                 "setting": f"`{setting}`",
                 "method": LABELS[method],
-                "chosen": chosen_text(record),
-                "epochs": record.get("student_epochs"),
+                "chosen": chosen_text(found[-1]),
+                "epochs": epochs_text(found[-1], seeds),
                 "calibration": f"{min(calibration):.2f}–{max(calibration):.2f}"
                 if calibration
                 else None,
@@ -594,7 +602,7 @@ def choice_rows(records):
     return rows
 
 
-def setting_columns(records=None):
+def setting_columns():
     return [(f"`{s}`", s, "{}") for s in SETTINGS]
 
 
@@ -683,7 +691,7 @@ TABLES = {
             ("setting", "setting", "{}"),
             ("method", "method", "{}"),
             ("choice (pipeline: winner per seed)", "chosen", "{}"),
-            ("student-epochs to choose", "epochs", "{}"),
+            ("student-epochs spent choosing", "epochs", "{}"),
             ("calibration T", "calibration", "{}"),
         ],
     ),
