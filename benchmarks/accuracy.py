@@ -581,10 +581,17 @@ def epochs_text(record, found):
     return None if epochs is None else str(epochs)
 
 
+def in_setting_order(records, kind):
+    """The records of `kind`, settings in `SETTINGS` order."""
+    order = {s: i for i, s in enumerate(SETTINGS)}
+    found = [r for r in records if r["kind"] == kind]
+    return sorted(found, key=lambda r: order[r["setting"]])
+
+
 def choice_rows(records):
     rows = []
     for (setting, method), found in groups(
-        [r for r in records if r["kind"] == "choice"], ["setting", "method"]
+        in_setting_order(records, "choice"), ["setting", "method"]
     ).items():
         seeds = list(runs(records, setting, method).values())
         calibration = [r["calibration_temperature"] for r in seeds]
@@ -645,7 +652,7 @@ CASES = {
 TABLES = {
     "accuracy-settings": Table(
         case="accuracy",
-        where={"kind": "teacher"},
+        rows=lambda records: in_setting_order(records, "teacher"),
         columns=[
             ("setting", lambda r: f"`{r['setting']}`", "{}"),
             ("K", "classes", "{}"),
