@@ -113,11 +113,11 @@ def versions():
     return found
 
 
-def stamp(command, started, load_before):
+def stamp(command, started, load_before, revision):
     """What a run was: command, commit, machine, date, load, duration."""
     return {
         "command": command,
-        "commit": commit(),
+        "commit": revision,
         "machine": f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores",
         "date": datetime.datetime.now(datetime.timezone.utc)
         .replace(microsecond=0)
@@ -204,6 +204,7 @@ def run(names, quick=False, backends=None, overrides=None, folder=None):
         size.update(overrides or {})
         chosen = [b for b in case.backends if not backends or b in backends]
         started, load_before = time.perf_counter(), load_average()
+        revision = commit()  # what the workers run, whatever lands meanwhile
         records = []
         for backend in chosen or [None]:
             part = run_worker(name, case, backend, size, case.timeout)
@@ -228,7 +229,7 @@ def run(names, quick=False, backends=None, overrides=None, folder=None):
                 {
                     "id": run_id,
                     "size": size,
-                    **stamp(command, started, load_before),
+                    **stamp(command, started, load_before, revision),
                 }
             )
             write(path, data)
