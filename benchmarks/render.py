@@ -96,14 +96,10 @@ def stamp_line(run):
     )
 
 
-def render(table, data):
-    records = data["records"]
-    if table.where:
-        records = [
-            r
-            for r in records
-            if all(r.get(k) == v for k, v in table.where.items())
-        ]
+def render(table, data, shown=None):
+    """`table` rendered from a result file's `data`, then its runs' stamps
+    (or "as above" when `shown`, the last stamps printed, are the same)."""
+    records = selected(table, data["records"])
     order = {b: i for i, b in enumerate(harness.BACKENDS)}
     records = sorted(records, key=lambda r: order.get(r.get("backend"), -1))
     rows = table.rows(records) if table.rows else records
@@ -114,21 +110,34 @@ def render(table, data):
         ]
         for row in rows
     ]
-    used = {r["run"] for r in records}
-    stamps = [stamp_line(run) for run in data["runs"] if run["id"] in used]
     lines = [markdown_table([c[0] for c in table.columns], body), ""]
-    if len(stamps) == 1:
-        lines.append(f"Measured: {stamps[0]}")
+    runs = stamps(table, data)
+    if runs == shown:
+        lines.append("Measured: as above.")
+    elif len(runs) == 1:
+        lines.append(f"Measured: {runs[0]}")
     else:
-        lines += ["Measured:", ""] + [f"- {s}" for s in stamps]
+        lines += ["Measured:", ""] + [f"- {s}" for s in runs]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def selected(table, records):
+    """The records `table.where` keeps."""
+    where = table.where or {}
+    return [r for r in records if all(r.get(k) == v for k, v in where.items())]
+
+
+def stamps(table, data):
+    """The stamp lines of the runs whose records `table` shows."""
+    used = {r["run"] for r in selected(table, data["records"])}
+    return [stamp_line(run) for run in data["runs"] if run["id"] in used]
 
 
 def report(text=None, folder=None):
     """BENCHMARKS.md's text with every marked table rendered anew."""
     folder = Path(folder or harness.RESULTS)
     text = DOCUMENT.read_text() if text is None else text
-    known, cache = tables(), {}
+    known, cache, shown = tables(), {}, [None]
     missing = [
         m["name"] for m in MARKER.finditer(text) if m["name"] not in known
     ]
@@ -140,6 +149,9 @@ def report(text=None, folder=None):
         if table.case not in cache:
             path = folder / f"{table.case}.json"
             cache[table.case] = json.loads(path.read_text())
-        return match[1] + render(table, cache[table.case]) + match[3]
+        data = cache[table.case]
+        text = render(table, data, shown[0])
+        shown[0] = stamps(table, data)
+        return match[1] + text + match[3]
 
     return MARKER.sub(replace, text)

@@ -108,3 +108,8 @@ def test_table_renders_rows_columns_and_the_stamp_of_its_runs():
         "Measured: `python -m benchmarks run x` · commit abc1234 · "
         "CPU, 2 cores · 2026-12-07 08:00 UTC · load 0.10 → 0.50 · 12 s\n"
     )
+    data = {"runs": [run], "records": records}
+    again = render.render(table, data, shown=render.stamps(table, data))
+    assert again.endswith(
+        "| torch | kd | 2.0 ± 1.0 | 3 |\n\nMeasured: as above.\n"
+    )
