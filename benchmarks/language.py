@@ -390,12 +390,24 @@ def chosen_text(runs):
     )
 
 
+def by_method(records):
+    """Records grouped by (condition, method), methods in `METHODS` order."""
+    found = groups(records, ("condition", "method"))
+    order = list(METHODS)
+    return sorted(found.items(), key=lambda item: order.index(item[0][1]))
+
+
+def spread(values, digits):
+    """`mean ± std` over seeds; the mean alone for one value."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return mean_std(values, digits)
+
+
 def method_rows(records):
     """One row per (condition, method): its metrics over seeds."""
     rows = []
-    for (condition, method), runs in groups(
-        records, ("condition", "method")
-    ).items():
+    for (condition, method), runs in by_method(records):
         row = {
             "condition": condition,
             "method": METHODS[method],
@@ -422,9 +434,7 @@ def difference_rows(records):
         (r["condition"], r["seed"]): r for r in records if r["method"] == "kd"
     }
     rows = []
-    for (condition, method), runs in groups(
-        records, ("condition", "method")
-    ).items():
+    for (condition, method), runs in by_method(records):
         pairs = [
             (r, kd[condition, r["seed"]])
             for r in runs
@@ -513,7 +523,7 @@ TABLES = {
             ("method", "method", "{}"),
             ("seeds", "n", "{}"),
             *[
-                (HEADERS[m], m, lambda v, d=DIGITS[m]: mean_std(v, d))
+                (HEADERS[m], m, lambda v, d=DIGITS[m]: spread(v, d))
                 for m in METRICS
             ],
             ("chosen", "chosen", "{}"),
