@@ -96,6 +96,21 @@ def test_readme_links_exist():
         assert (ROOT / target).exists(), target
 
 
+def _github_anchor(heading):
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_links_into_benchmarks_md_name_its_sections():
+    headings = re.findall(
+        r"^#+ (.+)$", (ROOT / "BENCHMARKS.md").read_text(), re.M
+    )
+    anchors = {_github_anchor(h) for h in headings}
+    for path in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for anchor in re.findall(r"BENCHMARKS\.md#([\w-]+)", path.read_text()):
+            assert anchor in anchors, (path.name, anchor)
+
+
 def _python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
