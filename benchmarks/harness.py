@@ -1,271 +1,322 @@
-"""The speed benchmarks' shared command line, worker prologue and driver.
+"""Runs benchmark cases in per-backend worker processes and stores them.
 
-Every speed benchmark (`loss_speed.py`, `distiller_speed.py`,
-`search_speed.py`, `cross_backend.py`, `vocab_scale.py`) runs each backend
-in its own subprocess, because KERAS_BACKEND must be set before keras is
-imported. This module holds what they share:
-
-- `speed_parser` / `parse`: the common options (`--backends`, `--threads`,
-  `--quick`, `--results-dir`, `--backend-timeout`, `--seed`,
-  `--markdown-only` and the hidden worker options); each script adds its
-  own, and `parse` applies its `--quick` limits and the results folder;
-- `start_backend`: the worker-process prologue (environment, thread
-  pinning, keras imported on the requested backend);
-- `worker_env`: the same environment for a child started by hand;
-- `epoch_timer` and `timed_rounds`: per-epoch wall/CPU timing, methods
-  interleaved in a fresh random order every round;
-- `run_parent`: the parent side (worker dispatch, `--markdown-only`, one
-  subprocess per backend, the JSON and its markdown section).
-
-Timing statistics and the output files are in `timing.py`.
+A case is a function `run(**size) -> list[dict]` listed in the `CASES`
+table of one of `MODULES`; the harness runs it once per backend, each in a
+fresh process (KERAS_BACKEND must be set before keras is imported), tags
+its records with the backend and the run, and writes
+`benchmarks/results/<case>.json`: `{"case", "runs": [stamp...],
+"records": [...]}`. A stamp names the command, commit, machine, date, load
+and duration of one run. Cases that re-run part of their grid (`--set`)
+replace only the records with the same `merge` fields.
 """
 
-import argparse
+import dataclasses
+import datetime
+import fcntl
+import importlib
+import json
 import os
+import platform
 import random
+import shlex
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import timing
-
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+QUICK_RESULTS = RESULTS / "tmp"  # git-ignored
 BACKENDS = ("jax", "tensorflow", "torch")
-# Options the parent consumes; the per-backend workers never see them.
-PARENT_ONLY = frozenset({"--backends", "--backend-timeout"})
+MODULES = ("speed", "accuracy", "language")
 
 
-def speed_parser(
-    doc, quick_help, backend_timeout=None, options=(), backend_help=None
-):
-    """An argument parser with the options every speed benchmark shares.
+@dataclasses.dataclass
+class Case:
+    """One benchmark: `run(**size)` returns plain records (dicts).
 
-    Args:
-        doc: the script's docstring (its first line is the description).
-        quick_help: what `--quick` shrinks (the results folder is added).
-        backend_timeout: default of `--backend-timeout` (seconds, or None).
-        options: the script's own options, as `add_options` takes them.
-        backend_help: help of a public `--backend` (time one backend only);
-            `None` keeps `--backend` hidden (set by the parent for workers).
-
-    Returns:
-        An `argparse.ArgumentParser`.
+    `sizes` maps "full" and "quick" to `run`'s keyword arguments; `backends`
+    is empty for a case that imports no backend; `merge` names the record
+    fields that identify what a partial run replaces.
     """
-    parser = argparse.ArgumentParser(
-        description=doc.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help=backend_help if backend_help else argparse.SUPPRESS,
-    )
-    parser.add_argument(
-        "--backends",
-        nargs="+",
-        choices=BACKENDS,
-        default=list(BACKENDS),
-        help="backends to run, each in its own subprocess",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads per backend (0: the backend's default); one "
-        "thread keeps ratios stable on a shared machine",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {quick_help}; results go to "
-        "benchmarks/results/tmp unless --results-dir is given",
-    )
-    parser.add_argument(
-        "--results-dir",
-        default=None,
-        help="folder for the results (default benchmarks/results, or the "
-        "git-ignored benchmarks/results/tmp with --quick)",
-    )
-    parser.add_argument(
-        "--backend-timeout",
-        type=float,
-        default=backend_timeout,
-        help="seconds after which a backend's subprocess is stopped and "
-        "reported as not measured",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--markdown-only",
-        action="store_true",
-        help="only regenerate the .md from the existing .json",
-    )
-    parser.add_argument("--worker-output", help=argparse.SUPPRESS)
-    add_options(parser, options)
-    return parser
+
+    run: object
+    sizes: dict
+    backends: tuple = BACKENDS
+    threads: int = 1
+    merge: tuple = ()
+    timeout: float = None
+    description: str = ""
 
 
-def add_options(parser, options):
-    """Adds options given as `(flag, default, help)` rows: the type follows
-    the default (a list: `nargs="+"` of its items' type), and a fourth item
-    sets it where the default cannot say (`None`)."""
-    for flag, default, help_text, *kind in options:
-        sample = default[0] if isinstance(default, list) else default
-        kwargs = {"default": default, "help": help_text}
-        if isinstance(default, list):
-            kwargs["nargs"] = "+"
-        if kind:
-            kwargs["type"] = kind[0]
-        elif sample is not None and not isinstance(sample, str):
-            kwargs["type"] = type(sample)
-        parser.add_argument(flag, **kwargs)
+def cases():
+    """All cases, by name, from the `CASES` tables of `MODULES`."""
+    found = {}
+    for module in MODULES:
+        table = importlib.import_module(f"benchmarks.{module}").CASES
+        for name, case in table.items():
+            if name in found:
+                raise ValueError(f"case {name!r} is defined twice")
+            found[name] = case
+    return found
 
 
-def settings(args, names, **constants):
-    """The named arguments' values (then `constants`), for the results."""
-    return {**{name: getattr(args, name) for name in names}, **constants}
+def load_average():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
-def parse(parser, argv=None, quick=None):
-    """Parses `argv`; applies `quick(args)` under `--quick` and the
-    default results folder (`benchmarks/results`, or its git-ignored
-    `tmp/` for a smoke run)."""
-    args = parser.parse_args(argv)
-    if args.quick and quick is not None:
-        quick(args)
-    if args.results_dir is None:
-        args.results_dir = str(
-            timing.QUICK_RESULTS if args.quick else timing.RESULTS
-        )
-    return args
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def start_backend(backend, threads):
-    """The worker prologue: selects `backend`, pins the CPU threads and
-    imports keras on it (nothing may import keras before). Returns keras.
-    """
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(timing.ROOT))
-    timing.configure_threads(backend, threads)
-    import keras
+def commit():
+    """The checkout's short commit, with `+` when tracked files differ."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return head + ("+" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
-    assert keras.backend.backend() == backend, keras.backend.backend()
-    return keras
+
+def versions():
+    from importlib import metadata
+
+    found = {}
+    for name in ("keras", "jax", "tensorflow-cpu", "tensorflow", "torch"):
+        try:
+            found[name.replace("-cpu", "")] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def stamp(command, started, load_before, revision):
+    """What a run was: command, commit, machine, date, load, duration."""
+    return {
+        "command": command,
+        "commit": revision,
+        "machine": f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores",
+        "date": datetime.datetime.now(datetime.timezone.utc)
+        .replace(microsecond=0)
+        .isoformat(),
+        "load": [load_before, load_average()],
+        "seconds": round(time.perf_counter() - started, 1),
+        "python": platform.python_version(),
+        "versions": versions(),
+    }
 
 
 def worker_env(backend, threads):
-    """The environment of a child process running `backend` on `threads`
-    intra-op threads, for scripts that start their workers themselves."""
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = (
-        str(timing.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    )
-    env["OMP_NUM_THREADS"] = str(threads)
-    if backend == "jax" and threads == 1:
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-            " intra_op_parallelism_threads=1"
-        ).strip()
+    """Environment of a worker: the backend, `threads` intra-op threads."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    if threads > 0:
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        env["TF_NUM_INTEROP_THREADS"] = str(threads)
+        flags = env.get("XLA_FLAGS", "")
+        if threads == 1 and "multi_thread_eigen" not in flags:
+            flags += " --xla_cpu_multi_thread_eigen=false"
+        env["XLA_FLAGS"] = flags.strip()
     return env
 
 
-def epoch_timer(keras):
-    """A callback timing each epoch (wall and CPU) from `on_epoch_begin`
-    to `on_epoch_end`: fit's per-call set-up is left out."""
+def run_worker(name, case, backend, size, timeout):
+    """Runs one case on one backend in a fresh process; its records."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "records.json"
+        command = [sys.executable, "-m", "benchmarks", "worker", name]
+        command += ["--output", str(output), "--size", json.dumps(size)]
+        print(f"== {name} on {backend or 'numpy'}", flush=True)
+        completed = subprocess.run(
+            command,
+            env=worker_env(backend, case.threads),
+            cwd=ROOT,
+            timeout=timeout,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"case {name!r} failed on {backend or 'numpy'} "
+                f"(exit status {completed.returncode})"
+            )
+        return json.loads(output.read_text())
 
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = (time.perf_counter(), time.process_time())
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.wall = time.perf_counter() - self.start[0]
-            self.cpu = time.process_time() - self.start[1]
+def serve_worker(name, size_json, output):
+    """The worker side: runs the case here and writes its records."""
+    case = cases()[name]
+    if os.environ.get("KERAS_BACKEND"):
+        import keras
 
-    return EpochTimer()
+        keras.utils.set_random_seed(0)
+    records = case.run(**json.loads(size_json))
+    Path(output).write_text(json.dumps(records))
 
 
-def timed_rounds(methods, rounds, seed):
-    """Runs every method once per round, in a fresh random order.
+def merge(stored, records, keys):
+    """`stored` less the records a partial run re-measured, then `records`."""
+    if not keys:
+        return list(records)
+    redone = {tuple(r.get(k) for k in keys) for r in records}
+    kept = [r for r in stored if tuple(r.get(k) for k in keys) not in redone]
+    return kept + list(records)
+
+
+def run(names, quick=False, backends=None, overrides=None, folder=None):
+    """Runs the named cases; writes and returns their result files."""
+    table = cases()
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(table)}")
+    folder = Path(folder or (QUICK_RESULTS if quick else RESULTS))
+    command = shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]])
+    written = []
+    for name in names:
+        case = table[name]
+        size = dict(case.sizes["quick" if quick else "full"])
+        size.update(overrides or {})
+        chosen = [b for b in case.backends if not backends or b in backends]
+        started, load_before = time.perf_counter(), load_average()
+        revision = commit()  # what the workers run, whatever lands meanwhile
+        records = []
+        for backend in chosen or [None]:
+            part = run_worker(name, case, backend, size, case.timeout)
+            records += [{"backend": backend, **r} for r in part]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.json"
+        # Runs of parts of a case (`--set`) may finish together.
+        with open(folder / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = (
+                json.loads(path.read_text())
+                if path.exists()
+                else {"case": name, "runs": [], "records": []}
+            )
+            run_id = max((r["id"] for r in data["runs"]), default=-1) + 1
+            for record in records:
+                record["run"] = run_id
+            data["records"] = merge(data["records"], records, case.merge)
+            live = {r["run"] for r in data["records"]}
+            data["runs"] = [r for r in data["runs"] if r["id"] in live]
+            data["runs"].append(
+                {
+                    "id": run_id,
+                    "size": size,
+                    **stamp(command, started, load_before, revision),
+                }
+            )
+            write(path, data)
+        print(f"wrote {path}", flush=True)
+        written.append(path)
+    return written
+
+
+def compact(value):
+    """`value` with floats rounded to 4 significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [compact(v) for v in value]
+    return value
+
+
+def write(path, data):
+    """The result file: runs indented, one record per line (small diffs)."""
+    records = ",\n  ".join(
+        json.dumps(compact(r), sort_keys=True) for r in data["records"]
+    )
+    head = json.dumps(
+        {k: v for k, v in data.items() if k != "records"}, indent=1
+    )
+    path.write_text(f'{head[:-2]},\n "records": [\n  {records}\n ]\n}}\n')
+
+
+# Timing helpers for the speed cases.
+
+
+def rounds(methods, repeats, seed=0):
+    """Runs each method once per round, in a fresh random order.
 
     Args:
         methods: dict name -> callable returning `(wall_s, cpu_s)`.
-        rounds: number of rounds.
-        seed: seed of the shuffling.
+        repeats: number of rounds.
+        seed: seed of the order.
 
     Returns:
-        `(wall, cpu)`: dicts name -> list of seconds in round order.
+        dict name -> list of `(wall_s, cpu_s)` in round order.
     """
-    wall = {name: [] for name in methods}
-    cpu = {name: [] for name in methods}
+    samples = {name: [] for name in methods}
     names = list(methods)
     order = random.Random(seed)
-    for _ in range(rounds):
+    for _ in range(repeats):
         order.shuffle(names)
         for name in names:
-            seconds, cpu_seconds = methods[name]()
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-    return wall, cpu
+            samples[name].append(tuple(methods[name]()))
+    return samples
 
 
-def run_worker(script, backend, worker_argv, timeout):
-    """One backend in a subprocess: its JSON, or `{"backend", "skipped"}`."""
-    result, reason = timing.run_backend_worker(
-        script, backend, worker_argv, timeout
+def clocked(fn, inner=1):
+    """`fn` called `inner` times: `(wall_s, cpu_s)` per call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(inner):
+        fn()
+    return (
+        (time.perf_counter() - wall) / inner,
+        (time.process_time() - cpu) / inner,
     )
-    if reason is None:
-        return result
-    print(f"   {backend} skipped: {reason}", flush=True)
-    return {"backend": backend, "skipped": reason}
 
 
-def run_parent(
-    script, name, argv, args, steps, parent_only=None, schedule=None
-):
-    """The whole run of a speed benchmark after parsing.
-
-    A worker measures its backend (`run_backend(args)`); `--markdown-only`
-    rewrites the section from the JSON; otherwise every backend (`--backend`
-    if given, else `--backends`) runs in its own subprocess and
-    `make_data(results)` (the results header is added here) is written
-    with its markdown.
-
-    Args:
-        script, name: the script's path and the results file stem.
-        argv: the command line (recorded; passed on to the workers less
-            the options in `parent_only`).
-        args: the parsed `argv`.
-        steps: `(run_backend, to_markdown, make_data)`: `args -> dict`,
-            the worker's measurement; `data -> str`, the markdown section;
-            `results -> dict`, the fields after the header (then
-            `"results": results` unless it holds them).
-        parent_only: options the workers never see (default
-            `PARENT_ONLY`).
-        schedule: optional `(index, count, elapsed_s) -> (extra_argv,
-            timeout)` for the worker of the `index`-th of `count` backends
-            (default: no extra options, `--backend-timeout`).
-
-    Returns:
-        The data written, or None in a worker and with `--markdown-only`.
-    """
-    run_backend, to_markdown, make_data = steps
-    if timing.serve_worker(args, run_backend):
-        return None
-    folder = Path(args.results_dir)
-    if args.markdown_only:
-        timing.rewrite_markdown(folder, name, to_markdown)
-        return None
-    backends = [args.backend] if args.backend else args.backends
-    worker_argv = timing.drop_options(argv, parent_only or PARENT_ONLY)
-    results, start = [], time.perf_counter()
-    for index, backend in enumerate(backends):
-        extra, timeout = [], args.backend_timeout
-        if schedule is not None:
-            elapsed = time.perf_counter() - start
-            extra, timeout = schedule(index, len(backends), elapsed)
-        results.append(
-            run_worker(script, backend, worker_argv + extra, timeout)
+def summary(samples, baseline=None):
+    """Median wall/CPU seconds of `samples`; with `baseline` (samples of
+    the same rounds), the median and quartiles of the within-round ratio."""
+    out = {
+        "wall": statistics.median(s[0] for s in samples),
+        "cpu": statistics.median(s[1] for s in samples),
+        "repeats": len(samples),
+    }
+    if baseline is not None:
+        ratios = sorted(
+            a[0] / b[0] for a, b in zip(samples, baseline, strict=True)
         )
-    data = {**timing.results_header(name, script, argv), **make_data(results)}
-    data.setdefault("results", results)
-    timing.write_results(folder, name, data, to_markdown)
-    return data
+        quartiles = (  # inclusive: within the ratios seen
+            statistics.quantiles(ratios, n=4, method="inclusive")
+            if len(ratios) > 1
+            else []
+        )
+        out["ratio"] = statistics.median(ratios)
+        out["ratio_q"] = [quartiles[0], quartiles[2]] if quartiles else None
+        out["ratio_cpu"] = statistics.median(
+            a[1] / b[1]
+            for a, b in zip(samples, baseline, strict=True)
+            if b[1] > 0
+        )
+    return out

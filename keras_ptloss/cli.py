@@ -1,11 +1,12 @@
 """Command line: `python -m keras_ptloss` (or the `keras-ptloss` script).
 
-Subcommands: `demo` (`keras_ptloss.demo`) and `benchmark NAME [ARGS...]`,
-which runs `benchmarks/<name>.py` of a source checkout (exit status 2 from
-a wheel, which does not ship them). In the command's own process this
-module imports Keras with TensorFlow's start-up notices dropped, then the
-package's serializable modules. The demo runs in a child process whose
-start-up notices are dropped from stderr; every other line passes through.
+Subcommands: `demo` (`keras_ptloss.demo`) and `benchmark ARGS...`, which
+runs `python -m benchmarks ARGS...` in a source checkout (exit status 2
+from a wheel, which does not ship the benchmarks). In the command's own
+process this module imports Keras with TensorFlow's start-up notices
+dropped, then the package's serializable modules. The demo runs in a child
+process whose start-up notices are dropped from stderr; every other line
+passes through.
 """
 
 import argparse
@@ -20,14 +21,6 @@ from pathlib import Path
 import keras_ptloss
 from keras_ptloss._command import started_as_command
 from keras_ptloss.version import __version__
-
-# Benchmark subcommand name -> script file in `benchmarks/`.
-BENCHMARKS = {
-    "loss-speed": "loss_speed.py",
-    "selection-speed": "selection_speed.py",
-    "distiller-speed": "distiller_speed.py",
-    "accuracy": "accuracy.py",
-}
 
 # TensorFlow's start-up notices (informational; printed on import, before
 # `TF_CPP_MIN_LOG_LEVEL` applies to the oneDNN one). Matched whole-line.
@@ -180,39 +173,36 @@ def build_parser():
 
     bench = sub.add_parser(
         "benchmark",
-        help="run a benchmark script of a source checkout "
-        "(extra arguments are forwarded to it)",
+        help="run `python -m benchmarks` of a source checkout",
         description=(
-            "Runs benchmarks/<name>.py of a source checkout with the "
-            "remaining arguments (e.g. `benchmark accuracy --quick`; "
-            "`benchmark accuracy --help` shows the script's options). "
-            "Benchmarks are not installed with the wheel."
+            "Runs `python -m benchmarks ARGS...` in a source checkout "
+            "(e.g. `benchmark list`, `benchmark run loss --quick`, "
+            "`benchmark report`). Benchmarks are not installed with the "
+            "wheel."
         ),
     )
-    bench.add_argument("name", choices=sorted(BENCHMARKS))
     bench.add_argument(
         "args",
         nargs=argparse.REMAINDER,
-        help="arguments forwarded to the benchmark script",
+        help="arguments of `python -m benchmarks`",
     )
     return parser
 
 
-def _run_benchmark(name, args):
-    """Runs `benchmarks/<script>.py args...`; returns its exit status."""
-    script = benchmarks_dir() / BENCHMARKS[name]
-    if not script.is_file():
-        where = benchmarks_dir()
+def _run_benchmark(args):
+    """Runs `python -m benchmarks args...`; returns its exit status."""
+    where = benchmarks_dir()
+    if not (where / "__main__.py").is_file():
         print(
-            f"error: benchmark {name!r} needs {script.name} in a source "
-            f"checkout's benchmarks/ folder, and {where} has none. The "
-            "benchmarks are not part of the installed package: clone the "
-            'repository and `pip install -e ".[all]"` there to run them.',
+            f"error: the benchmarks live in a source checkout's benchmarks/ "
+            f"folder, and {where} has none. They are not part of the "
+            "installed package: clone the repository and "
+            '`pip install -e ".[all]"` there to run them.',
             file=sys.stderr,
         )
         return 2
-    cmd = [sys.executable, str(script), *args]
-    return subprocess.call(cmd, cwd=str(script.parent.parent))
+    cmd = [sys.executable, "-m", "benchmarks", *args]
+    return subprocess.call(cmd, cwd=str(where.parent))
 
 
 def main(argv=None):
@@ -232,7 +222,7 @@ def main(argv=None):
         forwarded = list(args.args)
         if forwarded[:1] == ["--"]:
             forwarded = forwarded[1:]
-        return _run_benchmark(args.name, forwarded)
+        return _run_benchmark(forwarded)
     # The options were checked by the parser above; the child parses the
     # same ones (everything after the subcommand).
     return _run_demo(argv[argv.index("demo") + 1 :])

@@ -17,6 +17,46 @@ def _member_signature(model):
     return [tuple(w.shape) for w in model.weights]
 
 
+def _check_member_axis(member_axis):
+    """Checks `member_axis`; with a name, also the backend and the mesh."""
+    if member_axis is None:
+        return None
+    if not isinstance(member_axis, str):
+        raise ValueError(
+            "`member_axis` must be the name of a device-mesh axis or None. "
+            f"Received: member_axis={member_axis!r}"
+        )
+    _member_distribution(member_axis)
+    return member_axis
+
+
+def _member_distribution(member_axis):
+    """The current distribution, checked to have `member_axis`."""
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ValueError(
+            "`member_axis` lays the members out with `keras.distribution`, "
+            "which Keras implements for the JAX backend only. Received: "
+            f"member_axis={member_axis!r} on the {backend} backend"
+        )
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        raise ValueError(
+            "`member_axis` needs a distribution: call `keras.distribution."
+            "set_distribution(...)` with a device mesh holding that axis "
+            "first. Received: member_axis="
+            f"{member_axis!r} with no distribution set"
+        )
+    names = tuple(distribution.device_mesh.axis_names)
+    if member_axis not in names or member_axis == distribution.batch_dim_name:
+        raise ValueError(
+            "`member_axis` must name an axis of the distribution's device "
+            f"mesh other than its batch axis {distribution.batch_dim_name!r}"
+            f". Received: member_axis={member_axis!r}, mesh axes {names}"
+        )
+    return distribution
+
+
 @keras.saving.register_keras_serializable(package="keras_ptloss")
 class StudentPopulation(keras.Model):
     """`N` students trained together, each on its own PTLoss.
@@ -34,6 +74,13 @@ class StudentPopulation(keras.Model):
         standardize: array `(N,)` of bools. Defaults to all `False`.
         student_loss_weight: hard-label weight `w` in `[0, 1]`.
         delta: the `delta` of the standardisation.
+        member_axis: name of an axis of the device mesh of the current
+            `keras.distribution` (JAX backend only) to shard the member
+            axis of the stacked outputs over in the training step: the
+            loss of each member is computed on its share of the devices,
+            the batch axis stays on the distribution's `batch_dim_name`.
+            The distribution must be set before the population is built.
+            Defaults to `None` (outputs laid out as Keras lays them out).
 
     Example:
 
@@ -55,9 +102,11 @@ class StudentPopulation(keras.Model):
         standardize=None,
         student_loss_weight=0.0,
         delta=1e-7,
+        member_axis=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.member_axis = _check_member_axis(member_axis)
         members = list(members)
         if not members:
             raise ValueError(
@@ -182,6 +231,8 @@ class StudentPopulation(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        if self.member_axis is not None:
+            y_pred = self.shard_members(y_pred)
         losses = self.member_losses(y, y_pred)
         if sample_weight is not None:
             weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
@@ -190,6 +241,24 @@ class StudentPopulation(keras.Model):
         if self.losses:
             total = total + ops.sum(self.losses)
         return total
+
+    def shard_members(self, y_pred):
+        """`y_pred` `(batch, N, ...)` laid out with members on `member_axis`.
+
+        Args:
+            y_pred: the stacked outputs of `call`.
+
+        Returns:
+            `y_pred` under the layout `(batch_dim_name, member_axis, None,
+            ...)` of the current distribution's device mesh. Inside a
+            compiled function any `N` works; an eager call needs `N`
+            (and the batch) to divide by the axes' sizes.
+        """
+        distribution = _member_distribution(self.member_axis)
+        axes = [distribution.batch_dim_name, self.member_axis]
+        axes += [None] * (len(y_pred.shape) - 2)
+        layout = keras.distribution.TensorLayout(axes, distribution.device_mesh)
+        return keras.distribution.distribute_tensor(y_pred, layout)
 
     def get_config(self):
         config = super().get_config()
@@ -204,6 +273,7 @@ class StudentPopulation(keras.Model):
                 ops.convert_to_numpy(self.student_loss_weight)
             ),
             delta=self.delta,
+            member_axis=self.member_axis,
         )
         return config
 

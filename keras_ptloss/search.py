@@ -36,6 +36,7 @@ from keras_ptloss.calibration import calibrate_outputs
 from keras_ptloss.distiller import Distiller
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.population import StudentPopulation
+from keras_ptloss.population import _check_member_axis
 from keras_ptloss.selection import SelectionConfig
 from keras_ptloss.selection import select_with_config
 
@@ -781,6 +782,7 @@ def search_coefficients(
     seed=0,
     calibrate=True,
     verbose=1,
+    member_axis=None,
 ):
     """Chooses PTLoss coefficients by training the students they give.
 
@@ -843,6 +845,12 @@ def search_coefficients(
             Defaults to `True`.
         verbose: `0` silent, `1` a progress bar and the summary, `2` the
             summary only.
+        member_axis: name of an axis of the current `keras.distribution`'s
+            device mesh (JAX backend only) to shard the population's
+            member axis over in each training step (see
+            `StudentPopulation`); the batch goes on the distribution's batch
+            axis. Defaults to `None`: under `DataParallel` (or no
+            distribution) every device holds every member.
 
     Returns:
         A `SearchResult`.
@@ -887,6 +895,7 @@ def search_coefficients(
         higher_is_better=higher_is_better,
         calibrate=calibrate,
         optimizer=optimizer,
+        member_axis=member_axis,
     )
     if not callable(build_student):
         raise ValueError(
@@ -925,6 +934,7 @@ class _Training:
     seed: int
     student_loss_weight: float
     make_optimizer: object  # () -> a new Keras optimizer
+    member_axis: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -977,6 +987,7 @@ def _check_settings(
     higher_is_better,
     calibrate,
     optimizer,
+    member_axis=None,
 ):
     """Checks the scalar arguments (in the order of the signature)."""
     order = check_int(order, "order", 1)
@@ -997,7 +1008,12 @@ def _check_settings(
     scoring = _Scoring(*_check_metric(metric, higher_is_better))
     calibrate = check_bool(calibrate, "calibrate")
     training = _Training(
-        epochs, batch_size, seed, weight, _optimizer_factory(optimizer)
+        epochs,
+        batch_size,
+        seed,
+        weight,
+        _optimizer_factory(optimizer),
+        _check_member_axis(member_axis),
     )
     return _Settings(
         order=order,
@@ -1206,6 +1222,7 @@ def _population(students, alive, losses, training, previous):
         losses.temperatures[alive],
         losses.standardize[alive],
         student_loss_weight=training.student_loss_weight,
+        member_axis=training.member_axis,
     )
     optimizer = training.make_optimizer()
     optimizer.build(population.trainable_variables)

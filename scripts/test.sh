@@ -2,19 +2,34 @@
 # Runs the test suite once per Keras backend and fails if any backend fails.
 # Usage: bash scripts/test.sh [pytest args]   (BACKENDS="jax" to pick some)
 #
+# Each backend's pytest runs its test files in WORKERS processes at once
+# (pytest-xdist, from the `test` extra; default 2, one per core of the
+# project's machines; WORKERS=1 runs one process). Each file stays in one
+# worker (`--dist loadfile`), so a module's fixtures run once.
+#
 # Each backend's pytest exit status is kept: a pytest that died (a crash in
 # a backend, a signal, an internal error) is named with its status in the
-# summary and fails the run, also when it left no report behind.
+# summary and fails the run, also when it left no report behind. A test
+# that crashes a worker is reported by pytest-xdist as a failed test.
 set -u
 cd "$(dirname "$0")/.."
 backends="${BACKENDS:-tensorflow jax torch}"
+workers="${WORKERS:-2}"
 report_dir="$(mktemp -d)"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+parallel=()
+if [ "$workers" != 1 ]; then
+  if python -c "import xdist" 2>/dev/null; then
+    parallel=(-n "$workers" --dist loadfile)
+  else
+    echo "pytest-xdist is not installed (the test extra has it): one process"
+  fi
+fi
 status=0
 for backend in $backends; do
   echo "=== KERAS_BACKEND=$backend"
   KERAS_BACKEND="$backend" python -m pytest -p no:cacheprovider \
-    --junitxml="$report_dir/$backend.xml" "$@"
+    ${parallel[@]+"${parallel[@]}"} --junitxml="$report_dir/$backend.xml" "$@"
   code=$?
   echo "$code" >"$report_dir/$backend.status"
   [ "$code" -eq 0 ] || status=1

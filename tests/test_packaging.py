@@ -122,7 +122,7 @@ def test_installed_wheel_benchmark_command_explains_missing_benchmarks(
         zf.extractall(site)
     env = dict(os.environ, PYTHONPATH=str(site))
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_ptloss", "benchmark", "accuracy"],
+        [sys.executable, "-m", "keras_ptloss", "benchmark", "list"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

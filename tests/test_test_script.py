@@ -1,10 +1,13 @@
 """scripts/test.sh: a backend whose pytest dies is named and fails the run.
 
 Runs the script on a throw-away project of two tests (no Keras imported),
-one of which kills its own process on one backend only.
+one of which kills its own process on one backend only: in one process
+(`WORKERS=1`) that is pytest itself, in pytest-xdist's workers (the
+default) that is a worker, which pytest-xdist reports as a failed test.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,8 +41,8 @@ def project(tmp_path):
     return tmp_path
 
 
-def _run(project, backends):
-    env = dict(os.environ, BACKENDS=backends)
+def _run(project, backends, workers="2"):
+    env = dict(os.environ, BACKENDS=backends, WORKERS=workers)
     env["PATH"] = os.pathsep.join(
         [str(Path(sys.executable).parent), env["PATH"]]
     )
@@ -54,7 +57,7 @@ def _run(project, backends):
 
 
 def test_a_backend_whose_pytest_dies_is_named_and_fails_the_run(project):
-    done = _run(project, "jax torch")
+    done = _run(project, "jax torch", workers="1")
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     assert (
@@ -75,3 +78,23 @@ def test_backends_that_finish_pass(project):
     assert (
         done.stdout.splitlines()[-1] == "total: 4 passed, 0 failed, 0 skipped"
     )
+
+
+def test_a_test_that_kills_its_worker_fails_its_backend(project):
+    done = _run(project, "jax torch")
+    assert done.returncode == 1
+    assert "pytest-xdist is not installed" not in done.stdout
+    assert re.search(
+        r"worker 'gw\d+' crashed while running "
+        r"'tests/test_probe.py::test_dies_on_torch'",
+        done.stdout,
+    )
+    lines = done.stdout.splitlines()
+    assert (
+        "jax: {'tests': 2, 'failures': 0, 'errors': 0, 'skipped': 0} "
+        "(exit status 0, ok)" in lines
+    )
+    (torch,) = [line for line in lines if line.startswith("torch: ")]
+    assert torch.endswith("(exit status 1, tests failed)")
+    assert "total: 3 passed, " in done.stdout
+    assert "FAILED: pytest did not finish" not in done.stdout

@@ -1,0 +1,56 @@
+"""The language benchmark: its paired differences against numpy, and (JAX
+only: a whole program, run on one backend) a quick run through the command
+line whose records hold every method and whose tables render."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from benchmarks import language
+from benchmarks import render
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = language.METRICS
+
+
+def test_differences_to_kd_match_numpy():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(2, 4, len(METRICS)))  # (method, seed, metric)
+    records = [
+        {"condition": "B", "seed": seed, "method": method}
+        | dict(zip(METRICS, values[i, seed].tolist(), strict=True))
+        for seed in range(4)
+        for i, method in enumerate(("kd", "pt_search"))
+    ]
+    (row,) = language.difference_rows(records)
+    diff = values[1] - values[0]
+    for j, metric in enumerate(METRICS):
+        np.testing.assert_allclose(row[metric], diff[:, j])
+        se = diff[:, j].std(ddof=1) / 2
+        expected = f"{diff[:, j].mean():+.3f} ± {se:.3f}"
+        assert language.mean_se(row[metric], 3) == expected
+
+
+if keras.backend.backend() == "jax":
+
+    def test_quick_run_records_and_tables(tmp_path):
+        command = [sys.executable, "-m", "benchmarks", "run", "language"]
+        command += ["--quick", "--results-dir", str(tmp_path)]
+        subprocess.run(command, cwd=ROOT, check=True)
+        data = json.loads((tmp_path / "language.json").read_text())
+        records = data["records"]
+        assert {r["method"] for r in records} == set(language.METHODS)
+        assert all(np.isfinite([r[m] for m in METRICS]).all() for r in records)
+        by_method = {r["method"]: r for r in records}
+        # The compiled KD replays the logits search's weights and batches.
+        if by_method["pt_search"]["winner"] == "KD T=1":
+            kd, searched = by_method["kd"], by_method["pt_search"]
+            assert abs(kd["kl"] - searched["kl"]) < 1e-3
+        assert "calibration_temperature" in by_method["pt_default"]
+        for table in language.TABLES.values():
+            text = render.render(table, data)
+            assert "PTLoss, default `search_coefficients`" in text
