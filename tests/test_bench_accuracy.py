@@ -1,9 +1,6 @@
 """The accuracy benchmark: a quick run, and its aggregation."""
 
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,6 +8,7 @@ import numpy as np
 from benchmarks import accuracy
 from benchmarks import harness
 from benchmarks import render
+from tests.utils import run_program
 
 
 def hand_made():
@@ -53,13 +51,11 @@ def test_pipeline_table_rows_from_hand_made_records():
 if keras.backend.backend() == "jax":
 
     def test_quick_run_records_and_tables(tmp_path):
-        env = dict(os.environ, PYTHONPATH=str(harness.ROOT))
-        command = [sys.executable, "-m", "benchmarks", "run", "accuracy"]
-        command += ["--quick", "--results-dir", str(tmp_path)]
-        done = subprocess.run(
-            command, cwd=harness.ROOT, env=env, capture_output=True, text=True
+        run_program(
+            *("-m", "benchmarks", "run", "accuracy", "--quick"),
+            *("--results-dir", str(tmp_path)),
+            cwd=harness.ROOT,
         )
-        assert done.returncode == 0, done.stdout + done.stderr
         data = json.loads((tmp_path / "accuracy.json").read_text())
         records = data["records"]
         assert {r["backend"] for r in records} == {"jax"}

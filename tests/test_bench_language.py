@@ -3,8 +3,6 @@ only: a whole program, run on one backend) a quick run through the command
 line whose records hold every method and whose tables render."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -12,6 +10,7 @@ import numpy as np
 
 from benchmarks import language
 from benchmarks import render
+from tests.utils import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = language.METRICS
@@ -38,9 +37,11 @@ def test_differences_to_kd_match_numpy():
 if keras.backend.backend() == "jax":
 
     def test_quick_run_records_and_tables(tmp_path):
-        command = [sys.executable, "-m", "benchmarks", "run", "language"]
-        command += ["--quick", "--results-dir", str(tmp_path)]
-        subprocess.run(command, cwd=ROOT, check=True)
+        run_program(
+            *("-m", "benchmarks", "run", "language", "--quick"),
+            *("--results-dir", str(tmp_path)),
+            cwd=ROOT,
+        )
         data = json.loads((tmp_path / "language.json").read_text())
         records = data["records"]
         assert {r["method"] for r in records} == set(language.METHODS)

@@ -14,13 +14,13 @@ docs/distributed.md for what torch users do).
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+
+from tests.utils import run_program
 
 SCRIPT = Path(__file__).with_name("distributed_check.py")
 EPS_A, EPS_B = [0.4, -0.1], [-0.2, 0.15]
@@ -29,20 +29,12 @@ LOSS_KEYS = ("loss", "distillation_loss", "student_loss")
 
 def _run_script(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed") / "result.json"
-    env = dict(os.environ)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env["KERAS_BACKEND"] = keras.backend.backend()
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     ).strip()
-    process = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert process.returncode == 0, process.stderr[-4000:]
+    run_program(SCRIPT, out, env=env, timeout=300)
     return json.loads(out.read_text())
 
 

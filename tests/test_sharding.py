@@ -15,13 +15,13 @@ TensorFlow's `MirroredStrategy`).
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+
+from tests.utils import run_program
 
 SCRIPT = Path(__file__).with_name("sharding_check.py")
 # Float32 sums taken in another order on another split of the work.
@@ -30,24 +30,11 @@ RTOL, ATOL = 1e-5, 1e-6
 
 def _run_script(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharding") / "result.json"
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = "jax"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, env.get("PYTHONPATH")) if p
-    )
-    process = subprocess.run(
-        [sys.executable, str(SCRIPT), "check", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert process.returncode == 0, process.stderr[-4000:]
+    run_program(SCRIPT, "check", out, env=env, timeout=900)
     return json.loads(out.read_text())
 
 
