@@ -26,15 +26,16 @@ per (setting, method) with the tuning choice and its cost in student-epochs
 (`kind="choice"`), one per setting for the teacher (`kind="teacher"`).
 """
 
-import math
 import statistics
 import sys
 
 import numpy as np
+from scipy import special
 
 from benchmarks.harness import Case
 from benchmarks.render import Table
 from benchmarks.render import groups
+from benchmarks.render import mean_se
 from benchmarks.render import mean_std
 
 # Setting -> (K, teacher trained on noisy labels).
@@ -117,9 +118,7 @@ def cnn(keras, num_classes, channels=32):
 
 
 def softmax(logits):
-    z = np.asarray(logits, "float64")
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
+    return special.softmax(np.asarray(logits, "float64"), axis=-1)
 
 
 def scores(keras, logits, labels):
@@ -447,16 +446,6 @@ def paired(records, setting, method, baseline, key="test_accuracy"):
     """`method - baseline` on `key`, seed by seed (seeds both have)."""
     a, b = runs(records, setting, method), runs(records, setting, baseline)
     return [a[s][key] - b[s][key] for s in sorted(a) if s in b]
-
-
-def mean_se(values):
-    """`(mean, standard error)`: SE = sample std / sqrt(n) (0 if n = 1)."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0], 0.0
-    se = statistics.stdev(values) / math.sqrt(len(values))
-    return statistics.mean(values), se
 
 
 def points(pair, digits=2):

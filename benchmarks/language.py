@@ -16,13 +16,14 @@ exact KL(p* || q), ECE (`keras_ptloss.calibration`).
 """
 
 import math
-import statistics
 
 import numpy as np
+from scipy import special
 
 from benchmarks.harness import Case
 from benchmarks.render import Table
 from benchmarks.render import groups
+from benchmarks.render import mean_se
 from benchmarks.render import mean_std
 
 # Conditions: A, a mildly over-confident teacher and a student far from
@@ -83,9 +84,7 @@ def transformer(keras, vocab_size, length, d_model, heads, layers):
 
 
 def log_softmax(logits):
-    z = np.asarray(logits, "float64")
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return special.log_softmax(np.asarray(logits, "float64"), axis=-1)
 
 
 def nll_of(logits, labels):
@@ -418,14 +417,10 @@ def method_rows(records):
     return rows
 
 
-def mean_se(values, digits):
+def signed_mean_se(values, digits):
     """`mean ± SE` (signed) of paired differences."""
-    se = (
-        statistics.stdev(values) / math.sqrt(len(values))
-        if len(values) > 1
-        else 0
-    )
-    return f"{statistics.mean(values):+.{digits}f} ± {se:.{digits}f}"
+    mean, se = mean_se(values)
+    return f"{mean:+.{digits}f} ± {se:.{digits}f}"
 
 
 def difference_rows(records):
@@ -537,7 +532,11 @@ TABLES = {
             ("method", "method", "{}"),
             ("pairs", "n", "{}"),
             *[
-                (f"Δ {HEADERS[m]}", m, lambda v, d=DIGITS[m]: mean_se(v, d))
+                (
+                    f"Δ {HEADERS[m]}",
+                    m,
+                    lambda v, d=DIGITS[m]: signed_mean_se(v, d),
+                )
                 for m in METRICS
             ],
         ],

@@ -10,6 +10,7 @@ produced it (command, commit, machine, date, load).
 import dataclasses
 import importlib
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -62,9 +63,15 @@ def mean_std(values, digits=1, scale=1.0):
     return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
-def signed_mean_std(values, digits=1, scale=1.0):
-    text = mean_std(values, digits, scale)
-    return text if text.startswith("-") else "+" + text
+def mean_se(values):
+    """`(mean, standard error)` of paired differences: SE = sample std /
+    sqrt(n), 0 for one value; `None` for none."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0], 0.0
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    return statistics.mean(values), se
 
 
 def groups(records, keys):

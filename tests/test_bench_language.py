@@ -31,7 +31,7 @@ def test_differences_to_kd_match_numpy():
         np.testing.assert_allclose(row[metric], diff[:, j])
         se = diff[:, j].std(ddof=1) / 2
         expected = f"{diff[:, j].mean():+.3f} ± {se:.3f}"
-        assert language.mean_se(row[metric], 3) == expected
+        assert language.signed_mean_se(row[metric], 3) == expected
 
 
 if keras.backend.backend() == "jax":
