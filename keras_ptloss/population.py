@@ -203,7 +203,8 @@ class StudentPopulation(keras.Model):
             members, lambda m: m.non_trainable_variables, False
         )
         # torch.vmap cannot batch integer state (random seeds): such members
-        # run one after the other on their slices there.
+        # run one after the other on their slices there, as do members whose
+        # layers torch.vmap cannot run (see `call`).
         self._vectorize = keras.backend.backend() != "torch" or all(
             _is_float(v) for v in members[0].non_trainable_variables
         )
@@ -299,8 +300,19 @@ class StudentPopulation(keras.Model):
             [v.value for v in self._stacked_non_trainable],
         )
         if self._vectorize:
-            outputs, updates, penalties = ops.vectorized_map(member, weights)
-        else:
+            try:
+                outputs, updates, penalties = ops.vectorized_map(
+                    member, weights
+                )
+            except Exception:
+                # torch.vmap lacks some kernels (Conv2D's memory formats):
+                # there the members run one after the other; an error of
+                # the model itself comes again from that path.
+                if keras.backend.backend() != "torch":
+                    raise
+                self._vectorize = False
+                regularized.clear()
+        if not self._vectorize:
             results = [
                 member(keras.tree.map_structure(lambda v, i=i: v[i], weights))
                 for i in range(self.size)

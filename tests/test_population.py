@@ -98,6 +98,39 @@ def test_random_members_train_and_keep_their_own_seeds(batch):
         assert_allclose(outputs[:, i], to_numpy(member(x)), atol=1e-6)
 
 
+def test_convolutional_members_train_as_alone(batch):
+    """Conv2D, which torch.vmap cannot run: there the members take turns."""
+    x, teacher = batch
+    images = np.repeat(x[:, :4, None, None], 4, axis=2)  # (40, 4, 4, 1)
+
+    def make():
+        return keras.Sequential(
+            [
+                keras.Input((4, 4, 1)),
+                keras.layers.Conv2D(
+                    3,
+                    2,
+                    activation="tanh",
+                    kernel_initializer=keras.initializers.GlorotUniform(0),
+                ),
+                keras.layers.Flatten(),
+                keras.layers.Dense(
+                    CLASSES,
+                    kernel_initializer=keras.initializers.GlorotUniform(1),
+                ),
+            ]
+        )
+
+    population, members = population_of(make)
+    population.fit(images, teacher, batch_size=16, shuffle=False, verbose=0)
+    for member, temperature in zip(members, TEMPERATURES, strict=True):
+        alone = trained_alone(make, temperature, images, teacher, batch_size=16)
+        for got, want in zip(
+            member.get_weights(), alone.get_weights(), strict=True
+        ):
+            assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_regularized_members_pay_their_own_penalty(batch):
     x, teacher = batch
 
