@@ -324,6 +324,9 @@ def population(members, samples, hidden, batch_size, repeats):
     runs["separate"] = lambda: tuple(
         map(sum, zip(*(run() for run in alone), strict=True))
     )
+    runs["matrix products only (numpy)"] = matmul_epoch(
+        widths, members, math.ceil(samples / batch_size), batch_size
+    )
     for run in runs.values():  # compile and warm up
         run()
     samples_ = harness.rounds(runs, repeats)
@@ -344,6 +347,31 @@ def population(members, samples, hidden, batch_size, repeats):
             }
         )
     return records
+
+
+def matmul_epoch(widths, members, steps, batch_size):
+    """An epoch of the population step's matrix products alone (those
+    `training_flops` counts), batched over the members in numpy on the
+    worker's one thread: what this CPU's BLAS makes of these shapes."""
+    rng = np.random.default_rng(0)
+    kernels = [
+        rng.normal(size=(members, a, b)).astype("float32")
+        for a, b in zip(widths[:-1], widths[1:], strict=False)
+    ]
+    x = rng.normal(size=(members, batch_size, widths[0])).astype("float32")
+
+    def step():
+        activations = [x]
+        for kernel in kernels:
+            activations.append(activations[-1] @ kernel)
+        grad = activations[-1]
+        for kernel, inputs in zip(
+            kernels[::-1], activations[-2::-1], strict=True
+        ):
+            np.swapaxes(inputs, 1, 2) @ grad  # the kernel's gradient
+            grad = grad @ np.swapaxes(kernel, 1, 2)
+
+    return lambda: harness.clocked(lambda: [step() for _ in range(steps)])
 
 
 # search: the recommended path against tuning KD by hand.
@@ -683,7 +711,7 @@ CASES = {
                 hidden=[100, 100],
                 epochs=10,
                 trainings=6,
-                repeats=1,
+                repeats=3,
             ),
             "quick": dict(
                 problems=[[120, 32]],

@@ -17,6 +17,46 @@ def _member_signature(model):
     return [tuple(w.shape) for w in model.weights]
 
 
+# Optimizers whose update of a variable depends on all of its entries (a
+# norm or a factorisation): on the stacked weights they would couple the
+# members.
+_COUPLING_OPTIMIZERS = ("Adafactor", "Lamb", "Muon")
+
+
+def check_member_optimizer(optimizer):
+    """Refuses an optimizer whose update would mix the members' weights."""
+    name = type(optimizer).__name__
+    if name in _COUPLING_OPTIMIZERS:
+        raise ValueError(
+            f"`optimizer` must update every weight on its own: {name} scales "
+            "a variable's update by a norm or factorisation over the whole "
+            "variable, which on the population's stacked weights would mix "
+            f"the members. Received: {name}"
+        )
+    for option in ("global_clipnorm", "clipnorm"):
+        if getattr(optimizer, option, None):
+            raise ValueError(
+                f"`optimizer` must not clip by norm: `{option}` would clip "
+                "the members' stacked gradients together and couple them "
+                "(clip with `clipvalue`). Received: "
+                f"{option}={getattr(optimizer, option)}"
+            )
+
+
+def _constant(values):
+    """An initializer returning `values` (no compiled fill on JAX)."""
+    values = np.asarray(values)
+
+    def initializer(shape, dtype=None):
+        return values.reshape(shape)
+
+    return initializer
+
+
+def _is_float(variable):
+    return keras.backend.standardize_dtype(variable.dtype).startswith("float")
+
+
 def _check_member_axis(member_axis):
     """Checks `member_axis`; with a name, also the backend and the mesh."""
     if member_axis is None:
@@ -66,6 +106,15 @@ class StudentPopulation(keras.Model):
     `y` is the teacher logits, or `concatenate([teacher_logits,
     one_hot(labels)], -1)` when `w > 0`. Sequence outputs are averaged over
     positions.
+
+    The population holds the members' weights stacked, `(N, ...)` per
+    weight of a member, and runs the first member's computation on each
+    slice with `keras.ops.vectorized_map`: one compiled step whose size
+    does not grow with `N`. `fit` writes the trained weights back into the
+    members; `members` returns them with the population's current weights.
+    Every weight is updated on its own by the optimizer, so a member trains
+    as it would alone; optimizers that couple the entries of a variable
+    (norm clipping, Adafactor, Lamb, Muon) are refused by `fit`.
 
     Args:
         members: `N >= 1` built students with identical weight shapes.
@@ -145,44 +194,141 @@ class StudentPopulation(keras.Model):
         weight = check_number(
             student_loss_weight, "student_loss_weight", 0.0, 1.0
         )
-        self.members = members
+        # Not tracked: the stacked copies below are the population's weights.
+        object.__setattr__(self, "_members", tuple(members))
+        self._stacked_trainable = self._stack(
+            members, lambda m: m.trainable_variables, True
+        )
+        self._stacked_non_trainable = self._stack(
+            members, lambda m: m.non_trainable_variables, False
+        )
+        # torch.vmap cannot batch integer state (random seeds): such members
+        # run one after the other on their slices there, as do members whose
+        # layers torch.vmap cannot run (see `call`).
+        self._vectorize = keras.backend.backend() != "torch" or all(
+            _is_float(v) for v in members[0].non_trainable_variables
+        )
         self.delta = check_number(delta, "delta", low=0.0)
         # Static: which terms to build; the values are variables.
         self.any_standardize = bool(np.any(flags > 0))
         self.with_labels = weight > 0
         self.coefficients = self.add_weight(
             shape=values.shape,
-            initializer=keras.initializers.Constant(values),
+            initializer=_constant(values),
             trainable=False,
             name="coefficients",
         )
         self.temperatures = self.add_weight(
             shape=(size,),
-            initializer=keras.initializers.Constant(temps),
+            initializer=_constant(temps),
             trainable=False,
             name="temperatures",
         )
         self.standardize = self.add_weight(
             shape=(size,),
-            initializer=keras.initializers.Constant(flags),
+            initializer=_constant(flags),
             trainable=False,
             name="standardize",
         )
         self.student_loss_weight = self.add_weight(
             shape=(),
-            initializer=keras.initializers.Constant(weight),
+            initializer=_constant(weight),
             trainable=False,
             name="student_loss_weight",
         )
 
+    def _stack(self, members, variables, trainable):
+        stacked = []
+        for j, variable in enumerate(variables(members[0])):
+            values = np.stack(
+                [ops.convert_to_numpy(variables(m)[j]) for m in members]
+            )
+            stacked.append(
+                self.add_weight(
+                    shape=values.shape,
+                    dtype=variable.dtype,
+                    initializer=_constant(values),
+                    trainable=trainable,
+                    name="stacked_" + variable.path.replace("/", "_"),
+                )
+            )
+        return stacked
+
     @property
     def size(self):
-        return len(self.members)
+        return len(self._members)
+
+    @property
+    def members(self):
+        """The members, holding the population's current weights."""
+        self._write_members()
+        return list(self._members)
+
+    def _write_members(self):
+        for stacked, variables in (
+            (self._stacked_trainable, "trainable_variables"),
+            (self._stacked_non_trainable, "non_trainable_variables"),
+        ):
+            values = [ops.convert_to_numpy(v) for v in stacked]
+            for i, member in enumerate(self._members):
+                for variable, value in zip(
+                    getattr(member, variables), values, strict=True
+                ):
+                    variable.assign(value[i])
+
+    def fit(self, *args, **kwargs):
+        if self.optimizer is not None:
+            check_member_optimizer(self.optimizer)
+        history = super().fit(*args, **kwargs)
+        self._write_members()
+        return history
 
     def call(self, x, training=False):
-        return ops.stack(
-            [member(x, training=training) for member in self.members], axis=1
+        template = self._members[0]
+        regularized = []
+
+        def member(weights):
+            outputs, updates, losses = template.stateless_call(
+                *weights, x, training=training, return_losses=True
+            )
+            regularized.append(bool(losses))
+            penalty = ops.sum(ops.stack(losses)) if losses else 0.0
+            return outputs, updates, ops.convert_to_tensor(penalty)
+
+        weights = (
+            [v.value for v in self._stacked_trainable],
+            [v.value for v in self._stacked_non_trainable],
         )
+        if self._vectorize:
+            try:
+                outputs, updates, penalties = ops.vectorized_map(
+                    member, weights
+                )
+            except Exception:
+                # torch.vmap lacks some kernels (Conv2D's memory formats):
+                # there the members run one after the other; an error of
+                # the model itself comes again from that path.
+                if keras.backend.backend() != "torch":
+                    raise
+                self._vectorize = False
+                regularized.clear()
+        if not self._vectorize:
+            results = [
+                member(keras.tree.map_structure(lambda v, i=i: v[i], weights))
+                for i in range(self.size)
+            ]
+            outputs, updates, penalties = (
+                keras.tree.map_structure(lambda *v: ops.stack(v), *parts)
+                for parts in zip(*results, strict=True)
+            )
+        if training:
+            for variable, value in zip(
+                self._stacked_non_trainable, updates, strict=True
+            ):
+                variable.assign(value)
+        if any(regularized):
+            self.add_loss(ops.sum(penalties))
+        return ops.moveaxis(outputs, 0, 1)
 
     def member_losses(self, y, y_pred):
         """Per-example, per-member loss, shape `(batch, N)`."""
@@ -239,7 +385,7 @@ class StudentPopulation(keras.Model):
             losses = losses * weights
         total = ops.sum(ops.mean(losses, axis=0))
         if self.losses:
-            total = total + ops.sum(self.losses)
+            total = total + ops.sum(ops.stack(self.losses))
         return total
 
     def shard_members(self, y_pred):

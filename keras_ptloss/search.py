@@ -37,6 +37,7 @@ from keras_ptloss.distiller import Distiller
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.population import _check_member_axis
+from keras_ptloss.population import check_member_optimizer
 from keras_ptloss.selection import SelectionConfig
 from keras_ptloss.selection import select_with_config
 
@@ -837,8 +838,9 @@ def search_coefficients(
         keep_kd: keep the best `eps = 0` members (KD, and LS-KD when
             z-scored logits are searched) to the last rung.
         optimizer: a Keras optimizer (cloned for each rung) or a function
-            returning one; defaults to `Adam(1e-3)`. Global-norm clipping is
-            refused.
+            returning one; defaults to `Adam(1e-3)`. Norm clipping and
+            optimizers that couple a variable's entries (Adafactor, Lamb,
+            Muon) are refused: they would mix the stacked members.
         batch_size: batch size.
         seed: seed of the initial weights and of the batch order.
         calibrate: calibrate the winner's student on `validation_data`.
@@ -1169,13 +1171,18 @@ def _successive_halving(build_student, data, plan, settings):
         progress.update(spent, best=members[0]["score"])
         schedule = _check_time(schedule, index, spent, start, settings)
         if index + 1 < len(schedule):
-            alive = _with_anchors(
+            survivors = _with_anchors(
                 [alive[j] for j in ranked],
                 schedule[index + 1]["members"],
                 plan.kinds,
                 candidates,
             )
-            previous = (optimizer, population.trainable_variables)
+            previous = (
+                optimizer,
+                len(alive),
+                [alive.index(c) for c in survivors],
+            )
+            alive = survivors
         index += 1
     seconds = time.perf_counter() - start
     progress.close()
@@ -1227,23 +1234,45 @@ def _population(students, alive, losses, training, previous):
     optimizer = training.make_optimizer()
     optimizer.build(population.trainable_variables)
     if previous is not None:
-        _carry_optimizer_state(
-            *previous, optimizer, population.trainable_variables
-        )
+        _carry_optimizer_state(*previous, optimizer)
     population.compile(optimizer=optimizer)
     return population, optimizer
 
 
 def _train_epoch(population, data, permutation, training):
     """One epoch in the given example order (the same for every rung)."""
+    order, sample_weight = _full_batches(population, permutation, training)
     population.fit(
-        _take(data.x, permutation),
-        data.targets[permutation],
+        _take(data.x, order),
+        data.targets[order],
+        sample_weight=sample_weight,
         batch_size=training.batch_size,
         epochs=1,
         shuffle=False,
         verbose=0,
     )
+
+
+def _full_batches(population, permutation, training):
+    """`(order, sample_weight)`: the epoch with its last batch made full.
+
+    JAX and TensorFlow compile a second step for a last batch of another
+    size. For members without state (no batch statistics, no random
+    layers), the last batch is filled up with repeated rows of weight 0
+    and its rows weighted `batch_size / rows`, so that the batch mean is
+    that of its own rows; torch, which does not compile, trains as given.
+    """
+    size, count = training.batch_size, len(permutation)
+    rest = count % size
+    stateful = population._members[0].non_trainable_variables
+    compiles = keras.backend.backend() != "torch"
+    if not rest or count < size or stateful or not compiles:
+        return permutation, None
+    weights = np.ones(count + size - rest, dtype="float32")
+    weights[count - rest : count] = size / rest
+    weights[count:] = 0.0
+    order = np.concatenate([permutation, permutation[: size - rest]])
+    return order, weights
 
 
 def _score_rung(outputs, alive, data, settings, plan):
@@ -1364,12 +1393,8 @@ def _training_record(data, settings):
 
 
 def _predict(population, x):
-    """Stacked member logits as numpy, by eager calls (no predict step)."""
-    parts = [
-        keras.ops.convert_to_numpy(population(_take(x, slice(i, i + 1024))))
-        for i in range(0, _num_examples(x), 1024)
-    ]
-    return np.concatenate(parts, axis=0)
+    """Stacked member logits as numpy, by one compiled step per rung."""
+    return population.predict(x, batch_size=1024, verbose=0)
 
 
 def _accuracy(y_true, probs):
@@ -1700,7 +1725,7 @@ def _optimizer_factory(optimizer):
     if optimizer is None:
         return lambda: keras.optimizers.Adam(1e-3)
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        _refuse_global_clipping(optimizer)
+        check_member_optimizer(optimizer)
         config = optimizer.get_config()
         return lambda: optimizer.__class__.from_config(config)
     if callable(optimizer):
@@ -1712,7 +1737,7 @@ def _optimizer_factory(optimizer):
                     "`optimizer` must return a Keras optimizer. Received: "
                     f"{made!r}"
                 )
-            _refuse_global_clipping(made)
+            check_member_optimizer(made)
             return made
 
         return make
@@ -1722,79 +1747,32 @@ def _optimizer_factory(optimizer):
     )
 
 
-def _refuse_global_clipping(optimizer):
-    if getattr(optimizer, "global_clipnorm", None):
-        raise ValueError(
-            "`optimizer` must not clip by global norm: it would couple the "
-            "members of the population (clip per variable with `clipnorm`). "
-            f"Received: global_clipnorm={optimizer.global_clipnorm}"
-        )
-
-
-def _carry_optimizer_state(old, old_variables, new, new_variables):
+def _carry_optimizer_state(old, count, rows, new):
     """Copies the survivors' optimizer state; returns whether it could.
 
-    The slot layout (interleaved per variable or grouped per slot kind) is
-    recognised from the slots' shapes and names; otherwise a warning says
-    the survivors restart with fresh slots.
+    Every weight of a population is stacked over its `count` members, so a
+    slot with `count` rows first holds the members' rows: the survivors'
+    `rows` are taken from it. Other slots (the step count) are copied. A
+    layout that does not match warns and leaves fresh slots.
     """
     old_slots, new_slots = list(old.variables), list(new.variables)
-    lost = len(old_variables) - len(new_variables)
-    if lost > 0 and (len(old_slots) - len(new_slots)) % lost == 0:
-        groups = (len(old_slots) - len(new_slots)) // lost
-        prefix = len(old_slots) - groups * len(old_variables)
-        position = {id(v): i for i, v in enumerate(old_variables)}
-        for interleaved in (True, False):
-            pairs = _slot_pairs(
-                old_slots,
-                new_slots,
-                old_variables,
-                new_variables,
-                position,
-                groups,
-                prefix,
-                interleaved,
-            )
-            if pairs is not None:
-                for source, target in pairs:
-                    target.assign(source.value)
-                return True
+    pairs = []
+    if len(old_slots) == len(new_slots):
+        for source, target in zip(old_slots, new_slots, strict=True):
+            value = keras.ops.convert_to_numpy(source)
+            if value.ndim and value.shape[0] == count:
+                value = value[rows]
+            shape = value.shape
+            if shape != tuple(target.shape):
+                break
+            pairs.append((target, value))
+    if pairs and len(pairs) == len(new_slots):
+        for target, value in pairs:
+            target.assign(value)
+        return True
     warnings.warn(
         f"The state of {type(old).__name__} could not be carried to the "
         "surviving students; they continue with fresh optimizer slots.",
         stacklevel=3,
     )
     return False
-
-
-def _slot_pairs(
-    old_slots,
-    new_slots,
-    old_variables,
-    new_variables,
-    position,
-    groups,
-    prefix,
-    interleaved,
-):
-    def index(count, i, g):
-        return prefix + (i * groups + g if interleaved else g * count + i)
-
-    if prefix < 0 or prefix != len(new_slots) - groups * len(new_variables):
-        return None
-    pairs = list(zip(old_slots[:prefix], new_slots[:prefix], strict=True))
-    for j, variable in enumerate(new_variables):
-        i = position.get(id(variable))
-        if i is None:
-            return None
-        tag = variable.path.replace("/", "_")
-        for g in range(groups):
-            source = old_slots[index(len(old_variables), i, g)]
-            target = new_slots[index(len(new_variables), j, g)]
-            for slot in (source, target):
-                if tag not in slot.path or slot.shape != variable.shape:
-                    return None
-            if source.path.rsplit("/", 1)[-1] != target.path.rsplit("/", 1)[-1]:
-                return None
-            pairs.append((source, target))
-    return pairs

@@ -6,8 +6,8 @@ keras-hub with `--no-deps` and lists in the `test` extra what its models
 need. This checks that choice against the installed keras-hub: what it
 requires and neither the `test` extra nor Keras provides is exactly the
 known set, and a GPT-2 causal LM builds, trains and predicts with those
-packages unimportable. Backend-independent: run under JAX only (under the
-other backends the test is not defined, so nothing is skipped).
+packages unimportable. Backend-independent: run under PyTorch only (under
+the other backends the test is not defined, so nothing is skipped).
 """
 
 import importlib.metadata
@@ -80,11 +80,11 @@ def test_keras_hub_needs_nothing_else_outside_the_test_extra():
     assert _left_out() == LEFT_OUT
 
 
-if keras.backend.backend() == "jax":
+if keras.backend.backend() == "torch":
 
     def test_keras_hub_models_run_without_the_left_out_packages():
         modules = sorted(name.replace("-", "_") for name in LEFT_OUT)
-        env = dict(os.environ, KERAS_BACKEND="jax")
+        env = dict(os.environ, KERAS_BACKEND="torch")
         proc = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(SCRIPT), ",".join(modules)],
             capture_output=True,

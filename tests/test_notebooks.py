@@ -7,7 +7,8 @@ notebook (its stored outputs cleared) with small sizes injected after its
 `parameters` cell; the file on disk is never written.
 
 Executing them (nbclient, a real Jupyter kernel) is done on one backend
-only, JAX, to keep the three-backend suite fast: under the other backends
+only, PyTorch (which compiles nothing, so it runs them fastest), to keep
+the three-backend suite fast: under the other backends
 the execution tests are not defined at all (so nothing is skipped), and the
 suite reports them once. The KerasHub notebook is the exception: it runs on
 every backend, since what it checks (KerasHub's dict inputs, the padding
@@ -27,7 +28,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-EXECUTION_BACKEND = "jax"
+EXECUTION_BACKEND = "torch"
 
 # Small sizes injected after each notebook's `parameters` cell.
 FAST_PARAMETERS = {

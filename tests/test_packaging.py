@@ -2,8 +2,9 @@
 
 `scripts/check_dist.sh` (the release check: sdist and wheel built, checked
 and installed into a fresh virtual environment that trains with them) runs
-on one backend only, JAX, the one its smoke run uses: under the other
-backends those tests are not defined at all, so nothing is skipped.
+on one backend only, PyTorch (the fastest to start here), the one its smoke
+run is given: under the other backends those tests are not defined at
+all, so nothing is skipped.
 """
 
 import os
@@ -29,7 +30,7 @@ COPY_IGNORE = shutil.ignore_patterns(
     ".ruff_cache",
     ".ipynb_checkpoints",
 )
-CHECK_BACKEND = "jax"
+CHECK_BACKEND = "torch"
 
 
 @pytest.fixture(scope="module")

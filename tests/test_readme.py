@@ -4,9 +4,9 @@
 - The demo command installs what the test command installs, minus the test
   extra, then runs `python -m keras_ptloss demo`; tests/test_demo.py runs
   that same command (plus `--quick`), taken from the README.
-- The README's Python examples run as written, at a smaller size (JAX
-  only, like the notebooks: they are backend-agnostic documentation, not
-  library code).
+- The README's Python examples run as written, at a smaller size (under
+  PyTorch only, like the notebooks: they are backend-agnostic
+  documentation, not library code).
 """
 
 import re
@@ -170,7 +170,7 @@ def test_readme_is_at_most_220_lines():
     assert len(README.read_text().splitlines()) <= 220
 
 
-if keras.backend.backend() == "jax":
+if keras.backend.backend() == "torch":
 
     def test_readme_python_examples_run(capsys):
         blocks = _python_blocks()
