@@ -64,22 +64,28 @@ def trained_alone(make, temperature, x, teacher, **fit):
     return alone
 
 
-def test_members_with_batch_statistics_train_as_alone(batch):
-    x, teacher = batch
-
-    def make():
-        return build([keras.layers.BatchNormalization()])
-
+def assert_members_train_as_alone(make, x, teacher, batch_size):
+    """One population epoch of `make`'s students against each alone."""
     population, members = population_of(make)
-    population.fit(x, teacher, batch_size=16, shuffle=False, verbose=0)
+    population.fit(x, teacher, batch_size=batch_size, shuffle=False, verbose=0)
     for member, temperature in zip(members, TEMPERATURES, strict=True):
-        alone = trained_alone(make, temperature, x, teacher, batch_size=16)
-        # Trainable weights and the moving mean and variance.
-        assert len(alone.non_trainable_weights) == 2
+        alone = trained_alone(
+            make, temperature, x, teacher, batch_size=batch_size
+        )
         for got, want in zip(
             member.get_weights(), alone.get_weights(), strict=True
         ):
             assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    return alone
+
+
+def test_members_with_batch_statistics_train_as_alone(batch):
+    def make():
+        return build([keras.layers.BatchNormalization()])
+
+    alone = assert_members_train_as_alone(make, *batch, batch_size=16)
+    # The weights compared include the moving mean and variance.
+    assert len(alone.non_trainable_weights) == 2
 
 
 def test_random_members_train_and_keep_their_own_seeds(batch):
@@ -121,14 +127,7 @@ def test_convolutional_members_train_as_alone(batch):
             ]
         )
 
-    population, members = population_of(make)
-    population.fit(images, teacher, batch_size=16, shuffle=False, verbose=0)
-    for member, temperature in zip(members, TEMPERATURES, strict=True):
-        alone = trained_alone(make, temperature, images, teacher, batch_size=16)
-        for got, want in zip(
-            member.get_weights(), alone.get_weights(), strict=True
-        ):
-            assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert_members_train_as_alone(make, images, teacher, batch_size=16)
 
 
 def test_regularized_members_pay_their_own_penalty(batch):
@@ -142,13 +141,7 @@ def test_regularized_members_pay_their_own_penalty(batch):
     kernels = [to_numpy(m.layers[0].kernel) for m in members]
     expected = sum(0.1 * np.sum(k**2) for k in kernels)
     assert_allclose(to_numpy(sum(population.losses)), expected, rtol=1e-5)
-    population.fit(x, teacher, batch_size=20, shuffle=False, verbose=0)
-    for member, temperature in zip(members, TEMPERATURES, strict=True):
-        alone = trained_alone(make, temperature, x, teacher, batch_size=20)
-        for got, want in zip(
-            member.get_weights(), alone.get_weights(), strict=True
-        ):
-            assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert_members_train_as_alone(make, x, teacher, batch_size=20)
 
 
 @pytest.mark.parametrize(
