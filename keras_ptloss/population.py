@@ -23,7 +23,7 @@ def _member_signature(model):
 _COUPLING_OPTIMIZERS = ("Adafactor", "Lamb", "Muon")
 
 
-def check_member_optimizer(optimizer):
+def _check_member_optimizer(optimizer):
     """Refuses an optimizer whose update would mix the members' weights."""
     name = type(optimizer).__name__
     if name in _COUPLING_OPTIMIZERS:
@@ -278,7 +278,7 @@ class StudentPopulation(keras.Model):
 
     def fit(self, *args, **kwargs):
         if self.optimizer is not None:
-            check_member_optimizer(self.optimizer)
+            _check_member_optimizer(self.optimizer)
         history = super().fit(*args, **kwargs)
         self._write_members()
         return history

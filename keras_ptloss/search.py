@@ -37,7 +37,7 @@ from keras_ptloss.distiller import Distiller
 from keras_ptloss.losses import PTLoss
 from keras_ptloss.population import StudentPopulation
 from keras_ptloss.population import _check_member_axis
-from keras_ptloss.population import check_member_optimizer
+from keras_ptloss.population import _check_member_optimizer
 from keras_ptloss.selection import SelectionConfig
 from keras_ptloss.selection import select_with_config
 
@@ -1725,7 +1725,7 @@ def _optimizer_factory(optimizer):
     if optimizer is None:
         return lambda: keras.optimizers.Adam(1e-3)
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        check_member_optimizer(optimizer)
+        _check_member_optimizer(optimizer)
         config = optimizer.get_config()
         return lambda: optimizer.__class__.from_config(config)
     if callable(optimizer):
@@ -1737,7 +1737,7 @@ def _optimizer_factory(optimizer):
                     "`optimizer` must return a Keras optimizer. Received: "
                     f"{made!r}"
                 )
-            check_member_optimizer(made)
+            _check_member_optimizer(made)
             return made
 
         return make
