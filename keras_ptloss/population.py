@@ -53,10 +53,6 @@ def _constant(values):
     return initializer
 
 
-def _is_float(variable):
-    return keras.backend.standardize_dtype(variable.dtype).startswith("float")
-
-
 def _check_member_axis(member_axis):
     """Checks `member_axis`; with a name, also the backend and the mesh."""
     if member_axis is None:
@@ -202,12 +198,8 @@ class StudentPopulation(keras.Model):
         self._stacked_non_trainable = self._stack(
             members, lambda m: m.non_trainable_variables, False
         )
-        # torch.vmap cannot batch integer state (random seeds): such members
-        # run one after the other on their slices there, as do members whose
-        # layers torch.vmap cannot run (see `call`).
-        self._vectorize = keras.backend.backend() != "torch" or all(
-            _is_float(v) for v in members[0].non_trainable_variables
-        )
+        # Cleared on torch when torch.vmap cannot run the members (see `call`).
+        self._vectorize = True
         self.delta = check_number(delta, "delta", low=0.0)
         # Static: which terms to build; the values are variables.
         self.any_standardize = bool(np.any(flags > 0))
@@ -305,9 +297,10 @@ class StudentPopulation(keras.Model):
                     member, weights
                 )
             except Exception:
-                # torch.vmap lacks some kernels (Conv2D's memory formats):
-                # there the members run one after the other; an error of
-                # the model itself comes again from that path.
+                # torch.vmap lacks some kernels (Conv2D's memory formats)
+                # and cannot batch random seeds: there the members run one
+                # after the other; an error of the model itself comes again
+                # from that path.
                 if keras.backend.backend() != "torch":
                     raise
                 self._vectorize = False
