@@ -148,6 +148,16 @@ def worker_env(backend, threads):
     return env
 
 
+def pinned(backend, threads):
+    """What keeps a one-thread JAX worker on one core (a `preexec_fn`), or
+    `None`: XLA's CPU runtime has no thread setting and sizes its pool
+    from the process's CPU affinity."""
+    if backend != "jax" or threads != 1:
+        return None
+    core = min(os.sched_getaffinity(0))
+    return lambda: os.sched_setaffinity(0, {core})
+
+
 def run_worker(name, case, backend, size, timeout):
     """Runs one case on one backend in a fresh process; its records."""
     with tempfile.TemporaryDirectory() as folder:
@@ -158,6 +168,7 @@ def run_worker(name, case, backend, size, timeout):
         completed = subprocess.run(
             command,
             env=worker_env(backend, case.threads),
+            preexec_fn=pinned(backend, case.threads),
             cwd=ROOT,
             timeout=timeout,
         )
