@@ -2,6 +2,7 @@
 
     python -m benchmarks list
     python -m benchmarks run CASE... [--quick] [--backends B...] [--set K=V]
+                             [--threads N] [--results-dir DIR]
     python -m benchmarks report [--check]
 
 `run` measures cases (each backend in its own process) into
@@ -45,6 +46,12 @@ def main(argv=None):
         help="override a size argument (VALUE is JSON where it parses)",
     )
     run.add_argument("--results-dir", help="where the JSON goes")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads per worker instead of the case's (0: the "
+        "backends' defaults, every core)",
+    )
     report = sub.add_parser("report", help="render BENCHMARKS.md's tables")
     report.add_argument(
         "--check", action="store_true", help="fail if BENCHMARKS.md is stale"
@@ -66,6 +73,7 @@ def main(argv=None):
             backends=args.backends,
             overrides=dict(args.set),
             folder=args.results_dir,
+            threads=args.threads,
         )
     elif args.command == "report":
         current = render.DOCUMENT.read_text()

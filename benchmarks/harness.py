@@ -158,7 +158,7 @@ def pinned(backend, threads):
     return lambda: os.sched_setaffinity(0, {core})
 
 
-def run_worker(name, case, backend, size, timeout):
+def run_worker(name, backend, size, timeout, threads):
     """Runs one case on one backend in a fresh process; its records."""
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "records.json"
@@ -167,8 +167,8 @@ def run_worker(name, case, backend, size, timeout):
         print(f"== {name} on {backend or 'numpy'}", flush=True)
         completed = subprocess.run(
             command,
-            env=worker_env(backend, case.threads),
-            preexec_fn=pinned(backend, case.threads),
+            env=worker_env(backend, threads),
+            preexec_fn=pinned(backend, threads),
             cwd=ROOT,
             timeout=timeout,
         )
@@ -200,8 +200,12 @@ def merge(stored, records, keys):
     return kept + list(records)
 
 
-def run(names, quick=False, backends=None, overrides=None, folder=None):
-    """Runs the named cases; writes and returns their result files."""
+def run(
+    names, quick=False, backends=None, overrides=None, folder=None, threads=None
+):
+    """Runs the named cases; writes and returns their result files
+    (`threads`: each worker's intra-op threads instead of the case's; 0
+    leaves the backends' defaults)."""
     table = cases()
     unknown = sorted(set(names) - set(table))
     if unknown:
@@ -218,7 +222,13 @@ def run(names, quick=False, backends=None, overrides=None, folder=None):
         revision = commit()  # what the workers run, whatever lands meanwhile
         records = []
         for backend in chosen or [None]:
-            part = run_worker(name, case, backend, size, case.timeout)
+            part = run_worker(
+                name,
+                backend,
+                size,
+                case.timeout,
+                case.threads if threads is None else threads,
+            )
             records += [{"backend": backend, **r} for r in part]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.json"
