@@ -36,7 +36,12 @@ def main(argv=None):
     run = sub.add_parser("run", help="measure cases into results/<case>.json")
     run.add_argument("cases", nargs="+", metavar="CASE")
     run.add_argument("--quick", action="store_true", help="smoke-test sizes")
-    run.add_argument("--backends", nargs="+", choices=harness.BACKENDS)
+    run.add_argument(
+        "--backends",
+        nargs="+",
+        choices=harness.BACKENDS,
+        help="the backends to run instead of the case's own",
+    )
     run.add_argument(
         "--set",
         type=parse_setting,
