@@ -154,6 +154,8 @@ def pinned(backend, threads):
     from the process's CPU affinity."""
     if backend != "jax" or threads != 1:
         return None
+    if not hasattr(os, "sched_setaffinity"):  # Linux only
+        return None
     core = min(os.sched_getaffinity(0))
     return lambda: os.sched_setaffinity(0, {core})
 
