@@ -7,7 +7,7 @@ class UntrackedFitState:
     After every step the JAX trainer sets `model._jax_state` to a dict of
     every state array; `Layer.__setattr__` would wrap that dict and inspect
     each array for layers and variables to track, which it never holds
-    (about 7 % of a small population's epoch; docs/design.md).
+    (docs/design.md, "Keras traps").
     """
 
     def __setattr__(self, name, value):
