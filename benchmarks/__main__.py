@@ -2,6 +2,7 @@
 
     python -m benchmarks list
     python -m benchmarks run CASE... [--quick] [--backends B...] [--set K=V]
+                             [--threads N] [--results-dir DIR]
     python -m benchmarks report [--check]
 
 `run` measures cases (each backend in its own process) into
@@ -35,7 +36,12 @@ def main(argv=None):
     run = sub.add_parser("run", help="measure cases into results/<case>.json")
     run.add_argument("cases", nargs="+", metavar="CASE")
     run.add_argument("--quick", action="store_true", help="smoke-test sizes")
-    run.add_argument("--backends", nargs="+", choices=harness.BACKENDS)
+    run.add_argument(
+        "--backends",
+        nargs="+",
+        choices=harness.BACKENDS,
+        help="the backends to run instead of the case's own",
+    )
     run.add_argument(
         "--set",
         type=parse_setting,
@@ -45,6 +51,12 @@ def main(argv=None):
         help="override a size argument (VALUE is JSON where it parses)",
     )
     run.add_argument("--results-dir", help="where the JSON goes")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads per worker instead of the case's (0: the "
+        "backends' defaults, every core)",
+    )
     report = sub.add_parser("report", help="render BENCHMARKS.md's tables")
     report.add_argument(
         "--check", action="store_true", help="fail if BENCHMARKS.md is stale"
@@ -66,6 +78,7 @@ def main(argv=None):
             backends=args.backends,
             overrides=dict(args.set),
             folder=args.results_dir,
+            threads=args.threads,
         )
     elif args.command == "report":
         current = render.DOCUMENT.read_text()

@@ -148,7 +148,19 @@ def worker_env(backend, threads):
     return env
 
 
-def run_worker(name, case, backend, size, timeout):
+def pinned(backend, threads):
+    """What keeps a one-thread JAX worker on one core (a `preexec_fn`), or
+    `None`: XLA's CPU runtime has no thread setting and sizes its pool
+    from the process's CPU affinity."""
+    if backend != "jax" or threads != 1:
+        return None
+    if not hasattr(os, "sched_setaffinity"):  # Linux only
+        return None
+    core = min(os.sched_getaffinity(0))
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+def run_worker(name, backend, size, timeout, threads):
     """Runs one case on one backend in a fresh process; its records."""
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "records.json"
@@ -157,7 +169,8 @@ def run_worker(name, case, backend, size, timeout):
         print(f"== {name} on {backend or 'numpy'}", flush=True)
         completed = subprocess.run(
             command,
-            env=worker_env(backend, case.threads),
+            env=worker_env(backend, threads),
+            preexec_fn=pinned(backend, threads),
             cwd=ROOT,
             timeout=timeout,
         )
@@ -189,8 +202,12 @@ def merge(stored, records, keys):
     return kept + list(records)
 
 
-def run(names, quick=False, backends=None, overrides=None, folder=None):
-    """Runs the named cases; writes and returns their result files."""
+def run(
+    names, quick=False, backends=None, overrides=None, folder=None, threads=None
+):
+    """Runs the named cases; writes and returns their result files
+    (`threads`: each worker's intra-op threads instead of the case's; 0
+    leaves the backends' defaults)."""
     table = cases()
     unknown = sorted(set(names) - set(table))
     if unknown:
@@ -202,12 +219,20 @@ def run(names, quick=False, backends=None, overrides=None, folder=None):
         case = table[name]
         size = dict(case.sizes["quick" if quick else "full"])
         size.update(overrides or {})
-        chosen = [b for b in case.backends if not backends or b in backends]
+        # `backends` overrides a case's own (a smoke run may take the
+        # backend that starts fastest); a numpy case has none.
+        chosen = list(backends or case.backends) if case.backends else []
         started, load_before = time.perf_counter(), load_average()
         revision = commit()  # what the workers run, whatever lands meanwhile
         records = []
         for backend in chosen or [None]:
-            part = run_worker(name, case, backend, size, case.timeout)
+            part = run_worker(
+                name,
+                backend,
+                size,
+                case.timeout,
+                case.threads if threads is None else threads,
+            )
             records += [{"backend": backend, **r} for r in part]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.json"

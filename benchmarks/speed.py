@@ -327,6 +327,10 @@ def population(members, samples, hidden, batch_size, repeats):
     runs["matrix products only (numpy)"] = matmul_epoch(
         widths, members, math.ceil(samples / batch_size), batch_size
     )
+    if keras.backend.backend() == "jax":
+        runs["same step in plain JAX"] = plain_jax_epoch(
+            together, x, logits, batch_size, coefficients, temperatures
+        )
     for run in runs.values():  # compile and warm up
         run()
     samples_ = harness.rounds(runs, repeats)
@@ -372,6 +376,74 @@ def matmul_epoch(widths, members, steps, batch_size):
             grad = grad @ np.swapaxes(kernel, 1, 2)
 
     return lambda: harness.clocked(lambda: [step() for _ in range(steps)])
+
+
+def plain_jax_epoch(population, x, logits, batch_size, coefficients, temps):
+    """An epoch of the population's step written in plain JAX, no Keras:
+    the members' stacked weights (copied), Dense + ReLU, the members'
+    PTLoss, Adam; what XLA makes of the step itself."""
+    import jax
+    import jax.numpy as jnp
+
+    params = [
+        jnp.stack([jnp.asarray(w) for w in weights])
+        for weights in zip(
+            *(m.get_weights() for m in population.members), strict=True
+        )
+    ]
+    eps = jnp.asarray(coefficients)[:, None, None, :]
+    temps = jnp.asarray(temps, "float32")[:, None, None]
+
+    def forward(params, inputs):
+        h = jnp.broadcast_to(inputs, (len(params[0]), *inputs.shape))
+        for i in range(0, len(params), 2):
+            h = jnp.einsum("nbi,nio->nbo", h, params[i])
+            h = h + params[i + 1][:, None]
+            h = jax.nn.relu(h) if i < len(params) - 2 else h
+        return h
+
+    def loss(params, inputs, teacher):
+        log_p = jax.nn.log_softmax(teacher[None] / temps)
+        log_q = jax.nn.log_softmax(forward(params, inputs) / temps)
+        u = 1.0 - jnp.exp(log_q)
+        inner = eps[..., -1]
+        for m in range(eps.shape[-1] - 2, -1, -1):
+            inner = eps[..., m] + u * inner
+        terms = jnp.exp(log_p) * (log_p - log_q + u * inner)
+        return jnp.sum(jnp.mean(jnp.sum(terms, -1), -1) * temps[:, 0, 0] ** 2)
+
+    @jax.jit
+    def step(params, moments, count, inputs, teacher):
+        grads = jax.grad(loss)(params, inputs, teacher)
+        count = count + 1
+        lr = 1e-3 * jnp.sqrt(1 - 0.999**count) / (1 - 0.9**count)
+        new = []
+        for p, g, (m, v) in zip(params, grads, moments, strict=True):
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+            new.append((p - lr * m / (jnp.sqrt(v) + 1e-7), (m, v)))
+        return [p for p, _ in new], [mv for _, mv in new], count
+
+    state = {
+        "params": params,
+        "moments": [(jnp.zeros_like(p), jnp.zeros_like(p)) for p in params],
+        "count": jnp.zeros((), "float32"),
+    }
+    batches = [
+        (
+            jnp.asarray(x[i : i + batch_size]),
+            jnp.asarray(logits[i : i + batch_size]),
+        )
+        for i in range(0, len(x), batch_size)
+    ]
+
+    def epoch():
+        p, mv, c = state["params"], state["moments"], state["count"]
+        for inputs, teacher in batches:
+            p, mv, c = step(p, mv, c, inputs, teacher)
+        jax.block_until_ready(p)
+        state.update(params=p, moments=mv, count=c)
+
+    return timed(epoch)
 
 
 # search: the recommended path against tuning KD by hand.

@@ -70,7 +70,9 @@ def perturbed_terms(
     difference = log_p - log_q
     g = None
     if coefficients is not None:
-        u = -ops.expm1(log_q)
+        # No `-expm1(log_q)`: log_q's own rounding near 0 bounds u's
+        # precision anyway, and exp(log_q) is shared with the gradient.
+        u = 1.0 - ops.exp(log_q)
         columns = ops.unstack(coefficients, axis=-1)
         order = len(columns)
         inner = columns[-1]

@@ -421,7 +421,7 @@ def poly1_loss(y_true, y_pred, epsilon=1.0, from_logits=True):
     y_pred = upcast(y_pred)
     targets = _label_targets(y_true, y_pred, allow_soft=True)
     log_q = tempered_log_probs(y_pred, 1.0, from_logits)
-    one_minus_q = -ops.expm1(log_q)
+    one_minus_q = 1.0 - ops.exp(log_q)
     poly = ops.sum(targets * one_minus_q, axis=-1)
     epsilon = ops.cast(epsilon, log_q.dtype)
     return _cross_entropy(targets, log_q) + epsilon * poly

@@ -10,6 +10,7 @@ from keras_ptloss import teacher_outputs as offline
 from keras_ptloss._checks import check_number
 from keras_ptloss._checks import shapes_match
 from keras_ptloss._checks import vocabulary_hint
+from keras_ptloss._fit_state import UntrackedFitState
 from keras_ptloss._logits import resolve_teacher_flag
 from keras_ptloss.baselines import TARGET_KEYS
 from keras_ptloss.baselines import DKDLoss
@@ -94,7 +95,7 @@ def _static_shape(model, attr):
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class Distiller(keras.Model):
+class Distiller(UntrackedFitState, keras.Model):
     """Teacher-student model trained with PTLoss (or plain KD) and `fit()`.
 
     The recommended way to get one is

@@ -11,6 +11,7 @@ from keras_ptloss._checks import check_number
 from keras_ptloss._checks import check_standardizable
 from keras_ptloss._core import perturbed_terms
 from keras_ptloss._core import z_score
+from keras_ptloss._fit_state import UntrackedFitState
 
 
 def _member_signature(model):
@@ -94,7 +95,7 @@ def _member_distribution(member_axis):
 
 
 @keras.saving.register_keras_serializable(package="keras_ptloss")
-class StudentPopulation(keras.Model):
+class StudentPopulation(UntrackedFitState, keras.Model):
     """`N` students trained together, each on its own PTLoss.
 
         loss = sum_n mean_batch[(1 - w) * PTLoss_n(t, z_n) + w * CE(y, z_n)]

@@ -252,6 +252,18 @@ def test_extreme_logits_and_degenerate_teacher_stay_finite(scale):
     )
 
 
+@pytest.mark.parametrize("gap", [4.0, 10.0, 16.0])
+def test_confident_student_within_float32_rounding(rng, gap):
+    # q close to 1 makes u = 1 - q tiny: its terms must stay within the
+    # float32 rounding of log q itself (about 1e-7 absolute).
+    teacher = np.concatenate([np.zeros((8, 1)), rng.normal(-gap, 1, (8, 5))], 1)
+    logits = teacher + rng.normal(scale=0.1, size=teacher.shape)
+    eps = [0.6, 0.2, 0.1]
+    loss = PTLoss(eps, reduction=None)
+    expected = np_pt_loss(np_softmax(teacher), logits, eps, 1.0)
+    assert_allclose(loss(teacher, logits), expected, rtol=0.0, atol=1e-6)
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_half_precision_inputs_are_computed_in_float32(batch, policy):
     teacher, logits = batch

@@ -8,12 +8,12 @@ notebook (its stored outputs cleared) with small sizes injected after its
 
 Executing them (nbclient, a real Jupyter kernel) is done on one backend
 only, PyTorch (which compiles nothing, so it runs them fastest), to keep
-the three-backend suite fast: under the other backends
-the execution tests are not defined at all (so nothing is skipped), and the
-suite reports them once. The KerasHub notebook is the exception: it runs on
-every backend, since what it checks (KerasHub's dict inputs, the padding
-mask, saving) goes through each backend's own code. The kernel inherits
-`KERAS_BACKEND`, and no notebook sets it: unset, Keras's default
+the three-backend suite fast: under the other backends the execution tests
+are not defined at all (so nothing is skipped), and the suite reports them
+once. What the KerasHub notebook goes through in each backend's own code
+(KerasHub's dict inputs, the padding mask, saving, the top-k loss) is
+tested on every backend in tests/test_kerashub_models.py. The kernel
+inherits `KERAS_BACKEND`, and no notebook sets it: unset, Keras's default
 (TensorFlow) applies.
 """
 
@@ -50,9 +50,6 @@ FAST_PARAMETERS = {
         TOP_K=8,
         NUM_CANDIDATES=16,
     ),
-}
-# Run on every backend, at these sizes.
-EVERY_BACKEND_PARAMETERS = {
     "05_kerashub_distillation.ipynb": dict(
         NUM_SEQUENCES=200,
         LENGTH=12,
@@ -66,7 +63,7 @@ EVERY_BACKEND_PARAMETERS = {
         NUM_CANDIDATES=16,
     ),
 }
-NOTEBOOKS = sorted(FAST_PARAMETERS | EVERY_BACKEND_PARAMETERS)
+NOTEBOOKS = sorted(FAST_PARAMETERS)
 
 
 def _read(name):
@@ -181,8 +178,3 @@ if keras.backend.backend() == EXECUTION_BACKEND:
     @pytest.mark.parametrize("name", sorted(FAST_PARAMETERS))
     def test_notebook_runs(name, tmp_path):
         _execute(name, FAST_PARAMETERS[name], tmp_path)
-
-
-@pytest.mark.parametrize("name", sorted(EVERY_BACKEND_PARAMETERS))
-def test_notebook_runs_on_every_backend(name, tmp_path):
-    _execute(name, EVERY_BACKEND_PARAMETERS[name], tmp_path)

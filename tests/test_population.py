@@ -173,6 +173,48 @@ def test_saved_population_loads_with_its_weights(batch, tmp_path):
             assert_allclose(a, b)
 
 
+def test_a_callback_reads_and_sets_the_weights_between_steps(batch):
+    """At a batch end a callback sees that step's weights, and what it
+    assigns is where the next step starts (JAX keeps them off the
+    variables during `fit`)."""
+    x, teacher = batch
+
+    def start(zero=False):
+        population, _ = population_of(build)
+        population.compile(optimizer=keras.optimizers.SGD(0.1))
+        for variable in population.trainable_variables * zero:
+            variable.assign(np.zeros(variable.shape))
+        return population
+
+    class ZeroAfterFirstStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if step == 0:
+                weights = self.model.trainable_variables
+                self.seen = [to_numpy(v) for v in weights]
+                for variable in weights:
+                    variable.assign(np.zeros(variable.shape))
+
+    callback = ZeroAfterFirstStep()
+    population = start()
+    population.fit(
+        x,
+        teacher,
+        batch_size=20,
+        shuffle=False,
+        verbose=0,
+        callbacks=[callback],
+    )
+    first, second = start(), start(zero=True)
+    first.fit(x[:20], teacher[:20], batch_size=20, verbose=0)
+    second.fit(x[20:], teacher[20:], batch_size=20, verbose=0)
+    for got, want in zip(callback.seen, first.trainable_variables, strict=True):
+        assert_allclose(got, to_numpy(want))
+    for got, want in zip(
+        population.trainable_variables, second.trainable_variables, strict=True
+    ):
+        assert_allclose(to_numpy(got), to_numpy(want))
+
+
 def test_full_last_batch_trains_as_the_short_one(batch):
     """The search fills the last batch up with rows of weight 0 (JAX and
     TensorFlow): the same training as Keras's short last batch."""
